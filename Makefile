@@ -1,0 +1,27 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONF ?= conf
+
+.PHONY: run test bench install clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m daemon.devrun $(CONF)
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) run *.egg-info

@@ -1,0 +1,49 @@
+"""``eventbus fire DATA TAG``: fire an event on a local bus."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from cli import options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help="the event data: a JSON or YAML mapping")
+    parser.add_argument("tag", metavar="TAG", help="the event tag")
+    parser.add_argument("--node", choices=options.NODES, default="minion",
+                        help="whose bus to fire on (default minion)")
+    options.add_config_dir(parser)
+
+
+def parse_data(text: str) -> dict[str, Any]:
+    """DATA as a dict: JSON, or else YAML; anything but a mapping is an error."""
+    import yaml
+
+    from eventbus.errors import InvalidEventError
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "unparseable"
+            raise InvalidEventError(f"DATA is neither JSON nor YAML ({problem}): {text[:60]!r}") from None
+    if not isinstance(data, dict):
+        raise InvalidEventError(f"DATA must be a JSON or YAML mapping, got {type(data).__name__}: {text[:60]!r}")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from eventbus import event, payload
+    from eventbus.errors import BusUnavailableError
+
+    data = parse_data(args.data)
+    payload.check_tag(args.tag)
+    settings = options.bus_settings(args.config_dir, args.node)
+    with event.get_event(args.node, opts=settings, listen=False) as bus:
+        if not bus.fire_event(data, args.tag, timeout=2000):
+            raise BusUnavailableError(f"no {args.node} daemon answered on sock_dir {settings.sock_dir}",
+                                      sock_dir=str(settings.sock_dir))
+    return 0

@@ -1,0 +1,59 @@
+"""``eventbus``: the command line entry point. Parses, dispatches, and turns errors into one line."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import NoReturn, Sequence
+
+# subcommand -> (module, one-line help); modules are imported only when chosen.
+COMMANDS = {
+    "master": ("cli.daemons", "run the master daemon"),
+    "minion": ("cli.daemons", "run the minion daemon"),
+    "watch": ("cli.watch", "print the bus's events as TAG<TAB>JSON lines"),
+    "fire": ("cli.fire", "fire an event on a local bus"),
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="eventbus", description="A Salt-like event bus: daemons, watch, fire.")
+    from eventbus import __version__
+
+    parser.add_argument("--version", action="version", version=f"eventbus {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, summary) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        importlib.import_module(module_name).add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from eventbus.errors import EventBusError
+
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return module.run(args)
+    except (EventBusError, ValueError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of our stdout went away (e.g. `| head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

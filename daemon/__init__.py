@@ -1,0 +1,1 @@
+"""The eventbus daemons: master and minion, each running a local bus."""

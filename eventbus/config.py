@@ -1,0 +1,307 @@
+"""Configuration: YAML files read and checked once, into frozen dataclasses.
+
+Inside eventbus the typed objects (``MasterConfig``, ``MinionConfig``,
+``ApiConfig``) are passed around. For Salt users the contract keeps
+``master_config(path)``, ``minion_config(path)`` and ``client_config(path)``,
+which return plain dicts of every key with defaults filled and paths absolute.
+
+Path rules: ``root_dir`` given relatively is taken from the directory of the
+config file; every other relative path is under ``root_dir``; ``~`` expands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
+
+import yaml
+
+from eventbus.errors import ConfigError
+from eventbus.match import MATCH_TYPES
+
+LOG_LEVELS = ("all", "garbage", "trace", "debug", "info", "warning", "error",
+              "critical", "quiet")
+
+DEFAULT_CONFIG_DIR = "/etc/eventbus"
+
+
+def _key(default: Any, kind: str, **rules: Any) -> Any:
+    """Declare a config key: its default, how to read it, and its limits."""
+    return field(default=default, metadata={"kind": kind, **rules})
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """Keys every config file has."""
+
+    node: ClassVar[str] = ""
+    source: Path | None = field(default=None, metadata={"kind": "internal"})
+    root_dir: Path = _key(None, "root")
+    max_event_size: int = _key(1048576, "int", min=256, max=256 * 1024 * 1024)
+    event_match_type: str = _key("startswith", "choice", choices=MATCH_TYPES)
+    log_level: str = _key("warning", "choice", choices=LOG_LEVELS)
+    log_file: Path | None = _key(None, "path")
+
+
+@dataclass(frozen=True)
+class BusConfig(BaseConfig):
+    """Keys of a daemon that runs a local bus (master and minion)."""
+
+    sock_dir: Path = _key("var/run/eventbus/bus", "path")
+    pki_dir: Path = _key("etc/eventbus/pki", "path")
+    publish_port: int = _key(4505, "port")
+    ret_port: int = _key(4506, "port")
+    # Events a subscriber may fall behind by before the bus drops its oldest.
+    subscriber_queue: int = _key(10000, "int", min=100, max=10_000_000)
+    # Events the bus keeps for late readers (REST resume), newest last.
+    event_window: int = _key(10000, "int", min=0, max=10_000_000)
+
+
+@dataclass(frozen=True)
+class MasterConfig(BusConfig):
+    """The master daemon's config (file ``master``)."""
+
+    node: ClassVar[str] = "master"
+    sock_dir: Path = _key("var/run/eventbus/master", "path")
+    pki_dir: Path = _key("etc/eventbus/pki/master", "path")
+    interface: str = _key("127.0.0.1", "str")
+    auto_accept: bool = _key(False, "bool")
+    presence_events: bool = _key(False, "bool")
+    loop_interval: float = _key(60, "seconds")
+
+
+@dataclass(frozen=True)
+class MinionConfig(BusConfig):
+    """The minion daemon's config (file ``minion``)."""
+
+    node: ClassVar[str] = "minion"
+    sock_dir: Path = _key("var/run/eventbus/minion", "path")
+    pki_dir: Path = _key("etc/eventbus/pki/minion", "path")
+    id: str = _key(None, "id")
+    master: str = _key("127.0.0.1", "str")
+
+
+@dataclass(frozen=True)
+class ApiConfig(BaseConfig):
+    """The REST API's config (file ``api``)."""
+
+    node: ClassVar[str] = "api"
+    host: str = _key("127.0.0.1", "str")
+    port: int = _key(8000, "port")
+    ssl_crt: Path | None = _key(None, "path")
+    ssl_key: Path | None = _key(None, "path")
+    master_config: Path = _key("master", "confpath")
+    external_auth: dict = _key(None, "mapping")
+    token_expire: float = _key(43200, "seconds")
+    jwt_secret: str | None = _key(None, "secret")
+    webhook_disable_auth: bool = _key(False, "bool")
+    events_replay: int = _key(10000, "int", min=0, max=10_000_000)
+    cors_origin: str | None = _key(None, "str")
+
+
+C = TypeVar("C", bound=BaseConfig)
+
+
+class _Reader:
+    """Turns one file's raw YAML values into typed values, naming file and key on error."""
+
+    def __init__(self, source: str, config_dir: Path, root: Path) -> None:
+        self.source = source
+        self.config_dir = config_dir
+        self.root = root
+
+    def fail(self, key: str, value: Any, expected: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key {key!r} has value {value!r}; expected {expected}",
+                           file=self.source, key=key, value=value)
+
+    def read(self, spec: dataclasses.Field, value: Any) -> Any:
+        kind = spec.metadata["kind"]
+        convert: Callable[[dataclasses.Field, Any], Any] = getattr(self, "_" + kind)
+        return convert(spec, value)
+
+    def _int(self, spec: dataclasses.Field, value: Any) -> int:
+        low, high = spec.metadata.get("min"), spec.metadata.get("max")
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(spec.name, value, f"an integer from {low} to {high}")
+        return value
+
+    def _port(self, spec: dataclasses.Field, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+            raise self.fail(spec.name, value, "a TCP port number from 1 to 65535")
+        return value
+
+    def _seconds(self, spec: dataclasses.Field, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise self.fail(spec.name, value, "a positive number of seconds")
+        return float(value)
+
+    def _bool(self, spec: dataclasses.Field, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(spec.name, value, "true or false")
+        return value
+
+    def _str(self, spec: dataclasses.Field, value: Any) -> str | None:
+        if value is None and spec.default is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(spec.name, value, "a non-empty string")
+        return value
+
+    def _secret(self, spec: dataclasses.Field, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or len(value) < 16:
+            # Never echo a secret back, not even a bad one.
+            raise ConfigError(f"{self.source}: key {spec.name!r} must be a string of at "
+                              f"least 16 characters", file=self.source, key=spec.name)
+        return value
+
+    def _choice(self, spec: dataclasses.Field, value: Any) -> str:
+        choices = spec.metadata["choices"]
+        if value not in choices:
+            raise self.fail(spec.name, value, "one of " + ", ".join(choices))
+        return value
+
+    def _mapping(self, spec: dataclasses.Field, value: Any) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(spec.name, value, "a mapping")
+        return value
+
+    def _id(self, spec: dataclasses.Field, value: Any) -> str:
+        if value is None:
+            return socket.gethostname()
+        if not isinstance(value, str) or not value or any(c in value for c in "/\\\0\n\t *?["):
+            raise self.fail(spec.name, value, "a name without spaces, slashes or glob characters")
+        return value
+
+    def _path(self, spec: dataclasses.Field, value: Any) -> Path | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(spec.name, value, "a file system path")
+        return self.root / Path(value).expanduser()
+
+    def _confpath(self, spec: dataclasses.Field, value: Any) -> Path:
+        if not isinstance(value, str) or not value:
+            raise self.fail(spec.name, value, "the path of a config file")
+        return self.config_dir / Path(value).expanduser()
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}", file=str(path)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}: malformed YAML{line}: {problem}", file=str(path)) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(raw).__name__}",
+                          file=str(path))
+    return raw
+
+
+def _default_root() -> Path:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/")
+    return Path.home() / ".eventbus"
+
+
+def load(cls: type[C], path: str | os.PathLike | None) -> C:
+    """Read and check one config file into ``cls``; ``None`` means all defaults."""
+    source = Path(path).absolute() if path is not None else None
+    raw = _read_yaml(source) if source is not None else {}
+    label = str(path) if path is not None else f"<default {cls.node} config>"
+    keys = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind") != "internal"}
+    for name in raw:
+        if name not in keys:
+            raise ConfigError(f"{label}: unknown key {name!r}", file=label, key=str(name))
+    config_dir = source.parent if source is not None else Path.cwd()
+    root_value = raw.get("root_dir")
+    if root_value is None:
+        root = _default_root()
+    elif isinstance(root_value, str) and root_value:
+        root = (config_dir / Path(root_value).expanduser()).resolve()
+    else:
+        raise ConfigError(f"{label}: key 'root_dir' has value {root_value!r}; expected a directory path",
+                          file=label, key="root_dir", value=root_value)
+    reader = _Reader(label, config_dir, root)
+    values: dict[str, Any] = {"source": source, "root_dir": root}
+    for name, spec in keys.items():
+        if name != "root_dir":
+            values[name] = reader.read(spec, raw.get(name, spec.default))
+    return cls(**values)
+
+
+def config_path(config_dir: str | os.PathLike | None, name: str) -> Path | None:
+    """The file ``name`` in ``-c DIR``; ``None`` when DIR is the default and the file is absent."""
+    if config_dir is None:
+        candidate = Path(DEFAULT_CONFIG_DIR) / name
+        return candidate if candidate.exists() else None
+    directory = Path(config_dir)
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: config directory does not exist", file=str(directory))
+    return directory / name
+
+
+def to_dict(config: BaseConfig) -> dict[str, Any]:
+    """The Salt-style opts dict of a typed config: every key, paths as absolute strings."""
+    opts: dict[str, Any] = {}
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        opts["conf_file" if spec.name == "source" else spec.name] = (
+            str(value) if isinstance(value, Path) else value)
+    return opts
+
+
+def master_config(path: str | os.PathLike | None) -> dict[str, Any]:
+    """The master's config file as a dict of all keys (Salt's ``master_config``)."""
+    return to_dict(load(MasterConfig, path))
+
+
+def minion_config(path: str | os.PathLike | None) -> dict[str, Any]:
+    """The minion's config file as a dict of all keys (Salt's ``minion_config``)."""
+    return to_dict(load(MinionConfig, path))
+
+
+def api_config(path: str | os.PathLike | None) -> dict[str, Any]:
+    """The REST API's config file as a dict of all keys."""
+    return to_dict(load(ApiConfig, path))
+
+
+def client_config(path: str | os.PathLike | None) -> dict[str, Any]:
+    """Config for a client of a bus: the minion's keys for a file named ``minion*``, else the master's."""
+    if path is not None and Path(path).name.startswith("minion"):
+        return minion_config(path)
+    return master_config(path)
+
+
+def typed(opts: Mapping[str, Any] | BaseConfig | None, cls: type[C] = MasterConfig) -> C:  # type: ignore[assignment]
+    """A typed config from either a typed config or a Salt-style opts dict."""
+    if isinstance(opts, BaseConfig):
+        return opts  # type: ignore[return-value]
+    if not opts:
+        return load(cls, None)
+    if "id" in opts and "master" in opts:
+        cls = MinionConfig  # type: ignore[assignment]
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in opts.items() if k in names}
+    for spec in dataclasses.fields(cls):
+        kind = spec.metadata.get("kind")
+        if spec.name in values and kind in ("path", "root", "confpath") and values[spec.name] is not None:
+            values[spec.name] = Path(values[spec.name])
+    if opts.get("conf_file"):
+        values["source"] = Path(opts["conf_file"])
+    defaults = load(cls, None)
+    return dataclasses.replace(defaults, **values)

@@ -1,0 +1,302 @@
+"""Bus handles with Salt's listener API, blocking form (``eventbus.aio`` is the asyncio one).
+
+::
+
+    bus = eventbus.event.get_event("master", sock_dir=opts["sock_dir"], opts=opts)
+    data = bus.get_event(wait=10, tag="salt/auth")
+    bus.fire_event({"message": "It works!"}, "myco/event/success")
+
+A handle is for one thread. Its listening socket is connected (and proven
+live, see ``eventbus.wire``) when the handle is made, so nothing fired after
+that is missed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Iterator, Mapping
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from eventbus import config, payload, wire
+from eventbus.errors import BusDisconnectedError
+from eventbus.inbox import Event, Inbox
+
+log = logging.getLogger(__name__)
+
+# A listener may be this many events behind before the bus starts dropping for it.
+LISTEN_QUEUE = 100_000
+PUBLISH_QUEUE = 10_000
+CONNECT_TIMEOUT = 5.0
+
+
+def _never(_tag: str) -> bool:
+    return False
+
+
+def open_listener(context: zmq.Context, endpoints: wire.Endpoints) -> tuple[zmq.Socket, bytes]:
+    """A SUB socket subscribed to every event, and the sync token it asked for last."""
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, LISTEN_QUEUE)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RECONNECT_IVL, 100)
+    sub.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    sub.connect(endpoints.pub)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    token = wire.SYNC_PREFIX + os.urandom(12)
+    sub.setsockopt(zmq.SUBSCRIBE, token)
+    return sub, token
+
+
+def open_publisher(context: zmq.Context, endpoints: wire.Endpoints, timeout_ms: int) -> zmq.Socket:
+    """A PUSH socket that queues only to a connected daemon (so a send can time out)."""
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.IMMEDIATE, 1)
+    push.setsockopt(zmq.SNDHWM, PUBLISH_QUEUE)
+    push.setsockopt(zmq.LINGER, max(timeout_ms, 1000))
+    push.setsockopt(zmq.SNDTIMEO, timeout_ms)
+    push.setsockopt(zmq.RECONNECT_IVL, 100)
+    push.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    push.connect(endpoints.pull)
+    return push
+
+
+class BusHandle:
+    """A handle on one daemon's local bus: listen with ``get_event``, publish with ``fire_event``."""
+
+    config_class: type[config.BusConfig] = config.MasterConfig
+
+    def __init__(self, node: str, sock_dir: str | os.PathLike | None = None,
+                 opts: Mapping[str, Any] | config.BaseConfig | None = None, listen: bool = True) -> None:
+        settings = config.typed(opts, self.config_class)
+        self.node = node
+        self.opts = settings
+        self.endpoints = wire.endpoints(sock_dir or settings.sock_dir)  # type: ignore[attr-defined]
+        self.max_event_size = settings.max_event_size
+        self.inbox = Inbox(settings.event_match_type)
+        self.context = zmq.Context()
+        self.sub: zmq.Socket | None = None
+        self.push: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._poller: zmq.Poller | None = None
+        self._sync_token = b""
+        self._send_timeout = -2
+        self.disconnected = False
+        if listen:
+            self.connect_pub()
+
+    # -- connection -----------------------------------------------------------------
+
+    def connect_pub(self, timeout: float | None = None) -> bool:
+        """Connect the listening socket; ``True`` once the daemon has confirmed it is live."""
+        if self.sub is None:
+            self.sub, self._sync_token = open_listener(self.context, self.endpoints)
+            self._monitor = self.sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            self._poller = zmq.Poller()
+            self._poller.register(self.sub, zmq.POLLIN)
+            self._poller.register(self._monitor, zmq.POLLIN)
+        if timeout is None:
+            if not os.path.exists(self.endpoints.files[1]):
+                return False
+            timeout = CONNECT_TIMEOUT
+        return self._await_sync(timeout)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the daemon has confirmed this handle's subscriptions."""
+        return self._sync_token in self.inbox.synced
+
+    def _await_sync(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.connected:
+            try:
+                frame = self.sub.recv(zmq.NOBLOCK)  # type: ignore[union-attr]
+            except zmq.Again:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._watch_link(remaining, True)
+                continue
+            # Anything before the sync answer was fired before this handle was live.
+            self.inbox.receive(frame, _never)
+        self.sub.setsockopt(zmq.UNSUBSCRIBE, self._sync_token)  # type: ignore[union-attr]
+        return True
+
+    def connect_pull(self, timeout: int = 1000) -> None:
+        """Connect the publishing socket (done on the first ``fire_event``)."""
+        if self.push is None:
+            self.push = open_publisher(self.context, self.endpoints, timeout)
+            self._send_timeout = timeout
+
+    def _watch_link(self, timeout: float, auto_reconnect: bool) -> None:
+        """Block until the listener may have data, noting (dis)connections on the way."""
+        assert self._poller is not None and self._monitor is not None
+        ready = dict(self._poller.poll(max(int(timeout * 1000), 0)))
+        if self._monitor in ready:
+            while self._monitor.poll(0):
+                event = recv_monitor_message(self._monitor)["event"]
+                self.disconnected = event == zmq.EVENT_DISCONNECTED
+                if self.disconnected:
+                    log.debug("lost the %s bus at %s", self.node, self.endpoints.sock_dir)
+        if self.disconnected and not auto_reconnect:
+            raise BusDisconnectedError(f"lost the connection to the {self.node} bus at "
+                                       f"{self.endpoints.sock_dir}", sock_dir=str(self.endpoints.sock_dir))
+
+    # -- listening ------------------------------------------------------------------
+
+    def _next(self, want: Any, wait: float | None, no_block: bool, auto_reconnect: bool) -> Event | None:
+        """The next event ``want`` matches, within ``wait`` seconds (``None``: forever)."""
+        if self.sub is None:
+            self.connect_pub(timeout=0)
+        recv = self.sub.recv  # type: ignore[union-attr]
+        receive = self.inbox.receive
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                frame = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                if no_block:
+                    return None
+                remaining = 3600.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._watch_link(remaining, auto_reconnect)
+                continue
+            event = receive(frame, want)
+            if event is not None:
+                return event
+
+    def get_event(self, wait: float = 5, tag: str = "", full: bool = False,
+                  match_type: str | None = None, no_block: bool = False,
+                  auto_reconnect: bool = False) -> dict | None:
+        """The next matching event's data (``{"tag", "data"}`` when ``full``), or ``None`` after ``wait`` s.
+
+        ``wait=0`` blocks until an event comes; ``no_block`` returns at once.
+        """
+        want = self.inbox.matcher(tag, match_type)
+        event = self.inbox.take_kept(want) if self.inbox.kept else None
+        if event is None:
+            event = self._next(want, None if (wait == 0 and not no_block) else wait, no_block, auto_reconnect)
+            if event is None:
+                return None
+        return event.full() if full else event.data
+
+    def iter_events(self, tag: str = "", full: bool = False, match_type: str | None = None,
+                    auto_reconnect: bool = False) -> Iterator[dict]:
+        """Every matching event, forever."""
+        while True:
+            data = self.get_event(wait=0, tag=tag, full=full, match_type=match_type,
+                                  auto_reconnect=auto_reconnect)
+            if data is not None:
+                yield data
+
+    def subscribe(self, tag: str = "", match_type: str | None = None) -> "Subscription":
+        """Keep events matching ``tag`` for later ``get_event`` calls; also an iterator of them."""
+        self.inbox.subscribe(tag, match_type)
+        return Subscription(self, tag, match_type)
+
+    def unsubscribe(self, tag: str = "", match_type: str | None = None) -> None:
+        """Stop keeping events for ``tag``; kept ones no subscription wants are dropped."""
+        self.inbox.unsubscribe(tag, match_type)
+
+    @property
+    def lost(self) -> int:
+        """Events this handle missed because it fell behind (counted from sequence gaps)."""
+        return self.inbox.lost
+
+    # -- publishing -----------------------------------------------------------------
+
+    def fire_event(self, data: dict, tag: str, timeout: int = 1000) -> bool:
+        """Hand an event to the daemon: ``True`` if handed, ``False`` if none answered in ``timeout`` ms."""
+        raw_tag, raw_data = payload.pack_event(tag, data, self.max_event_size)
+        frame = wire.publish_frame(raw_tag, raw_data)
+        if self.push is None:
+            self.connect_pull(timeout)
+            if self.sub is not None and not self.connected:
+                # Our own listener must see what we fire, so wait until it is live.
+                self._await_sync(timeout / 1000)
+        if timeout != self._send_timeout:
+            self.push.setsockopt(zmq.SNDTIMEO, timeout)  # type: ignore[union-attr]
+            self._send_timeout = timeout
+        try:
+            self.push.send(frame)  # type: ignore[union-attr]
+        except zmq.Again:
+            return False
+        return True
+
+    # -- lifetime -------------------------------------------------------------------
+
+    def destroy(self) -> None:
+        """Close the handle; events already handed over are still delivered."""
+        if self.context.closed:
+            return
+        if self._monitor is not None:
+            self.sub.disable_monitor()  # type: ignore[union-attr]
+            self._monitor.close(0)
+        if self.sub is not None:
+            self.sub.close(0)
+        if self.push is not None:
+            self.push.close()
+        self.context.term()
+
+    def __enter__(self) -> "BusHandle":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.destroy()
+
+
+class Subscription:
+    """A ``subscribe``d tag as an iterator of full events and a context manager that unsubscribes."""
+
+    def __init__(self, handle: BusHandle, tag: str, match_type: str | None) -> None:
+        self.handle = handle
+        self.tag = tag
+        self.match_type = match_type
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.handle.iter_events(tag=self.tag, full=True, match_type=self.match_type)
+
+    def get(self, wait: float = 5) -> dict | None:
+        """The next full event of this subscription, or ``None`` after ``wait`` seconds."""
+        return self.handle.get_event(wait=wait, tag=self.tag, full=True, match_type=self.match_type)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.handle.unsubscribe(self.tag, self.match_type)
+
+
+class MasterEvent(BusHandle):
+    """A handle on the master's bus."""
+
+    config_class = config.MasterConfig
+
+    def __init__(self, sock_dir: str | os.PathLike | None = None,
+                 opts: Mapping[str, Any] | config.BaseConfig | None = None, listen: bool = True) -> None:
+        super().__init__("master", sock_dir, opts, listen)
+
+
+class MinionEvent(BusHandle):
+    """A handle on a minion's bus."""
+
+    config_class = config.MinionConfig
+
+    def __init__(self, opts: Mapping[str, Any] | config.BaseConfig | None = None, listen: bool = True,
+                 sock_dir: str | os.PathLike | None = None) -> None:
+        super().__init__("minion", sock_dir, opts, listen)
+
+
+def get_event(node: str, sock_dir: str | os.PathLike | None = None, transport: str = "zeromq",
+              opts: Mapping[str, Any] | config.BaseConfig | None = None, listen: bool = True) -> BusHandle:
+    """A handle on the ``"master"`` or ``"minion"`` bus (Salt's ``salt.utils.event.get_event``)."""
+    if transport != "zeromq":
+        raise ValueError(f"unknown transport {transport!r}; only 'zeromq' is supported")
+    if node == "master":
+        return MasterEvent(sock_dir, opts=opts, listen=listen)
+    if node == "minion":
+        return MinionEvent(opts, listen=listen, sock_dir=sock_dir)
+    raise ValueError(f"unknown node {node!r}; expected 'master' or 'minion'")

@@ -1,0 +1,126 @@
+"""The event format: checking, stamping, packing and unpacking events.
+
+An event is a non-empty str tag and a dict of data. On the wire the tag is
+UTF-8 and the data msgpack; the packed size of an event is the sum of both,
+and it may not exceed ``max_event_size``. Nothing here touches a socket.
+"""
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from typing import Any
+
+import msgpack
+
+from eventbus.errors import EventTooLargeError, InvalidEventError
+
+MAX_TAG_BYTES = 1024
+
+_stamp_second = -1
+_stamp_prefix = ""
+
+
+def stamp() -> str:
+    """Now in UTC, ISO-8601 without offset, always with microseconds.
+
+    On the per-event path: the date-time text is formatted once per second.
+    """
+    global _stamp_second, _stamp_prefix
+    second, nanos = divmod(time.time_ns(), 1_000_000_000)
+    if second != _stamp_second:
+        _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _stamp_second = second
+    return f"{_stamp_prefix}{nanos // 1000:06d}"
+
+
+def _pack_default(value: Any) -> Any:
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    raise InvalidEventError(f"event data holds a {type(value).__name__}, which cannot be packed")
+
+
+def check_tag(tag: Any) -> bytes:
+    """The UTF-8 bytes of a valid tag, or ``InvalidEventError`` saying what is wrong."""
+    if not isinstance(tag, str) or not tag:
+        raise InvalidEventError(f"tag must be a non-empty str, got {tag!r}")
+    raw = tag.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_TAG_BYTES:
+        raise InvalidEventError(f"tag is {len(raw)} bytes, over the limit of {MAX_TAG_BYTES}", tag=tag[:80])
+    if "\x00" in tag:
+        raise InvalidEventError("tag must not contain NUL characters", tag=tag)
+    return raw
+
+
+# A Packer is reused (much cheaper than packb per event) but is not thread-safe: one per thread.
+_local = threading.local()
+
+
+def pack_data(data: dict) -> bytes:
+    """msgpack bytes of a data dict."""
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, default=_pack_default)
+    try:
+        return packer.pack(data)
+    except (TypeError, ValueError, OverflowError) as exc:
+        if isinstance(exc, InvalidEventError):
+            raise
+        raise InvalidEventError(f"event data cannot be packed: {exc}") from None
+
+
+def pack_event(tag: Any, data: Any, max_size: int, *, add_stamp: bool = True) -> tuple[bytes, bytes]:
+    """Check and pack an event into (tag bytes, data bytes), stamping ``_stamp`` on a copy of data."""
+    if not isinstance(data, dict):
+        raise InvalidEventError(f"event data must be a dict, got {type(data).__name__}")
+    raw_tag = check_tag(tag)
+    if add_stamp:
+        data = {**data, "_stamp": stamp()}
+    raw_data = pack_data(data)
+    size = len(raw_tag) + len(raw_data)
+    if size > max_size:
+        raise EventTooLargeError(size, max_size, tag=tag)
+    return raw_tag, raw_data
+
+
+def unpack_data(raw: bytes | memoryview) -> dict:
+    """The data dict of packed bytes; ``InvalidEventError`` when they are not a msgpack map."""
+    try:
+        data = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise InvalidEventError(f"event data is not valid msgpack: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise InvalidEventError(f"event data is a msgpack {type(data).__name__}, not a map")
+    return data
+
+
+def check_published(frame: bytes, max_size: int) -> int:
+    """Check a ``tag NUL data`` frame from an untrusted publisher; return where the NUL is.
+
+    Raises ``InvalidEventError`` naming the problem. The data is fully
+    unpacked once so that no subscriber ever receives garbage.
+    """
+    size = len(frame) - 1
+    if size > max_size:
+        raise EventTooLargeError(size, max_size)
+    cut = frame.find(b"\x00", 0, MAX_TAG_BYTES + 1)
+    if cut <= 0:
+        raise InvalidEventError("frame is not an event: no tag, or no NUL after a tag of at most "
+                                f"{MAX_TAG_BYTES} bytes")
+    try:
+        tag = frame[:cut].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEventError("tag is not UTF-8") from None
+    # A msgpack map starts with 0x80-0x8f (fixmap), 0xde or 0xdf; reject others before unpacking.
+    first = frame[cut + 1] if size > cut else 0
+    if not (0x80 <= first <= 0x8F or first in (0xDE, 0xDF)):
+        raise InvalidEventError(f"data of event {tag[:80]!r} is not a msgpack map", tag=tag)
+    try:
+        msgpack.unpackb(memoryview(frame)[cut + 1:], raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise InvalidEventError(f"data of event {tag[:80]!r} is not valid msgpack: "
+                                f"{type(exc).__name__}", tag=tag) from None
+    return cut

@@ -1,0 +1,104 @@
+"""Frame layouts between bus clients and their local daemon. No sockets here.
+
+A bus daemon owns three IPC sockets in its ``sock_dir``. Events travel as
+single frames (multipart costs more per event than the whole payload check):
+
+- ``pull.ipc`` (daemon PULL, publishers PUSH): ``tag NUL data``, tag UTF-8
+  without NUL, data a msgpack map.
+- ``pub.ipc`` (daemon XPUB, subscribers SUB): ``header tag NUL data``, the
+  header being ``seq`` and ``epoch``, two big-endian u64. ``seq`` counts
+  every event of the bus, so a gap tells a subscriber how many it missed;
+  ``epoch`` is the seq the daemon run started from (a new epoch means a
+  restart). Seqs start from the daemon's start time in microseconds, so they
+  keep growing across restarts and stay usable as resume ids.
+- ``ctl.ipc`` (daemon ROUTER, clients DEALER or REQ): ``[verb, msgpack args]``
+  to ``[status, msgpack result]``, status ``ok`` or ``error``.
+
+Subscribers subscribe to everything, then to a unique ``SYNC_PREFIX`` +
+token. The daemon answers that subscription with a sync message (header
+seq 0, then the token). As one socket's subscriptions are applied in order,
+getting its own token back proves the subscriber is live, so nothing fired
+afterwards is missed. Other subscribers ignore tokens that are not theirs.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from eventbus.errors import ConfigError
+
+# sun_path is 108 bytes on Linux, one of which is the terminating NUL.
+IPC_PATH_MAX_LEN = 107
+
+HEADER = struct.Struct(">QQ")
+HEADER_SIZE = HEADER.size
+SEPARATOR = b"\x00"
+SYNC_PREFIX = b"\x00sync:"
+SYNC_HEADER = HEADER.pack(0, 0)
+
+VERB_PING = b"ping"
+VERB_STATS = b"stats"
+VERB_REPLAY = b"replay"
+STATUS_OK = b"ok"
+STATUS_ERROR = b"error"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The IPC endpoints of one bus daemon."""
+
+    sock_dir: Path
+    pull: str
+    pub: str
+    ctl: str
+    lock: Path
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(Path(e[len("ipc://"):]) for e in (self.pull, self.pub, self.ctl))
+
+
+def endpoints(sock_dir: str | Path) -> Endpoints:
+    """Endpoints under ``sock_dir``; ``ConfigError`` when a path is too long for a UNIX socket."""
+    directory = Path(sock_dir)
+    paths = {name: directory / f"{name}.ipc" for name in ("pull", "pub", "ctl")}
+    longest = max(len(str(p).encode()) for p in paths.values())
+    if longest > IPC_PATH_MAX_LEN:
+        raise ConfigError(
+            f"sock_dir {str(directory)!r} is too long: its socket paths would be {longest} bytes, "
+            f"over the UNIX limit of {IPC_PATH_MAX_LEN}; choose a shorter sock_dir or root_dir",
+            key="sock_dir", value=str(directory))
+    return Endpoints(directory, *(f"ipc://{p}" for p in paths.values()), lock=directory / "daemon.lock")
+
+
+def request(verb: bytes, args: Any = None) -> list[bytes]:
+    """Frames of a control request."""
+    return [verb, msgpack.packb(args, use_bin_type=True)]
+
+
+def reply(result: Any, *, ok: bool = True) -> list[bytes]:
+    """Frames of a control reply."""
+    return [STATUS_OK if ok else STATUS_ERROR, msgpack.packb(result, use_bin_type=True)]
+
+
+def parse_reply(frames: list[bytes]) -> tuple[bool, Any]:
+    """(ok, result) of control reply frames."""
+    if len(frames) != 2 or frames[0] not in (STATUS_OK, STATUS_ERROR):
+        raise ValueError("malformed control reply")
+    return frames[0] == STATUS_OK, msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
+
+
+def publish_frame(raw_tag: bytes, raw_data: bytes) -> bytes:
+    """The frame a publisher sends: ``tag NUL data``."""
+    return raw_tag + SEPARATOR + raw_data
+
+
+def split_bus_frame(frame: bytes) -> tuple[int, int, bytes, bytes]:
+    """(seq, epoch, tag bytes, data bytes) of a frame from the bus; ``ValueError`` if malformed."""
+    seq, epoch = HEADER.unpack_from(frame)
+    cut = frame.index(SEPARATOR, HEADER_SIZE)
+    return seq, epoch, frame[HEADER_SIZE:cut], frame[cut + 1:]

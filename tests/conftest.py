@@ -1,0 +1,49 @@
+"""Shared fixtures: real daemons on per-test config dirs in short temp dirs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.helpers import Node, short_tmpdir
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    import shutil
+
+    path = short_tmpdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def master_node() -> Iterator[Node]:
+    """A master config in its own short temp dir (not started)."""
+    node = Node(short_tmpdir("ebm"), "master")
+    yield node
+    node.cleanup()
+
+
+@pytest.fixture
+def master(master_node: Node) -> Iterator[Node]:
+    """A running master daemon."""
+    master_node.start()
+    yield master_node
+    master_node.stop()
+
+
+@pytest.fixture
+def minion_node() -> Iterator[Node]:
+    node = Node(short_tmpdir("ebn"), "minion", id="testminion")
+    yield node
+    node.cleanup()
+
+
+@pytest.fixture
+def minion(minion_node: Node) -> Iterator[Node]:
+    """A running minion daemon (its local bus)."""
+    minion_node.start()
+    yield minion_node
+    minion_node.stop()

@@ -28,7 +28,7 @@ from eventbus.errors import InvalidEventError
 log = logging.getLogger(__name__)
 
 # Events handled per wake-up before other sockets get their turn.
-BATCH = 512
+BATCH = 256
 # Frames a little over max_event_size are refused with a log line; far bigger ones zmq cuts off.
 FRAME_SLACK = 4096
 

@@ -54,8 +54,11 @@ class BusConfig(BaseConfig):
     pki_dir: Path = _key("etc/eventbus/pki", "path")
     publish_port: int = _key(4505, "port")
     ret_port: int = _key(4506, "port")
-    # Events a subscriber may fall behind by before the bus drops its oldest.
-    subscriber_queue: int = _key(10000, "int", min=100, max=10_000_000)
+    # Events queued in the daemon per subscriber; past that the bus drops that subscriber's events
+    # (it learns how many from the sequence gap). It is also the burst a subscriber can absorb:
+    # under a tight send loop libzmq returns pipe credit to the daemon only about every
+    # millisecond, so small queues drop events even for subscribers that keep up.
+    subscriber_queue: int = _key(10000, "int", min=1000, max=10_000_000)
     # Events the bus keeps for late readers (REST resume), newest last.
     event_window: int = _key(10000, "int", min=0, max=10_000_000)
 

@@ -1,0 +1,227 @@
+"""The local bus with a real daemon: order, loss accounting, Salt's listener semantics."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from eventbus import event
+from eventbus.errors import EventTooLargeError
+
+PUBLISHER = """
+import sys
+from eventbus import config, event
+opts = config.client_config(sys.argv[1])
+name, count = sys.argv[2], int(sys.argv[3])
+with event.get_event("master", opts=opts, listen=False) as bus:
+    for n in range(count):
+        assert bus.fire_event({"pub": name, "n": n, "pad": "x" * 100}, f"order/{name}", timeout=5000)
+"""
+
+
+def publishers(master, names, count):
+    return [subprocess.Popen([sys.executable, "-c", PUBLISHER, str(master.path), name, str(count)])
+            for name in names]
+
+
+def collect(bus, total, tag="order/", wait=20):
+    got = []
+    while len(got) < total:
+        data = bus.get_event(wait=wait, tag=tag)
+        assert data is not None, f"only {len(got)} of {total} events arrived"
+        got.append(data)
+    return got
+
+
+def test_each_publishers_order_is_kept_for_every_subscriber_and_nothing_is_lost(master):
+    count = 5000
+    subscribers = [event.get_event("master", opts=master.opts()) for _ in range(3)]
+    procs = publishers(master, ["a", "b"], count)
+    results = [None] * len(subscribers)
+
+    def drain(i):
+        results[i] = collect(subscribers[i], 2 * count)
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(subscribers))]
+    for thread in threads:
+        thread.start()
+    for proc in procs:
+        assert proc.wait(60) == 0
+    for thread in threads:
+        thread.join(60)
+    for sub, got in zip(subscribers, results):
+        assert got is not None and len(got) == 2 * count
+        for name in "ab":
+            assert [d["n"] for d in got if d["pub"] == name] == list(range(count))
+        assert sub.lost == 0
+        sub.destroy()
+
+
+PACED_PUBLISHER = """
+import sys, time
+from eventbus import config, event
+opts = config.client_config(sys.argv[1])
+count = int(sys.argv[2])
+started = time.monotonic()
+with event.get_event("master", opts=opts, listen=False) as bus:
+    for n in range(count):
+        assert bus.fire_event({"n": n, "pad": "x" * 100}, "stall/p", timeout=5000)
+        if n % 50 == 49:
+            time.sleep(0.01)       # at most 5,000 events/s: the live listener has 200 ms of slack
+print(time.monotonic() - started)
+"""
+
+
+def test_a_stalled_subscriber_slows_no_one_and_learns_how_many_it_lost(master_node, monkeypatch):
+    master_node.path.write_text(master_node.path.read_text() + "subscriber_queue: 1000\n")
+    master_node.start()
+    opts = master_node.opts()
+    # Keep the stalled listener's own buffer small, so the daemon's queue is what overflows.
+    monkeypatch.setattr(event, "LISTEN_QUEUE", 1000)
+    stalled = event.get_event("master", opts=opts)
+    live = event.get_event("master", opts=opts)
+    count = 20_000
+    proc = subprocess.Popen([sys.executable, "-c", PACED_PUBLISHER, str(master_node.path), str(count)],
+                            stdout=subprocess.PIPE, text=True)
+    got = collect(live, count, tag="stall/", wait=30)
+    assert [d["n"] for d in got] == list(range(count))
+    assert live.lost == 0
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert float(out) < 15, "the publisher was held up"
+    # The stalled listener now drains what the bus kept for it; one more event closes the gap.
+    received = []
+    while (data := stalled.get_event(wait=1, tag="stall/")) is not None:
+        received.append(data["n"])
+    with event.get_event("master", opts=opts, listen=False) as pub:
+        pub.fire_event({"n": count}, "stall/p")
+    received.append(stalled.get_event(wait=5, tag="stall/")["n"])
+    assert received[-1] == count
+    assert received == sorted(received), "what it got is still in order"
+    assert stalled.lost > 0
+    assert len(received) + stalled.lost == count + 1
+    stalled.destroy()
+    live.destroy()
+
+
+def test_subscribe_keeps_other_events_in_order_for_later_calls(master):
+    with event.get_event("master", opts=master.opts()) as bus:
+        bus.subscribe("job/")
+        for tag in ("auth/1", "job/1", "noise/1", "job/2", "auth/2"):
+            bus.fire_event({"t": tag}, tag)
+        assert bus.get_event(wait=5, tag="auth/")["t"] == "auth/1"
+        assert bus.get_event(wait=5, tag="auth/")["t"] == "auth/2"
+        assert bus.get_event(wait=5, tag="job/")["t"] == "job/1"
+        assert bus.get_event(wait=5, tag="job/")["t"] == "job/2"
+        assert bus.get_event(wait=0.2, tag="noise/") is None, "unsubscribed tags are not kept"
+
+
+def test_subscription_as_iterator_and_context_manager(master):
+    with event.get_event("master", opts=master.opts()) as bus:
+        with bus.subscribe("salt/job/") as sub:
+            bus.fire_event({"n": 1}, "salt/job/1/new")
+            bus.fire_event({"n": 2}, "other")
+            bus.fire_event({"n": 3}, "salt/job/1/ret")
+            seen = []
+            for full in sub:
+                seen.append(full["tag"])
+                if len(seen) == 2:
+                    break
+        assert seen == ["salt/job/1/new", "salt/job/1/ret"]
+        assert not bus.inbox.subscriptions
+
+
+@pytest.mark.parametrize("match_type, pattern", [
+    ("regex", r"salt/job/\d+/ret"), ("fnmatch", "salt/job/*/ret"), ("endswith", "/ret"),
+    ("find", "job/42"), ("startswith", "salt/job/42")])
+def test_match_types_through_the_handle(master, match_type, pattern):
+    with event.get_event("master", opts=master.opts()) as bus:
+        bus.fire_event({"n": 0}, "salt/job/x/new")
+        bus.fire_event({"n": 1}, "salt/job/42/ret")
+        full = bus.get_event(wait=5, tag=pattern, match_type=match_type, full=True)
+    assert full["tag"] == "salt/job/42/ret" and full["data"]["n"] == 1
+
+
+def test_event_match_type_config_sets_the_default(master_node):
+    master_node.path.write_text(master_node.path.read_text() + "event_match_type: fnmatch\n")
+    master_node.start()
+    with event.get_event("master", opts=master_node.opts()) as bus:
+        bus.fire_event({}, "a/b/c")
+        assert bus.get_event(wait=5, tag="a/*/c", full=True)["tag"] == "a/b/c"
+
+
+def test_wait_zero_blocks_until_an_event_comes(master):
+    with event.get_event("master", opts=master.opts()) as bus:
+        def later():
+            time.sleep(0.5)
+            with event.get_event("master", opts=master.opts(), listen=False) as pub:
+                pub.fire_event({"late": True}, "late/event")
+        threading.Thread(target=later).start()
+        started = time.monotonic()
+        data = bus.get_event(wait=0, tag="late/")
+        assert data["late"] is True and time.monotonic() - started >= 0.4
+
+
+def test_wait_times_out_with_none_and_no_block_returns_at_once(master):
+    with event.get_event("master", opts=master.opts()) as bus:
+        started = time.monotonic()
+        assert bus.get_event(wait=0.3, tag="never/") is None
+        assert 0.25 <= time.monotonic() - started < 3
+        started = time.monotonic()
+        assert bus.get_event(no_block=True) is None
+        assert time.monotonic() - started < 0.2
+        bus.fire_event({"x": 1}, "now/there")
+        time.sleep(0.2)
+        assert bus.get_event(no_block=True, tag="now/")["x"] == 1
+
+
+def test_full_is_salts_tag_and_data_shape(master):
+    with event.MasterEvent(master.sock_dir) as bus:
+        bus.fire_event({"a": 1}, "shape/test")
+        full = bus.get_event(wait=5, full=True)
+    assert set(full) == {"tag", "data"} and full["tag"] == "shape/test"
+    assert set(full["data"]) == {"a", "_stamp"}
+
+
+def test_iter_events_is_a_generator_of_matching_events(master):
+    with event.get_event("master", opts=master.opts()) as bus:
+        for n in range(3):
+            bus.fire_event({"n": n}, f"iter/{n}")
+        stream = bus.iter_events(tag="iter/")
+        assert [next(stream)["n"] for _ in range(3)] == [0, 1, 2]
+
+
+def test_fire_event_without_a_daemon_returns_false_in_time(short_tmp):
+    with event.MasterEvent(short_tmp / "none") as bus:
+        started = time.monotonic()
+        assert bus.fire_event({"a": 1}, "no/daemon", timeout=300) is False
+        assert time.monotonic() - started < 2
+
+
+def test_oversize_event_raises_and_bus_goes_on(master):
+    with event.get_event("master", opts=master.opts()) as bus:
+        with pytest.raises(EventTooLargeError) as info:
+            bus.fire_event({"blob": "x" * 2_000_000}, "big/one")
+        assert "1048576" in str(info.value)
+        assert bus.fire_event({"ok": True}, "small/one")
+        assert bus.get_event(wait=5, tag="small/")["ok"] is True
+
+
+def test_minion_bus_is_separate_from_master_bus(master, minion):
+    with event.get_event("minion", opts=minion.opts()) as mbus, \
+            event.get_event("master", opts=master.opts()) as master_bus:
+        mbus.fire_event({"where": "minion"}, "local/one")
+        assert mbus.get_event(wait=5, tag="local/")["where"] == "minion"
+        assert master_bus.get_event(wait=0.3, tag="local/") is None
+
+
+def test_fire_after_connect_is_never_missed_by_a_new_listener(master):
+    # The slow-joiner problem of PUB/SUB: a handle is live as soon as it is made.
+    for n in range(20):
+        with event.get_event("master", opts=master.opts()) as bus, \
+                event.get_event("master", opts=master.opts(), listen=False) as pub:
+            pub.fire_event({"n": n}, "joiner/test")
+            assert bus.get_event(wait=5, tag="joiner/")["n"] == n

@@ -1,0 +1,122 @@
+"""The event format: stamping, packing, size limits, and checking untrusted frames."""
+from __future__ import annotations
+
+import datetime
+import re
+
+import msgpack
+import pytest
+
+from eventbus import payload, wire
+from eventbus.errors import EventTooLargeError, InvalidEventError
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
+
+
+def test_stamp_is_utc_iso_with_microseconds_and_no_offset():
+    before = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    value = payload.stamp()
+    after = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    assert STAMP.match(value), value
+    assert before <= datetime.datetime.fromisoformat(value) <= after
+
+
+def test_stamp_keeps_microseconds_when_they_are_zero(monkeypatch):
+    monkeypatch.setattr(payload.time, "time_ns", lambda: 1_700_000_000_000_000_000)
+    assert payload.stamp() == "2023-11-14T22:13:20.000000"
+
+
+def test_pack_event_stamps_a_copy_and_round_trips():
+    data = {"message": "It works!", "n": [1, 2]}
+    raw_tag, raw_data = payload.pack_event("myco/event/success", data, 1024)
+    assert raw_tag == b"myco/event/success"
+    assert "_stamp" not in data, "the caller's dict must not be changed"
+    back = payload.unpack_data(raw_data)
+    assert back["message"] == "It works!" and back["n"] == [1, 2]
+    assert STAMP.match(back["_stamp"])
+
+
+@pytest.mark.parametrize("data", [None, [], "text", 3, ("a", 1)])
+def test_data_must_be_a_dict(data):
+    with pytest.raises(ValueError, match="data must be a dict"):
+        payload.pack_event("a/tag", data, 1024)
+
+
+@pytest.mark.parametrize("tag", ["", None, 5, b"bytes/tag"])
+def test_tag_must_be_a_non_empty_str(tag):
+    with pytest.raises(ValueError, match="tag must be a non-empty str"):
+        payload.pack_event(tag, {}, 1024)
+
+
+def test_tag_with_nul_is_refused():
+    with pytest.raises(InvalidEventError, match="NUL"):
+        payload.check_tag("a\x00b")
+
+
+def test_oversize_event_names_both_sizes_and_is_a_value_error():
+    with pytest.raises(ValueError) as info:
+        payload.pack_event("big/one", {"blob": "x" * 5000}, 4096)
+    error = info.value
+    assert isinstance(error, EventTooLargeError)
+    assert error.limit == 4096 and error.size > 4096
+    assert str(error.size) in str(error) and "4096" in str(error)
+
+
+def test_event_exactly_at_the_limit_is_accepted():
+    raw_tag, raw_data = payload.pack_event("t", {"blob": "x" * 100}, 10_000)
+    size = len(raw_tag) + len(raw_data)
+    # Same event, limit set to its exact size: accepted (the stamp has a fixed length).
+    payload.pack_event("t", {"blob": "x" * 100}, size)
+    with pytest.raises(EventTooLargeError):
+        payload.pack_event("t", {"blob": "x" * 100}, size - 1)
+
+
+def test_unpackable_values_are_refused_by_type_name():
+    with pytest.raises(InvalidEventError, match="object"):
+        payload.pack_event("t", {"thing": object()}, 1024)
+
+
+def test_datetimes_and_sets_are_packed_as_text_and_lists():
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    _, raw = payload.pack_event("t", {"when": when, "ids": {"b", "a"}}, 1024)
+    back = payload.unpack_data(raw)
+    assert back["when"] == "2026-01-02T03:04:05"
+    assert sorted(back["ids"]) == ["a", "b"]
+
+
+def good_frame(tag: str = "a/b", data: dict | None = None) -> bytes:
+    return wire.publish_frame(*payload.pack_event(tag, data or {"k": "v"}, 1 << 20))
+
+
+def test_check_published_accepts_a_real_event():
+    frame = good_frame("salt/job/1/new")
+    assert payload.check_published(frame, 1 << 20) == len("salt/job/1/new")
+
+
+@pytest.mark.parametrize("frame, reason", [
+    (b"", "not an event"),
+    (b"no-separator-at-all", "not an event"),
+    (b"\x00" + msgpack.packb({"a": 1}), "not an event"),
+    (b"tag\x00", "not a msgpack map"),
+    (b"tag\x00" + msgpack.packb([1, 2, 3]), "not a msgpack map"),
+    (b"tag\x00" + msgpack.packb("a string"), "not a msgpack map"),
+    (b"tag\x00\x85\xa1a", "not valid msgpack"),            # map of 5 with 1 truncated key
+    (b"tag\x00" + msgpack.packb({"a": 1}) + b"junk", "not valid msgpack"),
+    (b"\xff\xfe\x00" + msgpack.packb({"a": 1}), "not UTF-8"),
+])
+def test_check_published_refuses_garbage_with_a_reason(frame, reason):
+    with pytest.raises(InvalidEventError, match=reason):
+        payload.check_published(frame, 1 << 20)
+
+
+def test_check_published_refuses_oversize_before_unpacking():
+    frame = good_frame("t", {"blob": "x" * 3000})
+    with pytest.raises(EventTooLargeError):
+        payload.check_published(frame, 1000)
+
+
+def test_split_bus_frame_round_trip():
+    frame = wire.HEADER.pack(42, 7) + good_frame("x/y")
+    seq, epoch, tag, data = wire.split_bus_frame(frame)
+    assert (seq, epoch, tag) == (42, 7, b"x/y")
+    assert payload.unpack_data(data)["k"] == "v"

@@ -1,0 +1,40 @@
+"""The replay window: what a late reader gets, and how many it lost."""
+from __future__ import annotations
+
+from daemon.window import Window
+
+EPOCH = 5_000
+
+
+def filled(size: int, count: int) -> Window:
+    window = Window(size, EPOCH)
+    for seq in range(EPOCH + 1, EPOCH + 1 + count):
+        window.add((seq, b"frame%d" % seq))
+    return window
+
+
+def test_reader_within_the_window_gets_everything_after_its_id():
+    replay = filled(10, 8).since(EPOCH + 5)
+    assert [seq for seq, _ in replay.events] == [EPOCH + 6, EPOCH + 7, EPOCH + 8]
+    assert replay.lost == 0 and not replay.restarted
+
+
+def test_reader_behind_the_window_gets_what_is_left_and_the_count_lost():
+    replay = filled(5, 20).since(EPOCH + 3)   # window holds 16..20
+    assert [seq for seq, _ in replay.events] == [EPOCH + 16 + i for i in range(5)]
+    assert replay.lost == 12                 # 4..15
+
+
+def test_reader_up_to_date_gets_nothing():
+    replay = filled(5, 20).since(EPOCH + 20)
+    assert replay.events == [] and replay.lost == 0
+
+
+def test_reader_from_an_earlier_daemon_run():
+    replay = filled(5, 3).since(EPOCH - 100)
+    assert replay.restarted and replay.lost == 0
+    assert len(replay.events) == 3
+
+
+def test_limit():
+    assert len(filled(100, 50).since(EPOCH, limit=7).events) == 7

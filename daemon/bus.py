@@ -92,7 +92,7 @@ class Bus:
                 try:
                     check(frame, limit)
                 except InvalidEventError as exc:
-                    self.complaints.refuse("event", f"refused an event on {self.endpoints.pull}: {exc}")
+                    self.complaints.refuse(exc.reason, f"refused an event on {self.endpoints.pull}: {exc}")
                     continue
                 seq += 1
                 out = header(seq, epoch) + frame
@@ -144,12 +144,12 @@ class Bus:
             if request and request[0] == b"":
                 route, request = frames[:2], frames[2:]
             if len(request) != 2:
-                self.complaints.refuse("control", f"refused a malformed control request on {self.endpoints.ctl}")
+                self.complaints.refuse("control-malformed", f"refused a malformed control request on {self.endpoints.ctl}")
                 continue
             verb, raw_args = request
             handler = self.verbs.get(verb)
             if handler is None:
-                self.complaints.refuse("control", f"refused unknown control verb {verb[:40]!r} on {self.endpoints.ctl}")
+                self.complaints.refuse("control-verb", f"refused unknown control verb {verb[:40]!r} on {self.endpoints.ctl}")
                 self.control_socket.send_multipart(route + wire.reply(f"unknown verb {verb[:40]!r}", ok=False))
                 continue
             try:

@@ -52,6 +52,7 @@ class AsyncBusHandle:
         self.sub: zmq.asyncio.Socket | None = None
         self.push: zmq.asyncio.Socket | None = None
         self._sync_token = b""
+        self._send_timeout = -2
 
     @property
     def connected(self) -> bool:
@@ -134,15 +135,18 @@ class AsyncBusHandle:
         frame = wire.publish_frame(*payload.pack_event(tag, data, self.max_event_size))
         if self.push is None:
             self.push = open_publisher(self.context, self.endpoints, timeout)  # type: ignore[assignment]
+            self._send_timeout = timeout
         try:
             _send_now(self.push, frame, zmq.NOBLOCK)
             return True
         except zmq.Again:
             pass
-        if not await self.push.poll(timeout, zmq.POLLOUT):  # type: ignore[union-attr]
-            return False
+        if timeout != self._send_timeout:
+            self.push.setsockopt(zmq.SNDTIMEO, timeout)  # type: ignore[union-attr]
+            self._send_timeout = timeout
         try:
-            _send_now(self.push, frame, zmq.NOBLOCK)
+            # The awaited send gives up with Again after SNDTIMEO.
+            await self.push.send(frame)  # type: ignore[union-attr]
         except zmq.Again:
             return False
         return True

@@ -39,8 +39,9 @@ class ConfigError(EventBusError):
 class InvalidEventError(EventBusError, ValueError):
     """An event that cannot go on the bus: data not a dict, bad tag, unpackable value."""
 
-    def __init__(self, message: str, *, tag: str | None = None) -> None:
+    def __init__(self, message: str, *, tag: str | None = None, reason: str = "invalid") -> None:
         self.tag = tag
+        self.reason = reason  # a stable code for the kind of problem (logs group by it)
         super().__init__(message)
 
 
@@ -52,7 +53,7 @@ class EventTooLargeError(InvalidEventError):
         self.limit = limit
         super().__init__(
             f"event {tag!r} is {size} bytes packed, over max_event_size of {limit} bytes",
-            tag=tag)
+            tag=tag, reason="too-large")
 
 
 class BusUnavailableError(EventBusError):

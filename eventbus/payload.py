@@ -109,18 +109,19 @@ def check_published(frame: bytes, max_size: int) -> int:
     cut = frame.find(b"\x00", 0, MAX_TAG_BYTES + 1)
     if cut <= 0:
         raise InvalidEventError("frame is not an event: no tag, or no NUL after a tag of at most "
-                                f"{MAX_TAG_BYTES} bytes")
+                                f"{MAX_TAG_BYTES} bytes", reason="not-an-event")
     try:
         tag = frame[:cut].decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidEventError("tag is not UTF-8") from None
+        raise InvalidEventError("tag is not UTF-8", reason="tag-not-utf8") from None
     # A msgpack map starts with 0x80-0x8f (fixmap), 0xde or 0xdf; reject others before unpacking.
     first = frame[cut + 1] if size > cut else 0
     if not (0x80 <= first <= 0x8F or first in (0xDE, 0xDF)):
-        raise InvalidEventError(f"data of event {tag[:80]!r} is not a msgpack map", tag=tag)
+        raise InvalidEventError(f"data of event {tag[:80]!r} is not a msgpack map", tag=tag,
+                                reason="not-a-map")
     try:
         msgpack.unpackb(memoryview(frame)[cut + 1:], raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises many unrelated types on garbage
         raise InvalidEventError(f"data of event {tag[:80]!r} is not valid msgpack: "
-                                f"{type(exc).__name__}", tag=tag) from None
+                                f"{type(exc).__name__}", tag=tag, reason="bad-msgpack") from None
     return cut

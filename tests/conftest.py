@@ -47,3 +47,13 @@ def minion(minion_node: Node) -> Iterator[Node]:
     minion_node.start()
     yield minion_node
     minion_node.stop()
+
+
+@pytest.fixture
+def zmq_context():
+    """A raw zmq context for tests that play a rogue or raw peer; always torn down, linger 0."""
+    import zmq
+
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)

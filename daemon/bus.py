@@ -47,6 +47,7 @@ class Bus:
         self.window = Window(settings.event_window, self.epoch)
         self.started = time.time()
         self.complaints = Complaints(log)
+        self.handshakes = 0  # listeners that proved themselves live (see eventbus.wire)
         self.verbs: dict[bytes, VerbHandler] = {
             wire.VERB_PING: self._ping, wire.VERB_STATS: self._stats, wire.VERB_REPLAY: self._replay}
 
@@ -126,6 +127,7 @@ class Bus:
             # \x01 + topic is a subscription; a sync token gets its answer.
             if message[:1] == b"\x01" and message[1:].startswith(wire.SYNC_PREFIX):
                 self.publisher_socket.send(wire.SYNC_HEADER + message[1:])
+                self.handshakes += 1
 
     # -- control --------------------------------------------------------------------
 
@@ -164,6 +166,7 @@ class Bus:
 
     def _stats(self, _args: Any) -> dict:
         return {**self._ping(None), "uptime": time.time() - self.started, "refused": self.complaints.count,
+                "handshakes": self.handshakes,
                 "window": len(self.window.events), "window_size": self.window.size}
 
     def _replay(self, args: Any) -> dict:

@@ -154,6 +154,22 @@ class Node:
 
         return config.client_config(self.path)
 
+    def handshakes(self) -> int:
+        """How many listeners have connected to this node's bus so far."""
+        from eventbus import control, wire
+
+        return control.request(self.sock_dir, wire.VERB_STATS)["handshakes"]
+
+    def start_listener(self, *args: str, **popen: Any) -> subprocess.Popen:
+        """Start ``eventbus ARGS`` (e.g. watch) and return once it listens on this node's bus."""
+        before = self.handshakes()
+        popen.setdefault("stdout", subprocess.PIPE)
+        popen.setdefault("stderr", subprocess.PIPE)
+        proc = subprocess.Popen([EVENTBUS, *args], text=True, **popen)
+        wait_for(lambda: proc.poll() is not None or self.handshakes() > before, 15,
+                 what=f"{args[0]} to listen")
+        return proc
+
     def start(self, *extra: str) -> Daemon:
         self.daemon = Daemon(self.name, self.config_dir, *extra).start()
         self.daemon.wait_ready(self.sock_dir)

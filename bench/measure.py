@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def median(values: Sequence[float]) -> float:
-    return percentile(values, 50)
+    """The middle value (mean of the two middle ones for an even count); NaN when empty."""
+    return statistics.median(values) if values else float("nan")
 
 
 class Pacer:

@@ -22,7 +22,7 @@ class Row:
         if self.reference is None or not self.reference or math.isnan(self.ours):
             return ""
         value = self.ours / self.reference
-        return f"{value:.0%}" if self.ratio_as == "percent" else f"×{value:.2f}"
+        return f"{value:.1%}" if self.ratio_as == "percent" else f"×{value:.2f}"
 
 
 def number(value: float | None, unit: str) -> str:

@@ -31,7 +31,7 @@ KINDS = ("bus", "reference")
 # A search stops once the lossless and lossy rates are this close (relative).
 RESOLUTION = 0.05
 STALL_EVENTS = 1_000_000
-STALL_CHUNK = 100_000
+STALL_CHUNK = 50_000
 # After this many events every queue the stalled subscriber can fill is full.
 STALL_SETTLED = 200_000
 STALL_FLAT_MB = 2.0

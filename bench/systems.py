@@ -127,13 +127,21 @@ def _bus_round_trip(target: Target, daemon: Daemon, timeout: float) -> None:
 
 
 def _reference_round_trip(target: Target, daemon: Daemon, timeout: float) -> None:
-    """The same with the bare proxy: a bare SUB cannot tell when it is live, so fire until heard."""
+    """The same with the bare proxy: wait for its socket, then fire until heard (a bare SUB cannot tell
+    when it is live). Connecting before the socket exists would cost zmq's 100 ms reconnect interval.
+    """
     from bench.reference import Publisher, Subscriber
 
+    outlet = Path(target.where) / "out.ipc"
+    deadline = time.monotonic() + timeout
+    while not outlet.exists():
+        daemon.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError("the reference proxy never bound its sockets")
+        time.sleep(0.002)
     subscriber = Subscriber(target.where)
     publisher = Publisher(target.where)
     try:
-        deadline = time.monotonic() + timeout
         while True:
             publisher.send({"hello": "proxy"}, "bench/startup")
             if subscriber.recv(0.002) is not None:

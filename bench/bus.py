@@ -7,6 +7,9 @@ Figures (see docs/bench.md for what each one means):
   rate at which a run of ``--seconds`` lost nothing and kept every
   publisher's order at every subscriber;
 - latency p50/p99 at a fixed 500 and 2,000 events/s (1->1, 100 B);
+
+The two systems take turns trial by trial (and in short latency segments),
+so load from elsewhere on a shared host falls on both alike.
 - daemon CPU per event, peak RSS, RSS under a stalled subscriber while
   1,000,000 events pass, and start-to-first-round-trip time.
 """
@@ -26,7 +29,8 @@ from bench.systems import first_round_trip, running_bus, running_reference
 
 SIZES = (100, 1024)
 TOPOLOGIES = ((1, 1), (2, 4))
-LATENCY_RATES = ((500, 6.0), (2000, 3.0))
+LATENCY_RATES = ((500, 8.0), (2000, 6.0))
+LATENCY_SEGMENTS = 8
 KINDS = ("bus", "reference")
 # A search stops once the lossless and lossy rates are this close (relative).
 RESOLUTION = 0.05
@@ -50,11 +54,22 @@ def progress(message: str) -> None:
 
 @dataclass
 class Search:
-    """The highest lossless rate found for one scenario, with the trials that found it."""
+    """A search for the highest lossless rate of one scenario, one trial at a time.
 
+    First a flat-out probe: if it loses nothing, the publishers'
+    back-pressure set the pace and the search is over. Else paced trials,
+    from 90% of the slowest subscriber's delivered rate, bisecting between
+    the best lossless and the lowest lossy rate.
+    """
+
+    steps: int
     best: TrialResult | None = None
     best_cpu: float = float("nan")
     trials: list[str] = field(default_factory=list)
+    done: bool = False
+    next_rate: float | None = None  # None: flat out
+    lossless_rate: float = 0.0
+    lossy_rate: float = float("inf")
 
     @property
     def rate(self) -> float:
@@ -64,39 +79,43 @@ class Search:
     def cpu_per_event_us(self) -> float:
         return self.best_cpu / self.best.sent * 1e6 if self.best and self.best.sent else float("nan")
 
-
-def zero_loss_rate(crew: Crew, meter: ProcessMeter, size: int, seconds: float, steps: int) -> Search:
-    """Probe flat out, then bisect paced rates between the best lossless and the lowest lossy one."""
-    search = Search()
-
-    def run(rate: float | None) -> TrialResult:
-        cpu_before = meter.cpu()
-        result = crew.trial(size, rate, seconds)
-        cpu = meter.cpu() - cpu_before
-        asked = "flat out" if rate is None else f"{rate:,.0f}/s"
+    def record(self, result: TrialResult, cpu: float) -> None:
+        """Take the outcome of a trial at ``next_rate`` (daemon CPU seconds ``cpu``); choose the next rate."""
+        asked = self.next_rate
         outcome = "lossless" if result.lossless else f"missing {result.missing:,}, disorder {result.disorder}"
-        search.trials.append(f"{asked} -> {result.rate:,.0f}/s {outcome}")
-        if result.lossless and (search.best is None or result.rate > search.best.rate):
-            search.best, search.best_cpu = result, cpu
-        return result
-
-    probe = run(None)
-    if probe.lossless:
-        return search  # the publishers' back-pressure, not loss, set the pace
-    lossless, lossy = 0.0, probe.rate
-    guess = 0.9 * min(probe.delivered_rate or probe.rate, probe.rate)
-    for _ in range(steps):
-        result = run(guess)
-        if result.lossless and result.rate < 0.95 * guess:
-            break  # the publishers could not go faster and lost nothing: they set the pace
+        self.trials.append(f"{'flat out' if asked is None else f'{asked:,.0f}/s'} -> {result.rate:,.0f}/s {outcome}")
+        if result.lossless and (self.best is None or result.rate > self.best.rate):
+            self.best, self.best_cpu = result, cpu
+        if asked is None:
+            self.done = result.lossless
+            self.lossy_rate = result.rate
+            self.next_rate = 0.9 * min(result.delivered_rate or result.rate, result.rate)
+            return
+        if result.lossless and result.rate < 0.95 * asked:
+            self.done = True  # the publishers could not go faster and lost nothing: they set the pace
+            return
         if result.lossless:
-            lossless = max(lossless, guess)
+            self.lossless_rate = max(self.lossless_rate, asked)
         else:
-            lossy = min(lossy, guess)
-        if lossless and (lossy - lossless) / lossy < RESOLUTION:
-            break
-        guess = (lossless + lossy) / 2 if lossless else lossy * 0.6
-    return search
+            self.lossy_rate = min(self.lossy_rate, asked)
+        close = self.lossless_rate and (self.lossy_rate - self.lossless_rate) / self.lossy_rate < RESOLUTION
+        self.done = len(self.trials) > self.steps or bool(close)
+        self.next_rate = ((self.lossless_rate + self.lossy_rate) / 2 if self.lossless_rate
+                          else self.lossy_rate * 0.6)
+
+
+def zero_loss_rates(crews: dict[str, Crew], meters: dict[str, ProcessMeter], size: int, seconds: float,
+                    steps: int, order: Sequence[str]) -> dict[str, Search]:
+    """Search both systems' zero-loss rates, trial for trial in turn, so load from elsewhere hits both alike."""
+    searches = {kind: Search(steps) for kind in crews}
+    while not all(search.done for search in searches.values()):
+        for kind in order:
+            search = searches[kind]
+            if not search.done:
+                cpu_before = meters[kind].cpu()
+                result = crews[kind].trial(size, search.next_rate, seconds)
+                search.record(result, meters[kind].cpu() - cpu_before)
+    return searches
 
 
 @dataclass
@@ -108,14 +127,28 @@ class Latency:
     cpu_per_event_us: float
 
 
-def latency(crew: Crew, meter: ProcessMeter, rate: int, seconds: float) -> Latency:
-    """Send-to-receive times of 100 B events at a fixed ``rate``, 1->1, and the daemon's CPU meanwhile."""
-    cpu_before = meter.cpu()
-    result = crew.trial(100, rate, seconds, timed=True)
-    cpu_us = (meter.cpu() - cpu_before) / result.sent * 1e6
-    samples = result.seen[0]["latencies_ns"]
-    return Latency(percentile(samples, 50) / 1e6, percentile(samples, 99) / 1e6, len(samples), result.missing,
-                   cpu_us)
+def latencies_at(crews: dict[str, Crew], meters: dict[str, ProcessMeter], rate: int,
+                 seconds: float) -> dict[str, Latency]:
+    """Send-to-receive times of 100 B events at a fixed ``rate``, 1->1, and the daemon's CPU meanwhile.
+
+    The systems take turns in ``LATENCY_SEGMENTS`` short runs, so a burst
+    of load from elsewhere on the host falls on both alike.
+    """
+    samples: dict[str, list[int]] = {kind: [] for kind in crews}
+    cpu = dict.fromkeys(crews, 0.0)
+    sent = dict.fromkeys(crews, 0)
+    missing = dict.fromkeys(crews, 0)
+    for segment in range(LATENCY_SEGMENTS):
+        for kind in crews if segment % 2 else reversed(list(crews)):
+            cpu_before = meters[kind].cpu()
+            result = crews[kind].trial(100, rate, seconds / LATENCY_SEGMENTS, timed=True)
+            cpu[kind] += meters[kind].cpu() - cpu_before
+            sent[kind] += result.sent
+            missing[kind] += result.missing
+            samples[kind].extend(result.seen[0]["latencies_ns"])
+    return {kind: Latency(percentile(samples[kind], 50) / 1e6, percentile(samples[kind], 99) / 1e6,
+                          len(samples[kind]), missing[kind], cpu[kind] / sent[kind] * 1e6)
+            for kind in crews}
 
 
 @dataclass
@@ -176,17 +209,18 @@ def measure(seconds: float, steps: int, stall_events: int, starts: int) -> tuple
                     crew.warm()
                 for size in SIZES:
                     order += 1
-                    for kind in KINDS if order % 2 else reversed(KINDS):
-                        progress(f"throughput {publishers}->{subscribers} {size} B: {kind}")
-                        found = zero_loss_rate(crews[kind], meters[kind], size, seconds, steps)
-                        throughput[(publishers, subscribers, size, kind)] = found
-                        progress(f"  {found.rate:,.0f}/s  ({'; '.join(found.trials)})")
+                    progress(f"throughput {publishers}->{subscribers} {size} B")
+                    found = zero_loss_rates(crews, meters, size, seconds, steps,
+                                            KINDS if order % 2 else KINDS[::-1])
+                    for kind, search in found.items():
+                        throughput[(publishers, subscribers, size, kind)] = search
+                        progress(f"  {kind}: {search.rate:,.0f}/s  ({'; '.join(search.trials)})")
                 if (publishers, subscribers) == (1, 1):
                     for rate, duration in LATENCY_RATES:
-                        for kind in KINDS:
-                            latencies[(rate, kind)] = found_latency = latency(crews[kind], meters[kind], rate, duration)
+                        for kind, found_latency in latencies_at(crews, meters, rate, duration).items():
+                            latencies[(rate, kind)] = found_latency
                             progress(f"latency at {rate}/s {kind}: p50 {found_latency.p50_ms:.3f} ms "
-                                     f"p99 {found_latency.p99_ms:.3f} ms, "
+                                     f"p99 {found_latency.p99_ms:.3f} ms ({found_latency.samples} events), "
                                      f"daemon CPU {found_latency.cpu_per_event_us:.1f} µs/event")
             finally:
                 for crew in crews.values():

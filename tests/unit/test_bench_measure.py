@@ -53,3 +53,39 @@ def test_table_shows_ratio_target_and_verdict():
     text = report.table(rows)
     assert "| zero-loss throughput 1→1, 100 B | events/s | 60,000 | 100,000 | 60.0% | ≥ 50% of reference | PASS |" in text
     assert "| latency p99 at 500/s | ms | 1.500 | 0.500 | ×3.00 | ≤ 2× reference | FAIL |" in text
+
+
+def trial(sent: int, received: int, seconds: float = 1.0) -> TrialResult:
+    return TrialResult(sent, seconds, 0, [seen(received)])
+
+
+def test_rate_search_bisects_between_lossless_and_lossy_rates():
+    from bench.bus import Search
+
+    search = Search(steps=5)
+    assert search.next_rate is None  # a flat-out probe first
+    search.record(trial(200_000, 150_000), cpu=0.5)
+    assert not search.done and search.best is None
+    assert 0 < search.next_rate <= 0.9 * 200_000
+    first = search.next_rate
+    search.record(trial(int(first), int(first)), cpu=0.4)
+    assert search.best is not None and search.rate == int(first)
+    assert first < search.next_rate < 200_000
+    second = search.next_rate
+    search.record(trial(int(second), int(second) - 1), cpu=0.4)
+    assert first < search.next_rate < second
+    assert search.rate == int(first)  # a lossy trial never counts
+
+
+def test_rate_search_stops_when_the_probe_or_the_publishers_set_the_pace():
+    from bench.bus import Search
+
+    probe_wins = Search(steps=5)
+    probe_wins.record(trial(90_000, 90_000), cpu=0.3)
+    assert probe_wins.done and probe_wins.rate == 90_000
+
+    slow_publishers = Search(steps=5)
+    slow_publishers.record(trial(300_000, 200_000), cpu=0.3)
+    asked = slow_publishers.next_rate
+    slow_publishers.record(trial(int(asked * 0.8), int(asked * 0.8)), cpu=0.3)
+    assert slow_publishers.done and slow_publishers.rate == int(asked * 0.8)

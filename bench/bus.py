@@ -56,10 +56,12 @@ def progress(message: str) -> None:
 class Search:
     """A search for the highest lossless rate of one scenario, one trial at a time.
 
-    First a flat-out probe: if it loses nothing, the publishers'
-    back-pressure set the pace and the search is over. Else paced trials,
-    from 90% of the slowest subscriber's delivered rate, bisecting between
-    the best lossless and the lowest lossy rate.
+    First a flat-out probe, then paced trials: from 90% of the slowest
+    subscriber's delivered rate after a lossy probe, 25% above the best
+    lossless rate while nothing was lossy, else bisecting between the best
+    lossless and the lowest lossy rate. It ends after ``steps`` paced
+    trials, at ``RESOLUTION``, or once the publishers twice lost nothing
+    at all the speed they had (they, not the bus, set the pace).
     """
 
     steps: int
@@ -70,6 +72,7 @@ class Search:
     next_rate: float | None = None  # None: flat out
     lossless_rate: float = 0.0
     lossy_rate: float = float("inf")
+    publisher_bound: int = 0
 
     @property
     def rate(self) -> float:
@@ -86,22 +89,23 @@ class Search:
         self.trials.append(f"{'flat out' if asked is None else f'{asked:,.0f}/s'} -> {result.rate:,.0f}/s {outcome}")
         if result.lossless and (self.best is None or result.rate > self.best.rate):
             self.best, self.best_cpu = result, cpu
-        if asked is None:
-            self.done = result.lossless
-            self.lossy_rate = result.rate
-            self.next_rate = 0.9 * min(result.delivered_rate or result.rate, result.rate)
-            return
-        if result.lossless and result.rate < 0.95 * asked:
-            self.done = True  # the publishers could not go faster and lost nothing: they set the pace
-            return
         if result.lossless:
-            self.lossless_rate = max(self.lossless_rate, asked)
+            self.lossless_rate = max(self.lossless_rate, result.rate)
+            if asked is None or result.rate < 0.95 * asked:
+                self.publisher_bound += 1  # nothing lost, at all the speed the publishers had
         else:
-            self.lossy_rate = min(self.lossy_rate, asked)
-        close = self.lossless_rate and (self.lossy_rate - self.lossless_rate) / self.lossy_rate < RESOLUTION
-        self.done = len(self.trials) > self.steps or bool(close)
-        self.next_rate = ((self.lossless_rate + self.lossy_rate) / 2 if self.lossless_rate
-                          else self.lossy_rate * 0.6)
+            self.lossy_rate = min(self.lossy_rate, asked or result.rate)
+        close = (self.lossless_rate and self.lossy_rate < float("inf")
+                 and (self.lossy_rate - self.lossless_rate) / self.lossy_rate < RESOLUTION)
+        self.done = len(self.trials) > self.steps or bool(close) or self.publisher_bound >= 2
+        if asked is None and not result.lossless:
+            self.next_rate = 0.9 * min(result.delivered_rate or result.rate, result.rate)
+        elif self.lossy_rate == float("inf"):
+            self.next_rate = 1.25 * self.lossless_rate
+        elif self.lossless_rate:
+            self.next_rate = (self.lossless_rate + self.lossy_rate) / 2
+        else:
+            self.next_rate = 0.6 * self.lossy_rate
 
 
 def zero_loss_rates(crews: dict[str, Crew], meters: dict[str, ProcessMeter], size: int, seconds: float,

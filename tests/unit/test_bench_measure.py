@@ -77,15 +77,22 @@ def test_rate_search_bisects_between_lossless_and_lossy_rates():
     assert search.rate == int(first)  # a lossy trial never counts
 
 
-def test_rate_search_stops_when_the_probe_or_the_publishers_set_the_pace():
+def test_rate_search_climbs_past_a_lossless_probe_and_stops_when_publishers_set_the_pace():
     from bench.bus import Search
 
-    probe_wins = Search(steps=5)
-    probe_wins.record(trial(90_000, 90_000), cpu=0.3)
-    assert probe_wins.done and probe_wins.rate == 90_000
+    search = Search(steps=5)
+    search.record(trial(90_000, 90_000), cpu=0.3)  # flat out, nothing lost
+    assert not search.done and search.next_rate == 1.25 * 90_000
+    asked = search.next_rate
+    search.record(trial(int(asked * 0.8), int(asked * 0.8)), cpu=0.3)  # could not reach it, nothing lost
+    assert search.done and search.rate == int(asked * 0.8)
 
-    slow_publishers = Search(steps=5)
-    slow_publishers.record(trial(300_000, 200_000), cpu=0.3)
-    asked = slow_publishers.next_rate
-    slow_publishers.record(trial(int(asked * 0.8), int(asked * 0.8)), cpu=0.3)
-    assert slow_publishers.done and slow_publishers.rate == int(asked * 0.8)
+
+def test_rate_search_ends_after_its_steps():
+    from bench.bus import Search
+
+    search = Search(steps=3)
+    search.record(trial(300_000, 100_000), cpu=0.3)
+    while not search.done:
+        search.record(trial(int(search.next_rate), int(search.next_rate) - 10), cpu=0.3)
+    assert len(search.trials) == 4 and search.best is None and search.rate == 0

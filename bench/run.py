@@ -42,7 +42,7 @@ def present(name: str) -> bool:
 
 
 def run_part(name: str) -> str:
-    """Run ``name.main()`` (no arguments: each part's defaults); what it printed, plus what it returned if it did not print it."""
+    """Run ``name.main()`` with its defaults; return what it printed (plus its returned text, if not printed)."""
     module = importlib.import_module(name)
     tee = Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):

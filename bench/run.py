@@ -41,8 +41,12 @@ def present(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def run_part(name: str) -> str:
-    """Run ``name.main()`` with its defaults; return what it printed (plus its returned text, if not printed)."""
+def run_part(name: str) -> tuple[str, bool]:
+    """Run ``name.main()`` with its defaults: what it printed (plus its returned text), and whether it missed.
+
+    A part missed a target when its table shows ``| FAIL |`` or its
+    ``main()`` returned a non-zero exit code.
+    """
     module = importlib.import_module(name)
     tee = Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):
@@ -51,27 +55,32 @@ def run_part(name: str) -> str:
     if isinstance(returned, str) and returned.strip() and returned.strip() not in printed:
         print(returned, flush=True)
         printed += returned + "\n"
-    return printed
+    missed = "| FAIL |" in printed or (isinstance(returned, int) and not isinstance(returned, bool) and returned != 0)
+    return printed, missed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run every present part; the results file is written even when a part fails midway."""
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     sections = [f"# eventbus benchmarks, {started}", "", "Command: `make bench`", ""]
     print("\n".join(sections), flush=True)
-    failed = []
-    for name in PARTS:
-        if not present(name):
-            print(f"({name} is not in this checkout: skipped)", file=sys.stderr, flush=True)
-            continue
-        print(f"== {name}", file=sys.stderr, flush=True)
-        sections.append(run_part(name))
-        if "| FAIL |" in sections[-1]:
-            failed.append(name)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(sections))
-    print(f"written to {RESULTS}", file=sys.stderr)
-    if failed:
-        print(f"targets missed in: {', '.join(failed)}", file=sys.stderr)
+    missed = []
+    try:
+        for name in PARTS:
+            if not present(name):
+                print(f"({name} is not in this checkout: skipped)", file=sys.stderr, flush=True)
+                continue
+            print(f"== {name}", file=sys.stderr, flush=True)
+            text, part_missed = run_part(name)
+            sections.append(text)
+            if part_missed:
+                missed.append(name)
+    finally:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text("\n".join(sections))
+        print(f"written to {RESULTS}", file=sys.stderr)
+    if missed:
+        print(f"targets missed in: {', '.join(missed)}", file=sys.stderr)
     return 0
 
 

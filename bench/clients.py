@@ -250,7 +250,7 @@ class TrialResult:
 
     @property
     def missing(self) -> int:
-        return max(self.sent - s["received"] for s in self.seen)
+        return max((self.sent - s["received"] for s in self.seen), default=0)
 
     @property
     def disorder(self) -> int:

@@ -31,6 +31,10 @@ LISTEN_QUEUE = 100_000
 PUBLISH_QUEUE = 10_000
 CONNECT_TIMEOUT = 5.0
 
+# pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
+# for plain bytes it only adds a call per event.
+_send_bytes = zmq.backend.Socket.send
+
 
 def _never(_tag: str) -> bool:
     return False
@@ -221,7 +225,7 @@ class BusHandle:
             self.push.setsockopt(zmq.SNDTIMEO, timeout)  # type: ignore[union-attr]
             self._send_timeout = timeout
         try:
-            self.push.send(frame)  # type: ignore[union-attr]
+            _send_bytes(self.push, frame)
         except zmq.Again:
             return False
         return True

@@ -21,17 +21,19 @@ _stamp_second = -1
 _stamp_prefix = ""
 
 
-def stamp() -> str:
+def stamp(_now_ns: Any = time.time_ns) -> str:
     """Now in UTC, ISO-8601 without offset, always with microseconds.
 
-    On the per-event path: the date-time text is formatted once per second.
+    On the per-event path: the date-time text is formatted once per second,
+    and the microseconds are zero-padded by slicing (cheaper than a format spec).
     """
     global _stamp_second, _stamp_prefix
-    second, nanos = divmod(time.time_ns(), 1_000_000_000)
+    micros = _now_ns() // 1000
+    second = micros // 1_000_000
     if second != _stamp_second:
         _stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
         _stamp_second = second
-    return f"{_stamp_prefix}{nanos // 1000:06d}"
+    return _stamp_prefix + str(1_000_000 + micros % 1_000_000)[1:]
 
 
 def _pack_default(value: Any) -> Any:
@@ -42,8 +44,26 @@ def _pack_default(value: Any) -> Any:
     raise InvalidEventError(f"event data holds a {type(value).__name__}, which cannot be packed")
 
 
+# Tags a process fires repeat: valid ones are remembered (bounded) so the per-event check is one lookup.
+_valid_tags: dict[str, bytes] = {}
+_VALID_TAGS_KEPT = 256
+
+
 def check_tag(tag: Any) -> bytes:
     """The UTF-8 bytes of a valid tag, or ``InvalidEventError`` saying what is wrong."""
+    if type(tag) is str:
+        raw = _valid_tags.get(tag)
+        if raw is not None:
+            return raw
+    raw = _check_tag(tag)
+    if type(tag) is str:
+        if len(_valid_tags) >= _VALID_TAGS_KEPT:
+            _valid_tags.clear()
+        _valid_tags[tag] = raw
+    return raw
+
+
+def _check_tag(tag: Any) -> bytes:
     if not isinstance(tag, str) or not tag:
         raise InvalidEventError(f"tag must be a non-empty str, got {tag!r}")
     raw = tag.encode("utf-8", "surrogatepass")

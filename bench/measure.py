@@ -1,0 +1,170 @@
+"""Measuring tools shared by the benchmarks: pacing, percentiles, process CPU and memory, daemons.
+
+Nothing here knows about a particular bus: the bus and relay benchmarks
+build their scenarios from these pieces.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import psutil
+
+MB = 1024 * 1024
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, nearest-rank; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    """The middle value (mean of the two middle ones for an even count); NaN when empty."""
+    return statistics.median(values) if values else float("nan")
+
+
+class Pacer:
+    """Spread ``rate`` sends per second evenly; ``None`` means as fast as possible.
+
+    ``wait(i)`` sleeps until send number ``i`` is due. A sender that fell
+    behind is not slowed further, so its achieved rate shows how far it fell.
+    """
+
+    def __init__(self, rate: float | None, slack: float = 0.0002) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.slack = slack
+        self.start = time.perf_counter()
+
+    def wait(self, i: int) -> None:
+        if self.interval:
+            delay = self.start + i * self.interval - time.perf_counter()
+            if delay > self.slack:
+                time.sleep(delay)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.01) -> object:
+    """Poll ``predicate`` until truthy; ``TimeoutError`` naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class ProcessMeter:
+    """CPU time and memory of one process (all its threads), read through psutil."""
+
+    pid: int
+    process: psutil.Process = field(init=False)
+    samples: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.process = psutil.Process(self.pid)
+
+    def cpu(self) -> float:
+        """User + system CPU seconds used so far."""
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def rss(self) -> int:
+        """Resident memory now, in bytes; also kept as a sample."""
+        value = self.process.memory_info().rss
+        self.samples.append(value)
+        return value
+
+    def peak_rss(self) -> int:
+        """Highest resident memory of the process's life (Linux VmHWM), else of the samples."""
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return max(self.samples, default=0)
+
+
+def short_tmpdir(prefix: str) -> Path:
+    """A short directory under /tmp: UNIX socket paths are limited to 107 bytes."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
+
+
+class Daemon:
+    """A daemon process the benchmark starts, meters and stops (terminate, wait, kill)."""
+
+    def __init__(self, argv: Sequence[str], log_path: Path, cwd: Path | None = None) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.cwd = cwd
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    def start(self) -> "Daemon":
+        self._log = open(self.log_path, "ab")
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=self._log, cwd=self.cwd)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def meter(self) -> ProcessMeter:
+        return ProcessMeter(self.pid)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        """``RuntimeError`` with the daemon's log when it has exited."""
+        if not self.alive():
+            log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+            raise RuntimeError(f"{self.argv[:2]} exited with {self.proc and self.proc.returncode}:\n{log}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        self.proc = None
+
+    def __enter__(self) -> "Daemon":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def venv_bin(name: str) -> str:
+    """The path of console script ``name`` next to this interpreter (the project's .venv)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def load_note() -> str:
+    """The machine's load, to print beside the figures (the numbers are only as quiet as the host)."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} CPUs, load average {one:.2f} (1 min) {five:.2f} (5 min)"

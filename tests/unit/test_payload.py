@@ -21,9 +21,9 @@ def test_stamp_is_utc_iso_with_microseconds_and_no_offset():
     assert before <= datetime.datetime.fromisoformat(value) <= after
 
 
-def test_stamp_keeps_microseconds_when_they_are_zero(monkeypatch):
-    monkeypatch.setattr(payload.time, "time_ns", lambda: 1_700_000_000_000_000_000)
-    assert payload.stamp() == "2023-11-14T22:13:20.000000"
+def test_stamp_keeps_microseconds_when_they_are_zero():
+    assert payload.stamp(lambda: 1_700_000_000_000_000_000) == "2023-11-14T22:13:20.000000"
+    assert payload.stamp(lambda: 1_700_000_000_000_042_000) == "2023-11-14T22:13:20.000042"
 
 
 def test_pack_event_stamps_a_copy_and_round_trips():

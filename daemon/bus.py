@@ -48,7 +48,7 @@ class Bus:
         self.max_event_size = settings.max_event_size
         self.epoch = time.time_ns() // 1000
         self.seq = self.epoch
-        self.window = Window(settings.event_window, self.epoch)
+        self.window = Window(settings.event_window, self.epoch, settings.event_window_bytes)
         self.started = time.time()
         self.complaints = Complaints(log)
         self.handshakes = 0  # listeners that proved themselves live (see eventbus.wire)

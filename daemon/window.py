@@ -10,19 +10,28 @@ from dataclasses import dataclass
 class Replay:
     """What a reader that last saw ``after`` missed: the kept events and how many are gone."""
 
-    events: list[tuple[int, bytes, bytes]]
+    events: list[tuple[int, bytes]]
     lost: int
     restarted: bool
 
 
 class Window:
-    """Keep the newest ``size`` events as (seq, tag, data) of one daemon run starting at ``epoch``."""
+    """The newest (seq, frame) pairs of one daemon run, at most ``size`` of them and ``max_bytes`` in all."""
 
-    def __init__(self, size: int, epoch: int) -> None:
+    def __init__(self, size: int, epoch: int, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.size = size
+        self.max_bytes = max_bytes
         self.epoch = epoch
-        self.events: collections.deque[tuple[int, bytes, bytes]] = collections.deque(maxlen=size)
-        self.add = self.events.append
+        self.events: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.bytes = 0
+
+    def add(self, entry: tuple[int, bytes]) -> None:
+        """Keep ``entry``, forgetting the oldest ones beyond either bound."""
+        events = self.events
+        events.append(entry)
+        self.bytes += len(entry[1])
+        while len(events) > self.size or self.bytes > self.max_bytes:
+            self.bytes -= len(events.popleft()[1])
 
     def since(self, after: int, limit: int | None = None) -> Replay:
         """Events with seq greater than ``after``, oldest first, at most ``limit`` of them.
@@ -33,11 +42,10 @@ class Window:
         """
         restarted = after < self.epoch
         first_wanted = max(after + 1, self.epoch + 1)
-        oldest = self.events[0][0] if self.events else None
-        if oldest is None:
+        if not self.events:
             return Replay([], 0, restarted)
+        oldest = self.events[0][0]
         lost = max(0, oldest - first_wanted)
         start = max(0, first_wanted - oldest)
         stop = len(self.events) if limit is None else min(len(self.events), start + limit)
-        events = list(itertools.islice(self.events, start, stop))
-        return Replay(events, lost, restarted)
+        return Replay(list(itertools.islice(self.events, start, stop)), lost, restarted)

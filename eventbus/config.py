@@ -61,6 +61,8 @@ class BusConfig(BaseConfig):
     subscriber_queue: int = _key(10000, "int", min=1000, max=10_000_000)
     # Events the bus keeps for late readers (REST resume), newest last.
     event_window: int = _key(10000, "int", min=0, max=10_000_000)
+    # ... and at most this many bytes of them, whatever their number.
+    event_window_bytes: int = _key(64 * 1024 * 1024, "int", min=0, max=1 << 40)
 
 
 @dataclass(frozen=True)

@@ -38,3 +38,12 @@ def test_reader_from_an_earlier_daemon_run():
 
 def test_limit():
     assert len(filled(100, 50).since(EPOCH, limit=7).events) == 7
+
+
+def test_the_window_is_bounded_in_bytes_too():
+    window = Window(1000, EPOCH, max_bytes=1000)
+    for seq in range(EPOCH + 1, EPOCH + 101):
+        window.add((seq, b"x" * 100))
+    assert len(window.events) == 10 and window.bytes == 1000
+    replay = window.since(EPOCH)
+    assert replay.lost == 90 and replay.events[0][0] == EPOCH + 91

@@ -62,6 +62,7 @@ class MinionLink:
         self.last_heard = time.monotonic()
         self.last_progress = time.monotonic()
         self._key_checked = 0.0
+        self._mismatch_checked = 0.0
         self.link_socket: zmq.Socket | None = None
         self.monitor_socket: zmq.Socket | None = None
         self.offer_socket: zmq.Socket | None = None
@@ -187,7 +188,8 @@ class MinionLink:
             else:
                 self.complaints.refuse("handshake", f"the CURVE handshake with the master at "
                                                     f"{self.master_address}:{self.settings.ret_port} failed")
-                if time.monotonic() - self._key_checked > KEY_CHECK_EVERY:
+                if time.monotonic() - self._mismatch_checked > KEY_CHECK_EVERY:
+                    self._mismatch_checked = time.monotonic()
                     self._ask_key()
 
     def _on_link(self) -> None:

@@ -184,7 +184,7 @@ def test_master_restart_and_cut_link_lose_and_repeat_nothing(site):
         proxy.cut()
         wait_link(minion, "connecting", timeout=5)
         relay(minion, *[("myco/seq", {"n": n}) for n in range(50, 100)])
-        wait_for(lambda: link_state(minion)["spooled"] == 50, what="50 events spooled")
+        wait_for(lambda: link_state(minion)["spooled"] >= 50, what="50 events spooled")  # + any unacked tail
         proxy.restore()
         second = collect(bus, "myco/seq", 50)
         bus.destroy()
@@ -195,7 +195,7 @@ def test_master_restart_and_cut_link_lose_and_repeat_nothing(site):
         master.start()
         bus = event.get_event("master", opts=master.opts())
         proxy.restore()
-        third = collect(bus, "myco/seq", 51, wait=3)
+        third = collect(bus, "myco/seq", 51, wait=1.5)
         bus.destroy()
         seen = [e["data"]["data"]["n"] for e in first + second + third]
         assert seen == list(range(150)), f"lost or repeated events: {seen}"
@@ -238,16 +238,17 @@ def test_minion_restart_keeps_a_non_empty_spool(site):
     minion = site.minion("m1", spool_max_events=100)
     minion.start()
     wait_link(minion, "pend")
-    for n in range(30):
+    for n in range(2):
         result = cli(minion, "send", "myco/spooled", f"n={n}")
         assert result.returncode == 0, result.stderr
-    assert link_state(minion)["spooled"] == 30
+    relay(minion, *[("myco/spooled", {"n": str(n)}) for n in range(2, 30)])
+    wait_for(lambda: link_state(minion)["spooled"] == 30, what="30 events spooled")
     minion.daemon.kill()
     minion.start()
     assert link_state(minion)["spooled"] == 30
     with event.get_event("master", opts=master.opts()) as bus:
         assert cli(master, "key", "--accept", "m1").returncode == 0
-        got = collect(bus, "myco/spooled", 31, wait=3)
+        got = collect(bus, "myco/spooled", 31, wait=1.5)
     assert [e["data"]["data"]["n"] for e in got] == [str(n) for n in range(30)]
     wait_for(lambda: link_state(minion)["spooled"] == 0, what="spool emptied")
 
@@ -264,7 +265,7 @@ def test_a_full_spool_drops_the_oldest_and_says_so(site):
     assert "spool is full" in minion.daemon.log
     with event.get_event("master", opts=master.opts()) as bus:
         assert cli(master, "key", "--accept", "m1").returncode == 0
-        got = collect(bus, "myco/full", 11, wait=3)
+        got = collect(bus, "myco/full", 11, wait=1.5)
     assert [e["data"]["data"]["n"] for e in got] == list(range(15, 25))
 
 

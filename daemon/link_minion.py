@@ -86,7 +86,7 @@ class MinionLink:
         else:
             log.info("no master key pinned yet: asking %s:%d for it", self.master_address, settings.publish_port)
             self._ask_key()
-        loop.call_every(self.heartbeat, self._tick)
+        loop.call_later(self.heartbeat, self._tick)
         loop.call_every(1.0, self.spool.sync)
 
     # -- the master's key -----------------------------------------------------------
@@ -270,6 +270,8 @@ class MinionLink:
             self.sent = batch[-1][0]
 
     def _tick(self) -> None:
+        # Rescheduled each time: the master's welcome may lower the interval.
+        self.loop.call_later(self.heartbeat, self._tick)
         now = time.monotonic()
         if self.link_socket is None:
             if self.master_key is None and now - self._key_checked > self.heartbeat * 2:

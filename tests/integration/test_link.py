@@ -379,3 +379,23 @@ def test_minion_refuses_a_master_whose_key_changed(site):
     with event.get_event("master", opts=master.opts()) as bus:
         relay(minion, ("myco/after", {"n": 1}))
         assert bus.get_event(wait=1, tag="myco/") is None
+
+
+def test_a_frozen_master_is_noticed_and_the_link_comes_back(site):
+    master = site.master(auto_accept=True)
+    master.start()
+    minion = site.minion("m1")
+    minion.start()
+    wait_link(minion, "accept")
+    with event.get_event("master", opts=master.opts()) as bus:
+        master.daemon.signal(signal.SIGSTOP)
+        try:
+            wait_link(minion, "connecting", timeout=5)
+            relay(minion, ("myco/while-frozen", {"n": 1}))
+        finally:
+            master.daemon.signal(signal.SIGCONT)
+        # ZeroMQ's own heartbeat or the link's ping, whichever notices first.
+        assert "lost the connection to the master" in minion.daemon.log or "has not answered" in minion.daemon.log
+        wait_link(minion, "accept")
+        assert bus.get_event(wait=5, tag="myco/while-frozen")["data"] == {"n": 1}
+        assert bus.get_event(wait=0.5, tag="myco/while-frozen") is None

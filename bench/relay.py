@@ -355,13 +355,14 @@ def run(quick: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the relay benchmark table; ``argv`` (default none) may hold ``--quick``."""
     parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv or [])
     print(f"# eventbus relay benchmark ({os.cpu_count()} cores, python {sys.version.split()[0]})", flush=True)
     print(run(args.quick))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

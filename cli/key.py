@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from cli import options
+from eventbus import config
 
 HEADINGS = (("minions", "Accepted Keys:"), ("minions_pre", "Unaccepted Keys:"), ("minions_rejected", "Rejected Keys:"))
 
@@ -35,7 +37,8 @@ def _request(args: argparse.Namespace) -> dict:
     return {"op": "list"}
 
 
-def _offline(settings, request: dict):  # type: ignore[no-untyped-def]
+def _offline(settings: config.MasterConfig, request: dict) -> Any:
+    """Do ``request`` on the key directories themselves (no master is running to do it)."""
     from daemon.keys import KeyStore
 
     store = KeyStore(settings.pki_dir)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+import zmq.auth
 
 from daemon import keys, linkproto
 from eventbus import control
@@ -149,10 +150,7 @@ class RawMinion:
         self.minion_id = minion_id
         self.key_dir = key_dir or short_tmpdir("ebk")
         self.public, secret = keys.key_pair(self.key_dir, "raw")
-        master_public = (settings.pki_dir / "master.key")
-        import zmq.auth
-
-        server_key, _ = zmq.auth.load_certificate(master_public)
+        server_key, _ = zmq.auth.load_certificate(settings.pki_dir / "master.key")
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.curve_serverkey = server_key

@@ -26,7 +26,7 @@ from daemon.loop import Loop
 from daemon.spool import Spool
 from eventbus import payload, relay
 from eventbus.config import MinionConfig
-from eventbus.errors import InvalidEventError, ProtocolError
+from eventbus.errors import ConfigError, InvalidEventError, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ class MinionLink:
         self.minion_id = settings.id
         self.heartbeat = settings.heartbeat_interval
         self.complaints = Complaints(log)
+        if settings.master_pubkey is not None and not keys.valid_key(settings.master_pubkey):
+            raise ConfigError(f"{settings.source}: key 'master_pubkey' has value {settings.master_pubkey!r}; "
+                              "expected the master's CURVE public key (40 Z85 characters)",
+                              key="master_pubkey", value=settings.master_pubkey)
         self.public_key, self.secret_key = keys.key_pair(settings.pki_dir, "minion")
         self.spool = Spool(settings.cachedir / "spool", settings.spool_max_events)
         if len(self.spool):

@@ -82,3 +82,14 @@ def test_key_delete_on_a_running_master_fires_and_the_minion_pends_again(site):
         wait_link(minion, "pend")
     listing = run_cli("key", "--list", "-c", conf).stdout.splitlines()
     assert listing == ["Accepted Keys:", "Unaccepted Keys:", "m1", "Rejected Keys:"]
+
+
+def test_a_bad_master_pubkey_is_one_config_error(site):
+    from tests.helpers import Daemon
+
+    minion = site.minion("m1", master_pubkey="not-a-key")
+    daemon = Daemon("minion", minion.config_dir).start()
+    assert daemon.proc.wait(10) == 1
+    daemon.stop()
+    assert "error: " in daemon.log and "'master_pubkey' has value 'not-a-key'" in daemon.log
+    assert "Traceback" not in daemon.log

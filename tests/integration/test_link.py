@@ -381,6 +381,14 @@ def test_minion_refuses_a_master_whose_key_changed(site):
     with event.get_event("master", opts=master.opts()) as bus:
         relay(minion, ("myco/after", {"n": 1}))
         assert bus.get_event(wait=1, tag="myco/") is None
+        # A minion told the master's key in its config links without pinning anything.
+        new_key = (master.settings.pki_dir / "master.key").read_text().split('public-key = "')[1][:40]
+        configured = site.minion("m2", master_pubkey=new_key)
+        configured.start()
+        wait_link(configured, "accept")
+        assert not (configured.settings.pki_dir / "minion_master.pub").exists()
+        relay(configured, ("myco/configured", {"n": 2}))
+        assert bus.get_event(wait=5, tag="myco/")["id"] == "m2"
 
 
 def test_a_frozen_master_is_noticed_and_the_link_comes_back(site):

@@ -25,7 +25,7 @@ minion itself made (oldest events dropped when its spool was full).
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import msgpack
 
@@ -55,7 +55,7 @@ class Message(NamedTuple):
 
     kind: bytes
     value: Any = None
-    frames: list = []
+    frames: Sequence[bytes] = ()
 
 
 def _packb(value: Any) -> bytes:

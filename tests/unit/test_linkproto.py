@@ -10,7 +10,7 @@ from eventbus.relay import refused_tag
 
 
 def test_messages_round_trip():
-    assert linkproto.parse(linkproto.hello("web1")) == (linkproto.HELLO, {"id": "web1"}, [])
+    assert linkproto.parse(linkproto.hello("web1")) == (linkproto.HELLO, {"id": "web1"}, ())
     welcome = linkproto.parse(linkproto.welcome("accept", 42, 0.5))
     assert welcome.value == {"result": "accept", "last": 42, "heartbeat": 0.5}
     batch = linkproto.parse(linkproto.events(7, 3, [b"a\x00\x80", b"b\x00\x80"]))

@@ -29,7 +29,7 @@ from daemon.presence import Presence
 from daemon.zap import DOMAIN, ZapHandler
 from eventbus import payload, wire
 from eventbus.config import MasterConfig
-from eventbus.errors import InvalidEventError, ProtocolError, UnknownKeyError
+from eventbus.errors import EventBusError, InvalidEventError, ProtocolError, UnknownKeyError
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +116,17 @@ class MasterLink:
         self.link_socket.setsockopt(zmq.RCVHWM, 10_000)
         self.link_socket.setsockopt(zmq.HEARTBEAT_IVL, int(self.heartbeat * 1000))
         self.link_socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(self.heartbeat * 3000))
-        self.link_socket.bind(f"tcp://{settings.interface}:{settings.ret_port}")
-
         self.offer_socket = context.socket(zmq.ROUTER)
         self.offer_socket.setsockopt(zmq.MAXMSGSIZE, 1024)
         self.offer_socket.setsockopt(zmq.LINGER, 0)
-        self.offer_socket.bind(f"tcp://{settings.interface}:{settings.publish_port}")
+        try:
+            self._listen(self.link_socket, "ret_port", settings.ret_port)
+            self._listen(self.offer_socket, "publish_port", settings.publish_port)
+        except EventBusError:
+            self.link_socket.close(0)
+            self.offer_socket.close(0)
+            self.zap.close()
+            raise
 
         loop.add_reader(self.link_socket, self._on_link)
         loop.add_reader(self.offer_socket, self._on_offer)
@@ -134,6 +139,13 @@ class MasterLink:
         bus.register_verb(VERB_LINK, self._link_verb)
         log.info("link listening on %s:%d (CURVE), master key offered on port %d",
                  settings.interface, settings.ret_port, settings.publish_port)
+
+    def _listen(self, sock: zmq.Socket, key: str, port: int) -> None:
+        address = f"tcp://{self.settings.interface}:{port}"
+        try:
+            sock.bind(address)
+        except zmq.ZMQError as exc:
+            raise EventBusError(f"cannot listen for minions on {address} ({key}): {exc}") from None
 
     # -- messages from minions ------------------------------------------------------
 

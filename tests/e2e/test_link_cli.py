@@ -93,3 +93,19 @@ def test_a_bad_master_pubkey_is_one_config_error(site):
     daemon.stop()
     assert "error: " in daemon.log and "'master_pubkey' has value 'not-a-key'" in daemon.log
     assert "Traceback" not in daemon.log
+
+
+def test_a_master_whose_port_is_taken_says_so(site):
+    import socket
+
+    from tests.helpers import Daemon
+
+    master = site.master()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", site.ret_port))
+        squatter.listen(1)
+        daemon = Daemon("master", master.config_dir).start()
+        assert daemon.proc.wait(10) == 1
+        daemon.stop()
+    assert f"error: cannot listen for minions on tcp://127.0.0.1:{site.ret_port} (ret_port)" in daemon.log
+    assert "Traceback" not in daemon.log

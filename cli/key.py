@@ -12,7 +12,8 @@ from typing import Any
 from cli import options
 from eventbus import config
 
-HEADINGS = (("minions", "Accepted Keys:"), ("minions_pre", "Unaccepted Keys:"), ("minions_rejected", "Rejected Keys:"))
+HEADINGS = (("minions", "Accepted Keys:"), ("minions_denied", "Denied Keys:"), ("minions_pre", "Unaccepted Keys:"),
+            ("minions_rejected", "Rejected Keys:"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

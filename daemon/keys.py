@@ -7,6 +7,7 @@ its Z85 public key::
     minions/<id>                             accepted
     minions_pre/<id>                         pending: seen, not yet accepted
     minions_rejected/<id>                    rejected
+    minions_denied/<id>                      the last other key that claimed an accepted id (listed only)
 
 A minion's ``pki_dir`` holds ``minion.key``, ``minion.key_secret`` and
 ``minion_master.pub``, the master key pinned on first contact.
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 ACCEPTED = "minions"
 PENDING = "minions_pre"
 REJECTED = "minions_rejected"
+DENIED = "minions_denied"
 STATES = (ACCEPTED, PENDING, REJECTED)
 PINNED_MASTER = "minion_master.pub"
 
@@ -80,7 +82,7 @@ class KeyStore:
 
     def __init__(self, pki_dir: Path) -> None:
         self.pki_dir = pki_dir
-        for state in STATES:
+        for state in (*STATES, DENIED):
             (pki_dir / state).mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _path(self, state: str, minion_id: str) -> Path:
@@ -100,7 +102,7 @@ class KeyStore:
     def listing(self) -> dict[str, list[str]]:
         """Ids by state, sorted."""
         return {state: sorted(p.name for p in (self.pki_dir / state).iterdir() if valid_id(p.name))
-                for state in STATES}
+                for state in (ACCEPTED, DENIED, PENDING, REJECTED)}
 
     def decide(self, minion_id: str, key: str, auto_accept: bool) -> Decision:
         """Judge a hello: the id is bound to the first key stored for it; another key is denied."""
@@ -113,6 +115,7 @@ class KeyStore:
             return Decision("pend", False)
         state, stored = known
         if stored != key:
+            self._write(DENIED, minion_id, key)
             return Decision("denied", False)
         if state == ACCEPTED:
             return Decision("accept", True)
@@ -147,8 +150,12 @@ class KeyStore:
     def delete(self, minion_id: str) -> str:
         """Forget ``minion_id``'s key whatever its state; return the key."""
         known = self.lookup(minion_id)
-        if known is None:
+        denied = self._path(DENIED, minion_id)
+        if known is None and not denied.exists():
             raise UnknownKeyError(f"no key for minion {minion_id!r}")
+        denied.unlink(missing_ok=True)
+        if known is None:
+            return ""
         self._path(known[0], minion_id).unlink()
         return known[1]
 

@@ -53,14 +53,14 @@ def test_key_commands_work_without_a_running_master(site):
         (pki / state / minion_id).write_text("x" * 40 + "\n")
     conf = str(master.config_dir)
     assert run_cli("key", "--list", "-c", conf).stdout.splitlines() == [
-        "Accepted Keys:", "db1", "Unaccepted Keys:", "web1", "web2", "Rejected Keys:"]
+        "Accepted Keys:", "db1", "Denied Keys:", "Unaccepted Keys:", "web1", "web2", "Rejected Keys:"]
     accepted = run_cli("key", "--accept-all", "-c", conf)
     assert accepted.returncode == 0 and accepted.stdout.splitlines() == [
         "Key for minion web1 accepted.", "Key for minion web2 accepted."]
     assert run_cli("key", "--reject", "db1", "-c", conf).returncode == 0
     assert run_cli("key", "--delete", "web2", "-c", conf).returncode == 0
     assert run_cli("key", "-L", "-c", conf).stdout.splitlines() == [
-        "Accepted Keys:", "web1", "Unaccepted Keys:", "Rejected Keys:", "db1"]
+        "Accepted Keys:", "web1", "Denied Keys:", "Unaccepted Keys:", "Rejected Keys:", "db1"]
     missing = run_cli("key", "--accept", "nobody", "-c", conf)
     assert missing.returncode == 1 and missing.stderr == "error: no key for minion 'nobody' in minions_pre or minions_rejected\n"
 
@@ -81,7 +81,7 @@ def test_key_delete_on_a_running_master_fires_and_the_minion_pends_again(site):
         assert [(c["act"], c["id"]) for c in changes] == [("accept", "m1"), ("delete", "m1")]
         wait_link(minion, "pend")
     listing = run_cli("key", "--list", "-c", conf).stdout.splitlines()
-    assert listing == ["Accepted Keys:", "Unaccepted Keys:", "m1", "Rejected Keys:"]
+    assert listing == ["Accepted Keys:", "Denied Keys:", "Unaccepted Keys:", "m1", "Rejected Keys:"]
 
 
 def test_a_bad_master_pubkey_is_one_config_error(site):

@@ -54,7 +54,7 @@ def test_pending_key_is_accepted_and_spooled_events_follow(site):
         wait_link(minion, "pend")
         listing = cli(master, "key", "--list")
         assert listing.returncode == 0
-        assert listing.stdout.splitlines() == ["Accepted Keys:", "Unaccepted Keys:", "m1", "Rejected Keys:"]
+        assert listing.stdout.splitlines() == ["Accepted Keys:", "Denied Keys:", "Unaccepted Keys:", "m1", "Rejected Keys:"]
         relay(minion, ("myco/early", {"n": 1}))
         assert bus.get_event(wait=1, tag="myco/") is None, "a pending minion relayed an event"
 
@@ -86,6 +86,8 @@ def test_rejected_and_impostor_keys_relay_nothing(site):
                           what="salt/auth denied")
         assert denied["result"] is False and denied["id"] == "m1"
         wait_link(impostor, "denied")
+        listing = cli(master, "key", "--list").stdout.splitlines()
+        assert listing == ["Accepted Keys:", "m1", "Denied Keys:", "m1", "Unaccepted Keys:", "Rejected Keys:"]
         relay(impostor, ("myco/impostor", {"evil": True}))
 
         assert cli(master, "key", "--reject", "m1").returncode == 0

@@ -21,7 +21,7 @@ def test_unknown_minions_pend_unless_auto_accept(tmp_path):
     assert (tmp_path / "minions_pre" / "a").read_text().strip() == a
     assert store.decide("a", a, auto_accept=False).act == "pend"
     assert store.decide("b", b, auto_accept=True) == keys.Decision("accept", True)
-    assert store.listing() == {"minions": ["b"], "minions_pre": ["a"], "minions_rejected": []}
+    assert store.listing() == {"minions": ["b"], "minions_denied": [], "minions_pre": ["a"], "minions_rejected": []}
 
 
 def test_an_id_is_bound_to_its_first_key(tmp_path):
@@ -30,8 +30,11 @@ def test_an_id_is_bound_to_its_first_key(tmp_path):
     store.decide("web1", real, auto_accept=True)
     assert store.decide("web1", other, auto_accept=True) == keys.Decision("denied", False)
     assert store.lookup("web1") == ("minions", real)
+    assert store.listing()["minions_denied"] == ["web1"]
+    assert store.delete("web1") == real and store.listing()["minions_denied"] == []
     store.decide("db1", real, auto_accept=False)
     assert store.decide("db1", other, auto_accept=False).act == "denied"
+    assert store.lookup("db1") == ("minions_pre", real)
 
 
 def test_accept_reject_delete_move_the_files(tmp_path):

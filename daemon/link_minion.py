@@ -202,8 +202,6 @@ class MinionLink:
                 frames = self.link_socket.recv_multipart(zmq.NOBLOCK)  # type: ignore[union-attr]
             except zmq.Again:
                 return
-            except AttributeError:
-                return
             self.last_heard = time.monotonic()
             try:
                 message = linkproto.parse(frames)

@@ -54,7 +54,8 @@ class Site:
         self.conf.mkdir()
         ports = {"publish_port": _free_port(), "ret_port": _free_port()}
         common = {"root_dir": str(self.root), "log_level": "warning", "heartbeat_interval": heartbeat, **ports}
-        self._write("master", sock_dir="m", auto_accept=True, **common)
+        # A subscriber starved of CPU by other jobs must not be dropped from under the count.
+        self._write("master", sock_dir="m", auto_accept=True, subscriber_queue=1_000_000, **common)
         self._write("minion", sock_dir="n", id="bench-minion", **common)
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports = ports
@@ -101,10 +102,11 @@ class Site:
                 raise RuntimeError("timed out")
             time.sleep(0.05)
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
         for node in list(self.procs):
             self.stop(node)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 # -- the subscriber process ------------------------------------------------------------
@@ -121,7 +123,7 @@ def _subscribe(conf: str, tag: str, count: int, ready: Any, results: Any) -> Non
         ready.set()
         first = last = 0.0
         for _ in range(count):
-            item = bus.get_event(wait=60, tag=tag)
+            item = bus.get_event(wait=20, tag=tag)
             now = time.time_ns()
             if item is None:
                 break
@@ -131,7 +133,8 @@ def _subscribe(conf: str, tag: str, count: int, ready: Any, results: Any) -> Non
             data = item.get("data", item)
             latencies.append(now - data["t"])
             ns.append(data["n"])
-    results.send((first, last, latencies, ns))
+        lost = bus.lost
+    results.send((first, last, latencies, ns, lost))
 
 
 class Subscriber:
@@ -145,7 +148,7 @@ class Subscriber:
         if not self.ready.wait(20):
             raise RuntimeError("subscriber did not start")
 
-    def result(self, timeout: float = 120) -> tuple[float, float, list[int], list[int]]:
+    def result(self, timeout: float = 120) -> tuple[float, float, list[int], list[int], int]:
         if not self.parent.poll(timeout):
             self.proc.kill()
             raise RuntimeError("subscriber did not finish")
@@ -174,10 +177,12 @@ def throughput(site: Site, relay: bool, count: int) -> float:
     for n in range(count):
         if not fire({"n": n, "t": 0, "pad": PAD}, "bench/tp", 5000):
             raise RuntimeError("the daemon did not take an event")
-    _first, last, _lat, ns = sub.result()
+    _first, last, _lat, ns, lost = sub.result()
     handle.destroy()
     if len(ns) != count:
-        raise RuntimeError(f"only {len(ns)} of {count} events arrived")
+        missing = sorted(set(range(count)) - set(ns))[:10]
+        raise RuntimeError(f"only {len(ns)} of {count} events arrived (missing {missing}; the master bus "
+                           f"dropped {lost} for the subscriber); logs in {site.root}")
     return count / (last - start)
 
 
@@ -194,7 +199,7 @@ def latency(site: Site, relay: bool, rate: int, seconds: float) -> tuple[float, 
         while time.perf_counter() < target:
             time.sleep(max(0.0, min(0.001, target - time.perf_counter())))
         fire({"n": n, "t": time.time_ns(), "pad": PAD}, "bench/lat", 5000)
-    _first, _last, lat, _ns = sub.result()
+    _first, _last, lat, _ns, _lost = sub.result()
     handle.destroy()
     lat_ms = sorted(x / 1e6 for x in lat)
     return statistics.median(lat_ms), lat_ms[int(len(lat_ms) * 0.99) - 1]
@@ -306,7 +311,7 @@ def spool(count: int) -> dict[str, float]:
         finally:
             minion.send_signal(signal.SIGCONT)
         start = time.perf_counter()
-        _first, last, _lat, ns = sub.result(timeout=300)
+        _first, last, _lat, ns, _lost = sub.result(timeout=300)
         deliver_s = last - start
         in_order_once = ns == list(range(count))
         site.wait(lambda: site.link("minion")["spooled"] == 0, timeout=30)
@@ -320,6 +325,7 @@ def run(quick: bool = False) -> str:
     count = 20_000 if quick else 100_000
     rows = []
     site = Site()
+    keep = False
     try:
         site.start("master")
         site.start("minion")
@@ -328,8 +334,11 @@ def run(quick: bool = False) -> str:
         relay_tp = throughput(site, True, count)
         bus_lat = latency(site, False, 500, 2 if quick else 4)
         relay_lat = latency(site, True, 500, 2 if quick else 4)
+    except RuntimeError:
+        keep = True  # the daemons' logs say what went wrong
+        raise
     finally:
-        site.close()
+        site.close(keep)
     rows.append(("throughput, 100 B events (ev/s)", f"{bus_tp:,.0f}", f"{relay_tp:,.0f}",
                  f"{relay_tp / bus_tp:.2f}", "≥ 20,000", "yes" if relay_tp >= 20_000 else "NO"))
     rows.append(("latency p50 at 500 ev/s (ms)", f"{bus_lat[0]:.2f}", f"{relay_lat[0]:.2f}",
@@ -359,8 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     args = parser.parse_args(argv or [])
-    print(f"# eventbus relay benchmark ({os.cpu_count()} cores, python {sys.version.split()[0]})", flush=True)
+    load = os.getloadavg()[0]
+    print(f"# eventbus relay benchmark ({os.cpu_count()} cores, python {sys.version.split()[0]}, "
+          f"load average {load:.1f} before)", flush=True)
     print(run(args.quick))
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -184,6 +184,10 @@ def test_master_restart_and_cut_link_lose_and_repeat_nothing(site):
         first = collect(bus, "myco/seq", 50)
         # Cut the link, relay while it is down, bring it back.
         proxy.cut()
+        cut_at = time.monotonic()
+        wait_for(lambda: "m1" not in master_link(master)["present"], timeout=5, interval=0.01,
+                 what="the unplugged minion to leave the present set")
+        assert time.monotonic() - cut_at < 2 * 0.3 + 1.0  # two heartbeats, plus slack for a busy machine
         wait_link(minion, "connecting", timeout=5)
         relay(minion, *[("myco/seq", {"n": n}) for n in range(50, 100)])
         wait_for(lambda: link_state(minion)["spooled"] >= 50, what="50 events spooled")  # + any unacked tail

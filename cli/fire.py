@@ -13,6 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("tag", metavar="TAG", help="the event tag")
     parser.add_argument("--node", choices=options.NODES, default="minion",
                         help="whose bus to fire on (default minion)")
+    parser.add_argument("--target", metavar="GLOB", default=None,
+                        help="on a master: fire on the bus of every connected minion whose id matches")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                        help="with --target: seconds to wait for the minions' acknowledgements (default 5)")
     options.add_config_dir(parser)
 
 
@@ -41,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     data = parse_data(args.data)
     payload.check_tag(args.tag)
+    if args.target is not None:
+        from cli.target import fire_targets
+
+        return fire_targets(args.config_dir, data, args.tag, args.target, args.timeout)
     settings = options.bus_settings(args.config_dir, args.node)
     with event.get_event(args.node, opts=settings, listen=False) as bus:
         if not bus.fire_event(data, args.tag, timeout=2000):

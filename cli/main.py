@@ -13,6 +13,8 @@ COMMANDS = {
     "minion": ("cli.daemons", "run the minion daemon"),
     "watch": ("cli.watch", "print the bus's events as TAG<TAB>JSON lines"),
     "fire": ("cli.fire", "fire an event on a local bus"),
+    "send": ("cli.send", "relay an event to the master through the local minion"),
+    "key": ("cli.key", "list, accept, reject and delete minion keys"),
 }
 
 

@@ -51,6 +51,8 @@ eventbus is running: master on {master.sock_dir}, minion {minion.id!r} on {minio
 In another terminal:
   watch the master bus:    {cli} watch -c {conf}
   fire onto it:            {cli} fire '{{"message": "It works!"}}' myco/event/success --node master -c {conf}
+  accept the minion's key: {cli} key --accept {minion.id} -c {conf}
+  relay from the minion:   {cli} send myco/hello who=me -c {conf}
 Ctrl-C stops everything.
 """, flush=True)
         while all(p.poll() is None for p in procs):

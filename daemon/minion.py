@@ -1,10 +1,11 @@
-"""The minion daemon: the minion's local bus (and, later, its link to the master)."""
+"""The minion daemon: the minion's local bus and its link to the master."""
 from __future__ import annotations
 
 from daemon import runner
+from daemon.link_minion import MinionLink
 from eventbus.config import MinionConfig
 
 
 def run(settings: MinionConfig) -> None:
     """Serve the minion until SIGTERM/SIGINT."""
-    runner.serve(settings)
+    runner.serve(settings, components=(MinionLink,))  # type: ignore[arg-type]

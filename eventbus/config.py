@@ -76,6 +76,10 @@ class MasterConfig(BusConfig):
     auto_accept: bool = _key(False, "bool")
     presence_events: bool = _key(False, "bool")
     loop_interval: float = _key(60, "seconds")
+    # Link (issue 3): a minion silent for 1.5 heartbeats leaves the present set.
+    heartbeat_interval: float = _key(5, "seconds")
+    # Per-minion relay sequence numbers the master has accepted (de-duplication survives restarts).
+    cachedir: Path = _key("var/cache/eventbus/master", "path")
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,12 @@ class MinionConfig(BusConfig):
     pki_dir: Path = _key("etc/eventbus/pki/minion", "path")
     id: str = _key(None, "id")
     master: str = _key("127.0.0.1", "str")
+    # Link (issue 3): the master's CURVE public key (Z85); unset means pin it on first contact.
+    master_pubkey: str | None = _key(None, "str")
+    heartbeat_interval: float = _key(5, "seconds")
+    # The relay spool lives here; at most spool_max_events wait for the master, oldest dropped first.
+    cachedir: Path = _key("var/cache/eventbus/minion", "path")
+    spool_max_events: int = _key(1_000_000, "int", min=10, max=100_000_000)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     ├── BusUnavailableError         no daemon answered on sock_dir (sock_dir)
     │   └── BusDisconnectedError    a listening handle lost its daemon
     ├── DaemonAlreadyRunningError   another live daemon owns sock_dir (pid)
-    └── ProtocolError               a peer sent frames that are not our protocol
+    ├── ProtocolError               a peer sent frames that are not our protocol
+    └── UnknownKeyError             a key operation named a minion id not held in that state
 """
 from __future__ import annotations
 
@@ -78,3 +79,7 @@ class DaemonAlreadyRunningError(EventBusError):
 
 class ProtocolError(EventBusError):
     """A peer sent frames that are not eventbus protocol."""
+
+
+class UnknownKeyError(EventBusError):
+    """A key operation (accept, reject, delete) named a minion id the key store does not hold."""

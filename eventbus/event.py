@@ -20,8 +20,8 @@ from typing import Any, Iterator, Mapping
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from eventbus import config, payload, wire
-from eventbus.errors import BusDisconnectedError
+from eventbus import config, payload, relay, wire
+from eventbus.errors import BusDisconnectedError, InvalidEventError
 from eventbus.inbox import Event, Inbox
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def open_listener(context: zmq.Context, endpoints: wire.Endpoints) -> tuple[zmq.
     return sub, token
 
 
-def open_publisher(context: zmq.Context, endpoints: wire.Endpoints, timeout_ms: int) -> zmq.Socket:
+def open_publisher(context: zmq.Context, endpoints: wire.Endpoints, timeout_ms: int,
+                   endpoint: str | None = None) -> zmq.Socket:
     """A PUSH socket that queues only to a connected daemon (so a send can time out)."""
     push = context.socket(zmq.PUSH)
     push.setsockopt(zmq.IMMEDIATE, 1)
@@ -63,7 +64,7 @@ def open_publisher(context: zmq.Context, endpoints: wire.Endpoints, timeout_ms: 
     push.setsockopt(zmq.SNDTIMEO, timeout_ms)
     push.setsockopt(zmq.RECONNECT_IVL, 100)
     push.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-    push.connect(endpoints.pull)
+    push.connect(endpoint or endpoints.pull)
     return push
 
 
@@ -292,6 +293,36 @@ class MinionEvent(BusHandle):
     def __init__(self, opts: Mapping[str, Any] | config.BaseConfig | None = None, listen: bool = True,
                  sock_dir: str | os.PathLike | None = None) -> None:
         super().__init__("minion", sock_dir, opts, listen)
+        self.relay_push: zmq.Socket | None = None
+        self._relay_timeout = -2
+
+    def fire_master(self, data: dict, tag: str, timeout: int = 1000) -> bool:
+        """Relay an event to the master through the minion daemon (spooled while the master is away).
+
+        ``True`` when handed to the minion daemon, ``False`` when none answered in ``timeout`` ms.
+        """
+        raw_tag, raw_data = payload.pack_event(tag, data, self.max_event_size, add_stamp=False)
+        reason = relay.refused_tag(tag, getattr(self.opts, "id", ""))
+        if reason is not None:
+            raise InvalidEventError(f"cannot relay to the master: {reason}", tag=tag)
+        if self.relay_push is None:
+            self.relay_push = open_publisher(self.context, self.endpoints, timeout,
+                                             relay.relay_endpoint(self.endpoints.sock_dir))
+            self._relay_timeout = timeout
+        if timeout != self._relay_timeout:
+            self.relay_push.setsockopt(zmq.SNDTIMEO, timeout)
+            self._relay_timeout = timeout
+        try:
+            self.relay_push.send(raw_tag + wire.SEPARATOR + raw_data)
+        except zmq.Again:
+            return False
+        return True
+
+    def destroy(self) -> None:
+        if self.relay_push is not None and not self.context.closed:
+            self.relay_push.close()
+            self.relay_push = None
+        super().destroy()
 
 
 def get_event(node: str, sock_dir: str | os.PathLike | None = None, transport: str = "zeromq",

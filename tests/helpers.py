@@ -135,6 +135,9 @@ class Node:
         keys.setdefault("root_dir", str(root))
         keys.setdefault("sock_dir", name[:3])
         keys.setdefault("log_level", "info")
+        # Every test master listens for minions on its own ports, so parallel runs never collide.
+        keys.setdefault("publish_port", free_port())
+        keys.setdefault("ret_port", free_port())
         self.path = write_config(self.config_dir, name, **keys)
         self.daemon: Daemon | None = None
 

@@ -1,0 +1,174 @@
+"""CURVE keys on disk: a daemon's own key pair, the minion keys a master knows, a minion's pinned master key.
+
+A master's ``pki_dir`` holds Salt's layout, one file per minion id holding
+its Z85 public key::
+
+    master.key  master.key_secret (0600)     the master's own pair (pyzmq certificate files)
+    minions/<id>                             accepted
+    minions_pre/<id>                         pending: seen, not yet accepted
+    minions_rejected/<id>                    rejected
+    minions_denied/<id>                      the last other key that claimed an accepted id (listed only)
+
+A minion's ``pki_dir`` holds ``minion.key``, ``minion.key_secret`` and
+``minion_master.pub``, the master key pinned on first contact.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+import zmq.utils.z85
+
+from daemon.linkproto import valid_id
+from eventbus.errors import EventBusError, UnknownKeyError
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = "minions"
+PENDING = "minions_pre"
+REJECTED = "minions_rejected"
+DENIED = "minions_denied"
+STATES = (ACCEPTED, PENDING, REJECTED)
+PINNED_MASTER = "minion_master.pub"
+
+
+def key_pair(pki_dir: Path, name: str) -> tuple[bytes, bytes]:
+    """(public, secret) Z85 keys of ``name`` in ``pki_dir``, made on first use (secret file 0600)."""
+    pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret_file = pki_dir / f"{name}.key_secret"
+    if not secret_file.exists():
+        old_umask = os.umask(0o077)
+        try:
+            zmq.auth.create_certificates(pki_dir, name)
+        finally:
+            os.umask(old_umask)
+        os.chmod(secret_file, 0o600)
+        log.info("generated the %s key pair in %s", name, pki_dir)
+    try:
+        public, secret = zmq.auth.load_certificate(secret_file)
+    except (OSError, ValueError) as exc:
+        raise EventBusError(f"cannot read the key pair {secret_file}: {exc}") from None
+    if secret is None:
+        raise EventBusError(f"{secret_file} holds no secret key")
+    return public, secret
+
+
+def valid_key(text: str | bytes) -> bool:
+    """Whether ``text`` is a Z85 CURVE public key (40 characters of 32 bytes)."""
+    raw = text.encode() if isinstance(text, str) else text
+    if len(raw) != 40:
+        return False
+    try:
+        zmq.utils.z85.decode(raw)
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a hello from (id, key) gets: the ``salt/auth`` act and whether the minion may relay."""
+
+    act: str
+    accepted: bool
+
+
+class KeyStore:
+    """Minion keys by state in a master's ``pki_dir``; files are the truth, read on each question."""
+
+    def __init__(self, pki_dir: Path) -> None:
+        self.pki_dir = pki_dir
+        for state in (*STATES, DENIED):
+            (pki_dir / state).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _path(self, state: str, minion_id: str) -> Path:
+        if not valid_id(minion_id):
+            raise UnknownKeyError(f"{minion_id!r} is not a valid minion id")
+        return self.pki_dir / state / minion_id
+
+    def lookup(self, minion_id: str) -> tuple[str, str] | None:
+        """(state, key) of ``minion_id``, or ``None`` when no key is stored for it."""
+        for state in STATES:
+            try:
+                return state, self._path(state, minion_id).read_text().strip()
+            except FileNotFoundError:
+                continue
+        return None
+
+    def listing(self) -> dict[str, list[str]]:
+        """Ids by state, sorted."""
+        return {state: sorted(p.name for p in (self.pki_dir / state).iterdir() if valid_id(p.name))
+                for state in (ACCEPTED, DENIED, PENDING, REJECTED)}
+
+    def decide(self, minion_id: str, key: str, auto_accept: bool) -> Decision:
+        """Judge a hello: the id is bound to the first key stored for it; another key is denied."""
+        known = self.lookup(minion_id)
+        if known is None:
+            if auto_accept:
+                self._write(ACCEPTED, minion_id, key)
+                return Decision("accept", True)
+            self._write(PENDING, minion_id, key)
+            return Decision("pend", False)
+        state, stored = known
+        if stored != key:
+            self._write(DENIED, minion_id, key)
+            return Decision("denied", False)
+        if state == ACCEPTED:
+            return Decision("accept", True)
+        if state == REJECTED:
+            return Decision("reject", False)
+        return Decision("pend", False)
+
+    def _write(self, state: str, minion_id: str, key: str) -> None:
+        path = self._path(state, minion_id)
+        tmp = path.with_name(f".{minion_id}.tmp")
+        tmp.write_text(key + "\n")
+        os.replace(tmp, path)
+
+    def _move(self, minion_id: str, to_state: str, from_states: tuple[str, ...]) -> str:
+        known = self.lookup(minion_id)
+        if known is None or known[0] not in from_states:
+            where = " or ".join(s for s in from_states)
+            raise UnknownKeyError(f"no key for minion {minion_id!r} in {where}")
+        state, key = known
+        self._write(to_state, minion_id, key)
+        self._path(state, minion_id).unlink()
+        return key
+
+    def accept(self, minion_id: str) -> str:
+        """Move a pending (or rejected) key to accepted; return the key."""
+        return self._move(minion_id, ACCEPTED, (PENDING, REJECTED))
+
+    def reject(self, minion_id: str) -> str:
+        """Move a pending (or accepted) key to rejected; return the key."""
+        return self._move(minion_id, REJECTED, (PENDING, ACCEPTED))
+
+    def delete(self, minion_id: str) -> str:
+        """Forget ``minion_id``'s key whatever its state; return the key."""
+        known = self.lookup(minion_id)
+        denied = self._path(DENIED, minion_id)
+        if known is None and not denied.exists():
+            raise UnknownKeyError(f"no key for minion {minion_id!r}")
+        denied.unlink(missing_ok=True)
+        if known is None:
+            return ""
+        self._path(known[0], minion_id).unlink()
+        return known[1]
+
+
+def pinned_master_key(pki_dir: Path) -> str | None:
+    """The master key this minion pinned on first contact, if any."""
+    try:
+        return (pki_dir / PINNED_MASTER).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def pin_master_key(pki_dir: Path, key: str) -> None:
+    """Remember ``key`` as the master's for good (first contact)."""
+    pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (pki_dir / PINNED_MASTER).write_text(key + "\n")

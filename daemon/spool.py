@@ -1,0 +1,237 @@
+"""The minion's relay spool: events for the master, on disk, in order, bounded, surviving restarts.
+
+Each event gets the next sequence number of this minion's relay stream;
+seqs are contiguous, so the spool is a range ``head+1 .. next_seq-1``:
+``head`` is the newest seq that was either acknowledged by the master or
+dropped because the spool was full. A fresh spool starts its seqs from the
+time in microseconds, so a minion whose spool was wiped still sends seqs
+the master has not seen.
+
+On disk: segment files ``seg-<first seq>`` of records ``u32 length, u64 seq,
+frame``, and a ``head`` file. Appends are written to the OS before
+``append`` returns (a killed minion loses nothing); fsync happens in
+``sync()``, which the daemon calls about once a second and on shutdown, so
+a machine crash can lose up to the last second. Recent events are also kept
+in memory so sending them costs no disk read.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import struct
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+RECORD = struct.Struct(">IQ")
+SEQ = struct.Struct(">Q")
+SEGMENT_BYTES = 8 * 1024 * 1024
+MEMORY_EVENTS = 200_000
+MAX_FRAME = 256 * 1024 * 1024
+
+
+class Spool:
+    """An on-disk queue of ``(seq, frame)`` holding at most ``max_events``, oldest dropped first."""
+
+    def __init__(self, directory: Path, max_events: int, memory_events: int = MEMORY_EVENTS) -> None:
+        self.directory = directory
+        self.max_events = max_events
+        self.memory_events = memory_events
+        self.dropped = 0
+        self.dirty = False
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.segments: list[int] = sorted(int(p.name[4:]) for p in directory.glob("seg-*")
+                                          if p.name[4:].isdigit())
+        self._head_fd = os.open(directory / "head", os.O_RDWR | os.O_CREAT, 0o600)
+        raw = os.pread(self._head_fd, SEQ.size, 0)
+        stored_head = SEQ.unpack(raw)[0] if len(raw) == SEQ.size else None
+        self.next_seq = self._recover_tail(stored_head)
+        if stored_head is None:
+            stored_head = self.segments[0] - 1 if self.segments else self.next_seq - 1
+        self.head = max(stored_head, (self.segments[0] - 1) if self.segments else self.next_seq - 1)
+        self.head = min(self.head, self.next_seq - 1)
+        self._write_head()
+        self.memory: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._cursor: tuple[int, int, int] | None = None  # (segment, offset, seq at offset)
+        self._tail: BinaryIO | None = None
+        self._tail_size = 0
+
+    def _segment_path(self, first: int) -> Path:
+        return self.directory / f"seg-{first:020d}"
+
+    def _recover_tail(self, stored_head: int | None) -> int:
+        """The next seq to hand out, after cutting a half-written record off the last segment."""
+        if not self.segments:
+            if stored_head is not None:
+                return stored_head + 1
+            return time.time_ns() // 1000 + 1
+        last = self.segments[-1]
+        path = self._segment_path(last)
+        next_seq, good = last, 0
+        with open(path, "rb") as segment:
+            while True:
+                header = segment.read(RECORD.size)
+                if len(header) < RECORD.size:
+                    break
+                length, seq = RECORD.unpack(header)
+                if length > MAX_FRAME or len(segment.read(length)) < length:
+                    break
+                next_seq, good = seq + 1, segment.tell()
+        if good < path.stat().st_size:
+            log.warning("spool segment %s ended in a half-written record; cut it off", path.name)
+            os.truncate(path, good)
+        return next_seq
+
+    def __len__(self) -> int:
+        return self.next_seq - 1 - self.head
+
+    # -- writing --------------------------------------------------------------------
+
+    def append(self, frames: list[bytes]) -> int:
+        """Queue ``frames`` in order; return how many of the oldest events were dropped to make room."""
+        if self._tail is None or self._tail_size >= SEGMENT_BYTES:
+            self._rotate()
+        tail = self._tail
+        assert tail is not None
+        pack = RECORD.pack
+        memory = self.memory
+        seq = self.next_seq
+        chunks = []
+        for frame in frames:
+            chunks.append(pack(len(frame), seq))
+            chunks.append(frame)
+            memory.append((seq, frame))
+            seq += 1
+        block = b"".join(chunks)
+        tail.write(block)
+        tail.flush()
+        self._tail_size += len(block)
+        self.next_seq = seq
+        self.dirty = True
+        while len(memory) > self.memory_events:
+            memory.popleft()
+        excess = len(self) - self.max_events
+        if excess > 0:
+            self.dropped += excess
+            self._advance(self.head + excess)
+            return excess
+        return 0
+
+    def _rotate(self) -> None:
+        if self._tail is not None:
+            self._tail.flush()
+            os.fsync(self._tail.fileno())
+            self._tail.close()
+        if not self.segments or self._tail is not None or self._segment_size(self.segments[-1]) >= SEGMENT_BYTES:
+            self.segments.append(self.next_seq)
+        path = self._segment_path(self.segments[-1])
+        self._tail = open(path, "ab")
+        self._tail_size = self._tail.tell()
+
+    def _segment_size(self, first: int) -> int:
+        try:
+            return self._segment_path(first).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    # -- acknowledging --------------------------------------------------------------
+
+    def ack(self, seq: int) -> None:
+        """The master has everything up to ``seq``: forget it."""
+        if seq > self.head:
+            self._advance(min(seq, self.next_seq - 1))
+
+    def _advance(self, head: int) -> None:
+        self.head = head
+        self._write_head()
+        memory = self.memory
+        while memory and memory[0][0] <= head:
+            memory.popleft()
+        # A segment is finished with once the next one starts at or below head + 1.
+        while len(self.segments) > 1 and self.segments[1] <= head + 1:
+            first = self.segments.pop(0)
+            self._segment_path(first).unlink(missing_ok=True)
+            if self._cursor is not None and self._cursor[0] == first:
+                self._cursor = None
+
+    def _write_head(self) -> None:
+        os.pwrite(self._head_fd, SEQ.pack(self.head), 0)
+
+    # -- reading --------------------------------------------------------------------
+
+    def read(self, after: int, limit: int, max_bytes: int = 1 << 20) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` events (about ``max_bytes``) with seq greater than ``after``, oldest first."""
+        start = max(after, self.head) + 1
+        if start >= self.next_seq:
+            return []
+        memory = self.memory
+        if memory and memory[0][0] <= start:
+            index = start - memory[0][0]
+            out = []
+            size = 0
+            for position in range(index, min(len(memory), index + limit)):
+                item = memory[position]
+                out.append(item)
+                size += len(item[1])
+                if size >= max_bytes:
+                    break
+            return out
+        return self._read_disk(start, limit, max_bytes)
+
+    def _read_disk(self, start: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        if self._tail is not None:
+            self._tail.flush()
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        index = 0
+        for position, first in enumerate(self.segments):
+            if first <= start:
+                index = position
+        while index < len(self.segments) and len(out) < limit and size < max_bytes:
+            first = self.segments[index]
+            offset, seq_at = 0, first
+            cursor = self._cursor
+            if cursor is not None and cursor[0] == first and cursor[2] <= start:
+                offset, seq_at = cursor[1], cursor[2]
+            with open(self._segment_path(first), "rb") as segment:
+                segment.seek(offset)
+                while len(out) < limit and size < max_bytes:
+                    header = segment.read(RECORD.size)
+                    if len(header) < RECORD.size:
+                        break
+                    length, seq = RECORD.unpack(header)
+                    if seq < start:
+                        segment.seek(length, os.SEEK_CUR)
+                    else:
+                        frame = segment.read(length)
+                        if len(frame) < length:
+                            break
+                        out.append((seq, frame))
+                        size += length
+                    offset, seq_at = segment.tell(), seq + 1
+            self._cursor = (first, offset, seq_at)
+            index += 1
+        return out
+
+    # -- durability -----------------------------------------------------------------
+
+    def sync(self) -> None:
+        """fsync what was appended and acknowledged since the last sync."""
+        if not self.dirty:
+            return
+        if self._tail is not None:
+            self._tail.flush()
+            os.fsync(self._tail.fileno())
+        os.fsync(self._head_fd)
+        self.dirty = False
+
+    def close(self) -> None:
+        self.dirty = True
+        self.sync()
+        if self._tail is not None:
+            self._tail.close()
+            self._tail = None
+        os.close(self._head_fd)

@@ -1,0 +1,417 @@
+"""The master/minion link with real daemons on loopback: keys, relay, rogues, the wire, restarts, cuts."""
+from __future__ import annotations
+
+import signal
+import time
+from typing import Iterator
+
+import msgpack
+import pytest
+import zmq
+
+from daemon import linkproto
+from eventbus import event
+from tests.helpers import run_cli, wait_for
+from tests.linkkit import RawMinion, RecordingProxy, Site, link_state, master_link, wait_link
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    s = Site()
+    yield s
+    s.cleanup()
+
+
+def collect(bus, tag: str, count: int, wait: float = 10.0) -> list[dict]:
+    """Up to ``count`` events under ``tag`` (full), stopping after ``wait`` s without one."""
+    got = []
+    while len(got) < count:
+        item = bus.get_event(wait=wait, tag=tag, full=True)
+        if item is None:
+            break
+        got.append(item)
+    return got
+
+
+def relay(minion, *events: tuple[str, dict]) -> None:
+    with event.MinionEvent(opts=minion.opts(), listen=False) as handle:
+        for tag, data in events:
+            assert handle.fire_master(data, tag) is True
+
+
+def cli(node, *args: str):
+    return run_cli(*args, "-c", str(node.config_dir))
+
+
+def test_pending_key_is_accepted_and_spooled_events_follow(site):
+    master = site.master()
+    master.start()
+    minion = site.minion("m1")
+    with event.get_event("master", opts=master.opts()) as bus:
+        minion.start()
+        auth = bus.get_event(wait=10, tag="salt/auth")
+        assert auth["act"] == "pend" and auth["result"] is False and auth["id"] == "m1"
+        wait_link(minion, "pend")
+        listing = cli(master, "key", "--list")
+        assert listing.returncode == 0
+        assert listing.stdout.splitlines() == ["Accepted Keys:", "Denied Keys:", "Unaccepted Keys:", "m1", "Rejected Keys:"]
+        relay(minion, ("myco/early", {"n": 1}))
+        assert bus.get_event(wait=1, tag="myco/") is None, "a pending minion relayed an event"
+
+        accepted = cli(master, "key", "--accept", "m1")
+        assert accepted.returncode == 0, accepted.stderr
+        assert "m1" in accepted.stdout
+        key_event = bus.get_event(wait=5, tag="salt/key")
+        assert key_event["act"] == "accept" and key_event["id"] == "m1" and key_event["result"] is True
+        start = bus.get_event(wait=5, tag="salt/minion/m1/start")
+        assert start["id"] == "m1" and start["cmd"] == "_minion_event" and "Minion m1 started" in start["data"]
+        early = bus.get_event(wait=5, tag="myco/", full=True)
+        assert early["data"]["data"] == {"n": 1} and early["data"]["id"] == "m1"
+        assert early["data"]["cmd"] == "_minion_event" and early["data"]["tag"] == "myco/early"
+        assert bus.get_event(wait=0.5, tag="myco/") is None, "the spooled event came twice"
+    assert cli(master, "key", "--list").stdout.splitlines()[:2] == ["Accepted Keys:", "m1"]
+
+
+def test_rejected_and_impostor_keys_relay_nothing(site):
+    master = site.master(auto_accept=True)
+    master.start()
+    minion = site.minion("m1")
+    with event.get_event("master", opts=master.opts()) as bus:
+        minion.start()
+        wait_link(minion, "accept")
+        # A second minion with its own key claims the accepted id m1.
+        impostor = site.minion("m1")
+        impostor.start()
+        denied = wait_for(lambda: (e := bus.get_event(wait=1, tag="salt/auth")) and e["act"] == "denied" and e,
+                          what="salt/auth denied")
+        assert denied["result"] is False and denied["id"] == "m1"
+        wait_link(impostor, "denied")
+        listing = cli(master, "key", "--list").stdout.splitlines()
+        assert listing == ["Accepted Keys:", "m1", "Denied Keys:", "m1", "Unaccepted Keys:", "Rejected Keys:"]
+        relay(impostor, ("myco/impostor", {"evil": True}))
+
+        assert cli(master, "key", "--reject", "m1").returncode == 0
+        assert bus.get_event(wait=5, tag="salt/key")["act"] == "reject"
+        wait_link(minion, "reject")
+        relay(minion, ("myco/rejected", {"n": 1}))
+        assert bus.get_event(wait=1.5, tag="myco/") is None, "a rejected or impostor key relayed an event"
+        assert master_link(master)["present"] == []
+
+
+def test_rogue_clients_inject_nothing_and_do_not_disturb(site):
+    import socket
+
+    master = site.master()
+    master.start()
+    with event.get_event("master", opts=master.opts()) as bus:
+        forged = msgpack.packb({"tag": "myco/forged", "data": {"x": 1}})
+        for port in (site.ret_port, site.publish_port):
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                raw.sendall(b"\xff" * 64 + b"GET / HTTP/1.0\r\n\r\n" + forged)
+                raw.settimeout(1)
+                try:
+                    raw.recv(100)
+                except OSError:
+                    pass
+        context = zmq.Context()
+        try:
+            plain = context.socket(zmq.DEALER)
+            plain.setsockopt(zmq.LINGER, 0)
+            plain.connect(f"tcp://127.0.0.1:{site.ret_port}")
+            plain.send_multipart(linkproto.events(1, 0, [b"myco/forged\x00" + msgpack.packb({"x": 1})]))
+            plain.send_multipart(linkproto.hello("plain"))
+            assert plain.poll(1000) == 0, "a client without CURVE got an answer on the link"
+        finally:
+            context.destroy(0)
+        # A CURVE client whose key nobody accepted: pending, its events are dropped.
+        rogue = RawMinion(master, "rogue")
+        try:
+            assert rogue.hello().value["result"] == "pend"
+            rogue.send(linkproto.events(1, 0, [b"myco/forged\x00" + msgpack.packb({"x": 1})]))
+            time.sleep(0.5)
+        finally:
+            rogue.close()
+        assert bus.get_event(wait=0.5, tag="myco/") is None, "a rogue client injected an event"
+        # The master still works: a real minion links and relays.
+        minion = site.minion("m1")
+        minion.start()
+        wait_link(minion, "pend")
+        assert cli(master, "key", "--accept", "m1").returncode == 0
+        wait_link(minion, "accept")
+        relay(minion, ("myco/real", {"ok": 1}))
+        assert bus.get_event(wait=5, tag="myco/")["id"] == "m1"
+    assert master.daemon.alive()
+
+
+def test_the_wire_does_not_carry_the_event_text(site):
+    master = site.master(auto_accept=True)
+    master.start()
+    ret_proxy = RecordingProxy(site.ret_port)
+    publish_proxy = RecordingProxy(site.publish_port)
+    try:
+        minion = site.minion("m1", ret_port=ret_proxy.port, publish_port=publish_proxy.port)
+        with event.get_event("master", opts=master.opts()) as bus:
+            minion.start()
+            wait_link(minion, "accept")
+            secret_text = "the-quick-brown-fox-secret-1234567890"
+            relay(minion, ("myco/secret", {"payload": secret_text}))
+            got = bus.get_event(wait=5, tag="myco/secret")
+            assert got["data"]["payload"] == secret_text
+            fired = cli(master, "fire", '{"reply": "answer-text-0987654321"}', "myco/down", "--node", "master",
+                        "--target", "m1")
+            assert fired.returncode == 0 and fired.stdout.strip() == "m1: True", fired.stderr
+        wire = bytes(ret_proxy.recorded)
+        assert len(wire) > 200, "the link did not go through the proxy"
+        assert secret_text.encode() not in wire and b"myco/secret" not in wire
+        assert b"answer-text-0987654321" not in wire and b"myco/down" not in wire
+        offer = bytes(publish_proxy.recorded)
+        assert secret_text.encode() not in offer and b"answer-text" not in offer
+    finally:
+        ret_proxy.close()
+        publish_proxy.close()
+
+
+def test_master_restart_and_cut_link_lose_and_repeat_nothing(site):
+    master = site.master(auto_accept=True)
+    master.start()
+    proxy = RecordingProxy(site.ret_port)
+    try:
+        minion = site.minion("m1", ret_port=proxy.port)
+        minion.start()
+        wait_link(minion, "accept")
+        bus = event.get_event("master", opts=master.opts())
+        relay(minion, *[("myco/seq", {"n": n}) for n in range(0, 50)])
+        first = collect(bus, "myco/seq", 50)
+        # Cut the link, relay while it is down, bring it back.
+        proxy.cut()
+        cut_at = time.monotonic()
+        wait_for(lambda: "m1" not in master_link(master)["present"], timeout=5, interval=0.01,
+                 what="the unplugged minion to leave the present set")
+        assert time.monotonic() - cut_at < 2 * 0.3 + 1.0  # two heartbeats, plus slack for a busy machine
+        wait_link(minion, "connecting", timeout=5)
+        relay(minion, *[("myco/seq", {"n": n}) for n in range(50, 100)])
+        wait_for(lambda: link_state(minion)["spooled"] >= 50, what="50 events spooled")  # + any unacked tail
+        proxy.restore()
+        second = collect(bus, "myco/seq", 50)
+        bus.destroy()
+        # Restart the master while the link is cut, so a fresh listener is live before the minion returns.
+        proxy.cut()
+        assert master.stop() == 0
+        relay(minion, *[("myco/seq", {"n": n}) for n in range(100, 150)])
+        master.start()
+        bus = event.get_event("master", opts=master.opts())
+        proxy.restore()
+        third = collect(bus, "myco/seq", 51, wait=1.5)
+        bus.destroy()
+        seen = [e["data"]["data"]["n"] for e in first + second + third]
+        assert seen == list(range(150)), f"lost or repeated events: {seen}"
+    finally:
+        proxy.close()
+
+
+def test_master_drops_replayed_batches_even_after_a_restart(site):
+    master = site.master(auto_accept=True)
+    master.start()
+    raw = RawMinion(master, "raw1")
+    try:
+        assert raw.hello().value["result"] == "accept"
+        frames = [b"myco/dup\x00" + msgpack.packb({"n": n}) for n in range(5)]
+        with event.get_event("master", opts=master.opts()) as bus:
+            raw.send(linkproto.events(1, 0, frames[:3]))
+            assert raw.expect(linkproto.ACK).value == 3
+            raw.send(linkproto.events(1, 0, frames[:3]))
+            assert raw.expect(linkproto.ACK).value == 3
+            assert [e["data"]["data"]["n"] for e in collect(bus, "myco/dup", 4, wait=1)] == [0, 1, 2]
+        master.stop()
+        master.start()
+        with event.get_event("master", opts=master.opts()) as bus:
+            welcome = raw.hello()
+            assert welcome.value["last"] == 3
+            raw.send(linkproto.events(1, 0, frames))
+            assert raw.expect(linkproto.ACK).value == 5
+            assert [e["data"]["data"]["n"] for e in collect(bus, "myco/dup", 3, wait=1)] == [3, 4]
+            # A batch after a gap the minion did not account for is sent back, not accepted.
+            raw.send(linkproto.events(9, 0, frames[:1]))
+            assert raw.expect(linkproto.RESEND).value == 5
+            assert bus.get_event(wait=0.5, tag="myco/dup") is None
+    finally:
+        raw.close()
+
+
+def test_minion_restart_keeps_a_non_empty_spool(site):
+    master = site.master()
+    master.start()
+    minion = site.minion("m1", spool_max_events=100)
+    minion.start()
+    wait_link(minion, "pend")
+    for n in range(2):
+        result = cli(minion, "send", "myco/spooled", f"n={n}")
+        assert result.returncode == 0, result.stderr
+    relay(minion, *[("myco/spooled", {"n": str(n)}) for n in range(2, 30)])
+    wait_for(lambda: link_state(minion)["spooled"] == 30, what="30 events spooled")
+    minion.daemon.kill()
+    minion.start()
+    assert link_state(minion)["spooled"] == 30
+    with event.get_event("master", opts=master.opts()) as bus:
+        assert cli(master, "key", "--accept", "m1").returncode == 0
+        got = collect(bus, "myco/spooled", 31, wait=1.5)
+    assert [e["data"]["data"]["n"] for e in got] == [str(n) for n in range(30)]
+    wait_for(lambda: link_state(minion)["spooled"] == 0, what="spool emptied")
+
+
+def test_a_full_spool_drops_the_oldest_and_says_so(site):
+    master = site.master()
+    master.start()
+    minion = site.minion("m1", spool_max_events=10)
+    minion.start()
+    wait_link(minion, "pend")
+    relay(minion, *[("myco/full", {"n": n}) for n in range(25)])
+    state = wait_for(lambda: (s := link_state(minion))["dropped"] == 15 and s, what="15 dropped")
+    assert state["spooled"] == 10
+    assert "spool is full" in minion.daemon.log
+    with event.get_event("master", opts=master.opts()) as bus:
+        assert cli(master, "key", "--accept", "m1").returncode == 0
+        got = collect(bus, "myco/full", 11, wait=1.5)
+    assert [e["data"]["data"]["n"] for e in got] == list(range(15, 25))
+
+
+def test_reserved_tags_are_refused_on_both_sides(site):
+    master = site.master(auto_accept=True)
+    master.start()
+    minion = site.minion("m1")
+    minion.start()
+    wait_link(minion, "accept")
+    with event.get_event("master", opts=master.opts()) as bus:
+        for tag in ("salt/auth", "salt/key", "salt/presence/present", "salt/minion/other/start",
+                    "salt/netapi/hook/x"):
+            result = cli(minion, "send", tag, '{"forged": true}')
+            assert result.returncode == 1
+            assert "reserved" in result.stderr or "another minion" in result.stderr
+            assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+            with event.MinionEvent(opts=minion.opts(), listen=False) as handle:
+                with pytest.raises(ValueError):
+                    handle.fire_master({"forged": True}, tag)
+        # An accepted minion speaking the protocol directly is checked by the master too.
+        raw = RawMinion(master, "raw1")
+        try:
+            assert raw.hello().value["result"] == "accept"
+            raw.send(linkproto.events(1, 0, [b"salt/key\x00" + msgpack.packb({"forged": True}),
+                                             b"salt/minion/m1/start\x00" + msgpack.packb({"forged": True}),
+                                             b"myco/ok\x00" + msgpack.packb({"id": "m1", "x": 1})]))
+            assert raw.expect(linkproto.ACK).value == 3
+        finally:
+            raw.close()
+        own = cli(minion, "send", "salt/minion/m1/custom", "x=1")
+        assert own.returncode == 0, own.stderr
+        ok = bus.get_event(wait=5, tag="myco/ok")
+        assert ok["id"] == "raw1" and ok["data"] == {"id": "m1", "x": 1}, "id must come from the key"
+        assert bus.get_event(wait=5, tag="salt/minion/m1/custom")["id"] == "m1"
+        assert bus.get_event(wait=0.5, tag="salt/key") is None
+        assert bus.get_event(wait=0.2, tag="salt/minion/m1/start") is None
+    assert "refused an event from minion 'raw1'" in master.daemon.log
+
+
+def test_fire_target_glob_no_match_and_a_minion_that_went_away(site):
+    # Long heartbeats: the frozen minion must still count as connected when the fire goes out.
+    master = site.master(auto_accept=True, heartbeat_interval=5)
+    master.start()
+    minions = {name: site.minion(name, heartbeat_interval=5) for name in ("web1", "web2", "db1")}
+    handles = {}
+    try:
+        for name, node in minions.items():
+            node.start()
+            wait_link(node, "accept")
+            handles[name] = event.get_event("minion", opts=node.opts())
+        fired = cli(master, "fire", '{"deploy": 7}', "myco/deploy", "--node", "master", "--target", "web*")
+        assert fired.returncode == 0, fired.stderr
+        assert sorted(fired.stdout.splitlines()) == ["web1: True", "web2: True"]
+        for name in ("web1", "web2"):
+            assert handles[name].get_event(wait=5, tag="myco/deploy")["deploy"] == 7
+        assert handles["db1"].get_event(wait=0.5, tag="myco/deploy") is None
+
+        nomatch = cli(master, "fire", "{}", "myco/x", "--node", "master", "--target", "nothing*")
+        assert nomatch.returncode == 1 and "no connected minion matches" in nomatch.stderr
+
+        minions["web2"].daemon.signal(signal.SIGSTOP)
+        try:
+            gone = cli(master, "fire", "{}", "myco/y", "--node", "master", "--target", "*", "--timeout", "1")
+        finally:
+            minions["web2"].daemon.signal(signal.SIGCONT)
+        lines = sorted(gone.stdout.splitlines())
+        assert gone.returncode == 1 and "web2" in gone.stderr
+        assert "db1: True" in lines and "web1: True" in lines and "web2: True" not in lines
+    finally:
+        for handle in handles.values():
+            handle.destroy()
+
+
+def test_presence_follows_heartbeats(site):
+    master = site.master(auto_accept=True, presence_events=True, loop_interval=0.3)
+    master.start()
+    minion = site.minion("m1")
+    with event.get_event("master", opts=master.opts()) as bus:
+        minion.start()
+        wait_link(minion, "accept")
+        change = bus.get_event(wait=5, tag="salt/presence/change")
+        assert change == {**change, "new": ["m1"], "lost": []}
+        assert "m1" in bus.get_event(wait=5, tag="salt/presence/present")["present"]
+        minion.daemon.signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            wait_for(lambda: "m1" not in master_link(master)["present"], timeout=5, interval=0.01,
+                     what="the frozen minion to leave")
+            left_after = time.monotonic() - stopped
+            lost = bus.get_event(wait=5, tag="salt/presence/change")
+            assert lost["lost"] == ["m1"] and lost["new"] == []
+        finally:
+            minion.daemon.signal(signal.SIGCONT)
+        # Two heartbeat intervals (0.6 s), plus room for a busy 2-core machine; a minion that never
+        # left (or only by a ZeroMQ timeout, 3 intervals later) would fail this.
+        assert left_after < 2 * 0.3 + 1.0
+        back = bus.get_event(wait=5, tag="salt/presence/change")
+        assert back["new"] == ["m1"]
+
+
+def test_minion_refuses_a_master_whose_key_changed(site):
+    master = site.master(auto_accept=True)
+    master.start()
+    minion = site.minion("m1")
+    minion.start()
+    wait_link(minion, "accept")
+    master.stop()
+    for name in ("master.key", "master.key_secret"):
+        (master.settings.pki_dir / name).unlink()
+    master.start()
+    wait_for(lambda: "refusing the master" in minion.daemon.log, timeout=15, what="the refusal log line")
+    assert link_state(minion)["state"] != "accept"
+    with event.get_event("master", opts=master.opts()) as bus:
+        relay(minion, ("myco/after", {"n": 1}))
+        assert bus.get_event(wait=1, tag="myco/") is None
+        # A minion told the master's key in its config links without pinning anything.
+        new_key = (master.settings.pki_dir / "master.key").read_text().split('public-key = "')[1][:40]
+        configured = site.minion("m2", master_pubkey=new_key)
+        configured.start()
+        wait_link(configured, "accept")
+        assert not (configured.settings.pki_dir / "minion_master.pub").exists()
+        relay(configured, ("myco/configured", {"n": 2}))
+        assert bus.get_event(wait=5, tag="myco/")["id"] == "m2"
+
+
+def test_a_frozen_master_is_noticed_and_the_link_comes_back(site):
+    master = site.master(auto_accept=True)
+    master.start()
+    minion = site.minion("m1")
+    minion.start()
+    wait_link(minion, "accept")
+    with event.get_event("master", opts=master.opts()) as bus:
+        master.daemon.signal(signal.SIGSTOP)
+        try:
+            wait_link(minion, "connecting", timeout=5)
+            relay(minion, ("myco/while-frozen", {"n": 1}))
+        finally:
+            master.daemon.signal(signal.SIGCONT)
+        # ZeroMQ's own heartbeat or the link's ping, whichever notices first.
+        assert "lost the connection to the master" in minion.daemon.log or "has not answered" in minion.daemon.log
+        wait_link(minion, "accept")
+        assert bus.get_event(wait=5, tag="myco/while-frozen")["data"] == {"n": 1}
+        assert bus.get_event(wait=0.5, tag="myco/while-frozen") is None

@@ -1,0 +1,188 @@
+"""Test kit for the master/minion link: linked node configs, a recording TCP proxy, a raw link client."""
+from __future__ import annotations
+
+import select
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+
+from daemon import keys, linkproto
+from eventbus import control
+from tests.helpers import Node, free_port, short_tmpdir, wait_for
+
+HEARTBEAT = 0.3
+
+
+class Site:
+    """One master and its minions on loopback, each in its own short temp dir, sharing free ports."""
+
+    def __init__(self) -> None:
+        self.publish_port = free_port()
+        self.ret_port = free_port()
+        self.nodes: list[Node] = []
+
+    def master(self, **keys_: Any) -> Node:
+        keys_.setdefault("heartbeat_interval", HEARTBEAT)
+        node = Node(short_tmpdir("ebm"), "master", publish_port=self.publish_port, ret_port=self.ret_port, **keys_)
+        self.nodes.append(node)
+        return node
+
+    def minion(self, minion_id: str, *, publish_port: int | None = None, ret_port: int | None = None,
+               **keys_: Any) -> Node:
+        keys_.setdefault("heartbeat_interval", HEARTBEAT)
+        node = Node(short_tmpdir("ebn"), "minion", id=minion_id, master="127.0.0.1",
+                    publish_port=publish_port or self.publish_port, ret_port=ret_port or self.ret_port, **keys_)
+        self.nodes.append(node)
+        return node
+
+    def cleanup(self) -> None:
+        for node in reversed(self.nodes):
+            if node.daemon is not None and node.daemon.alive():
+                node.stop()
+            node.cleanup()
+
+
+def link_state(minion: Node) -> dict:
+    return control.request(minion.sock_dir, b"link", None, timeout=2.0)
+
+
+def wait_link(minion: Node, state: str, timeout: float = 10.0) -> dict:
+    """Wait until the minion's link is in ``state`` (accept, pend, reject, denied, connecting)."""
+    return wait_for(lambda: (s := link_state(minion))["state"] == state and s, timeout,
+                    what=f"minion link state {state!r}")
+
+
+def master_link(master: Node) -> dict:
+    return control.request(master.sock_dir, b"link", None, timeout=2.0)
+
+
+class RecordingProxy:
+    """A TCP forwarder from ``port`` to ``target`` that records every byte and can be cut and restored."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self.recorded = bytearray()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._stop = threading.Event()
+        self.restore()
+
+    def restore(self) -> None:
+        """Listen (again) and forward."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, args=(listener, self._stop), daemon=True).start()
+
+    def cut(self) -> None:
+        """Close the listener and every connection: the link is unplugged."""
+        self._stop.set()
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for conn in self._conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                conn.close()
+            self._conns.clear()
+
+    def _accept(self, listener: socket.socket, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, stop), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
+        peers = {a: b, b: a}
+        try:
+            while not stop.is_set():
+                ready, _, _ = select.select(list(peers), [], [], 0.2)
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    with self._lock:
+                        self.recorded += data
+                    peers[sock].sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            for sock in (a, b):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.cut()
+
+
+class RawMinion:
+    """A hand-driven link client with its own CURVE key: for forged and replayed messages."""
+
+    def __init__(self, master: Node, minion_id: str, key_dir: Path | None = None) -> None:
+        settings = master.settings
+        self.minion_id = minion_id
+        self.key_dir = key_dir or short_tmpdir("ebk")
+        self.public, secret = keys.key_pair(self.key_dir, "raw")
+        server_key, _ = zmq.auth.load_certificate(settings.pki_dir / "master.key")
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.curve_serverkey = server_key
+        self.socket.curve_publickey = self.public
+        self.socket.curve_secretkey = secret
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(f"tcp://127.0.0.1:{settings.ret_port}")
+
+    def send(self, frames: list[bytes]) -> None:
+        self.socket.send_multipart(frames)
+
+    def recv(self, timeout: float = 5.0) -> linkproto.Message | None:
+        if not self.socket.poll(int(timeout * 1000)):
+            return None
+        return linkproto.parse(self.socket.recv_multipart())
+
+    def expect(self, kind: bytes, timeout: float = 5.0) -> linkproto.Message:
+        """The next message of ``kind``, skipping pongs and others."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.recv(max(0.0, deadline - time.monotonic()))
+            if message is None:
+                raise AssertionError(f"no {kind!r} from the master within {timeout} s")
+            if message.kind == kind:
+                return message
+
+    def hello(self) -> linkproto.Message:
+        self.send(linkproto.hello(self.minion_id))
+        return self.expect(linkproto.WELCOME)
+
+    def close(self) -> None:
+        self.socket.close(0)
+        self.context.term()

@@ -1,0 +1,68 @@
+"""The link protocol's messages, the relayed event's shape and the tags minions may not fire."""
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from daemon import linkproto
+from eventbus.errors import EventTooLargeError, InvalidEventError, ProtocolError
+from eventbus.relay import refused_tag
+
+
+def test_messages_round_trip():
+    assert linkproto.parse(linkproto.hello("web1")) == (linkproto.HELLO, {"id": "web1"}, ())
+    welcome = linkproto.parse(linkproto.welcome("accept", 42, 0.5))
+    assert welcome.value == {"result": "accept", "last": 42, "heartbeat": 0.5}
+    batch = linkproto.parse(linkproto.events(7, 3, [b"a\x00\x80", b"b\x00\x80"]))
+    assert batch.value == (7, 3) and batch.frames == [b"a\x00\x80", b"b\x00\x80"]
+    assert linkproto.parse(linkproto.ack(2 ** 63)).value == 2 ** 63
+    assert linkproto.parse(linkproto.fire(9, b"t\x00\x80")) == (linkproto.FIRE, 9, [b"t\x00\x80"])
+    assert linkproto.parse(linkproto.PING_MESSAGE).kind == linkproto.PING
+
+
+@pytest.mark.parametrize("frames, problem", [
+    ([], "empty"),
+    ([b"nonsense", b"x"], "unknown message kind"),
+    ([b"hello", b"\xc1garbage"], "not msgpack"),
+    ([b"hello", msgpack.packb([1, 2])], "not a map"),
+    ([b"hello", msgpack.packb({"id": "../etc"})], "invalid minion id"),
+    ([b"hello", msgpack.packb({"id": "a b"})], "invalid minion id"),
+    ([b"events", b"short"], "batch header"),
+    ([b"ack", b"123"], "sequence number"),
+    ([b"welcome", msgpack.packb({"result": "maybe"})], "unknown result"),
+])
+def test_garbage_is_a_protocol_error_naming_the_problem(frames, problem):
+    with pytest.raises(ProtocolError, match=problem):
+        linkproto.parse(frames)
+
+
+def test_relayed_event_has_the_spec_shape_with_id_from_the_session():
+    framer = linkproto.RelayFramer("web1")
+    user = {"id": "forged", "x": [1, 2]}
+    tag, frame = framer.frame(b"myco/a\x00" + msgpack.packb(user), 4096)
+    raw_tag, _, raw_data = frame.partition(b"\x00")
+    data = msgpack.unpackb(raw_data)
+    assert tag == "myco/a" and raw_tag == b"myco/a"
+    assert set(data) == {"id", "tag", "data", "cmd", "_stamp"}
+    assert data["id"] == "web1" and data["tag"] == "myco/a" and data["data"] == user
+    assert data["cmd"] == "_minion_event" and len(data["_stamp"]) == 26
+
+
+def test_relayed_event_is_checked():
+    framer = linkproto.RelayFramer("web1")
+    with pytest.raises(InvalidEventError, match="reserved"):
+        framer.frame(b"salt/auth\x00" + msgpack.packb({}), 4096)
+    with pytest.raises(InvalidEventError, match="not a msgpack map"):
+        framer.frame(b"myco/a\x00\x93\x01\x02\x03", 4096)
+    with pytest.raises(EventTooLargeError):
+        framer.frame(b"myco/a\x00" + msgpack.packb({"x": "y" * 300}), 300)
+
+
+@pytest.mark.parametrize("tag, refused", [
+    ("salt/auth", True), ("salt/key", True), ("salt/key/x", True), ("salt/presence/present", True),
+    ("salt/presence/change", True), ("salt/netapi/hook/x", True), ("salt/minion/other/start", True),
+    ("salt/minion/web10/start", True), ("salt/minion/web1/start", False), ("salt/job/1/ret/web1", False),
+    ("myco/salt/auth", False),
+])
+def test_reserved_tags(tag, refused):
+    assert (refused_tag(tag, "web1") is not None) is refused

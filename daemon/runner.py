@@ -48,5 +48,7 @@ def serve(settings: BusConfig, components: tuple[ComponentFactory, ...] = ()) ->
             bus.close()
         lock.release()
         loop.close()
-        context.term()
+        # Sockets a failed component left open are closed without linger (else term() would wait on
+        # them forever); sockets already closed keep their own linger.
+        context.destroy(linger=0)
         log.info("%s daemon stopped", settings.node)

@@ -13,6 +13,8 @@ COMMANDS = {
     "minion": ("cli.daemons", "run the minion daemon"),
     "watch": ("cli.watch", "print the bus's events as TAG<TAB>JSON lines"),
     "fire": ("cli.fire", "fire an event on a local bus"),
+    "api": ("cli.api", "run the REST API"),
+    "user": ("cli.user", "manage REST API users (user add NAME)"),
 }
 
 

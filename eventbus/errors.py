@@ -14,7 +14,9 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     ├── BusUnavailableError         no daemon answered on sock_dir (sock_dir)
     │   └── BusDisconnectedError    a listening handle lost its daemon
     ├── DaemonAlreadyRunningError   another live daemon owns sock_dir (pid)
-    └── ProtocolError               a peer sent frames that are not our protocol
+    ├── ProtocolError               a peer sent frames that are not our protocol
+    └── ApiError                    a REST request refused (status, reason)
+        └── AuthenticationError     missing, bad or expired credentials (401)
 """
 from __future__ import annotations
 
@@ -77,3 +79,19 @@ class DaemonAlreadyRunningError(EventBusError):
 
 class ProtocolError(EventBusError):
     """A peer sent frames that are not eventbus protocol."""
+
+
+class ApiError(EventBusError):
+    """A REST API request refused; ``status`` is the HTTP status it is answered with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(reason)
+
+
+class AuthenticationError(ApiError):
+    """Missing, malformed, forged or expired credentials (answered 401)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(401, reason)

@@ -44,6 +44,12 @@ def _allow(*methods: str) -> None:
         raise cherrypy.HTTPError(405)
 
 
+def _no_subpath(path: tuple[str, ...]) -> None:
+    """404 for ``/route/more/segments`` on a route that has none."""
+    if path:
+        raise cherrypy.NotFound()
+
+
 def _refuse(exc: ApiError) -> cherrypy.HTTPError:
     return cherrypy.HTTPError(exc.status, exc.reason)
 
@@ -100,14 +106,16 @@ class Api:
     # -- routes -----------------------------------------------------------------------------
 
     @cherrypy.expose
-    def index(self) -> bytes:
+    def index(self, *path: str, **_params: Any) -> bytes:
+        _no_subpath(path)
         _allow("GET", "HEAD")
         return _json({"return": "eventbus REST API",
                       "routes": ["POST /login", "GET /events", "POST /hook/<path>", "GET /ui"]})
 
     @cherrypy.expose
-    def login(self, **_params: Any) -> bytes:
+    def login(self, *path: str, **_params: Any) -> bytes:
         """``POST /login``: check a password, answer Salt's token record and set ``session_id``."""
+        _no_subpath(path)
         _allow("POST")
         request = cherrypy.serving.request
         try:
@@ -152,9 +160,10 @@ class Api:
         return username, password, eauth
 
     @cherrypy.expose
-    def events(self, token: str | None = None, tag: str | None = None, last_event_id: str | None = None,
-               **_params: Any) -> Iterator[bytes]:
+    def events(self, *path: str, token: str | None = None, tag: str | None = None,
+               last_event_id: str | None = None, **_params: Any) -> Iterator[bytes]:
         """``GET /events``: the master bus as Server-Sent Events, resumable by ``Last-Event-ID``."""
+        _no_subpath(path)
         _allow("GET")
         principal = self.authenticate(token)
         request = cherrypy.serving.request
@@ -172,6 +181,7 @@ class Api:
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
+        headers["Connection"] = "close"  # a stream that ends (expiry, drop) ends its connection too
         self.on_stream()
         log.debug("stream opened for %s from %s", principal.user, request.remote.ip)
         return self._stream(principal, accepts, last_seen, request.remote.ip)
@@ -224,6 +234,14 @@ class Api:
                 if monotonic() - last_write >= KEEPALIVE_AFTER:
                     yield KEEPALIVE
                     last_write = monotonic()
+        except GeneratorExit:
+            # cheroot closes us when a write failed: the client left, or stopped reading until
+            # the socket timed out with its buffers full.
+            pending = hub.lag(stream)
+            if pending and not hub.closed:
+                self.complaints.refuse("slow", f"dropped the stream of {principal.user} from {peer}: "
+                                               f"the client left or stopped reading ({pending} events unsent)")
+            raise
         finally:
             hub.release(stream)
 
@@ -263,8 +281,9 @@ class Api:
         return _json({"success": True})
 
     @cherrypy.expose
-    def ui(self) -> bytes:
+    def ui(self, *path: str, **_params: Any) -> bytes:
         """``GET /ui``: the live view page."""
+        _no_subpath(path)
         _allow("GET", "HEAD")
         cherrypy.serving.response.headers["Content-Type"] = "text/html; charset=utf-8"
         return self._ui_page

@@ -76,7 +76,7 @@ class BusFeed(plugins.SimplePlugin):
         self._thread.start()
         self.bus.log("Bus feed started on the master bus at %s" % self.master.sock_dir)
 
-    start.priority = 70  # type: ignore[attr-defined]  # after the HTTP server is up
+    start.priority = 70  # type: ignore[attr-defined]  # before the HTTP server (75) takes requests
 
     def stop(self) -> None:
         """Engine stop: end every stream, stop the feed thread, close the handles."""

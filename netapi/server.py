@@ -152,9 +152,10 @@ def serve(settings: ApiConfig) -> None:
     cherrypy.log.access_log.propagate = False
     cherrypy.tree.mount(app, "/", app_config)
     engine = cherrypy.engine
+    engine.start()
+    # Installed once started: a signal during start-up just ends the process.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: engine.exit())
-    engine.start()
     scheme = "https" if settings.ssl_crt else "http"
     log.info("REST API ready on %s://%s:%d", scheme, settings.host, settings.port)
     engine.block()

@@ -101,7 +101,7 @@ class Api:
         if backend is None or user not in backend.perms:
             raise AuthenticationError(f"user {user!r} may no longer use the API")
         perms = backend.perms[user]
-        return Principal(user, eauth, start, expire, perms, auth.tag_filter(perms))
+        return Principal(user, eauth, start, expire, perms, auth.tag_filter(perms), ("globs", *perms))
 
     # -- routes -----------------------------------------------------------------------------
 
@@ -172,6 +172,7 @@ class Api:
         except ValueError as exc:
             raise cherrypy.HTTPError(400, str(exc)) from None
         accepts = principal.accepts
+        view_key = (principal.view, tag or "")
         if tag:
             accepts = auth.both(accepts, auth.tag_filter((tag,)))
         if self.hub.streams >= self.settings.stream_limit:
@@ -184,13 +185,14 @@ class Api:
         headers["Connection"] = "close"  # a stream that ends (expiry, drop) ends its connection too
         self.on_stream()
         log.debug("stream opened for %s from %s", principal.user, request.remote.ip)
-        return self._stream(principal, accepts, last_seen, request.remote.ip)
+        return self._stream(principal, view_key, accepts, last_seen, request.remote.ip)
 
     events._cp_config = {"response.stream": True}  # type: ignore[attr-defined]
 
-    def _stream(self, principal: Principal, accepts: auth.EventFilter | None, last_seen: int | None,
-                peer: str) -> Iterator[bytes]:
+    def _stream(self, principal: Principal, view_key: tuple, accepts: auth.EventFilter | None,
+                last_seen: int | None, peer: str) -> Iterator[bytes]:
         hub = self.hub
+        view = hub.view(view_key, accepts)
         stream, head, epoch = hub.open()
         try:
             yield RETRY
@@ -203,35 +205,28 @@ class Api:
             expire = principal.expire
             monotonic = time.monotonic
             last_write = monotonic()
-            read = hub.read
+            read, render = hub.read, view.render
             while True:
                 left = expire - time.time()
                 if left <= 0:
                     log.debug("stream of %s ended: token expired", principal.user)
                     return
                 quiet = monotonic() - last_write
-                records = read(stream, min(STREAM_TICK, left, max(KEEPALIVE_AFTER - quiet, 0.0)))
-                if records is None:
+                span = read(stream, min(STREAM_TICK, left, max(KEEPALIVE_AFTER - quiet, 0.0)))
+                data = None if span is None else render(hub, span[0], span[1], skip_upto)
+                if data is None:
                     if not hub.closed:
                         self.complaints.refuse("slow", f"dropped the stream of {principal.user} from {peer}: "
                                                        f"it fell {hub.capacity} events behind")
                     return
-                if records:
-                    if skip_upto:
-                        if records[-1].seq > skip_upto:
-                            records = [r for r in records if r.seq > skip_upto or not r.seq]
-                            skip_upto = 0
-                        else:
-                            records = [r for r in records if not r.seq]
-                    if accepts is None:
-                        parts = [r.raw for r in records]
-                    else:
-                        parts = [r.raw for r in records if not r.seq or accepts(r.tag, r.event_id)]
-                    if parts:
-                        yield parts[0] if len(parts) == 1 else b"".join(parts)
-                        last_write = monotonic()
-                        continue
-                if monotonic() - last_write >= KEEPALIVE_AFTER:
+                if skip_upto and span[1] > span[0]:
+                    newest = hub.records(span[1] - 1, span[1])
+                    if newest and newest[0].seq > skip_upto:
+                        skip_upto = 0  # past the seam: from here every record is new to the client
+                if data:
+                    yield data
+                    last_write = monotonic()
+                elif monotonic() - last_write >= KEEPALIVE_AFTER:
                     yield KEEPALIVE
                     last_write = monotonic()
         except GeneratorExit:

@@ -182,6 +182,8 @@ class Principal:
     expire: float
     perms: tuple[str, ...]
     accepts: EventFilter | None
+    # Principals with equal ``view`` see the same events (streams share their rendering).
+    view: tuple = ()
 
 
 class TokenSigner:

@@ -41,5 +41,6 @@ def principal(token: str, secret: str) -> Principal:
     username = user["username"]
     accepts = None if role == "admin" else _own_events(username)
     expire = float(claims["exp"])
+    view = ("all",) if role == "admin" else ("id", username)
     return Principal(username, "jwt", float(claims.get("iat", 0) or 0), expire,
-                     ("*",) if role == "admin" else (), accepts)
+                     ("*",) if role == "admin" else (), accepts, view)

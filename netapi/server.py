@@ -10,6 +10,7 @@ Threads: CherryPy (cheroot) gives each open request a worker thread, and an
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import socket
 import threading
@@ -141,14 +142,23 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
     return app, global_config, app_config
 
 
+def _raise_fd_limit() -> None:
+    """Each stream holds a socket: allow as many open files as the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(settings: ApiConfig) -> None:
     """Run the API in the foreground until SIGTERM or SIGINT."""
     app, global_config, app_config = build(settings)
+    _raise_fd_limit()
     _check_port(settings.host, settings.port)
     threading.stack_size(STACK_SIZE)
     cherrypy.config.update(global_config)
     # CherryPy's own records go to our log handlers; the access log stays off (URLs carry tokens).
     cherrypy.log.error_log.propagate = True
+    cherrypy.log.error_log.setLevel(logging.getLogger().level)
     cherrypy.log.access_log.propagate = False
     cherrypy.tree.mount(app, "/", app_config)
     engine = cherrypy.engine

@@ -11,7 +11,7 @@ import requests
 from tests.helpers import Daemon, Node, free_port, run_cli, short_tmpdir, wait_for, write_config
 
 PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw"}
-JWT_SECRET = "test-jwt-secret-0123456789"
+JWT_SECRET = "test-jwt-secret-0123456789-abcdefghijklmnopq"
 
 
 class ApiEnv:

@@ -1,11 +1,13 @@
 """The REST API as its users drive it: requests and curl against a real master and ``eventbus api``."""
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
 
 import jwt
+import pytest
 import requests
 
 from tests.apinode import JWT_SECRET, PASSWORDS, SSEReader, api_env, shared_api  # noqa: F401  (fixtures)
@@ -289,11 +291,11 @@ def test_bad_jwts_are_401(shared_api):
     body = jwt.utils.base64url_encode(json.dumps({"user": {"username": "x", "role": "admin"},
                                                   "exp": int(time.time()) + 600}).encode()).decode()
     cases = {
-        "another key": _jwt("admin", secret="another-secret-0123456789"),
+        "another key": _jwt("admin", secret="another-secret-0123456789-abcdefghijklmnopq"),
         "alg none": f"{header}.{body}.",
         "expired": _jwt("admin", exp=-10),
         "no exp": _jwt("admin", exp=None),
-        "HS512": _jwt("admin", algorithm="HS512"),
+        "HS512": _jwt("admin", secret=JWT_SECRET * 2, algorithm="HS512"),
         "bad role": _jwt("root"),
         "garbage": "not.a.jwt",
     }
@@ -382,3 +384,43 @@ def test_ui_page_is_served(shared_api):
     page = requests.get(shared_api.url("/ui"), timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "EventSource" in page.text and "<script src" not in page.text
+
+
+def test_https_with_a_self_signed_certificate_open_hooks_and_the_stream_limit():
+    from tests.apinode import ApiEnv, PASSWORDS
+
+    env = ApiEnv(ssl_crt="api.crt", ssl_key="api.key", webhook_disable_auth=True, stream_limit=1)
+    try:
+        made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                               "-keyout", str(env.root / "api.key"), "-out", str(env.root / "api.crt"),
+                               "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                              capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+        for name, password in PASSWORDS.items():
+            env.add_user(name, password)
+        env.start_master()
+        env.start_api()
+        crt = str(env.root / "api.crt")
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"http://127.0.0.1:{env.port}/", timeout=5)  # plain HTTP is not served
+        answer = requests.post(env.url("/login"), json={"username": "alice", "password": PASSWORDS["alice"],
+                                                        "eauth": "file"}, verify=crt, timeout=10)
+        assert answer.status_code == 200
+        assert "secure" in answer.headers["Set-Cookie"].lower()
+        token = answer.json()["return"][0]["token"]
+        stream = requests.get(env.url("/events"), params={"token": token}, stream=True, verify=crt, timeout=10)
+        assert stream.status_code == 200
+        lines = stream.iter_lines(chunk_size=1, decode_unicode=True)
+        assert next(lines) == "retry: 400"
+        second = requests.get(env.url("/events"), params={"token": token}, verify=crt, timeout=10)
+        assert second.status_code == 503 and "stream_limit" in second.json()["return"]
+        hooked = requests.post(env.url("/hook/open"), json={"x": 1}, verify=crt, timeout=10)  # no token needed
+        assert hooked.status_code == 200
+        record = [line for line in itertools.islice(lines, 4) if line]
+        assert record[0].startswith("id: ") and record[1] == "tag: salt/netapi/hook/open"
+        assert json.loads(record[2][6:])["data"]["body"] == {"x": 1}
+        stream.close()
+    finally:
+        env.stop_api()
+        env.master.stop()
+        env.cleanup()

@@ -22,6 +22,7 @@ from netapi import auth, hooks, jwtauth
 from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
+from netapi.pump import Pump, Pumped, raw_socket
 from netapi.stream import KEEPALIVE, KEEPALIVE_AFTER, RETRY, gap_record, parse_last_event_id, plan_resume
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,14 @@ class Api:
     """The REST API's routes."""
 
     def __init__(self, settings: ApiConfig, backends: dict[str, Backend], signer: TokenSigner,
-                 hub: Hub, feed: BusFeed, on_stream: Callable[[], None] = lambda: None) -> None:
+                 hub: Hub, feed: BusFeed, pump: Pump | None = None,
+                 on_stream: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.backends = backends
         self.signer = signer
         self.hub = hub
         self.feed = feed
+        self.pump = pump
         self.on_stream = on_stream
         self.complaints = Complaints(log)
         self.secure = settings.ssl_crt is not None
@@ -202,6 +205,15 @@ class Api:
                 chunk = self._resume(last_seen, head, epoch, accepts)
                 if chunk:
                     yield chunk
+            sock = raw_socket(cherrypy.serving.request.rfile) if self.pump is not None else None
+            if sock is not None:
+                # Headers and first chunks are out: the pump writes the rest, this thread just waits.
+                pumped = Pumped(sock, stream, view, principal.expire, skip_upto, principal.user, peer)
+                self.pump.adopt(pumped)
+                while not pumped.done.wait(60):
+                    pass
+                log.debug("stream of %s ended: %s", principal.user, pumped.reason)
+                return
             expire = principal.expire
             monotonic = time.monotonic
             last_write = monotonic()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Hashable
+from typing import Callable, Hashable
 
 from netapi.auth import EventFilter
 from netapi.stream import Record
@@ -55,6 +55,7 @@ class Hub:
         # stream does not re-take a lock all the others also want: a wake-up of a thousand
         # streams does not become a thousand-way contention.
         self._parked: set[threading.Lock] = set()
+        self._wake_listeners: list[Callable[[], None]] = []
         self._last_wake = 0.0
         self._dirty = False
         self.last_seq = 0
@@ -107,6 +108,12 @@ class Hub:
         parked, self._parked = self._parked, set()
         for waiter in parked:
             waiter.release()
+        for listener in self._wake_listeners:
+            listener()
+
+    def on_wake(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (quick, from the feed thread) whenever streams are woken."""
+        self._wake_listeners.append(listener)
 
     def close(self) -> None:
         """End every stream (engine stop)."""
@@ -150,6 +157,10 @@ class Hub:
                     self._parked.discard(waiter)
         if self.closed:
             return None
+        return self.take(stream)
+
+    def take(self, stream: Stream) -> tuple[int, int] | None:
+        """The range of records after the stream's cursor, now; ``None`` if it fell too far behind."""
         head, cursor = self._head, stream.cursor
         if head - cursor > self.capacity:
             return None

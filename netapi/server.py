@@ -26,6 +26,7 @@ from netapi import auth, errors
 from netapi.app import Api, cors_hook
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
+from netapi.pump import Pump
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +106,13 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
     hub = Hub(settings.stream_queue)
     feed = BusFeed(cherrypy.engine, master, hub)
     keeper = PoolKeeper(cherrypy.engine, settings.stream_limit + RESERVE)
+    pump = Pump(cherrypy.engine, hub)
     feed.subscribe()
     keeper.subscribe()
+    pump.subscribe()
     cherrypy.tools.eventbus_unpad = cherrypy.Tool("before_finalize", errors.unpad)
     cherrypy.tools.eventbus_unpad_500 = cherrypy.Tool("after_error_response", errors.unpad)
-    app = Api(settings, backends, signer, hub, feed, on_stream=keeper.poke)
+    app = Api(settings, backends, signer, hub, feed, pump, on_stream=keeper.poke)
     global_config = {
         "environment": "production",
         "engine.autoreload.on": False,

@@ -215,20 +215,20 @@ def test_a_client_that_never_reads_is_dropped_and_stalls_no_one():
         with open(out, "wb") as sink:
             curl = subprocess.Popen(["curl", "-sN", env.url(f"/events?token={token}")], stdout=sink)
         wait_for(lambda: out.stat().st_size > 0, what="curl's stream to start")
-        blob = "x" * 2000
+        blob = "x" * 4000  # 3,000 of these overflow the kernel's socket buffers (a few MB) too
         from eventbus import event
 
         with event.get_event("master", opts=env.master.opts(), listen=False) as bus:
-            for n in range(2000):
+            for n in range(3000):
                 assert bus.fire_event({"n": n, "pad": blob}, "flood/x", timeout=3000)
                 if n % 100 == 99:
                     time.sleep(0.02)  # a fast reader keeps up; the stuck one cannot
-        wait_for(lambda: out.read_bytes().count(b"\nid: ") + out.read_bytes().startswith(b"id: ") >= 2000
-                 or curl.poll() is not None, timeout=30, what="curl to get every event")
+        wait_for(lambda: out.read_bytes().count(b"\nid: ") >= 3000 or curl.poll() is not None,
+                 timeout=30, interval=0.2, what="curl to get every event")
         curl.kill()
         curl.wait()
         got = [json.loads(line[6:])["data"]["n"] for line in out.read_text().splitlines() if line.startswith("data: ")]
-        assert got == list(range(2000))
+        assert got == list(range(3000))
         # The server hung up on the client that stopped reading: what its buffers held, then EOF.
         stuck.settimeout(20)
         while stuck.recv(1 << 20):

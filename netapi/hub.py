@@ -29,7 +29,7 @@ from netapi.stream import Record
 
 FLUSH_MIN = 0.02
 FLUSH_MAX = 0.1
-FLUSH_PER_STREAM = 0.0001
+FLUSH_PER_STREAM = 0.00004
 
 
 class Stream:

@@ -165,10 +165,18 @@ def serve(settings: ApiConfig) -> None:
     cherrypy.log.access_log.propagate = False
     cherrypy.tree.mount(app, "/", app_config)
     engine = cherrypy.engine
-    engine.start()
-    # Installed once started: a signal during start-up just ends the process.
+    stop_asked = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop_asked.set()
+        if engine.state == engine.states.STARTED:
+            engine.exit()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: engine.exit())
+        signal.signal(signum, on_signal)
+    engine.start()
     scheme = "https" if settings.ssl_crt else "http"
     log.info("REST API ready on %s://%s:%d", scheme, settings.host, settings.port)
+    if stop_asked.is_set():  # a signal came while starting: stop cleanly now
+        engine.exit()
     engine.block()

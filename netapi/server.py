@@ -1,11 +1,14 @@
-"""Run the REST API: CherryPy's server and engine, the bus feed, the thread pool keeper.
+"""Run the REST API: CherryPy's server and engine, the bus feed, the stream pump, the pool keeper.
 
 Threads: CherryPy (cheroot) gives each open request a worker thread, and an
-``/events`` stream is a request that lasts. The pool starts small and the
-``PoolKeeper`` grows it as streams open, keeping ``RESERVE`` idle workers so
-``/login`` and ``/hook`` never queue behind streams, up to ``stream_limit``
-+ ``RESERVE`` threads (beyond ``stream_limit`` streams, ``/events`` answers
-503). Worker stacks are ``STACK_SIZE``; a parked stream touches a few pages of it.
+``/events`` stream is a request that lasts. A plain-HTTP stream's thread
+sleeps once its socket is handed to the pump (``netapi.pump``), so it costs
+memory (about 50 KiB: stacks are ``STACK_SIZE`` and a parked thread touches
+a few pages) but no CPU; TLS streams write from their own thread. The pool
+starts small and the ``PoolKeeper`` grows it as streams open, keeping
+``RESERVE`` idle workers so ``/login`` and ``/hook`` never queue behind
+streams, up to ``stream_limit`` + ``RESERVE`` threads (beyond
+``stream_limit`` streams, ``/events`` answers 503).
 """
 from __future__ import annotations
 

@@ -34,6 +34,11 @@ class ApiEnv:
         self.scheme = "https" if "ssl_crt" in keys else "http"
 
     @property
+    def verify(self) -> str | bool:
+        """What requests should trust: the test's self-signed certificate under HTTPS."""
+        return str(self.root / self.keys["ssl_crt"]) if "ssl_crt" in self.keys else True
+
+    @property
     def base(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
@@ -54,7 +59,7 @@ class ApiEnv:
             if not self.api.alive():
                 raise AssertionError(f"api exited with {self.api.proc.returncode}:\n{self.api.log}")
             try:
-                return requests.get(self.url("/"), timeout=1, verify=False).status_code == 200
+                return requests.get(self.url("/"), timeout=1, verify=self.verify).status_code == 200
             except requests.RequestException:
                 return False
         wait_for(answers, timeout, interval=0.05, what="the API to answer")
@@ -67,7 +72,7 @@ class ApiEnv:
 
     def login(self, user: str = "alice", password: str | None = None) -> str:
         answer = requests.post(self.url("/login"), json={"username": user, "password": password or PASSWORDS[user],
-                                                          "eauth": "file"}, timeout=10, verify=False)
+                                                          "eauth": "file"}, timeout=10, verify=self.verify)
         assert answer.status_code == 200, answer.text
         return answer.json()["return"][0]["token"]
 
@@ -120,7 +125,7 @@ class SSEReader:
     def __init__(self, env: ApiEnv, params: dict | None = None, headers: dict | None = None,
                  timeout: float = 10.0) -> None:
         self.response = requests.get(env.url("/events"), params=params, headers=headers, stream=True,
-                                     timeout=timeout, verify=False)
+                                     timeout=timeout, verify=env.verify)
         self.lines = self.response.iter_lines(chunk_size=1, decode_unicode=True) \
             if self.response.status_code == 200 else iter(())
         self.comments: list[str] = []

@@ -17,7 +17,7 @@ import cherrypy
 
 from daemon.complaints import Complaints
 from eventbus.config import ApiConfig
-from eventbus.errors import ApiError, AuthenticationError, InvalidEventError
+from eventbus.errors import ApiError, AuthenticationError, BusUnavailableError, InvalidEventError
 from netapi import auth, hooks, jwtauth
 from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
@@ -202,7 +202,14 @@ class Api:
             skip_upto = 0
             if last_seen is not None:
                 skip_upto = last_seen
-                chunk = self._resume(last_seen, head, epoch, accepts)
+                try:
+                    chunk = self._resume(last_seen, head, epoch, accepts)
+                except BusUnavailableError as exc:
+                    # Sending live events now would skip what the client missed: end, it will retry.
+                    if not hub.closed:
+                        self.complaints.refuse("resume", f"ended the stream of {principal.user} from {peer} "
+                                                         f"before any event: cannot resume: {exc}")
+                    return
                 if chunk:
                     yield chunk
             sock = raw_socket(cherrypy.serving.request.rfile) if self.pump is not None else None
@@ -210,7 +217,7 @@ class Api:
                 # Headers and first chunks are out: the pump writes the rest, this thread just waits.
                 pumped = Pumped(sock, stream, view, principal.expire, skip_upto, principal.user, peer)
                 self.pump.adopt(pumped)
-                while not pumped.done.wait(60):
+                while not pumped.done.wait(STREAM_TICK) and not hub.closed:
                     pass
                 log.debug("stream of %s ended: %s", principal.user, pumped.reason)
                 return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import zmq
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 512
 IDLE_WAIT = 0.5
+# When the bus is quiet this often, ask the master whether events were dropped for us at the end.
+CHECK_EVERY = 1.0
 
 
 def records_of_frames(frames: list[Any]) -> list[Record]:
@@ -105,6 +108,7 @@ class BusFeed(plugins.SimplePlugin):
         inbox = handle.inbox
         restarts = inbox.restarts
         last_seq = hub.last_seq
+        next_check = time.monotonic() + CHECK_EVERY
         while self._running:
             delay = hub.flush_delay()
             try:
@@ -115,10 +119,20 @@ class BusFeed(plugins.SimplePlugin):
                 log.error("bus feed: %s", exc)
                 continue
             batch: list[Record] = []
+            if ev is None and time.monotonic() >= next_check:
+                # Quiet: were the last events before the quiet dropped for us? Only the master knows.
+                next_check = time.monotonic() + CHECK_EVERY
+                head = self._master_head()
+                if head is not None and last_seq and head[1] == hub.epoch and head[0] > last_seq:
+                    batch.extend(self._fill(last_seq, head[0] + 1))
+                    last_seq = head[0]
             while ev is not None:
                 if inbox.restarts != restarts:
                     restarts = inbox.restarts
                     log.info("the master bus restarted (epoch %d)", inbox.epoch)
+                elif ev.seq <= last_seq:
+                    ev = get(no_block=True, auto_reconnect=True)  # already filled from the window
+                    continue
                 elif last_seq and ev.seq > last_seq + 1:
                     batch.extend(self._fill(last_seq, ev.seq))
                 last_seq = ev.seq
@@ -127,14 +141,26 @@ class BusFeed(plugins.SimplePlugin):
                     break
                 ev = get(no_block=True, auto_reconnect=True)
             if batch:
-                hub.publish(batch, inbox.epoch or 0)
+                hub.publish(batch, inbox.epoch or hub.epoch)
             else:
                 hub.flush()
+
+    def _master_head(self) -> tuple[int, int] | None:
+        """(seq, epoch) of the master's newest event, or ``None`` if it does not answer."""
+        try:
+            where = control.request(self.master.sock_dir, wire.VERB_PING, None, 1.0, self.context)
+        except EventBusError:
+            return None
+        return int(where["seq"]), int(where["epoch"])
 
     def _fill(self, last_seq: int, next_seq: int) -> list[Record]:
         """Records the bus dropped for this subscriber between two seqs, from its replay window."""
         missing = next_seq - last_seq - 1
-        records = self.replay(last_seq, missing)[0]
+        try:
+            records = self.replay(last_seq, missing)[0]
+        except BusUnavailableError as exc:
+            log.warning("bus feed: cannot fill %d dropped events from the master's window: %s", missing, exc)
+            records = []
         records = [r for r in records if r.seq < next_seq]
         if len(records) < missing:
             log.warning("bus feed: %d events left the master's window before they could be streamed",
@@ -145,15 +171,22 @@ class BusFeed(plugins.SimplePlugin):
     # -- used by request threads ------------------------------------------------------------
 
     def replay(self, after: int, limit: int) -> tuple[list[Record], int, bool]:
-        """(records, lost, restarted) of the master's window after seq ``after``; nothing if unreachable."""
+        """(records, lost, restarted) of the master's window after seq ``after``.
+
+        ``BusUnavailableError`` when the master does not answer or the feed is stopping.
+        """
         if limit <= 0:
             return [], 0, False
+        context = self.context
+        if context is None or context.closed:
+            raise BusUnavailableError("the API is stopping", sock_dir=str(self.master.sock_dir))
         try:
             answer = control.request(self.master.sock_dir, wire.VERB_REPLAY, {"after": after, "limit": limit},
-                                     5.0, self.context)
-        except BusUnavailableError as exc:
-            log.warning("cannot replay from the master bus: %s", exc)
-            return [], 0, False
+                                     5.0, context)
+        except zmq.ZMQError as exc:
+            raise BusUnavailableError(f"cannot ask the master bus: {exc}", sock_dir=str(self.master.sock_dir)) from None
+        except EventBusError as exc:
+            raise BusUnavailableError(str(exc), sock_dir=str(self.master.sock_dir)) from None
         return records_of_frames(answer["events"]), int(answer["lost"]), bool(answer["restarted"])
 
     def fire(self, data: dict, tag: str) -> bool:

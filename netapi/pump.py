@@ -81,6 +81,7 @@ class Pump(plugins.SimplePlugin):
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._arrivals: deque[Pumped] = deque()
+        self._arrival_lock = threading.Lock()
         self._streams: dict[int, Pumped] = {}
         self._thread: threading.Thread | None = None
         self._running = False
@@ -94,7 +95,8 @@ class Pump(plugins.SimplePlugin):
     start.priority = 70  # type: ignore[attr-defined]
 
     def stop(self) -> None:
-        self._running = False
+        with self._arrival_lock:
+            self._running = False
         self.wake()
         if self._thread is not None:
             self._thread.join(5)
@@ -106,12 +108,13 @@ class Pump(plugins.SimplePlugin):
 
     def adopt(self, pumped: Pumped) -> None:
         """Take over writing a stream; ``pumped.done`` is set when it ended (``pumped.reason`` says why)."""
-        if not self._running:
-            pumped.reason = "closed"
-            pumped.done.set()
-            return
-        os.set_blocking(pumped.fd, False)
-        self._arrivals.append(pumped)
+        with self._arrival_lock:
+            if not self._running:
+                pumped.reason = "closed"
+                pumped.done.set()
+                return
+            os.set_blocking(pumped.fd, False)
+            self._arrivals.append(pumped)
         self.wake()
 
     def wake(self) -> None:
@@ -158,6 +161,8 @@ class Pump(plugins.SimplePlugin):
                     next_housekeeping = now + HOUSEKEEPING
                     self._housekeeping(now)
         finally:
+            with self._arrival_lock:
+                self._running = False  # no stream is adopted after this
             for pumped in list(self._streams.values()):
                 self._end(pumped, "closed")
             while self._arrivals:

@@ -12,11 +12,14 @@ streams, up to ``stream_limit`` + ``RESERVE`` threads (beyond
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
 import resource
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import cherrypy
@@ -38,6 +41,7 @@ RESERVE = 16
 GROW_STEP = 32
 STACK_SIZE = 512 * 1024
 TOKEN_KEY = Path("var/cache/eventbus/api/token.key")
+STOP_GRACE = 8.0
 
 
 class PoolKeeper(plugins.SimplePlugin):
@@ -126,7 +130,7 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
         "server.thread_pool_max": settings.stream_limit + RESERVE,
         "server.socket_queue_size": 1024,
         "server.socket_timeout": 10,
-        "server.shutdown_timeout": 5,
+        "server.shutdown_timeout": 3,
         "server.max_request_body_size": 0,
         **_ssl_options(settings),
     }
@@ -146,6 +150,14 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
         cherrypy.tools.eventbus_cors = cherrypy.Tool("before_handler", cors_hook(origins), priority=10)
         app_config["/"]["tools.eventbus_cors.on"] = True
     return app, global_config, app_config
+
+
+def _watchdog() -> None:
+    """End the process if a clean stop hangs (cheroot joins its workers without a time limit)."""
+    time.sleep(STOP_GRACE)
+    log.error("stopping took over %g s; exiting now. Thread stacks follow.", STOP_GRACE)
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(1)
 
 
 def _raise_fd_limit() -> None:
@@ -171,7 +183,9 @@ def serve(settings: ApiConfig) -> None:
     stop_asked = threading.Event()
 
     def on_signal(*_: object) -> None:
-        stop_asked.set()
+        if not stop_asked.is_set():
+            stop_asked.set()
+            threading.Thread(target=_watchdog, name="stop-watchdog", daemon=True).start()
         if engine.state == engine.states.STARTED:
             engine.exit()
 

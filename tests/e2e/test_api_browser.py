@@ -113,7 +113,7 @@ def test_browser_eventsource_misses_nothing_across_an_api_restart(chromium):
 
         def fired_one(n: int) -> None:
             if n == 30:
-                env.stop_api()  # mid-stream: the page's EventSource loses its server
+                assert env.stop_api() == 0  # mid-stream: the page's EventSource loses its server
             if n == 50:
                 env.start_api()
                 restarted.set()
@@ -123,7 +123,7 @@ def test_browser_eventsource_misses_nothing_across_an_api_restart(chromium):
         firing.start()
         firing.join(60)
         assert restarted.is_set()
-        wait_for(lambda: chromium.evaluate("window.eb.events.length") >= total, timeout=30,
+        wait_for(lambda: chromium.evaluate("window.eb.events.length") >= total, timeout=30, interval=0.2,
                  what="the page to collect every event")
         collected = chromium.evaluate("window.eb.events.map(e => [Number(e.id), e.tag, e.data.n])")
         reconnects = chromium.evaluate("window.eb.reconnects")

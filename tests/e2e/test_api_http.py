@@ -424,3 +424,42 @@ def test_https_with_a_self_signed_certificate_open_hooks_and_the_stream_limit():
         env.stop_api()
         env.master.stop()
         env.cleanup()
+
+
+def test_events_the_bus_dropped_for_a_stalled_api_are_filled_from_the_window():
+    import signal
+
+    from tests.apinode import ApiEnv, PASSWORDS
+
+    env = ApiEnv(master_keys={"subscriber_queue": 100})
+    try:
+        for name, password in PASSWORDS.items():
+            env.add_user(name, password)
+        env.start_master()
+        env.start_api()
+        token = env.login("alice")
+        out = env.root / "curl.out"
+        with open(out, "wb") as sink:
+            curl = subprocess.Popen(["curl", "-sN", env.url(f"/events?token={token}&tag=stall/*")], stdout=sink)
+        wait_for(lambda: out.stat().st_size > 0, what="curl's stream to start")
+        env.api.signal(signal.SIGSTOP)  # the API stops reading the bus; the master drops for it
+        try:
+            from eventbus import event
+
+            with event.get_event("master", opts=env.master.opts(), listen=False) as bus:
+                for n in range(3000):
+                    assert bus.fire_event({"n": n, "pad": "y" * 500}, "stall/x", timeout=3000)
+            time.sleep(0.5)
+        finally:
+            env.api.signal(signal.SIGCONT)
+        wait_for(lambda: out.read_bytes().count(b"\ndata: ") >= 3000, timeout=30, interval=0.2,
+                 what="curl to get all 3000 events")
+        curl.kill()
+        curl.wait()
+        text = out.read_text()
+        got = [json.loads(line[6:])["data"]["n"] for line in text.splitlines() if line.startswith("data: ")]
+        assert got == list(range(3000)) and "eventbus/stream/gap" not in text
+    finally:
+        env.stop_api()
+        env.master.stop()
+        env.cleanup()

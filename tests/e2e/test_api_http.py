@@ -463,3 +463,32 @@ def test_events_the_bus_dropped_for_a_stalled_api_are_filled_from_the_window():
         env.stop_api()
         env.master.stop()
         env.cleanup()
+
+
+def test_a_client_that_hangs_up_frees_its_stream_at_once():
+    from tests.apinode import ApiEnv, PASSWORDS
+
+    env = ApiEnv(stream_limit=1)
+    try:
+        for name, password in PASSWORDS.items():
+            env.add_user(name, password)
+        env.start_master()
+        env.start_api()
+        token = env.login("alice")
+        first = SSEReader(env, params={"token": token})
+        assert first.response.status_code == 200
+        busy = requests.get(env.url("/events"), params={"token": token}, timeout=10)
+        assert busy.status_code == 503
+        first.close()  # no event is ever written to it: the server must notice the hang-up by itself
+        started = time.monotonic()
+
+        def second_is_served() -> bool:
+            answer = requests.get(env.url("/events"), params={"token": token}, timeout=10, stream=True)
+            answer.close()
+            return answer.status_code == 200
+        wait_for(second_is_served, timeout=10, interval=0.1, what="the freed stream slot")
+        assert time.monotonic() - started < 5  # not the 15 s keepalive
+    finally:
+        env.stop_api()
+        env.master.stop()
+        env.cleanup()

@@ -25,7 +25,6 @@ import resource
 import selectors
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

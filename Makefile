@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONF ?= conf
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install clean chromium
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,12 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m daemon.devrun $(CONF)
 
-test: install
+test: install chromium
 	$(PY) -m pytest -q tests
+
+# The REST API's browser test drives headless Chromium; install it on a fresh (Debian) machine.
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 bench: install
 	$(PY) -m bench.run

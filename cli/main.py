@@ -15,6 +15,8 @@ COMMANDS = {
     "fire": ("cli.fire", "fire an event on a local bus"),
     "send": ("cli.send", "relay an event to the master through the local minion"),
     "key": ("cli.key", "list, accept, reject and delete minion keys"),
+    "api": ("cli.api", "run the REST API"),
+    "user": ("cli.user", "manage REST API users (user add NAME)"),
 }
 
 

@@ -115,6 +115,10 @@ class ApiConfig(BaseConfig):
     webhook_disable_auth: bool = _key(False, "bool")
     events_replay: int = _key(10000, "int", min=0, max=10_000_000)
     cors_origin: str | None = _key(None, "str")
+    # Concurrent /events streams; one more is answered 503 so /login and /hook keep threads.
+    stream_limit: int = _key(2000, "int", min=1, max=100_000)
+    # Events a stream may fall behind the bus before it is dropped.
+    stream_queue: int = _key(10000, "int", min=100, max=10_000_000)
 
 
 C = TypeVar("C", bound=BaseConfig)

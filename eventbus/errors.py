@@ -15,7 +15,9 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     │   └── BusDisconnectedError    a listening handle lost its daemon
     ├── DaemonAlreadyRunningError   another live daemon owns sock_dir (pid)
     ├── ProtocolError               a peer sent frames that are not our protocol
-    └── UnknownKeyError             a key operation named a minion id not held in that state
+    ├── UnknownKeyError             a key operation named a minion id not held in that state
+    └── ApiError                    a REST request refused (status, reason)
+        └── AuthenticationError     missing, bad or expired credentials (401)
 """
 from __future__ import annotations
 
@@ -83,3 +85,19 @@ class ProtocolError(EventBusError):
 
 class UnknownKeyError(EventBusError):
     """A key operation (accept, reject, delete) named a minion id the key store does not hold."""
+
+
+class ApiError(EventBusError):
+    """A REST API request refused; ``status`` is the HTTP status it is answered with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(reason)
+
+
+class AuthenticationError(ApiError):
+    """Missing, malformed, forged or expired credentials (answered 401)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(401, reason)

@@ -188,6 +188,19 @@ class BusHandle:
                 return None
         return event.full() if full else event.data
 
+    def get_event_record(self, wait: float = 5, tag: str = "", match_type: str | None = None,
+                         no_block: bool = False, auto_reconnect: bool = False) -> Event | None:
+        """Like ``get_event`` but the ``Event(tag, data, seq)`` record, ``seq`` being its bus number.
+
+        For readers that resume by sequence number (the REST API's ``id:``).
+        ``self.inbox.restarts`` counts daemon restarts seen, after which seqs jump.
+        """
+        want = self.inbox.matcher(tag, match_type)
+        event = self.inbox.take_kept(want) if self.inbox.kept else None
+        if event is None:
+            event = self._next(want, None if (wait == 0 and not no_block) else wait, no_block, auto_reconnect)
+        return event
+
     def iter_events(self, tag: str = "", full: bool = False, match_type: str | None = None,
                     auto_reconnect: bool = False) -> Iterator[dict]:
         """Every matching event, forever."""

@@ -1,0 +1,343 @@
+"""The CherryPy application: ``/login``, ``/events``, ``/hook/<path>``, ``/ui`` and ``/``.
+
+Handlers are thin: credentials and filters come from ``netapi.auth`` and
+``netapi.jwtauth``, records from ``netapi.stream`` and ``netapi.hub``,
+webhook bodies from ``netapi.hooks``. Every refusal is an ``ApiError``
+answered as JSON (``netapi.errors``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from importlib import resources
+from typing import Any, Callable, Iterator
+
+import cherrypy
+
+from daemon.complaints import Complaints
+from eventbus.config import ApiConfig
+from eventbus.errors import ApiError, AuthenticationError, BusUnavailableError, InvalidEventError
+from netapi import auth, hooks, jwtauth
+from netapi.auth import Backend, Principal, TokenSigner
+from netapi.busfeed import BusFeed
+from netapi.hub import Hub
+from netapi.pump import Pump, Pumped, raw_socket
+from netapi.stream import KEEPALIVE, KEEPALIVE_AFTER, RETRY, gap_record, parse_last_event_id, plan_resume
+
+log = logging.getLogger(__name__)
+
+# Longest a stream thread sleeps before it checks its token's expiry and the engine state.
+STREAM_TICK = 1.0
+# Bytes of a /login body; anything larger is not a login.
+LOGIN_BODY_LIMIT = 16 * 1024
+
+
+def _json(value: Any) -> bytes:
+    cherrypy.serving.response.headers["Content-Type"] = "application/json"
+    return json.dumps(value).encode("utf-8")
+
+
+def _allow(*methods: str) -> None:
+    """405 (with ``Allow``) unless the request uses one of ``methods``."""
+    if cherrypy.serving.request.method not in methods:
+        cherrypy.serving.response.headers["Allow"] = ", ".join(methods)
+        raise cherrypy.HTTPError(405)
+
+
+def _no_subpath(path: tuple[str, ...]) -> None:
+    """404 for ``/route/more/segments`` on a route that has none."""
+    if path:
+        raise cherrypy.NotFound()
+
+
+def _refuse(exc: ApiError) -> cherrypy.HTTPError:
+    return cherrypy.HTTPError(exc.status, exc.reason)
+
+
+class Api:
+    """The REST API's routes."""
+
+    def __init__(self, settings: ApiConfig, backends: dict[str, Backend], signer: TokenSigner,
+                 hub: Hub, feed: BusFeed, pump: Pump | None = None,
+                 on_stream: Callable[[], None] = lambda: None) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.signer = signer
+        self.hub = hub
+        self.feed = feed
+        self.pump = pump
+        self.on_stream = on_stream
+        self.complaints = Complaints(log)
+        self.secure = settings.ssl_crt is not None
+        self._ui_page = resources.files("netapi").joinpath("static/ui.html").read_bytes()
+
+    # -- credentials ------------------------------------------------------------------------
+
+    def authenticate(self, query_token: str | None = None) -> Principal:
+        """Who is calling: a Bearer JWT, or a login token from header, query or cookie; else 401."""
+        request = cherrypy.serving.request
+        authorization = request.headers.get("Authorization", "")
+        try:
+            if authorization:
+                scheme, _, credential = authorization.partition(" ")
+                if scheme.lower() != "bearer" or not credential.strip():
+                    raise AuthenticationError("the Authorization header must be 'Bearer <JWT>'")
+                if self.settings.jwt_secret is None:
+                    raise AuthenticationError("JWT authentication is not enabled (no jwt_secret)")
+                return jwtauth.principal(credential.strip(), self.settings.jwt_secret)
+            token = request.headers.get("X-Auth-Token") or query_token
+            if not token and "session_id" in request.cookie:
+                token = request.cookie["session_id"].value
+            if not token:
+                raise AuthenticationError("no credentials: send a token (X-Auth-Token, ?token= or the "
+                                          "session_id cookie) or an Authorization: Bearer JWT")
+            return self._login_principal(token)
+        except AuthenticationError as exc:
+            self.complaints.refuse("auth", f"refused {request.method} {request.path_info} from "
+                                           f"{request.remote.ip}: {exc.reason}")
+            raise _refuse(exc) from None
+
+    def _login_principal(self, token: str) -> Principal:
+        user, eauth, start, expire = self.signer.check(token)
+        backend = self.backends.get(eauth)
+        if backend is None or user not in backend.perms:
+            raise AuthenticationError(f"user {user!r} may no longer use the API")
+        perms = backend.perms[user]
+        return Principal(user, eauth, start, expire, perms, auth.tag_filter(perms), ("globs", *perms))
+
+    # -- routes -----------------------------------------------------------------------------
+
+    @cherrypy.expose
+    def index(self, *path: str, **_params: Any) -> bytes:
+        _no_subpath(path)
+        _allow("GET", "HEAD")
+        return _json({"return": "eventbus REST API",
+                      "routes": ["POST /login", "GET /events", "POST /hook/<path>", "GET /ui"]})
+
+    @cherrypy.expose
+    def login(self, *path: str, **_params: Any) -> bytes:
+        """``POST /login``: check a password, answer Salt's token record and set ``session_id``."""
+        _no_subpath(path)
+        _allow("POST")
+        request = cherrypy.serving.request
+        try:
+            fields = self._login_fields(self._read_body(LOGIN_BODY_LIMIT), request.headers.get("Content-Type"))
+        except ApiError as exc:
+            raise _refuse(exc) from None
+        username, password, eauth = fields
+        backend = self.backends.get(eauth)
+        known = backend is not None and username in backend.perms
+        stored = auth.read_users(backend.users_file).get(username) if known else None  # type: ignore[union-attr]
+        if not auth.verify_password(password, stored):
+            self.complaints.refuse("login", f"login failed for user {username[:64]!r} (eauth {eauth[:20]!r}) "
+                                            f"from {request.remote.ip}")
+            raise cherrypy.HTTPError(401, "authentication failed: wrong user name or password")
+        token, start, expire = self.signer.issue(username, eauth, self.settings.token_expire)
+        log.info("user %r logged in (eauth %s) from %s", username, eauth, request.remote.ip)
+        cookie = cherrypy.serving.response.cookie
+        cookie["session_id"] = token
+        cookie["session_id"]["path"] = "/"
+        cookie["session_id"]["httponly"] = True
+        cookie["session_id"]["samesite"] = "Strict"
+        cookie["session_id"]["max-age"] = int(self.settings.token_expire)
+        if self.secure:
+            cookie["session_id"]["secure"] = True
+        cherrypy.serving.response.headers["X-Auth-Token"] = token
+        return _json({"return": [{"token": token, "start": start, "expire": expire, "user": username,
+                                  "eauth": eauth, "perms": list(backend.perms[username])}]})  # type: ignore[union-attr]
+
+    def _login_fields(self, raw: bytes, content_type: str | None) -> tuple[str, str, str]:
+        body = hooks.parse_body(raw, content_type)
+        if isinstance(body, list) and len(body) == 1:
+            body = body[0]  # Salt clients may send a one-element lowstate list
+        if not isinstance(body, dict):
+            raise ApiError(400, "the login body must be a mapping with username, password and eauth")
+        username, password = body.get("username"), body.get("password")
+        eauth = body.get("eauth") or (next(iter(self.backends)) if len(self.backends) == 1 else None)
+        if not isinstance(username, str) or not isinstance(password, str) or not username:
+            raise ApiError(400, "the login body needs username and password strings")
+        if not isinstance(eauth, str):
+            raise ApiError(400, "the login body needs eauth (one of: "
+                                f"{', '.join(self.backends) or 'none configured'})")
+        return username, password, eauth
+
+    @cherrypy.expose
+    def events(self, *path: str, token: str | None = None, tag: str | None = None,
+               last_event_id: str | None = None, **_params: Any) -> Iterator[bytes]:
+        """``GET /events``: the master bus as Server-Sent Events, resumable by ``Last-Event-ID``."""
+        _no_subpath(path)
+        _allow("GET")
+        principal = self.authenticate(token)
+        request = cherrypy.serving.request
+        try:
+            last_seen = parse_last_event_id(request.headers.get("Last-Event-ID") or last_event_id)
+        except ValueError as exc:
+            raise cherrypy.HTTPError(400, str(exc)) from None
+        accepts = principal.accepts
+        view_key = (principal.view, tag or "")
+        if tag:
+            accepts = auth.both(accepts, auth.tag_filter((tag,)))
+        if self.hub.streams >= self.settings.stream_limit:
+            raise cherrypy.HTTPError(503, f"too many streams (stream_limit {self.settings.stream_limit}); "
+                                          "retry later")
+        headers = cherrypy.serving.response.headers
+        headers["Content-Type"] = "text/event-stream"
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"
+        headers["Connection"] = "close"  # a stream that ends (expiry, drop) ends its connection too
+        self.on_stream()
+        log.debug("stream opened for %s from %s", principal.user, request.remote.ip)
+        return self._stream(principal, view_key, accepts, last_seen, request.remote.ip)
+
+    events._cp_config = {"response.stream": True}  # type: ignore[attr-defined]
+
+    def _stream(self, principal: Principal, view_key: tuple, accepts: auth.EventFilter | None,
+                last_seen: int | None, peer: str) -> Iterator[bytes]:
+        hub = self.hub
+        view = hub.view(view_key, accepts)
+        stream, head, epoch = hub.open()
+        try:
+            yield RETRY
+            skip_upto = 0
+            if last_seen is not None:
+                skip_upto = last_seen
+                try:
+                    chunk = self._resume(last_seen, head, epoch, accepts)
+                except BusUnavailableError as exc:
+                    # Sending live events now would skip what the client missed: end, it will retry.
+                    if not hub.closed:
+                        self.complaints.refuse("resume", f"ended the stream of {principal.user} from {peer} "
+                                                         f"before any event: cannot resume: {exc}")
+                    return
+                if chunk:
+                    yield chunk
+            sock = raw_socket(cherrypy.serving.request.rfile) if self.pump is not None else None
+            if sock is not None:
+                # Headers and first chunks are out: the pump writes the rest, this thread just waits.
+                pumped = Pumped(sock, stream, view, principal.expire, skip_upto, principal.user, peer)
+                self.pump.adopt(pumped)
+                while not pumped.done.wait(STREAM_TICK) and not hub.closed:
+                    pass
+                log.debug("stream of %s ended: %s", principal.user, pumped.reason)
+                return
+            expire = principal.expire
+            monotonic = time.monotonic
+            last_write = monotonic()
+            read, render = hub.read, view.render
+            while True:
+                left = expire - time.time()
+                if left <= 0:
+                    log.debug("stream of %s ended: token expired", principal.user)
+                    return
+                quiet = monotonic() - last_write
+                span = read(stream, min(STREAM_TICK, left, max(KEEPALIVE_AFTER - quiet, 0.0)))
+                data = None if span is None else render(hub, span[0], span[1], skip_upto)
+                if data is None:
+                    if not hub.closed:
+                        self.complaints.refuse("slow", f"dropped the stream of {principal.user} from {peer}: "
+                                                       f"it fell {hub.capacity} events behind")
+                    return
+                if skip_upto and span[1] > span[0]:
+                    newest = hub.records(span[1] - 1, span[1])
+                    if newest and newest[0].seq > skip_upto:
+                        skip_upto = 0  # past the seam: from here every record is new to the client
+                if data:
+                    yield data
+                    last_write = monotonic()
+                elif monotonic() - last_write >= KEEPALIVE_AFTER:
+                    yield KEEPALIVE
+                    last_write = monotonic()
+        except GeneratorExit:
+            # cheroot closes us when a write failed: the client left, or stopped reading until
+            # the socket timed out with its buffers full.
+            pending = hub.lag(stream)
+            if pending and not hub.closed:
+                self.complaints.refuse("slow", f"dropped the stream of {principal.user} from {peer}: "
+                                               f"the client left or stopped reading ({pending} events unsent)")
+            raise
+        finally:
+            hub.release(stream)
+
+    def _resume(self, last_seen: int, head: int, epoch: int, accepts: auth.EventFilter | None) -> bytes:
+        """What a client that last saw ``last_seen`` missed up to ``head``, gap record first."""
+        plan = plan_resume(last_seen, head, epoch, self.settings.events_replay)
+        if plan is None:
+            return b""
+        records, lost, restarted = self.feed.replay(plan.after, plan.limit)
+        lost += plan.capped
+        parts = []
+        if lost or plan.restarted or restarted:
+            parts.append(gap_record(lost, plan.restarted or restarted).raw)
+        parts.extend(r.raw for r in records if r.seq <= head and (accepts is None or accepts(r.tag, r.event_id)))
+        return b"".join(parts)
+
+    @cherrypy.expose
+    def hook(self, *path: str, **_params: Any) -> bytes:
+        """``POST /hook/<path>``: fire ``salt/netapi/hook/<path>`` with the parsed body and headers."""
+        _allow("POST")
+        if not self.settings.webhook_disable_auth:
+            self.authenticate(_params.get("token") if isinstance(_params.get("token"), str) else None)
+        request = cherrypy.serving.request
+        try:
+            raw = self._read_body(self.settings.max_event_size)
+            data = {"body": hooks.parse_body(raw, request.headers.get("Content-Type")),
+                    "headers": hooks.public_headers(request.headers)}
+            tag = hooks.hook_tag(path)
+            fired = self.feed.fire(data, tag)
+        except InvalidEventError as exc:
+            too_large = "max_event_size" in str(exc)
+            raise cherrypy.HTTPError(413 if too_large else 400, str(exc)) from None
+        except ApiError as exc:
+            raise _refuse(exc) from None
+        if not fired:
+            raise cherrypy.HTTPError(503, "the master bus is not reachable; the hook was not delivered")
+        return _json({"success": True})
+
+    @cherrypy.expose
+    def ui(self, *path: str, **_params: Any) -> bytes:
+        """``GET /ui``: the live view page."""
+        _no_subpath(path)
+        _allow("GET", "HEAD")
+        cherrypy.serving.response.headers["Content-Type"] = "text/html; charset=utf-8"
+        return self._ui_page
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _read_body(self, limit: int) -> bytes:
+        """The raw request body, at most ``limit`` bytes, else 413 (checked before reading when possible)."""
+        request = cherrypy.serving.request
+        length = request.headers.get("Content-Length")
+        if length is not None:
+            if not length.isdigit():
+                raise ApiError(400, "the Content-Length header is not a number")
+            if int(length) > limit:
+                request.close_connection = True  # type: ignore[attr-defined]
+                raise ApiError(413, f"the request body is {length} bytes, over the limit of {limit} bytes")
+        raw = request.rfile.read(limit + 1)
+        if len(raw) > limit:
+            raise ApiError(413, f"the request body is over the limit of {limit} bytes")
+        return raw
+
+
+def cors_hook(origins: tuple[str, ...]) -> Callable[[], None]:
+    """A ``before_handler`` hook adding CORS headers for ``origins`` and answering preflights."""
+    def cors() -> None:
+        request, response = cherrypy.serving.request, cherrypy.serving.response
+        origin = request.headers.get("Origin")
+        if origin is None or ("*" not in origins and origin not in origins):
+            return
+        response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+        if "*" not in origins:
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Expose-Headers"] = "X-Auth-Token"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = ("Content-Type, X-Auth-Token, Authorization, "
+                                                                "Last-Event-ID")
+            response.headers["Access-Control-Max-Age"] = "600"
+            response.status = 204
+            response.body = b""
+            request.handler = None
+    return cors

@@ -1,0 +1,53 @@
+"""Every error the API answers is JSON ``{"status": <code>, "return": "<one-line reason>"}``.
+
+CherryPy's own errors (404, 405, 413 from the server, 500) go through
+``error_page``; ours are raised as ``eventbus.errors.ApiError`` and turned
+into ``cherrypy.HTTPError`` by ``http_error``.
+"""
+from __future__ import annotations
+
+import json
+
+import cherrypy
+
+from eventbus.errors import ApiError
+
+REASONS = {
+    404: "no such route",
+    405: "method not allowed on this route",
+    413: "the request body is too large",
+    500: "internal error; see the API log",
+}
+
+
+def body(status: int, reason: str) -> str:
+    """The JSON text of an error."""
+    return json.dumps({"status": status, "return": reason})
+
+
+def http_error(exc: ApiError) -> cherrypy.HTTPError:
+    """The ``cherrypy.HTTPError`` that answers ``exc``."""
+    return cherrypy.HTTPError(exc.status, exc.reason)
+
+
+def error_page(status: str, message: str, traceback: str, version: str) -> str:
+    """CherryPy's ``error_page.default``: the JSON body of any error response."""
+    code = int(str(status).split()[0])
+    cherrypy.serving.response.headers["Content-Type"] = "application/json"
+    reason = message if code < 500 and code not in (404, 405) else REASONS.get(code, message)
+    if code == 404:
+        reason = f"no route {cherrypy.serving.request.path_info[:200]!r}"
+    elif code == 405:
+        reason = f"method {cherrypy.serving.request.method} is not allowed on " \
+                 f"{cherrypy.serving.request.path_info[:200]!r}"
+    return body(code, " ".join(str(reason).split())[:500])
+
+
+def unpad() -> None:
+    """``before_finalize``/``after_error_response`` hook: drop the blanks CherryPy pads short error pages with (for old IE)."""
+    response = cherrypy.serving.response
+    if response.headers.get("Content-Type") != "application/json":
+        return
+    content = b"".join(response.body).rstrip() if response.body else b""
+    response.body = [content]
+    response.headers["Content-Length"] = str(len(content))

@@ -1,0 +1,199 @@
+"""Run the REST API: CherryPy's server and engine, the bus feed, the stream pump, the pool keeper.
+
+Threads: CherryPy (cheroot) gives each open request a worker thread, and an
+``/events`` stream is a request that lasts. A plain-HTTP stream's thread
+sleeps once its socket is handed to the pump (``netapi.pump``), so it costs
+memory (about 50 KiB: stacks are ``STACK_SIZE`` and a parked thread touches
+a few pages) but no CPU; TLS streams write from their own thread. The pool
+starts small and the ``PoolKeeper`` grows it as streams open, keeping
+``RESERVE`` idle workers so ``/login`` and ``/hook`` never queue behind
+streams, up to ``stream_limit`` + ``RESERVE`` threads (beyond
+``stream_limit`` streams, ``/events`` answers 503).
+"""
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import resource
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cherrypy
+from cherrypy.process import plugins
+
+from eventbus import config
+from eventbus.config import ApiConfig
+from eventbus.errors import ConfigError, EventBusError
+from netapi import auth, errors
+from netapi.app import Api, cors_hook
+from netapi.busfeed import BusFeed
+from netapi.hub import Hub
+from netapi.pump import Pump
+
+log = logging.getLogger(__name__)
+
+INITIAL_THREADS = 16
+RESERVE = 16
+GROW_STEP = 32
+STACK_SIZE = 512 * 1024
+TOKEN_KEY = Path("var/cache/eventbus/api/token.key")
+STOP_GRACE = 8.0
+
+
+class PoolKeeper(plugins.SimplePlugin):
+    """Grow cheroot's worker pool ahead of the streams so a spare worker is always there."""
+
+    def __init__(self, bus: plugins.wspbus.Bus, maximum: int) -> None:
+        super().__init__(bus)
+        self.maximum = maximum
+        self._wanted = threading.Event()
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="pool-keeper", daemon=True)
+        self._thread.start()
+
+    start.priority = 80  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self._running = False
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def poke(self) -> None:
+        """A stream took a worker: check the reserve."""
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while self._running:
+            self._wanted.wait()
+            self._wanted.clear()
+            pool = getattr(cherrypy.server.httpserver, "requests", None)
+            while self._running and pool is not None:
+                size = len(pool._threads)  # cheroot has no public size
+                if pool.idle >= RESERVE or size >= self.maximum:
+                    break
+                pool.grow(min(GROW_STEP, self.maximum - size))
+                log.debug("grew the worker pool to %d threads", len(pool._threads))
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise EventBusError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _ssl_options(settings: ApiConfig) -> dict:
+    if (settings.ssl_crt is None) != (settings.ssl_key is None):
+        raise ConfigError(f"{settings.source}: ssl_crt and ssl_key must be given together", key="ssl_crt")
+    if settings.ssl_crt is None:
+        return {}
+    for key, path in (("ssl_crt", settings.ssl_crt), ("ssl_key", settings.ssl_key)):
+        if not Path(path).is_file():
+            raise ConfigError(f"{settings.source}: key {key!r}: no such file {str(path)!r}", key=key)
+    return {"server.ssl_module": "builtin", "server.ssl_certificate": str(settings.ssl_crt),
+            "server.ssl_private_key": str(settings.ssl_key)}
+
+
+def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
+    """The application and its global and app configs (no threads started)."""
+    master = config.load(config.MasterConfig, settings.master_config)
+    backends = auth.read_external_auth(settings.external_auth, settings.root_dir, str(settings.source))
+    signer = auth.TokenSigner.from_key_file(settings.root_dir / TOKEN_KEY)
+    hub = Hub(settings.stream_queue)
+    feed = BusFeed(cherrypy.engine, master, hub)
+    keeper = PoolKeeper(cherrypy.engine, settings.stream_limit + RESERVE)
+    pump = Pump(cherrypy.engine, hub)
+    feed.subscribe()
+    keeper.subscribe()
+    pump.subscribe()
+    cherrypy.tools.eventbus_unpad = cherrypy.Tool("before_finalize", errors.unpad)
+    cherrypy.tools.eventbus_unpad_500 = cherrypy.Tool("after_error_response", errors.unpad)
+    app = Api(settings, backends, signer, hub, feed, pump, on_stream=keeper.poke)
+    global_config = {
+        "environment": "production",
+        "engine.autoreload.on": False,
+        "log.screen": False,
+        "server.socket_host": settings.host,
+        "server.socket_port": settings.port,
+        "server.thread_pool": INITIAL_THREADS,
+        "server.thread_pool_max": settings.stream_limit + RESERVE,
+        "server.socket_queue_size": 1024,
+        "server.socket_timeout": 10,
+        "server.shutdown_timeout": 3,
+        "server.max_request_body_size": 0,
+        **_ssl_options(settings),
+    }
+    app_config = {"/": {
+        "request.process_request_body": False,
+        "request.show_tracebacks": False,
+        "request.show_mismatched_params": False,
+        "tools.encode.on": False,
+        "tools.gzip.on": False,
+        "tools.trailing_slash.on": False,
+        "error_page.default": errors.error_page,
+        "tools.eventbus_unpad.on": True,
+        "tools.eventbus_unpad_500.on": True,
+    }}
+    if settings.cors_origin:
+        origins = tuple(o for o in settings.cors_origin.replace(",", " ").split() if o)
+        cherrypy.tools.eventbus_cors = cherrypy.Tool("before_handler", cors_hook(origins), priority=10)
+        app_config["/"]["tools.eventbus_cors.on"] = True
+    return app, global_config, app_config
+
+
+def _watchdog() -> None:
+    """End the process if a clean stop hangs (cheroot joins its workers without a time limit)."""
+    time.sleep(STOP_GRACE)
+    log.error("stopping took over %g s; exiting now. Thread stacks follow.", STOP_GRACE)
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(1)
+
+
+def _raise_fd_limit() -> None:
+    """Each stream holds a socket: allow as many open files as the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def serve(settings: ApiConfig) -> None:
+    """Run the API in the foreground until SIGTERM or SIGINT."""
+    app, global_config, app_config = build(settings)
+    _raise_fd_limit()
+    _check_port(settings.host, settings.port)
+    threading.stack_size(STACK_SIZE)
+    cherrypy.config.update(global_config)
+    # CherryPy's own records go to our log handlers; the access log stays off (URLs carry tokens).
+    cherrypy.log.error_log.propagate = True
+    cherrypy.log.error_log.setLevel(logging.getLogger().level)
+    cherrypy.log.access_log.propagate = False
+    cherrypy.tree.mount(app, "/", app_config)
+    engine = cherrypy.engine
+    stop_asked = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if not stop_asked.is_set():
+            stop_asked.set()
+            threading.Thread(target=_watchdog, name="stop-watchdog", daemon=True).start()
+        if engine.state == engine.states.STARTED:
+            engine.exit()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    engine.start()
+    scheme = "https" if settings.ssl_crt else "http"
+    log.info("REST API ready on %s://%s:%d", scheme, settings.host, settings.port)
+    if stop_asked.is_set():  # a signal came while starting: stop cleanly now
+        engine.exit()
+    engine.block()

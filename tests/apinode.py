@@ -1,0 +1,173 @@
+"""Test support for the REST API: a real master and a real ``eventbus api`` on one short temp dir."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from tests.helpers import Daemon, Node, free_port, run_cli, short_tmpdir, wait_for, write_config
+
+PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw"}
+JWT_SECRET = "test-jwt-secret-0123456789-abcdefghijklmnopq"
+
+
+class ApiEnv:
+    """A master daemon plus an API config (users alice: '*', bob: 'myco/*') in one temp dir."""
+
+    def __init__(self, master_keys: dict | None = None, **api_keys: Any) -> None:
+        self.root = short_tmpdir("eba")
+        self.master = Node(self.root, "master", **(master_keys or {}))
+        self.config_dir = self.master.config_dir
+        self.port = free_port()
+        keys: dict[str, Any] = {
+            "root_dir": str(self.root), "port": self.port, "log_level": "info", "master_config": "master",
+            "jwt_secret": JWT_SECRET,
+            "external_auth": {"file": {"users_file": "users", "alice": ["*"], "bob": ["myco/*"]}},
+        }
+        keys.update(api_keys)
+        self.keys = keys
+        write_config(self.config_dir, "api", **keys)
+        self.api: Daemon | None = None
+        self.scheme = "https" if "ssl_crt" in keys else "http"
+
+    @property
+    def verify(self) -> str | bool:
+        """What requests should trust: the test's self-signed certificate under HTTPS."""
+        return str(self.root / self.keys["ssl_crt"]) if "ssl_crt" in self.keys else True
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def add_user(self, name: str, password: str) -> None:
+        done = run_cli("user", "add", name, "--password-stdin", "-c", str(self.config_dir), input=password + "\n")
+        assert done.returncode == 0, done.stderr
+
+    def start_master(self) -> None:
+        self.master.start()
+
+    def start_api(self, timeout: float = 15.0) -> Daemon:
+        self.api = Daemon("api", self.config_dir).start()
+
+        def answers() -> bool:
+            if not self.api.alive():
+                raise AssertionError(f"api exited with {self.api.proc.returncode}:\n{self.api.log}")
+            try:
+                return requests.get(self.url("/"), timeout=1, verify=self.verify).status_code == 200
+            except requests.RequestException:
+                return False
+        wait_for(answers, timeout, interval=0.05, what="the API to answer")
+        return self.api
+
+    def stop_api(self) -> int | None:
+        code = self.api.stop() if self.api is not None else None
+        self.api = None
+        return code
+
+    def login(self, user: str = "alice", password: str | None = None) -> str:
+        answer = requests.post(self.url("/login"), json={"username": user, "password": password or PASSWORDS[user],
+                                                          "eauth": "file"}, timeout=10, verify=self.verify)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["return"][0]["token"]
+
+    def fire(self, data: dict, tag: str) -> None:
+        from eventbus import event
+
+        with event.get_event("master", opts=self.master.opts(), listen=False) as bus:
+            assert bus.fire_event(data, tag, timeout=3000)
+
+    def cleanup(self) -> None:
+        for daemon in (self.api, self.master.daemon):
+            if daemon is not None and daemon.alive():
+                daemon.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def make_env(**api_keys: Any) -> ApiEnv:
+    """A started master and API with users alice and bob."""
+    env = ApiEnv(**api_keys)
+    for name, password in PASSWORDS.items():
+        env.add_user(name, password)
+    env.start_master()
+    env.start_api()
+    return env
+
+
+@pytest.fixture
+def api_env() -> Iterator[ApiEnv]:
+    """A running master and API; users alice (sees all) and bob (myco/*)."""
+    env = make_env()
+    yield env
+    env.stop_api()
+    env.master.stop()
+    env.cleanup()
+
+
+@pytest.fixture(scope="module")
+def shared_api() -> Iterator[ApiEnv]:
+    """One running master and API shared by a module's read-mostly tests."""
+    env = make_env()
+    yield env
+    env.stop_api()
+    env.master.stop()
+    env.cleanup()
+
+
+class SSEReader:
+    """A streaming ``GET /events`` read record by record (a real HTTP client: requests)."""
+
+    def __init__(self, env: ApiEnv, params: dict | None = None, headers: dict | None = None,
+                 timeout: float = 10.0) -> None:
+        self.response = requests.get(env.url("/events"), params=params, headers=headers, stream=True,
+                                     timeout=timeout, verify=env.verify)
+        self.lines = self.response.iter_lines(chunk_size=1, decode_unicode=True) \
+            if self.response.status_code == 200 else iter(())
+        self.comments: list[str] = []
+        self.retry: int | None = None
+
+    def next_record(self) -> dict | None:
+        """The next record as ``{"id", "tag", "data"}`` (``None`` when the stream ends)."""
+        fields: dict[str, Any] = {}
+        for line in self.lines:
+            if line == "":
+                if "data" in fields:
+                    return fields
+                continue
+            if line.startswith(":"):
+                self.comments.append(line)
+                continue
+            name, _, value = line.partition(": ")
+            if name == "retry":
+                self.retry = int(value)
+            elif name == "id":
+                fields["id"] = int(value)
+            elif name == "tag":
+                fields["tag"] = value
+            elif name == "data":
+                import json
+
+                fields["data"] = json.loads(value)
+        return None
+
+    def records(self, count: int) -> list[dict]:
+        got = []
+        while len(got) < count:
+            record = self.next_record()
+            if record is None:
+                break
+            got.append(record)
+        return got
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def write_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

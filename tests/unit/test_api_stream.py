@@ -1,0 +1,129 @@
+"""SSE records, resume planning, the fan-out hub and webhook bodies, without a server."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from eventbus.errors import ApiError
+from netapi import hooks
+from netapi.hub import Hub
+from netapi.stream import KEEPALIVE, RETRY, event_record, gap_record, parse_last_event_id, plan_resume
+
+
+def test_event_record_is_salts_layout_plus_id():
+    record = event_record(1042, "salt/job/1/new", {"id": "web01", "raw": b"\x00\x01", "n": 1})
+    text = record.raw.decode()
+    assert text.startswith("id: 1042\ntag: salt/job/1/new\ndata: ") and text.endswith("\n\n")
+    body = json.loads(text.split("data: ", 1)[1])
+    assert body == {"tag": "salt/job/1/new", "data": {"id": "web01", "raw": "AAE=", "n": 1}}
+    assert record.event_id == "web01" and record.seq == 1042
+    assert RETRY == b"retry: 400\n\n" and KEEPALIVE == b": keepalive\n\n"
+
+
+def test_a_tag_cannot_forge_sse_fields():
+    raw = event_record(1, "evil\nid: 999\ndata: x", {}).raw.decode()
+    assert raw.count("\nid: ") == 0 and raw.startswith("id: 1\n") and raw.count("\n") == 4
+
+
+def test_gap_record_has_no_id():
+    raw = gap_record(30).raw.decode()
+    assert raw == 'tag: eventbus/stream/gap\ndata: {"tag": "eventbus/stream/gap", "data": {"lost": 30}}\n\n'
+
+
+def test_last_event_id_parsing():
+    assert parse_last_event_id(None) is None and parse_last_event_id(" ") is None
+    assert parse_last_event_id("1042") == 1042
+    for bad in ("-1", "1e3", "abc", "1" * 30):
+        with pytest.raises(ValueError, match="Last-Event-ID"):
+            parse_last_event_id(bad)
+
+
+def test_plan_resume():
+    assert plan_resume(100, 100, 1, 10) is None
+    plan = plan_resume(90, 100, 1, 50)
+    assert (plan.after, plan.limit, plan.capped, plan.restarted) == (90, 10, 0, False)
+    capped = plan_resume(10, 100, 1, 20)
+    assert (capped.after, capped.limit, capped.capped) == (80, 20, 70)
+    # An id from an earlier daemon run: only this run (from epoch 50) is counted.
+    earlier = plan_resume(10, 60, 50, 100)
+    assert (earlier.after, earlier.limit, earlier.capped, earlier.restarted) == (50, 10, 0, True)
+
+
+def _records(first: int, count: int) -> list:
+    return [event_record(seq, "t/x", {"n": seq}) for seq in range(first, first + count)]
+
+
+def test_hub_streams_read_what_came_after_they_opened_and_share_views():
+    hub = Hub(capacity=100)
+    hub.publish(_records(1, 3), epoch=1)
+    first, head, epoch = hub.open()
+    second, _, _ = hub.open()
+    assert (head, epoch, hub.streams) == (3, 1, 2)
+    hub.publish(_records(4, 2), epoch=1)
+    hub.flush_interval = 0
+    hub.flush()
+    view = hub.view(("all",), None)
+    assert hub.view(("all",), None) is view
+    span = hub.read(first, 0.1)
+    data = view.render(hub, *span)
+    assert data == b"".join(r.raw for r in _records(4, 2))
+    assert view.render(hub, *hub.read(second, 0.1)) is data  # rendered once for both streams
+    assert hub.read(first, 0.05) == (5, 5)  # quiet: an empty range after the timeout
+    only_odd = hub.view(("odd",), lambda tag, _id: False)
+    assert only_odd.render(hub, 3, 5) == b""
+    hub.release(first)
+    hub.release(second)
+    assert hub.streams == 0
+
+
+def test_hub_drops_a_stream_that_falls_behind_its_capacity():
+    hub = Hub(capacity=10)
+    slow, _, _ = hub.open()
+    fast, _, _ = hub.open()
+    hub.publish(_records(1, 8), epoch=1)
+    assert hub.read(fast, 0) == (0, 8)
+    hub.publish(_records(9, 8), epoch=1)
+    assert hub.read(fast, 0) == (8, 16)
+    assert hub.read(slow, 0) is None
+
+
+def test_hub_wakes_a_sleeping_stream_and_closes():
+    hub = Hub(capacity=10)
+    stream, _, _ = hub.open()
+    got = []
+    reader = threading.Thread(target=lambda: got.append(hub.read(stream, 5)))
+    reader.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    hub.publish(_records(1, 1), epoch=1)
+    reader.join(5)
+    assert got == [(0, 1)] and time.monotonic() - started < 2
+    closer = threading.Thread(target=lambda: got.append(hub.read(stream, 5)))
+    closer.start()
+    time.sleep(0.1)
+    hub.close()
+    closer.join(5)
+    assert got[-1] is None
+
+
+def test_hook_bodies_by_content_type():
+    assert hooks.parse_body(b'{"a": 1}', "application/json; charset=utf-8") == {"a": 1}
+    assert hooks.parse_body(b"a=1&b=2&a=3", "application/x-www-form-urlencoded") == {"a": ["1", "3"], "b": "2"}
+    assert hooks.parse_body(b"a: [1, 2]", "application/x-yaml") == {"a": [1, 2]}
+    assert hooks.parse_body(b"", None) == {}
+    for raw, content_type, status in [(b"{x", "application/json", 400), (b"\xff", "application/json", 400),
+                                      (b"a: &x 1\nb: *x", "text/yaml", 400), (b"hi", "text/plain", 415)]:
+        with pytest.raises(ApiError) as caught:
+            hooks.parse_body(raw, content_type)
+        assert caught.value.status == status
+
+
+def test_hook_tag_and_credential_headers():
+    assert hooks.hook_tag(("github", "push")) == "salt/netapi/hook/github/push"
+    assert hooks.hook_tag(()) == "salt/netapi/hook"
+    kept = hooks.public_headers({"Authorization": "Bearer x", "X-Auth-Token": "t", "Cookie": "c",
+                                 "X-Github-Event": "push", "Content-Type": "application/json"})
+    assert kept == {"X-Github-Event": "push", "Content-Type": "application/json"}

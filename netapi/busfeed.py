@@ -162,6 +162,8 @@ class BusFeed(plugins.SimplePlugin):
             log.warning("bus feed: cannot fill %d dropped events from the master's window: %s", missing, exc)
             records = []
         records = [r for r in records if r.seq < next_seq]
+        log.info("bus feed: the bus dropped %d events for this API; %d filled from the master's window",
+                 missing, len(records))
         if len(records) < missing:
             log.warning("bus feed: %d events left the master's window before they could be streamed",
                         missing - len(records))

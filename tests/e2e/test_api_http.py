@@ -431,7 +431,7 @@ def test_events_the_bus_dropped_for_a_stalled_api_are_filled_from_the_window():
 
     from tests.apinode import ApiEnv, PASSWORDS
 
-    env = ApiEnv(master_keys={"subscriber_queue": 100})
+    env = ApiEnv(master_keys={"subscriber_queue": 1000})
     try:
         for name, password in PASSWORDS.items():
             env.add_user(name, password)
@@ -447,18 +447,19 @@ def test_events_the_bus_dropped_for_a_stalled_api_are_filled_from_the_window():
             from eventbus import event
 
             with event.get_event("master", opts=env.master.opts(), listen=False) as bus:
-                for n in range(3000):
+                for n in range(5000):
                     assert bus.fire_event({"n": n, "pad": "y" * 500}, "stall/x", timeout=3000)
             time.sleep(0.5)
         finally:
             env.api.signal(signal.SIGCONT)
-        wait_for(lambda: out.read_bytes().count(b"\ndata: ") >= 3000, timeout=30, interval=0.2,
-                 what="curl to get all 3000 events")
+        wait_for(lambda: out.read_bytes().count(b"\ndata: ") >= 5000, timeout=30, interval=0.2,
+                 what="curl to get all 5000 events")
         curl.kill()
         curl.wait()
         text = out.read_text()
         got = [json.loads(line[6:])["data"]["n"] for line in text.splitlines() if line.startswith("data: ")]
-        assert got == list(range(3000)) and "eventbus/stream/gap" not in text
+        assert got == list(range(5000)) and "eventbus/stream/gap" not in text
+        assert "filled from the master's window" in env.api.log, "the bus dropped nothing: test the fill"
     finally:
         env.stop_api()
         env.master.stop()

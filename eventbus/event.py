@@ -180,12 +180,9 @@ class BusHandle:
 
         ``wait=0`` blocks until an event comes; ``no_block`` returns at once.
         """
-        want = self.inbox.matcher(tag, match_type)
-        event = self.inbox.take_kept(want) if self.inbox.kept else None
+        event = self.get_event_record(wait, tag, match_type, no_block, auto_reconnect)
         if event is None:
-            event = self._next(want, None if (wait == 0 and not no_block) else wait, no_block, auto_reconnect)
-            if event is None:
-                return None
+            return None
         return event.full() if full else event.data
 
     def get_event_record(self, wait: float = 5, tag: str = "", match_type: str | None = None,

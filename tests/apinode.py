@@ -1,6 +1,7 @@
 """Test support for the REST API: a real master and a real ``eventbus api`` on one short temp dir."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -89,34 +90,34 @@ class ApiEnv:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def make_env(**api_keys: Any) -> ApiEnv:
-    """A started master and API with users alice and bob."""
-    env = ApiEnv(**api_keys)
-    for name, password in PASSWORDS.items():
-        env.add_user(name, password)
-    env.start_master()
-    env.start_api()
-    return env
+@contextlib.contextmanager
+def running_api(master_keys: dict | None = None, **api_keys: Any) -> Iterator[ApiEnv]:
+    """A running master and API with users alice (sees all) and bob (myco/*); stopped and removed after."""
+    env = ApiEnv(master_keys, **api_keys)
+    try:
+        for name, password in PASSWORDS.items():
+            env.add_user(name, password)
+        env.start_master()
+        env.start_api()
+        yield env
+    finally:
+        env.stop_api()
+        env.master.stop()
+        env.cleanup()
 
 
 @pytest.fixture
 def api_env() -> Iterator[ApiEnv]:
     """A running master and API; users alice (sees all) and bob (myco/*)."""
-    env = make_env()
-    yield env
-    env.stop_api()
-    env.master.stop()
-    env.cleanup()
+    with running_api() as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
 def shared_api() -> Iterator[ApiEnv]:
     """One running master and API shared by a module's read-mostly tests."""
-    env = make_env()
-    yield env
-    env.stop_api()
-    env.master.stop()
-    env.cleanup()
+    with running_api() as env:
+        yield env
 
 
 class SSEReader:

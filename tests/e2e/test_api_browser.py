@@ -17,7 +17,7 @@ import pytest
 import requests
 import websocket
 
-from tests.apinode import make_env
+from tests.apinode import running_api
 from tests.helpers import free_port, short_tmpdir, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -86,8 +86,7 @@ def chromium():
 
 
 def test_browser_eventsource_misses_nothing_across_an_api_restart(chromium):
-    env = make_env()
-    try:
+    with running_api() as env:
         chromium.call("Page.enable")
         chromium.call("Page.navigate", url=env.url("/ui"))
         wait_for(lambda: chromium.evaluate("document.readyState") == "complete"
@@ -128,10 +127,6 @@ def test_browser_eventsource_misses_nothing_across_an_api_restart(chromium):
         collected = chromium.evaluate("window.eb.events.map(e => [Number(e.id), e.tag, e.data.n])")
         reconnects = chromium.evaluate("window.eb.reconnects")
         lost = chromium.evaluate("window.eb.lost")
-    finally:
-        env.stop_api()
-        env.master.stop()
-        env.cleanup()
     numbers = [n for _, _, n in collected]
     ids = [event_id for event_id, _, _ in collected]
     assert numbers == list(range(total)), "the page missed or repeated events"

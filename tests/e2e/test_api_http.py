@@ -10,7 +10,7 @@ import jwt
 import pytest
 import requests
 
-from tests.apinode import JWT_SECRET, PASSWORDS, SSEReader, api_env, shared_api  # noqa: F401  (fixtures)
+from tests.apinode import JWT_SECRET, PASSWORDS, SSEReader, api_env, running_api, shared_api  # noqa: F401  (fixtures)
 from tests.helpers import wait_for
 
 
@@ -153,14 +153,7 @@ def test_bad_last_event_id_is_400(shared_api):
 
 
 def test_resume_after_the_window_gets_a_gap_record_first():
-    from tests.apinode import ApiEnv, PASSWORDS
-
-    env = ApiEnv(master_keys={"event_window": 100}, events_replay=20)
-    try:
-        for name, password in PASSWORDS.items():
-            env.add_user(name, password)
-        env.start_master()
-        env.start_api()
+    with running_api(master_keys={"event_window": 100}, events_replay=20) as env:
         token = env.login("alice")
         reader = SSEReader(env, params={"token": token})
         env.fire({"n": 0}, "gap/test")
@@ -174,10 +167,6 @@ def test_resume_after_the_window_gets_a_gap_record_first():
         assert got[0]["tag"] == "eventbus/stream/gap" and got[0]["data"]["data"] == {"lost": 30}
         assert "id" not in got[0]
         assert [r["data"]["data"]["n"] for r in got[1:]] == list(range(31, 51))
-    finally:
-        env.stop_api()
-        env.master.stop()
-        env.cleanup()
 
 
 def test_resume_survives_an_api_restart(api_env):
@@ -200,14 +189,7 @@ def test_resume_survives_an_api_restart(api_env):
 def test_a_client_that_never_reads_is_dropped_and_stalls_no_one():
     import socket
 
-    from tests.apinode import ApiEnv, PASSWORDS
-
-    env = ApiEnv(stream_queue=200)
-    try:
-        for name, password in PASSWORDS.items():
-            env.add_user(name, password)
-        env.start_master()
-        env.start_api()
+    with running_api(stream_queue=200) as env:
         token = env.login("alice")
         stuck = socket.create_connection(("127.0.0.1", env.port))
         stuck.sendall(f"GET /events?token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -235,21 +217,10 @@ def test_a_client_that_never_reads_is_dropped_and_stalls_no_one():
             pass
         stuck.close()
         wait_for(lambda: "dropped the stream of alice" in env.api.log, timeout=10, what="the drop log line")
-    finally:
-        env.stop_api()
-        env.master.stop()
-        env.cleanup()
 
 
 def test_stream_keeps_alive_and_ends_when_the_token_expires():
-    from tests.apinode import ApiEnv, PASSWORDS
-
-    env = ApiEnv(token_expire=16.5)
-    try:
-        for name, password in PASSWORDS.items():
-            env.add_user(name, password)
-        env.start_master()
-        env.start_api()
+    with running_api(token_expire=16.5) as env:
         started = time.monotonic()
         reader = SSEReader(env, params={"token": env.login("alice")}, timeout=30)
         assert reader.next_record() is None  # no events: only a keepalive, then the end
@@ -259,10 +230,6 @@ def test_stream_keeps_alive_and_ends_when_the_token_expires():
         expired = requests.get(env.url("/events"), params={"token": reader.response.request.url.split("token=")[1]},
                                timeout=10)
         assert expired.status_code == 401 and "expired" in expired.json()["return"]
-    finally:
-        env.stop_api()
-        env.master.stop()
-        env.cleanup()
 
 
 # -- JWT ------------------------------------------------------------------------------------------
@@ -429,14 +396,7 @@ def test_https_with_a_self_signed_certificate_open_hooks_and_the_stream_limit():
 def test_events_the_bus_dropped_for_a_stalled_api_are_filled_from_the_window():
     import signal
 
-    from tests.apinode import ApiEnv, PASSWORDS
-
-    env = ApiEnv(master_keys={"subscriber_queue": 1000})
-    try:
-        for name, password in PASSWORDS.items():
-            env.add_user(name, password)
-        env.start_master()
-        env.start_api()
+    with running_api(master_keys={"subscriber_queue": 1000}) as env:
         token = env.login("alice")
         out = env.root / "curl.out"
         with open(out, "wb") as sink:
@@ -460,21 +420,10 @@ def test_events_the_bus_dropped_for_a_stalled_api_are_filled_from_the_window():
         got = [json.loads(line[6:])["data"]["n"] for line in text.splitlines() if line.startswith("data: ")]
         assert got == list(range(5000)) and "eventbus/stream/gap" not in text
         assert "filled from the master's window" in env.api.log, "the bus dropped nothing: test the fill"
-    finally:
-        env.stop_api()
-        env.master.stop()
-        env.cleanup()
 
 
 def test_a_client_that_hangs_up_frees_its_stream_at_once():
-    from tests.apinode import ApiEnv, PASSWORDS
-
-    env = ApiEnv(stream_limit=1)
-    try:
-        for name, password in PASSWORDS.items():
-            env.add_user(name, password)
-        env.start_master()
-        env.start_api()
+    with running_api(stream_limit=1) as env:
         token = env.login("alice")
         first = SSEReader(env, params={"token": token})
         assert first.response.status_code == 200
@@ -489,7 +438,3 @@ def test_a_client_that_hangs_up_frees_its_stream_at_once():
             return answer.status_code == 200
         wait_for(second_is_served, timeout=10, interval=0.1, what="the freed stream slot")
         assert time.monotonic() - started < 5  # not the 15 s keepalive
-    finally:
-        env.stop_api()
-        env.master.stop()
-        env.cleanup()

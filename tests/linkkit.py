@@ -39,6 +39,15 @@ class Site:
         self.nodes.append(node)
         return node
 
+    def linked(self, minion_id: str = "m1") -> tuple[Node, Node]:
+        """A running auto-accepting master and a running minion whose link it has accepted."""
+        master = self.master(auto_accept=True)
+        master.start()
+        minion = self.minion(minion_id)
+        minion.start()
+        wait_link(minion, "accept")
+        return master, minion
+
     def cleanup(self) -> None:
         for node in reversed(self.nodes):
             if node.daemon is not None and node.daemon.alive():

@@ -18,11 +18,7 @@ def site() -> Iterator[Site]:
 
 
 def test_send_adds_pairs_and_environment(site):
-    master = site.master(auto_accept=True)
-    master.start()
-    minion = site.minion("m1")
-    minion.start()
-    wait_link(minion, "accept")
+    master, minion = site.linked()
     env = {"PATH": "/usr/bin:/bin", "EB_MARK": "yes"}
     with event.get_event("master", opts=master.opts()) as bus:
         sent = run_cli("send", "myco/deploy/done", '{"app": "web"}', "version=7", "--with-env",

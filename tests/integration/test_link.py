@@ -276,11 +276,7 @@ def test_a_full_spool_drops_the_oldest_and_says_so(site):
 
 
 def test_reserved_tags_are_refused_on_both_sides(site):
-    master = site.master(auto_accept=True)
-    master.start()
-    minion = site.minion("m1")
-    minion.start()
-    wait_link(minion, "accept")
+    master, minion = site.linked()
     with event.get_event("master", opts=master.opts()) as bus:
         for tag in ("salt/auth", "salt/key", "salt/presence/present", "salt/minion/other/start",
                     "salt/netapi/hook/x"):
@@ -373,11 +369,7 @@ def test_presence_follows_heartbeats(site):
 
 
 def test_minion_refuses_a_master_whose_key_changed(site):
-    master = site.master(auto_accept=True)
-    master.start()
-    minion = site.minion("m1")
-    minion.start()
-    wait_link(minion, "accept")
+    master, minion = site.linked()
     master.stop()
     for name in ("master.key", "master.key_secret"):
         (master.settings.pki_dir / name).unlink()
@@ -398,11 +390,7 @@ def test_minion_refuses_a_master_whose_key_changed(site):
 
 
 def test_a_frozen_master_is_noticed_and_the_link_comes_back(site):
-    master = site.master(auto_accept=True)
-    master.start()
-    minion = site.minion("m1")
-    minion.start()
-    wait_link(minion, "accept")
+    master, minion = site.linked()
     with event.get_event("master", opts=master.opts()) as bus:
         master.daemon.signal(signal.SIGSTOP)
         try:

@@ -16,6 +16,7 @@ zmq reconnects to a restarted daemon by itself; the handle carries on.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any, AsyncIterator, Mapping
@@ -23,16 +24,15 @@ from typing import Any, AsyncIterator, Mapping
 import zmq
 import zmq.asyncio
 
-from eventbus import config, payload, wire
-from eventbus.event import CONNECT_TIMEOUT, open_listener, open_publisher
-from eventbus.inbox import Event, Inbox
+from eventbus import config, control, payload, wire
+from eventbus.errors import EventBusError, InvalidEventError
+from eventbus.event import CONNECT_TIMEOUT, HEAD_CHECK_EVERY, REPLAY_TIMEOUT, open_listener, open_publisher
+from eventbus.inbox import NEED_FILL, Event, Inbox
+
+log = logging.getLogger(__name__)
 
 _recv_now = zmq.Socket.recv
 _send_now = zmq.Socket.send
-
-
-def _never(_tag: str) -> bool:
-    return False
 
 
 class AsyncBusHandle:
@@ -53,6 +53,12 @@ class AsyncBusHandle:
         self.push: zmq.asyncio.Socket | None = None
         self._sync_token = b""
         self._send_timeout = -2
+        # Replay pages are asked on a blocking connection in a worker thread: the same client as the
+        # blocking handle's, kept off the event loop.
+        self._control: control.Client | None = None
+        # When the bus is quiet: when to ask the daemon's head next, and the seq seen at the last check.
+        self._next_head_check = 0.0
+        self._checked_seq = -1
 
     @property
     def connected(self) -> bool:
@@ -71,7 +77,7 @@ class AsyncBusHandle:
         deadline = time.monotonic() + timeout
         while not self.connected:
             try:
-                self.inbox.receive(_recv_now(self.sub, zmq.NOBLOCK), _never)
+                self.inbox.note_presync(_recv_now(self.sub, zmq.NOBLOCK))
                 continue
             except zmq.Again:
                 pass
@@ -82,26 +88,92 @@ class AsyncBusHandle:
         self.sub.setsockopt(zmq.UNSUBSCRIBE, self._sync_token)
         return True
 
-    async def _next(self, want: Any, wait: float | None, no_block: bool) -> Event | None:
+    async def _next(self, want: Any, wait: float | None, no_block: bool,
+                    following: bool = False) -> Event | None:
+        """The next event ``want`` matches (missing ones fetched first, as the blocking handle does)."""
         if self.sub is None:
             await self.connect()
         sub = self.sub
-        receive = self.inbox.receive
+        inbox = self.inbox
+        receive, backlog = inbox.receive, inbox.backlog
         deadline = None if wait is None else time.monotonic() + wait
         while True:
-            try:
-                frame = _recv_now(sub, zmq.NOBLOCK)
-            except zmq.Again:
-                if no_block:
-                    return None
-                remaining = 3600.0 if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                await sub.poll(int(remaining * 1000) + 1, zmq.POLLIN)  # type: ignore[union-attr]
+            if following and (inbox.unreported or inbox.unreported_restart):
+                return inbox.take_gap()
+            if backlog:
+                frame = backlog.popleft()
+            elif inbox.filling:
+                await self._fetch_page(following)
                 continue
+            else:
+                try:
+                    frame = _recv_now(sub, zmq.NOBLOCK)
+                except zmq.Again:
+                    if no_block:
+                        return None
+                    now = time.monotonic()
+                    remaining = 3600.0 if deadline is None else deadline - now
+                    if remaining <= 0:
+                        return None
+                    if now >= self._next_head_check:
+                        self._next_head_check = now + HEAD_CHECK_EVERY
+                        quiet = inbox.last_seq == self._checked_seq and inbox.last_seq
+                        self._checked_seq = inbox.last_seq
+                        if quiet:
+                            head = await self._ask(wire.VERB_PING, None)
+                            if head is not None:
+                                inbox.check_head(int(head["seq"]))
+                                if inbox.filling:
+                                    log.info("events missing on the %s bus after seq %d: fetching them from "
+                                             "its window and journal", self.node, inbox.last_seq)
+                        continue
+                    remaining = min(remaining, self._next_head_check - now)
+                    await sub.poll(int(remaining * 1000) + 1, zmq.POLLIN)  # type: ignore[union-attr]
+                    continue
             event = receive(frame, want)
-            if event is not None:
+            if event is NEED_FILL:
+                log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
+                         self.node, inbox.last_seq)
+            elif event is not None:
                 return event
+
+    async def _ask(self, verb: bytes, args: Any) -> Any:
+        """A control request in a worker thread; ``None`` (logged) when the daemon does not answer."""
+        if self._control is None:
+            self._control = control.Client(zmq.Context.instance(), self.endpoints.sock_dir)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, self._control.request, verb, args, REPLAY_TIMEOUT)
+        except EventBusError as exc:
+            log.debug("no answer from the %s bus to %s: %s", self.node, verb.decode(), exc)
+            return None
+
+    async def _fetch_page(self, persist: bool) -> None:
+        """As the blocking handle's: on failure give up (the events count as lost), or retry if ``persist``."""
+        answer = await self._ask(wire.VERB_REPLAY, self.inbox.fill_request())
+        if answer is not None:
+            self.inbox.accept_page(answer)
+        elif persist:
+            log.warning("cannot fetch events missed on the %s bus yet, retrying", self.node)
+            await asyncio.sleep(0.5)
+        else:
+            log.warning("cannot fetch events missed on the %s bus (they count as lost)", self.node)
+            self.inbox.give_up_fill()
+
+    async def follow(self, since: int, tag: str = "", match_type: str | None = None) -> AsyncIterator[dict]:
+        """Every retained event after seq ``since`` (0: all), then live ones: ``{"seq", "tag", "data"}``.
+
+        As the blocking handle's ``follow``: window, journal, then live, no
+        gap and no duplicate at the seams; a gap notice where events are gone.
+        """
+        if since < 0:
+            raise InvalidEventError(f"follow: since must be a seq >= 0, not {since}")
+        self.inbox.start_from(since)
+        want = self.inbox.matcher(tag, match_type)
+        while True:
+            event = await self._next(want, None, False, following=True)
+            if event is not None:
+                yield event.record()
 
     async def get_event(self, wait: float = 5, tag: str = "", full: bool = False,
                         match_type: str | None = None, no_block: bool = False) -> dict | None:
@@ -155,6 +227,8 @@ class AsyncBusHandle:
         """Close the handle; events already handed over are still delivered."""
         if self.context.closed:
             return
+        if self._control is not None:
+            self._control.close()
         if self.sub is not None:
             self.sub.close(0)
         if self.push is not None:

@@ -80,6 +80,12 @@ class MasterConfig(BusConfig):
     heartbeat_interval: float = _key(5, "seconds")
     # Per-minion relay sequence numbers the master has accepted (de-duplication survives restarts).
     cachedir: Path = _key("var/cache/eventbus/master", "path")
+    # The journal (SPEC 7): every master event on disk, for resume across restarts and catch-up.
+    event_journal: bool = _key(True, "bool")
+    journal_dir: Path = _key("var/cache/eventbus/master/journal", "path")
+    journal_max_bytes: int = _key(1073741824, "int", min=1 << 20, max=1 << 50)
+    journal_max_age: float = _key(604800, "seconds")
+    journal_fsync: str = _key("batch", "choice", choices=("batch", "always", "never"))
 
 
 @dataclass(frozen=True)

@@ -10,35 +10,63 @@ from eventbus import wire
 from eventbus.errors import BusUnavailableError, EventBusError
 
 
+class Client:
+    """A control connection kept open for repeated requests (a listener's replay pages)."""
+
+    def __init__(self, context: zmq.Context, sock_dir: str | os.PathLike) -> None:
+        self.context = context
+        self.endpoints = wire.endpoints(sock_dir)
+        self._dealer: zmq.Socket | None = None
+
+    def request(self, verb: bytes, args: Any = None, timeout: float = 5.0) -> Any:
+        """Send one control request and return the daemon's result.
+
+        ``BusUnavailableError`` when no daemon answers within ``timeout`` seconds;
+        ``EventBusError`` when it answers with an error.
+        """
+        endpoints = self.endpoints
+        if not endpoints.files[2].exists():
+            self.close()
+            raise BusUnavailableError(f"no daemon is running on sock_dir {endpoints.sock_dir} "
+                                      f"(no {endpoints.files[2].name} socket there)",
+                                      sock_dir=str(endpoints.sock_dir))
+        if self._dealer is None:
+            self._dealer = self.context.socket(zmq.DEALER)
+            self._dealer.setsockopt(zmq.LINGER, 0)
+            self._dealer.connect(endpoints.ctl)
+        dealer = self._dealer
+        dealer.send_multipart(wire.request(verb, args))
+        if not dealer.poll(int(timeout * 1000)):
+            # A late answer must not be taken for the next request's: start a new connection.
+            self.close()
+            raise BusUnavailableError(f"the daemon on sock_dir {endpoints.sock_dir} did not answer "
+                                      f"within {timeout:g} s", sock_dir=str(endpoints.sock_dir))
+        ok, result = wire.parse_reply(dealer.recv_multipart())
+        if not ok:
+            raise EventBusError(f"the daemon on sock_dir {endpoints.sock_dir} refused {verb.decode()}: {result}")
+        return result
+
+    def close(self) -> None:
+        if self._dealer is not None:
+            self._dealer.close(0)
+            self._dealer = None
+
+
 def request(sock_dir: str | os.PathLike, verb: bytes, args: Any = None, timeout: float = 5.0,
             context: zmq.Context | None = None) -> Any:
-    """Send one control request and return the daemon's result.
+    """Send one control request on a connection of its own and return the daemon's result.
 
     ``BusUnavailableError`` when no daemon answers within ``timeout`` seconds;
     ``EventBusError`` when it answers with an error.
     """
-    endpoints = wire.endpoints(sock_dir)
-    if not endpoints.files[2].exists():
-        raise BusUnavailableError(f"no daemon is running on sock_dir {endpoints.sock_dir} "
-                                  f"(no {endpoints.files[2].name} socket there)", sock_dir=str(sock_dir))
     own_context = context is None
-    context = context or zmq.Context()
-    dealer = context.socket(zmq.DEALER)
+    client = Client(context or zmq.Context(), sock_dir)
     try:
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.connect(endpoints.ctl)
-        dealer.send_multipart(wire.request(verb, args))
-        if not dealer.poll(int(timeout * 1000)):
-            raise BusUnavailableError(f"the daemon on sock_dir {endpoints.sock_dir} did not answer "
-                                      f"within {timeout:g} s", sock_dir=str(sock_dir))
-        ok, result = wire.parse_reply(dealer.recv_multipart())
+        return client.request(verb, args, timeout)
     finally:
-        dealer.close(0)
+        client.close()
         if own_context:
-            context.term()
-    if not ok:
-        raise EventBusError(f"the daemon on sock_dir {endpoints.sock_dir} refused {verb.decode()}: {result}")
-    return result
+            client.context.term()
 
 
 def ping(sock_dir: str | os.PathLike, timeout: float = 5.0) -> dict:

@@ -20,9 +20,9 @@ from typing import Any, Iterator, Mapping
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from eventbus import config, payload, relay, wire
-from eventbus.errors import BusDisconnectedError, InvalidEventError
-from eventbus.inbox import Event, Inbox
+from eventbus import config, control, payload, relay, wire
+from eventbus.errors import BusDisconnectedError, EventBusError, InvalidEventError
+from eventbus.inbox import NEED_FILL, Event, Inbox
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,14 @@ log = logging.getLogger(__name__)
 LISTEN_QUEUE = 100_000
 PUBLISH_QUEUE = 10_000
 CONNECT_TIMEOUT = 5.0
+# A replay page the daemon does not answer within this is given up (get_event) or retried (follow).
+REPLAY_TIMEOUT = 5.0
+# While following a quiet bus, ask the daemon this often whether events were dropped just before.
+HEAD_CHECK_EVERY = 1.0
 
 # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
 # for plain bytes it only adds a call per event.
 _send_bytes = zmq.backend.Socket.send
-
-
-def _never(_tag: str) -> bool:
-    return False
 
 
 def open_listener(context: zmq.Context, endpoints: wire.Endpoints) -> tuple[zmq.Socket, bytes]:
@@ -88,6 +88,10 @@ class BusHandle:
         self._poller: zmq.Poller | None = None
         self._sync_token = b""
         self._send_timeout = -2
+        self._control: control.Client | None = None
+        # When the bus is quiet: when to ask the daemon's head next, and the seq seen at the last check.
+        self._next_head_check = 0.0
+        self._checked_seq = -1
         self.disconnected = False
         if listen:
             self.connect_pub()
@@ -125,7 +129,7 @@ class BusHandle:
                 self._watch_link(remaining, True)
                 continue
             # Anything before the sync answer was fired before this handle was live.
-            self.inbox.receive(frame, _never)
+            self.inbox.note_presync(frame)
         self.sub.setsockopt(zmq.UNSUBSCRIBE, self._sync_token)  # type: ignore[union-attr]
         return True
 
@@ -151,27 +155,105 @@ class BusHandle:
 
     # -- listening ------------------------------------------------------------------
 
-    def _next(self, want: Any, wait: float | None, no_block: bool, auto_reconnect: bool) -> Event | None:
-        """The next event ``want`` matches, within ``wait`` seconds (``None``: forever)."""
+    def _next(self, want: Any, wait: float | None, no_block: bool, auto_reconnect: bool,
+              following: bool = False) -> Event | None:
+        """The next event ``want`` matches, within ``wait`` seconds (``None``: forever).
+
+        Missing events (dropped for this listener, or before a restart) are
+        fetched from the daemon's window and journal before the next live one.
+        ``following`` also returns gap notices. When the bus was quiet for a
+        whole interval the daemon's head is asked, so events dropped for this
+        listener just before a quiet spell are fetched too.
+        """
         if self.sub is None:
             self.connect_pub(timeout=0)
         recv = self.sub.recv  # type: ignore[union-attr]
-        receive = self.inbox.receive
+        inbox = self.inbox
+        receive, backlog = inbox.receive, inbox.backlog
         deadline = None if wait is None else time.monotonic() + wait
         while True:
-            try:
-                frame = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                if no_block:
-                    return None
-                remaining = 3600.0 if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._watch_link(remaining, auto_reconnect)
+            if following and (inbox.unreported or inbox.unreported_restart):
+                return inbox.take_gap()
+            if backlog:
+                frame = backlog.popleft()
+            elif inbox.filling:
+                self._fetch_page(following)
                 continue
+            else:
+                try:
+                    frame = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    if no_block:
+                        return None
+                    now = time.monotonic()
+                    remaining = 3600.0 if deadline is None else deadline - now
+                    if remaining <= 0:
+                        return None
+                    if now >= self._next_head_check:
+                        # Quiet for a whole interval: were events dropped for us just before? Ask the head.
+                        self._next_head_check = now + HEAD_CHECK_EVERY
+                        if inbox.last_seq == self._checked_seq and inbox.last_seq:
+                            self._check_head()
+                        self._checked_seq = inbox.last_seq
+                        continue
+                    self._watch_link(min(remaining, self._next_head_check - now), auto_reconnect)
+                    continue
             event = receive(frame, want)
-            if event is not None:
+            if event is NEED_FILL:
+                log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
+                         self.node, inbox.last_seq)
+            elif event is not None:
                 return event
+
+    def _controller(self) -> control.Client:
+        if self._control is None:
+            self._control = control.Client(self.context, self.endpoints.sock_dir)
+        return self._control
+
+    def _fetch_page(self, persist: bool) -> None:
+        """Ask the daemon for the next page of missing events; on failure give up, or retry if ``persist``."""
+        request = self.inbox.fill_request()
+        try:
+            self.inbox.accept_page(self._controller().request(wire.VERB_REPLAY, request, REPLAY_TIMEOUT))
+        except EventBusError as exc:
+            if not persist:
+                log.warning("cannot fetch events missed on the %s bus (they count as lost): %s", self.node, exc)
+                self.inbox.give_up_fill()
+                return
+            log.warning("cannot fetch events missed on the %s bus yet, retrying: %s", self.node, exc)
+            time.sleep(0.5)
+
+    def _check_head(self) -> None:
+        try:
+            head = self._controller().request(wire.VERB_PING, None, REPLAY_TIMEOUT)
+        except EventBusError as exc:
+            log.debug("no head from the %s bus: %s", self.node, exc)
+            return
+        self.inbox.check_head(int(head["seq"]))
+        if self.inbox.filling:
+            log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
+                     self.node, self.inbox.last_seq)
+
+    def start_following(self, since: int) -> None:
+        """Make the next ``get_event_record(following=True)`` calls read from after seq ``since``."""
+        if since < 0:
+            raise InvalidEventError(f"follow: since must be a seq >= 0, not {since}")
+        self.inbox.start_from(since)
+
+    def follow(self, since: int, tag: str = "", match_type: str | None = None) -> Iterator[dict]:
+        """Every retained event after seq ``since`` (0: all), then live ones, forever: ``{"seq", "tag", "data"}``.
+
+        Read from the daemon's window and journal, then live, with no gap and
+        no duplicate at the seams; a daemon restart is survived. Where events
+        are gone, one ``{"seq": None, "tag": "eventbus/stream/gap", "data":
+        {"lost": N}}`` comes first, whatever ``tag``. The handle is the
+        follower's from then on.
+        """
+        self.start_following(since)
+        while True:
+            event = self.get_event_record(0, tag, match_type, auto_reconnect=True, following=True)
+            if event is not None:
+                yield event.record()
 
     def get_event(self, wait: float = 5, tag: str = "", full: bool = False,
                   match_type: str | None = None, no_block: bool = False,
@@ -186,16 +268,20 @@ class BusHandle:
         return event.full() if full else event.data
 
     def get_event_record(self, wait: float = 5, tag: str = "", match_type: str | None = None,
-                         no_block: bool = False, auto_reconnect: bool = False) -> Event | None:
+                         no_block: bool = False, auto_reconnect: bool = False,
+                         following: bool = False) -> Event | None:
         """Like ``get_event`` but the ``Event(tag, data, seq)`` record, ``seq`` being its bus number.
 
         For readers that resume by sequence number (the REST API's ``id:``).
-        ``self.inbox.restarts`` counts daemon restarts seen, after which seqs jump.
+        ``following`` (after ``start_following``) also returns gap notices
+        (``seq`` ``None``, tag ``eventbus/stream/gap``) and asks the daemon's
+        head when the bus is quiet, so nothing dropped just before is missed.
         """
         want = self.inbox.matcher(tag, match_type)
         event = self.inbox.take_kept(want) if self.inbox.kept else None
         if event is None:
-            event = self._next(want, None if (wait == 0 and not no_block) else wait, no_block, auto_reconnect)
+            event = self._next(want, None if (wait == 0 and not no_block) else wait, no_block, auto_reconnect,
+                               following)
         return event
 
     def iter_events(self, tag: str = "", full: bool = False, match_type: str | None = None,
@@ -247,6 +333,8 @@ class BusHandle:
         """Close the handle; events already handed over are still delivered."""
         if self.context.closed:
             return
+        if self._control is not None:
+            self._control.close()
         if self._monitor is not None:
             self.sub.disable_monitor()  # type: ignore[union-attr]
             self._monitor.close(0)
@@ -333,6 +421,30 @@ class MinionEvent(BusHandle):
             self.relay_push.close()
             self.relay_push = None
         super().destroy()
+
+
+def read_history(client: control.Client, after: int, until: int | None = None) -> Iterator[Event]:
+    """Retained events after seq ``after`` and before ``until`` (``None``: up to the head), page by page.
+
+    The one reader's history part without a live stream (a resuming SSE
+    client): gap notices (``seq`` ``None``) where events are gone.
+    ``BusUnavailableError`` when the daemon does not answer.
+    """
+    inbox = Inbox(keep_limit=0)
+    inbox.start_from(after, until)
+    everything = inbox.matcher("", "startswith")
+    while True:
+        gap = inbox.take_gap()
+        if gap is not None:
+            yield gap
+        elif inbox.backlog:
+            event = inbox.receive(inbox.backlog.popleft(), everything)
+            if event is not None and event is not NEED_FILL:
+                yield event
+        elif inbox.filling:
+            inbox.accept_page(client.request(wire.VERB_REPLAY, inbox.fill_request(), REPLAY_TIMEOUT))
+        else:
+            return
 
 
 def get_event(node: str, sock_dir: str | os.PathLike | None = None, transport: str = "zeromq",

@@ -1,18 +1,28 @@
-"""What a listening handle has received, without any socket.
+"""What a listening handle has received, and what it must still fetch: the one resuming reader's core.
 
-The inbox reads the bus's frames, counts events the bus had to drop for this
-listener (sequence gaps), notices daemon restarts (new epoch), and keeps, in
-order, events that match a ``subscribe``d tag but not the current
-``get_event`` call, so a later matching call returns them (Salt's
+No sockets here. The inbox reads the bus's frames in order and decides, per
+frame, whether to hand it out, skip it (a duplicate of what was already
+handed out) or first fetch what is missing before it. Events go missing when
+the daemon had to drop them for a listener that fell behind (a sequence gap),
+while a daemon restarted (a new epoch), or because a reader asked to start
+in the past (``follow(since)``). Missing events are fetched from the daemon's
+replay verb, which serves its in-memory window and then its journal, in
+pages (``fill_request`` / ``accept_page``); fetched frames go to ``backlog``
+and pass through ``receive`` like live ones, so the order, the matching and
+the de-duplication are the same for both. ``lost`` counts only events that
+no longer exist anywhere (purged from the journal, or never kept).
+
+It also keeps, in order, events that match a ``subscribe``d tag but not the
+current ``get_event`` call, so a later matching call returns them (Salt's
 ``pending_tags`` semantics). The sync and asyncio handles are thin adapters
-around it.
+that only move frames between sockets and this object.
 """
 from __future__ import annotations
 
 import collections
 import logging
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from eventbus import match, payload, wire
 from eventbus.errors import InvalidEventError
@@ -22,32 +32,56 @@ log = logging.getLogger(__name__)
 _header = wire.HEADER.unpack_from
 _HEADER_SIZE = wire.HEADER_SIZE
 
+GAP_TAG = "eventbus/stream/gap"
+# Events asked for per replay request: big enough to stream fast, small enough for one reply.
+PAGE = 2000
+
 
 class Event(NamedTuple):
-    """One event as a listener gets it; ``seq`` is its number on the bus."""
+    """One event as a listener gets it; ``seq`` is its number on the bus (``None`` for a gap notice)."""
 
     tag: str
     data: dict
-    seq: int
+    seq: int | None
 
     def full(self) -> dict:
         """Salt's ``full=True`` shape."""
         return {"tag": self.tag, "data": self.data}
 
+    def record(self) -> dict:
+        """``follow``'s shape: ``{"seq", "tag", "data"}``."""
+        return {"seq": self.seq, "tag": self.tag, "data": self.data}
+
+
+# ``receive``'s answer when events are missing before the frame: fetch them first (``fill_request``).
+NEED_FILL: Any = Event("", {}, -1)
+
 
 class Inbox:
-    """Sequence accounting, subscriptions and kept events of one listener."""
+    """Position, gap filling, de-duplication, subscriptions and kept events of one listener."""
 
-    def __init__(self, default_match_type: str = "startswith", keep_limit: int = 10000) -> None:
+    def __init__(self, default_match_type: str = "startswith", keep_limit: int = 10000,
+                 catch_up: bool = True) -> None:
         self.default_match_type = default_match_type
         self.keep_limit = keep_limit
+        self.catch_up = catch_up
         self.subscriptions: dict[tuple[str, str], match.Matcher] = {}
         self.kept: collections.deque[Event] = collections.deque()
+        # Frames fetched by a fill (and the live frame that revealed the gap), handed out before live ones.
+        self.backlog: collections.deque[bytes] = collections.deque()
         self.lost = 0
         self.restarts = 0
         self.epoch: int | None = None
         self.last_seq = 0
         self.synced: set[bytes] = set()
+        # Lost events not yet reported by a gap notice (``follow``), and whether a restart hid a count.
+        self.unreported = 0
+        self.unreported_restart = False
+        self._fill: tuple[int, int | None] | None = None  # (after, until) still to fetch
+        self._pending: bytes | None = None  # the live frame that revealed the gap being filled
+        self._filled_upto = 0  # gaps before this seq were fetched already: what is still missing is lost
+
+    # -- subscriptions --------------------------------------------------------------------
 
     def matcher(self, tag: str | None, match_type: str | None) -> match.Matcher:
         return match.matcher(tag or "", match_type or self.default_match_type)
@@ -71,8 +105,36 @@ class Inbox:
                 return event
         return None
 
+    # -- position ------------------------------------------------------------------------
+
+    def note_presync(self, frame: bytes) -> None:
+        """A frame that came before the handle was proven live: only sync answers count."""
+        if frame[:_HEADER_SIZE] == wire.SYNC_HEADER:
+            self.synced.add(frame[_HEADER_SIZE:])
+
+    def start_from(self, since: int, until: int | None = None) -> None:
+        """Hand out every retained event after seq ``since`` (0: all) and before ``until``, then live ones."""
+        self.last_seq = since
+        self.epoch = None
+        self.backlog.clear()
+        self._filled_upto = 0
+        self._pending = None
+        self._fill = (since, until)
+
+    def take_gap(self) -> Event | None:
+        """The gap notice owed before the next event (``follow``), if events were lost since the last one."""
+        if not (self.unreported or self.unreported_restart):
+            return None
+        data: dict[str, Any] = {"lost": self.unreported}
+        if self.unreported_restart and not self.unreported:
+            data["restarted"] = True
+        self.unreported, self.unreported_restart = 0, False
+        return Event(GAP_TAG, data, None)
+
+    # -- frames in -----------------------------------------------------------------------
+
     def receive(self, frame: bytes, want: match.Matcher) -> Event | None:
-        """Account one frame from the bus; the event if ``want`` matches it, else ``None``."""
+        """Account one frame; the event if ``want`` matches it, ``NEED_FILL`` if events are missing first."""
         try:
             seq, epoch = _header(frame)
             cut = frame.index(b"\x00", _HEADER_SIZE)
@@ -80,15 +142,25 @@ class Inbox:
         except (ValueError, UnicodeDecodeError, struct.error):
             log.debug("ignored a malformed frame from the bus")
             return None
-        if epoch != self.epoch:
+        last = self.last_seq
+        if seq != last + 1 or epoch != self.epoch:
             if seq == 0:
                 self.synced.add(frame[_HEADER_SIZE:])
                 return None
-            if self.epoch is not None:
+            if seq <= last:
+                return None  # handed out already (a fill overlapped the live stream)
+            if last and seq > last + 1:
+                if self.catch_up and seq > self._filled_upto:
+                    self._fill = (last, seq)
+                    self._pending = frame
+                    return NEED_FILL
+                # Within one run seqs are contiguous; a new run's events start at its epoch + 1.
+                missing = seq - last - 1 if epoch == self.epoch else max(0, seq - epoch - 1)
+                self.lost += missing
+                self.unreported += missing
+            if self.epoch is not None and epoch != self.epoch:
                 self.restarts += 1
             self.epoch = epoch
-        elif seq > self.last_seq + 1:
-            self.lost += seq - self.last_seq - 1
         self.last_seq = seq
         if want(tag):
             return self._event(tag, frame, cut, seq)
@@ -110,3 +182,78 @@ class Inbox:
         except InvalidEventError as exc:
             log.debug("ignored event %r from the bus: %s", tag, exc)
             return None
+
+    # -- filling gaps --------------------------------------------------------------------
+    #
+    # A handle asks for pages only when the backlog is empty, so a long fill streams page by
+    # page; the live frame that revealed the gap is handed out after the last page.
+
+    def fill_request(self) -> dict | None:
+        """The replay request to send next, or ``None`` when nothing is missing."""
+        if self._fill is None:
+            return None
+        after, until = self._fill
+        limit = PAGE if until is None else max(1, min(PAGE, until - after - 1))
+        return {"after": after, "limit": limit}
+
+    def accept_page(self, answer: dict) -> None:
+        """Take one replay answer: its frames join the backlog, ``lost`` counts what is gone for good.
+
+        The page's frames pass through ``receive`` later, so holes inside it
+        (a seq jump within one daemon run) are counted there; what the daemon
+        counted before the first frame is counted here and not again.
+        """
+        assert self._fill is not None
+        _after, until = self._fill
+        head, events = int(answer["seq"]), answer["events"]
+        if until is not None:
+            events = [e for e in events if e[0] < until]
+        lost, restarted = int(answer["lost"]), bool(answer.get("restarted"))
+        if until is not None and not events:
+            lost = min(lost, until - _after - 1)  # the daemon counted up to its oldest, maybe past ``until``
+        if lost or restarted:
+            self.lost += lost
+            self.unreported += lost
+            self.unreported_restart = self.unreported_restart or restarted
+            if events:
+                self.last_seq, self.epoch = events[0][0] - 1, _header(events[0][1])[1]
+            elif until is not None and self._pending is not None:
+                self.last_seq, self.epoch = until - 1, _header(self._pending)[1]
+        if events:
+            last_fetched = events[-1][0]
+            self._filled_upto = max(self._filled_upto, last_fetched)
+            self.backlog.extend(frame for _seq, frame in events)
+            done = last_fetched >= (head if until is None else until - 1)
+        else:
+            done = True
+        if not done:
+            self._fill = (last_fetched, until)
+            return
+        self._fill = None
+        if until is not None:
+            self._filled_upto = max(self._filled_upto, until)
+            if self._pending is not None:
+                self.backlog.append(self._pending)
+                self._pending = None
+        elif not events and head > self.last_seq:
+            # Caught up and nothing was fetched: live frames from the head on are the new ones.
+            self.last_seq, self.epoch = head, int(answer["epoch"])
+
+    def check_head(self, seq: int) -> None:
+        """The daemon's newest seq, asked while the bus was quiet: fetch what was dropped just before."""
+        if self._fill is None and seq > self.last_seq > 0:
+            self._fill = (self.last_seq, seq + 1)
+
+    @property
+    def filling(self) -> bool:
+        """Whether a fill has pages left to fetch."""
+        return self._fill is not None
+
+    def give_up_fill(self) -> None:
+        """The daemon could not be asked: what was missing counts as lost and live reading goes on."""
+        if self._fill is not None and self._fill[1] is not None:
+            self._filled_upto = max(self._filled_upto, self._fill[1])
+        self._fill = None
+        if self._pending is not None:
+            self.backlog.append(self._pending)
+            self._pending = None

@@ -23,12 +23,14 @@ from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
 from netapi.pump import Pump, Pumped, raw_socket
-from netapi.stream import KEEPALIVE, KEEPALIVE_AFTER, RETRY, gap_record, parse_last_event_id, plan_resume
+from netapi.stream import KEEPALIVE, KEEPALIVE_AFTER, RETRY, parse_last_event_id
 
 log = logging.getLogger(__name__)
 
 # Longest a stream thread sleeps before it checks its token's expiry and the engine state.
 STREAM_TICK = 1.0
+# Resumed records written per chunk.
+RESUME_CHUNK = 500
 # Bytes of a /login body; anything larger is not a login.
 LOGIN_BODY_LIMIT = 16 * 1024
 
@@ -196,22 +198,20 @@ class Api:
                 last_seen: int | None, peer: str) -> Iterator[bytes]:
         hub = self.hub
         view = hub.view(view_key, accepts)
-        stream, head, epoch = hub.open()
+        stream, head, _epoch = hub.open()
         try:
             yield RETRY
             skip_upto = 0
             if last_seen is not None:
                 skip_upto = last_seen
                 try:
-                    chunk = self._resume(last_seen, head, epoch, accepts)
+                    yield from self._resume(last_seen, head, accepts)
                 except BusUnavailableError as exc:
                     # Sending live events now would skip what the client missed: end, it will retry.
                     if not hub.closed:
-                        self.complaints.refuse("resume", f"ended the stream of {principal.user} from {peer} "
-                                                         f"before any event: cannot resume: {exc}")
+                        self.complaints.refuse("resume", f"ended the stream of {principal.user} from {peer}: "
+                                                         f"cannot resume: {exc}")
                     return
-                if chunk:
-                    yield chunk
             sock = raw_socket(cherrypy.serving.request.rfile) if self.pump is not None else None
             if sock is not None:
                 # Headers and first chunks are out: the pump writes the rest, this thread just waits.
@@ -259,18 +259,20 @@ class Api:
         finally:
             hub.release(stream)
 
-    def _resume(self, last_seen: int, head: int, epoch: int, accepts: auth.EventFilter | None) -> bytes:
-        """What a client that last saw ``last_seen`` missed up to ``head``, gap record first."""
-        plan = plan_resume(last_seen, head, epoch, self.settings.events_replay)
-        if plan is None:
-            return b""
-        records, lost, restarted = self.feed.replay(plan.after, plan.limit)
-        lost += plan.capped
-        parts = []
-        if lost or plan.restarted or restarted:
-            parts.append(gap_record(lost, plan.restarted or restarted).raw)
-        parts.extend(r.raw for r in records if r.seq <= head and (accepts is None or accepts(r.tag, r.event_id)))
-        return b"".join(parts)
+    def _resume(self, last_seen: int, head: int, accepts: auth.EventFilter | None) -> Iterator[bytes]:
+        """What a client that last saw ``last_seen`` missed up to ``head``, from the master's window and
+        journal, in chunks; a gap record first where events are gone."""
+        if last_seen >= head:
+            return
+        chunk: list[bytes] = []
+        for record in self.feed.history(last_seen, head + 1):
+            if record.seq == 0 or accepts is None or accepts(record.tag, record.event_id):
+                chunk.append(record.raw)
+                if len(chunk) >= RESUME_CHUNK:
+                    yield b"".join(chunk)
+                    chunk = []
+        if chunk:
+            yield b"".join(chunk)
 
     @cherrypy.expose
     def hook(self, *path: str, **_params: Any) -> bytes:

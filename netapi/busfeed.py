@@ -2,27 +2,28 @@
 
 ``BusFeed`` is a ``SimplePlugin``: engine start opens the bus handle and
 starts the feed thread, engine stop ends every stream and closes the handle.
-The thread turns each bus event into an SSE record once and appends it to
-the hub. When the bus had to drop events for this subscriber (a seq gap),
-the feed fills the hole from the daemon's replay window, so streams see no
-gap; only what the window no longer holds becomes a gap record.
+The thread follows the master bus with the library's one resuming reader
+(``get_event_record(following=True)``), turns each event into an SSE record
+once and appends it to the hub. Events the bus dropped for this subscriber
+are fetched by that reader from the master's window and journal, so streams
+see no gap; only what is gone everywhere becomes a gap record.
 
-It also owns the process's publisher (for ``/hook``) and the replay
-requests of resuming streams, all on one zmq context.
+It also owns the process's publisher (for ``/hook``) and reads the history
+of resuming streams, all on one zmq context.
 """
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from typing import Any
+from typing import Iterator
 
 import zmq
 from cherrypy.process import plugins, wspbus
 
-from eventbus import control, event, payload, wire
+from eventbus import control, event, wire
 from eventbus.config import MasterConfig
-from eventbus.errors import BusUnavailableError, EventBusError, InvalidEventError
+from eventbus.errors import BusUnavailableError, EventBusError
+from eventbus.inbox import Event
 from netapi.hub import Hub
 from netapi.stream import Record, event_record, gap_record
 
@@ -30,20 +31,13 @@ log = logging.getLogger(__name__)
 
 BATCH = 512
 IDLE_WAIT = 0.5
-# When the bus is quiet this often, ask the master whether events were dropped for us at the end.
-CHECK_EVERY = 1.0
 
 
-def records_of_frames(frames: list[Any]) -> list[Record]:
-    """Records of ``[[seq, bus_frame], ...]`` from a replay answer (malformed ones skipped)."""
-    records = []
-    for seq, frame in frames:
-        try:
-            _seq, _epoch, raw_tag, raw_data = wire.split_bus_frame(frame)
-            records.append(event_record(seq, raw_tag.decode("utf-8"), payload.unpack_data(raw_data)))
-        except (ValueError, UnicodeDecodeError, InvalidEventError):
-            log.debug("skipped a malformed replayed frame")
-    return records
+def record_of(ev: Event) -> Record:
+    """The SSE record of an event or of a gap notice from the reader."""
+    if ev.seq is None:
+        return gap_record(ev.data.get("lost", 0), bool(ev.data.get("restarted")))
+    return event_record(ev.seq, ev.tag, ev.data)
 
 
 class BusFeed(plugins.SimplePlugin):
@@ -106,90 +100,57 @@ class BusFeed(plugins.SimplePlugin):
         assert handle is not None
         get = handle.get_event_record
         inbox = handle.inbox
+        if hub.last_seq:
+            # From the head the API saw at start; without one, from the first live event.
+            handle.start_following(hub.last_seq)
         restarts = inbox.restarts
-        last_seq = hub.last_seq
-        next_check = time.monotonic() + CHECK_EVERY
         while self._running:
             delay = hub.flush_delay()
             try:
-                ev = get(wait=IDLE_WAIT if delay is None else max(delay, 0.001), auto_reconnect=True)
+                ev = get(wait=IDLE_WAIT if delay is None else max(delay, 0.001), auto_reconnect=True,
+                         following=True)
             except zmq.ZMQError as exc:
                 if not self._running:
                     return
                 log.error("bus feed: %s", exc)
                 continue
             batch: list[Record] = []
-            if ev is None and time.monotonic() >= next_check:
-                # Quiet: were the last events before the quiet dropped for us? Only the master knows.
-                next_check = time.monotonic() + CHECK_EVERY
-                head = self._master_head()
-                if head is not None and last_seq and head[1] == hub.epoch and head[0] > last_seq:
-                    batch.extend(self._fill(last_seq, head[0] + 1))
-                    last_seq = head[0]
             while ev is not None:
-                if inbox.restarts != restarts:
-                    restarts = inbox.restarts
-                    log.info("the master bus restarted (epoch %d)", inbox.epoch)
-                elif ev.seq <= last_seq:
-                    ev = get(no_block=True, auto_reconnect=True)  # already filled from the window
-                    continue
-                elif last_seq and ev.seq > last_seq + 1:
-                    batch.extend(self._fill(last_seq, ev.seq))
-                last_seq = ev.seq
-                batch.append(event_record(ev.seq, ev.tag, ev.data))
+                batch.append(record_of(ev))
                 if len(batch) >= BATCH:
                     break
-                ev = get(no_block=True, auto_reconnect=True)
+                ev = get(no_block=True, auto_reconnect=True, following=True)
+            if inbox.restarts != restarts:
+                restarts = inbox.restarts
+                log.info("the master bus restarted (epoch %d)", inbox.epoch)
             if batch:
                 hub.publish(batch, inbox.epoch or hub.epoch)
             else:
                 hub.flush()
 
-    def _master_head(self) -> tuple[int, int] | None:
-        """(seq, epoch) of the master's newest event, or ``None`` if it does not answer."""
-        try:
-            where = control.request(self.master.sock_dir, wire.VERB_PING, None, 1.0, self.context)
-        except EventBusError:
-            return None
-        return int(where["seq"]), int(where["epoch"])
-
-    def _fill(self, last_seq: int, next_seq: int) -> list[Record]:
-        """Records the bus dropped for this subscriber between two seqs, from its replay window."""
-        missing = next_seq - last_seq - 1
-        try:
-            records = self.replay(last_seq, missing)[0]
-        except BusUnavailableError as exc:
-            log.warning("bus feed: cannot fill %d dropped events from the master's window: %s", missing, exc)
-            records = []
-        records = [r for r in records if r.seq < next_seq]
-        log.info("bus feed: the bus dropped %d events for this API; %d filled from the master's window",
-                 missing, len(records))
-        if len(records) < missing:
-            log.warning("bus feed: %d events left the master's window before they could be streamed",
-                        missing - len(records))
-            records.insert(0, gap_record(missing - len(records)))
-        return records
-
     # -- used by request threads ------------------------------------------------------------
 
-    def replay(self, after: int, limit: int) -> tuple[list[Record], int, bool]:
-        """(records, lost, restarted) of the master's window after seq ``after``.
+    def history(self, after: int, until: int) -> Iterator[Record]:
+        """Records of the master's events after seq ``after`` and before ``until``, from its window and
+        journal, page by page; a gap record where events are gone.
 
         ``BusUnavailableError`` when the master does not answer or the feed is stopping.
         """
-        if limit <= 0:
-            return [], 0, False
         context = self.context
         if context is None or context.closed:
             raise BusUnavailableError("the API is stopping", sock_dir=str(self.master.sock_dir))
+        client = control.Client(context, self.master.sock_dir)
         try:
-            answer = control.request(self.master.sock_dir, wire.VERB_REPLAY, {"after": after, "limit": limit},
-                                     5.0, context)
+            for ev in event.read_history(client, after, until):
+                yield record_of(ev)
         except zmq.ZMQError as exc:
             raise BusUnavailableError(f"cannot ask the master bus: {exc}", sock_dir=str(self.master.sock_dir)) from None
+        except BusUnavailableError:
+            raise
         except EventBusError as exc:
             raise BusUnavailableError(str(exc), sock_dir=str(self.master.sock_dir)) from None
-        return records_of_frames(answer["events"]), int(answer["lost"]), bool(answer["restarted"])
+        finally:
+            client.close()
 
     def fire(self, data: dict, tag: str) -> bool:
         """Fire an event on the master bus from any thread; ``False`` if the master did not take it."""

@@ -1,4 +1,4 @@
-"""Server-Sent Events records and resume planning. No sockets, no threads.
+"""Server-Sent Events records. No sockets, no threads.
 
 A record is Salt's ``rest_cherrypy`` layout plus the bus sequence number as
 ``id:``, so a browser's ``EventSource`` sends it back as ``Last-Event-ID``::
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 GAP_TAG = "eventbus/stream/gap"
@@ -67,28 +66,3 @@ def parse_last_event_id(text: str | None) -> int | None:
     if not text.isdigit() or len(text) > 20:
         raise ValueError(f"Last-Event-ID {text[:40]!r} is not an event id (a whole number)")
     return int(text)
-
-
-@dataclass(frozen=True)
-class ResumePlan:
-    """What to ask the bus's replay window for, and what is already known to be out of reach."""
-
-    after: int
-    limit: int
-    capped: int
-    restarted: bool
-
-
-def plan_resume(last_seen: int, head: int, epoch: int, events_replay: int) -> ResumePlan | None:
-    """How to fill ``(last_seen, head]``, at most its newest ``events_replay`` events; ``None`` if nothing.
-
-    ``epoch`` is the seq the bus daemon's current run started from: a
-    ``last_seen`` below it belongs to an earlier run, whose unsent tail no one
-    can count, so ``restarted`` is set and only this run's events are counted.
-    """
-    if last_seen >= head:
-        return None
-    restarted = last_seen < epoch
-    first = max(last_seen, epoch)
-    after = max(first, head - events_replay)
-    return ResumePlan(after=after, limit=head - after, capped=after - first, restarted=restarted)

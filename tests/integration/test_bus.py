@@ -75,15 +75,14 @@ print(time.monotonic() - started)
 """
 
 
-def test_a_stalled_subscriber_slows_no_one_and_learns_how_many_it_lost(master_node, monkeypatch):
-    master_node.path.write_text(master_node.path.read_text() + "subscriber_queue: 1000\n")
+def stall_and_drain(master_node, monkeypatch, count: int) -> tuple[list[int], event.BusHandle]:
+    """A stalled and a live listener while ``count`` events are published; what the stalled one gets after."""
     master_node.start()
     opts = master_node.opts()
     # Keep the stalled listener's own buffer small, so the daemon's queue is what overflows.
     monkeypatch.setattr(event, "LISTEN_QUEUE", 1000)
     stalled = event.get_event("master", opts=opts)
     live = event.get_event("master", opts=opts)
-    count = 20_000
     proc = subprocess.Popen([sys.executable, "-c", PACED_PUBLISHER, str(master_node.path), str(count)],
                             stdout=subprocess.PIPE, text=True)
     got = collect(live, count, tag="stall/", wait=30)
@@ -92,19 +91,35 @@ def test_a_stalled_subscriber_slows_no_one_and_learns_how_many_it_lost(master_no
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert float(out) < 15, "the publisher was held up"
-    # The stalled listener now drains what the bus kept for it; one more event closes the gap.
-    received = []
-    while (data := stalled.get_event(wait=1, tag="stall/")) is not None:
-        received.append(data["n"])
+    live.destroy()
+    # One more event shows the stalled listener what it missed at the end.
     with event.get_event("master", opts=opts, listen=False) as pub:
         pub.fire_event({"n": count}, "stall/p")
-    received.append(stalled.get_event(wait=5, tag="stall/")["n"])
-    assert received[-1] == count
-    assert received == sorted(received), "what it got is still in order"
-    assert stalled.lost > 0
-    assert len(received) + stalled.lost == count + 1
+    received: list[int] = []
+    while not received or received[-1] != count:
+        data = stalled.get_event(wait=10, tag="stall/")
+        assert data is not None, f"the stalled listener stopped after {received[-3:]}"
+        received.append(data["n"])
+    return received, stalled
+
+
+def test_a_stalled_subscriber_slows_no_one_and_catches_up_from_the_journal(master_node, monkeypatch):
+    master_node.path.write_text(master_node.path.read_text() + "subscriber_queue: 1000\n")
+    received, stalled = stall_and_drain(master_node, monkeypatch, 20_000)
+    assert received == list(range(20_001)), "every event, in order, none twice"
+    assert stalled.lost == 0
     stalled.destroy()
-    live.destroy()
+
+
+def test_without_the_journal_a_stalled_subscriber_catches_up_from_the_window_and_counts_the_rest(
+        master_node, monkeypatch):
+    master_node.path.write_text(master_node.path.read_text()
+                                + "subscriber_queue: 1000\nevent_journal: false\nevent_window: 3000\n")
+    received, stalled = stall_and_drain(master_node, monkeypatch, 20_000)
+    assert received == sorted(set(received)), "in order, none twice"
+    assert received[-3000:] == list(range(20_001 - 3000, 20_001)), "everything the window still held"
+    assert 0 < stalled.lost == 20_001 - len(received), "lost counts exactly what is gone"
+    stalled.destroy()
 
 
 def test_subscribe_keeps_other_events_in_order_for_later_calls(master):

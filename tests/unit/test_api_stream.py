@@ -10,7 +10,7 @@ import pytest
 from eventbus.errors import ApiError
 from netapi import hooks
 from netapi.hub import Hub
-from netapi.stream import KEEPALIVE, RETRY, event_record, gap_record, parse_last_event_id, plan_resume
+from netapi.stream import KEEPALIVE, RETRY, event_record, gap_record, parse_last_event_id
 
 
 def test_event_record_is_salts_layout_plus_id():
@@ -39,17 +39,6 @@ def test_last_event_id_parsing():
     for bad in ("-1", "1e3", "abc", "1" * 30):
         with pytest.raises(ValueError, match="Last-Event-ID"):
             parse_last_event_id(bad)
-
-
-def test_plan_resume():
-    assert plan_resume(100, 100, 1, 10) is None
-    plan = plan_resume(90, 100, 1, 50)
-    assert (plan.after, plan.limit, plan.capped, plan.restarted) == (90, 10, 0, False)
-    capped = plan_resume(10, 100, 1, 20)
-    assert (capped.after, capped.limit, capped.capped) == (80, 20, 70)
-    # An id from an earlier daemon run: only this run (from epoch 50) is counted.
-    earlier = plan_resume(10, 60, 50, 100)
-    assert (earlier.after, earlier.limit, earlier.capped, earlier.restarted) == (50, 10, 0, True)
 
 
 def _records(first: int, count: int) -> list:

@@ -1,8 +1,11 @@
 """The listener's inbox: gap counting, restarts, kept events for subscriptions, sync tokens."""
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from eventbus import payload, wire
-from eventbus.inbox import Inbox
+from eventbus.inbox import GAP_TAG, NEED_FILL, Inbox
 
 EPOCH = 1_000_000
 
@@ -17,8 +20,8 @@ def test_matching_event_is_returned_with_seq():
     assert event.tag == "a/b" and event.data["x"] == 1 and event.seq == EPOCH + 1
 
 
-def test_gaps_count_as_lost_and_restarts_do_not():
-    inbox = Inbox()
+def test_without_catch_up_gaps_count_as_lost_and_restarts_do_not():
+    inbox = Inbox(catch_up=False)
     everything = inbox.matcher("", None)
     inbox.receive(frame(EPOCH + 1, "t"), everything)
     inbox.receive(frame(EPOCH + 5, "t"), everything)          # 3 dropped by the bus
@@ -67,3 +70,158 @@ def test_malformed_frames_are_ignored():
                  wire.HEADER.pack(EPOCH + 1, EPOCH) + b"t\x00not msgpack \xc1"):
         assert inbox.receive(junk, everything) is None
     assert inbox.receive(frame(EPOCH + 2, "ok"), everything).tag == "ok"
+
+
+# -- the one resuming reader: fills from the daemon's window/journal --------------------------
+
+class Daemon:
+    """The replay verb's contract over a known history: ``retained`` is what window+journal hold."""
+
+    def __init__(self, history: list[tuple[int, int]], retained: set[int], page: int = 7) -> None:
+        self.history = history          # (seq, epoch) of every event ever published, in order
+        self.retained = retained
+        self.page = page
+        self.frames = {seq: frame(seq, f"t/{seq}", epoch=epoch, n=seq) for seq, epoch in history}
+
+    def replay(self, request: dict) -> dict:
+        after, limit = request["after"], min(request["limit"], self.page)
+        later = [s for s, _ in self.history if s > after]
+        events = [s for s in later if s in self.retained][:limit]
+        before = events[0] if events else float("inf")
+        lost = sum(1 for s in later if s < before and s not in self.retained)
+        head_seq, head_epoch = self.history[-1] if self.history else (0, EPOCH)
+        return {"events": [[s, self.frames[s]] for s in events], "lost": lost, "seq": head_seq,
+                "epoch": head_epoch, "restarted": False}
+
+
+def drive(inbox: Inbox, daemon: Daemon, live: list[int], following: bool = True) -> list:
+    """What a handle's loop hands out for ``live`` frames (the rest dropped by the bus), then quiet."""
+    want = inbox.matcher("", None)
+    out = []
+    queue = [daemon.frames[s] for s in live]
+    quiet_checked = False
+    while True:
+        if following and (inbox.unreported or inbox.unreported_restart):
+            out.append(inbox.take_gap())
+            continue
+        if inbox.backlog:
+            raw = inbox.backlog.popleft()
+        elif inbox.filling:
+            inbox.accept_page(daemon.replay(inbox.fill_request()))
+            continue
+        elif queue:
+            raw = queue.pop(0)
+        elif following and not quiet_checked and daemon.history:
+            quiet_checked = True
+            inbox.check_head(daemon.history[-1][0])
+            continue
+        else:
+            return out
+        event = inbox.receive(raw, want)
+        if event is not None and event is not NEED_FILL:
+            out.append(event)
+
+
+def run_of(start: int, count: int, epoch: int) -> list[tuple[int, int]]:
+    return [(start + n, epoch) for n in range(count)]
+
+
+def test_a_gap_in_the_live_stream_is_filled_before_the_next_event():
+    history = run_of(EPOCH + 1, 20, EPOCH)
+    daemon = Daemon(history, {s for s, _ in history})
+    inbox = Inbox()
+    live = [EPOCH + 1, EPOCH + 2, EPOCH + 15, EPOCH + 16, EPOCH + 20]
+    got = drive(inbox, daemon, live, following=False)
+    assert [e.seq for e in got] == [s for s, _ in history]
+    assert inbox.lost == 0
+
+
+def test_what_left_the_window_is_lost_and_reported_once_by_a_gap_notice():
+    history = run_of(EPOCH + 1, 30, EPOCH)
+    retained = {s for s, _ in history if s > EPOCH + 10}
+    daemon = Daemon(history, retained)
+    inbox = Inbox()
+    got = drive(inbox, daemon, [EPOCH + 1, EPOCH + 30])
+    seqs = [e.seq for e in got]
+    assert seqs == [EPOCH + 1, None] + list(range(EPOCH + 11, EPOCH + 31))
+    assert got[1].tag == GAP_TAG and got[1].data == {"lost": 9}
+    assert inbox.lost == 9
+
+
+def test_follow_from_a_past_seq_reads_history_across_a_restart_then_live():
+    first = run_of(EPOCH + 1, 12, EPOCH)
+    second = run_of(2 * EPOCH + 1, 12, 2 * EPOCH)
+    history = first + second
+    daemon = Daemon(history, {s for s, _ in history})
+    inbox = Inbox()
+    inbox.start_from(EPOCH + 3)
+    # Live frames overlap the history that follow reads first: none is handed out twice.
+    got = drive(inbox, daemon, [s for s, _ in second[5:]])
+    assert [e.seq for e in got] == [s for s, _ in history if s > EPOCH + 3]
+    assert inbox.lost == 0 and inbox.restarts == 1
+
+
+def test_follow_from_zero_with_nothing_retained_starts_at_the_head():
+    history = run_of(EPOCH + 1, 5, EPOCH)
+    daemon = Daemon(history, set())
+    inbox = Inbox()
+    inbox.start_from(0)
+    got = drive(inbox, daemon, [])
+    assert [(e.tag, e.data) for e in got] == [(GAP_TAG, {"lost": 5})]
+    late = frame(EPOCH + 6, "t/late", n=6)
+    assert inbox.receive(late, inbox.matcher("", None)).seq == EPOCH + 6
+
+
+def test_events_dropped_just_before_a_quiet_spell_are_fetched_by_the_head_check():
+    history = run_of(EPOCH + 1, 10, EPOCH)
+    daemon = Daemon(history, {s for s, _ in history})
+    inbox = Inbox()
+    got = drive(inbox, daemon, [EPOCH + 1, EPOCH + 2])
+    assert [e.seq for e in got] == [s for s, _ in history]
+
+
+def test_a_daemon_that_cannot_answer_turns_the_gap_into_lost_events():
+    inbox = Inbox()
+    want = inbox.matcher("", None)
+    inbox.receive(frame(EPOCH + 1, "t"), want)
+    assert inbox.receive(frame(EPOCH + 5, "t"), want) is NEED_FILL
+    inbox.give_up_fill()
+    assert inbox.receive(inbox.backlog.popleft(), want).seq == EPOCH + 5
+    assert inbox.lost == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_interleaving_of_history_and_live_yields_each_seq_once_in_order(data):
+    runs = data.draw(st.lists(st.integers(1, 25), min_size=1, max_size=4))
+    history: list[tuple[int, int]] = []
+    epoch = EPOCH
+    for count in runs:
+        start = max(epoch, history[-1][0] if history else 0)
+        history += run_of(start + 1, count, start)
+        epoch = start + 10_000
+    seqs = [s for s, _ in history]
+    # Retention purges the oldest events; a failed write leaves holes, but never at a run's end
+    # (its loss could not be known from seqs: the daemon re-writes them from its window).
+    cut = data.draw(st.integers(0, len(seqs)))
+    run_ends = {history[i][0] for i in range(len(history)) if i + 1 == len(history) or history[i + 1][1] != history[i][1]}
+    holes = set(data.draw(st.lists(st.sampled_from(seqs), unique=True))) - run_ends
+    retained = set(seqs[cut:]) - holes
+    # A listener buffers only recent events, which the window or journal still hold.
+    live = sorted(data.draw(st.lists(st.sampled_from(sorted(retained)), unique=True))) if retained else []
+    since = data.draw(st.sampled_from([None, 0] + seqs))
+    page = data.draw(st.integers(1, 9))
+    daemon = Daemon(history, retained, page)
+    inbox = Inbox()
+    if since is not None:
+        inbox.start_from(since)
+    got = drive(inbox, daemon, live)
+    handed = [e.seq for e in got if e.seq is not None]
+    assert handed == sorted(set(handed)), "each seq once, in order"
+    floor = since if since is not None else (live[0] - 1 if live else seqs[-1])
+    wanted = [s for s in seqs if s > floor]
+    # Everything retained (or received live) after the start is handed out; the rest is lost.
+    assert set(handed) >= {s for s in wanted if s in retained or s in live}
+    assert set(handed) <= set(wanted)
+    assert inbox.lost == len(wanted) - len(handed)
+    assert sum(e.data["lost"] for e in got if e.seq is None) == inbox.lost

@@ -305,14 +305,25 @@ class Journal:
             return False
         return True
 
-    def _create(self, base: int) -> str | None:
-        """Start the active segment at ``base``; the error message if that cannot be done."""
+    def _create(self, base: int, probe: int = 0) -> str | None:
+        """Start the active segment at ``base``; the error message if that cannot be done.
+
+        A retry ``probe``s for that many free bytes first, so that a disk with
+        a few bytes free does not flap between failed and recovered.
+        """
         path = str(self.directory / segment_name(base))
         fd = -1
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             if os.write(fd, SEGMENT_HEADER.pack(SEGMENT_MAGIC, VERSION, base)) != SEGMENT_HEADER_SIZE:
                 raise OSError(errno.ENOSPC, "short write of the segment header")
+            if probe:
+                try:
+                    os.posix_fallocate(fd, SEGMENT_HEADER_SIZE, probe)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                os.ftruncate(fd, SEGMENT_HEADER_SIZE)
             if self.fsync != "never":
                 os.fdatasync(fd)
                 self._sync_directory()
@@ -388,7 +399,7 @@ class Journal:
                 pass
         elif old is not None and old in self._reader.segments:
             self._write_index(old, old.end)
-        if self._create(self._last_seq + 1) is not None:
+        if self._create(self._last_seq + 1, probe=min(self.segment_bytes, MIB)) is not None:
             return  # still failing; on_error was called once already
         self._failed = None
         if self.on_recover is not None:

@@ -201,6 +201,9 @@ class Journal:
             reader.purged = []
         bases = sorted(int(n[:-len(SEGMENT_SUFFIX)]) for n in names
                        if n.endswith(SEGMENT_SUFFIX) and n[:-len(SEGMENT_SUFFIX)].isdigit())
+        if bases and reader.purged and reader.purged[-1][1] >= bases[0]:
+            # A crash between writing ``purged`` and deleting the segment: it is still here.
+            reader.purged = [run for run in reader.purged if run[1] < bases[0]]
         prev = reader.purged[-1][1] if reader.purged else 0
         for number, base in enumerate(bases):
             segment = Segment(base, str(self.directory / segment_name(base)))
@@ -226,10 +229,6 @@ class Journal:
             self._sizes[base] = size
             if segment.last_seq is not None:
                 prev = segment.last_seq
-        first = next((s.first_seq for s in reader.segments if s.first_seq is not None), None)
-        if first is not None and reader.purged and reader.purged[-1][1] >= first:
-            # A crash between writing ``purged`` and deleting the segment: it is still here.
-            reader.purged = [run for run in reader.purged if run[1] < first]
         self._total = sum(self._sizes.values())
         self._last_seq = reader.last_seq()
         self._last_time = max((s.last_time for s in reader.segments if s.last_time is not None), default=0)
@@ -287,7 +286,16 @@ class Journal:
         """Finish the active segment and start one at ``base``; False (and failed) if that cannot be done."""
         old = self._active
         if old is not None and old.count == 0:
-            return True  # made by a retry at last_seq + 1, which is below any seq to come
+            if old.base <= base:
+                return True  # made by a retry (or left by a cut tail) below any seq to come
+            self._forget(old)
+            os.close(self._fd)
+            self._fd = -1
+            try:
+                os.unlink(old.path)
+            except OSError:
+                pass
+            old = None
         if old is not None:
             try:
                 if self.fsync != "never":

@@ -37,6 +37,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from eventbus.errors import JournalError
 
@@ -270,6 +271,7 @@ class JournalReader:
         self.bases: list[int] = []
         self.purged: list[tuple[int, int, int]] = []
         self.managed = False  # True when the writer in this process keeps the state up to date
+        self._purged_file: list[tuple[int, int, int]] = []
         self._purged_stamp: tuple[int, int] | None = None
         self._complained: set[tuple[str, int]] = set()
 
@@ -411,7 +413,7 @@ class JournalReader:
             os.close(fd)
         return prev, lost, False
 
-    def _headers(self, segment: Segment, offset: int):
+    def _headers(self, segment: Segment, offset: int) -> Iterator[tuple[int, int]]:
         """(seq, time) of the records of ``segment`` from ``offset`` on (checksums not checked)."""
         with open(segment.path, "rb") as stream:
             stream.seek(offset)
@@ -437,6 +439,7 @@ class JournalReader:
         """Catch up with what the writer did since the last call (another process's writer)."""
         if self.managed:
             return
+        self._load_purged()  # before listing: a segment being purged is then counted once, not twice
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
@@ -446,9 +449,8 @@ class JournalReader:
         known = {s.base: s for s in self.segments}
         bases = sorted(int(n[:-len(SEGMENT_SUFFIX)]) for n in names
                        if n.endswith(SEGMENT_SUFFIX) and n[:-len(SEGMENT_SUFFIX)].isdigit())
-        self._load_purged()
         segments = []
-        prev = self.purged[-1][1] if self.purged else 0
+        prev = 0  # only orders the scan of a segment nothing precedes; lost counts come from purged
         for number, base in enumerate(bases):
             segment = known.get(base) or Segment(base, str(self.directory / segment_name(base)))
             last = number == len(bases) - 1
@@ -462,6 +464,9 @@ class JournalReader:
                 prev = segment.last_seq
         self.segments = segments
         self.bases = [s.base for s in segments]
+        self.purged = self._purged_file
+        if segments and self.purged and self.purged[-1][1] >= segments[0].base:
+            self.purged = [run for run in self.purged if run[1] < segments[0].base]  # noted, not yet deleted
 
     def _catch_up(self, segment: Segment, prev: int, *, sealed: bool, names: list[str]) -> None:
         """Learn the records of ``segment`` not known yet, from its .idx when it has a valid one."""
@@ -491,9 +496,9 @@ class JournalReader:
         try:
             info = os.stat(path)
         except FileNotFoundError:
-            self.purged, self._purged_stamp = [], None
+            self._purged_file, self._purged_stamp = [], None
             return
         stamp = (info.st_mtime_ns, info.st_size)
         if stamp != self._purged_stamp:
-            self.purged = parse_purged(path.read_bytes())
+            self._purged_file = parse_purged(path.read_bytes())
             self._purged_stamp = stamp

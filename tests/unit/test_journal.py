@@ -402,8 +402,15 @@ def test_every_retained_event_is_read_once_in_order_and_the_rest_counted(ops, se
     appended: list[tuple[int, bytes]] = []
     existed: set[int] = set()
     epoch, seq = EPOCH, EPOCH
+    follower = JournalReader(directory)  # one reader in "another process", reading as the journal changes
+    followed: list[tuple[int, bytes]] = []
+    follower_lost = 0
     try:
         for op, number, kind in ops:
+            if os.path.isdir(directory) and rng.random() < 0.5:
+                events, lost = read_all(follower, followed[-1][0] if followed else 0, rng.choice([3, 1000]))
+                followed += events
+                follower_lost += lost
             if op == "append":
                 if kind == "hole":
                     seq += rng.randint(1, 5)
@@ -430,6 +437,11 @@ def test_every_retained_event_is_read_once_in_order_and_the_rest_counted(ops, se
                 crashed.close()  # after the new open, as if it had died: its writes are in the page cache
                 assert writer.last_seq == (appended[-1][0] if appended else 0)
         last = appended[-1][0] if appended else EPOCH
+        events, lost = read_all(follower, followed[-1][0] if followed else 0)
+        followed += events
+        assert [s for s, _ in followed] == sorted({s for s, _ in followed}), "each once, in order"
+        assert set(followed) <= set(appended)
+        assert follower_lost + lost + len(followed) == len(existed)
         for reader in (writer.reader, JournalReader(directory)):
             first_kept = reader.stats().first_seq
             kept = [e for e in appended if first_kept is not None and e[0] >= first_kept]
@@ -553,3 +565,23 @@ def test_a_vanished_directory_is_recreated_by_poll(tmp_path):
     events, lost = read_all(JournalReader(tmp_path / "j"))
     assert events == batch(EPOCH + 101, 5) and lost == 100
     writer.close()
+
+
+def test_a_crash_between_noting_and_deleting_a_purged_segment_counts_it_once(tmp_path):
+    writer = journal(tmp_path / "j", segment_bytes=3000)
+    written = batch(EPOCH + 1, 200)
+    for at in range(0, 200, 20):
+        writer.append(written[at:at + 20])
+    writer.close()
+    shutil.copytree(tmp_path / "j", tmp_path / "before")
+    small = journal(tmp_path / "j", max_bytes=10_000, segment_bytes=3000)
+    small.close()
+    kept = {p.name for p in (tmp_path / "j").iterdir()}
+    restored = sorted(p for p in (tmp_path / "before").glob("*.jnl") if p.name not in kept)[-1]
+    shutil.copy(restored, tmp_path / "j")
+    shutil.copy(restored.with_suffix(".idx"), tmp_path / "j")
+    first_restored = int(restored.name[:-4])
+    for reader in (JournalReader(tmp_path / "j"), journal(tmp_path / "j", segment_bytes=3000).reader):
+        events, lost = read_all(reader)
+        assert events == written[first_restored - EPOCH - 1:]
+        assert lost == first_restored - EPOCH - 1

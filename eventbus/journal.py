@@ -56,7 +56,8 @@ INDEX_STEP = 64 * 1024
 READ_CHUNK = 1 << 20
 
 INDEX_MAGIC = b"EBIDX\x00"
-INDEX_HEADER = struct.Struct(">6sHQQQQQQII")  # magic, version, size, count, first/last seq, first/last time, entries, runs
+# magic, version, segment size, count, first/last seq, first/last time, index entries, runs
+INDEX_HEADER = struct.Struct(">6sHQQQQQQII")
 INDEX_ENTRY = struct.Struct(">QQQ")
 RUN = struct.Struct(">QQQ")  # first seq, last seq, count
 PURGED_MAGIC = b"EBPRG\x00\x00\x01"
@@ -301,7 +302,10 @@ class JournalReader:
         return JournalRead(out, lost, at_end)
 
     def seq_before_time(self, when: float) -> int:
-        """An ``after`` whose read starts at the first record appended at or after ``when`` (unix s); 0 if none is older."""
+        """An ``after`` whose read starts at the first record appended at or after ``when`` (unix s).
+
+        0 when no retained record is older (read everything, with what was purged as lost).
+        """
         self._refresh()
         target = int(when * 1_000_000)
         for position, segment in enumerate(self.segments):
@@ -382,16 +386,16 @@ class JournalReader:
                 while i + RECORD_HEAD_SIZE <= size:
                     seq, _, length = unpack(buf, i)
                     stop = i + RECORD_OVERHEAD + length
-                    if stop > size:
-                        break
-                    if crc32(view[i:stop - 4]) != crc_at(buf, stop - 4)[0]:
+                    if stop > size and offset + stop <= end:
+                        break  # whole, but past this chunk
+                    if stop > size or crc32(view[i:stop - 4]) != crc_at(buf, stop - 4)[0]:
                         self._complain(segment, offset + i)
                         view.release()
                         return prev, lost, False
                     if seq > after:
                         if seq != prev + 1:
-                            frame_at = i + RECORD_HEAD_SIZE
-                            missing = seq - 1 - max(prev, after, epoch_of(seq, buf[frame_at:frame_at + min(16, length)]))
+                            epoch = epoch_of(seq, buf[i + RECORD_HEAD_SIZE:i + RECORD_HEAD_SIZE + min(16, length)])
+                            missing = seq - 1 - max(prev, after, epoch)
                             if missing > 0:
                                 if out:
                                     view.release()
@@ -407,6 +411,7 @@ class JournalReader:
                     i = stop
                 view.release()
                 if i == 0:
+                    self._complain(segment, offset)  # the valid part cannot end inside a record
                     break
                 offset += i
         finally:

@@ -204,7 +204,8 @@ def test_a_flipped_bit_in_the_last_record_cuts_only_that_record(tmp_path, caplog
     writer.close()
 
 
-def test_a_corrupt_record_in_an_older_segment_ends_that_segment_with_one_line(tmp_path, caplog):
+@pytest.mark.parametrize("where", [30, 18, 16], ids=["frame", "length", "length-high-byte"])
+def test_a_corrupt_record_in_an_older_segment_ends_that_segment_with_one_line(tmp_path, caplog, where):
     writer = journal(tmp_path, segment_bytes=4096)
     written = batch(EPOCH + 1, 100)
     for at in range(0, 100, 10):
@@ -213,7 +214,7 @@ def test_a_corrupt_record_in_an_older_segment_ends_that_segment_with_one_line(tm
     first = segment_files(tmp_path)[0]
     raw = bytearray(first.read_bytes())
     record = len(written[0][1]) + RECORD_OVERHEAD
-    raw[SEGMENT_HEADER_SIZE + 5 * record + 30] ^= 1  # the sixth record
+    raw[SEGMENT_HEADER_SIZE + 5 * record + where] ^= 0x40  # the sixth record
     first.write_bytes(bytes(raw))
     caplog.clear()
     for reader in (JournalReader(tmp_path), journal(tmp_path).reader):

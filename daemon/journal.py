@@ -249,7 +249,11 @@ class Journal:
         return True
 
     def _recover(self, segment: Segment, fd: int, size: int, prev: int) -> bool:
-        """Scan the last segment and cut a torn tail with one log line; False if it is not a segment."""
+        """Scan the last segment and cut a torn tail with one log line; False if it is not one to append to.
+
+        A last segment left without a record is deleted: the next append starts
+        one named after its own first seq, which may be below this one's name.
+        """
         base = read_header(fd, segment.path)
         if base is None:
             raw = os.pread(fd, len(SEGMENT_MAGIC), 0)
@@ -258,9 +262,8 @@ class Journal:
                 return False
             log.warning("journal segment %s: cut a torn tail at offset 0 (%d bytes: a short header)",
                         segment.path, size)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, SEGMENT_HEADER.pack(SEGMENT_MAGIC, VERSION, segment.base), 0)
-            return True
+            os.unlink(segment.path)
+            return False
         problem, left = segment.scan(fd, prev)
         if left:
             log.warning("journal segment %s: cut a torn tail at offset %d (%d bytes: %s)",
@@ -268,6 +271,9 @@ class Journal:
             os.ftruncate(fd, segment.end)
             if self.fsync != "never":
                 os.fdatasync(fd)
+        if segment.count == 0:
+            os.unlink(segment.path)
+            return False
         return True
 
     # -- writing -------------------------------------------------------------------
@@ -490,6 +496,10 @@ def _learn_runs(segment: Segment, entries: list[tuple[int, bytes]], prev: int) -
 def _write_file(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically (a reader sees the old or the new file)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as stream:
-        stream.write(data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, f"short write of {tmp}")
+    finally:
+        os.close(fd)
     os.replace(tmp, path)

@@ -389,7 +389,18 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("append"), st.integers(1, 40), st.sampled_from(["next", "next", "hole", "restart", "overlap"])),
     st.tuples(st.just("wait"), st.integers(1, 4000), st.just("")),
     st.tuples(st.just("reopen"), st.integers(0, 1), st.just("")),
+    st.tuples(st.just("tear"), st.integers(1, 400), st.sampled_from(["", "garbage"])),
 ), min_size=1, max_size=30)
+
+
+def existed_of(appended: list[tuple[int, bytes]]) -> set[int]:
+    """Every seq that existed: each appended one and those missing before it inside its run."""
+    existed: set[int] = set()
+    prev = 0
+    for seq, data in appended:
+        existed.update(range(max(prev, struct.unpack_from(">Q", data, 8)[0]) + 1, seq + 1))
+        prev = seq
+    return existed
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -401,14 +412,13 @@ def test_every_retained_event_is_read_once_in_order_and_the_rest_counted(ops, se
     options = {"max_bytes": 12_000, "max_age": 10_000, "segment_bytes": 3000}
     writer = journal(directory, clock, **options)
     appended: list[tuple[int, bytes]] = []
-    existed: set[int] = set()
     epoch, seq = EPOCH, EPOCH
     follower = JournalReader(directory)  # one reader in "another process", reading as the journal changes
     followed: list[tuple[int, bytes]] = []
     follower_lost = 0
     try:
         for op, number, kind in ops:
-            if os.path.isdir(directory) and rng.random() < 0.5:
+            if rng.random() < 0.5:
                 events, lost = read_all(follower, followed[-1][0] if followed else 0, rng.choice([3, 1000]))
                 followed += events
                 follower_lost += lost
@@ -423,13 +433,25 @@ def test_every_retained_event_is_read_once_in_order_and_the_rest_counted(ops, se
                 writer.append(entries)
                 for new_seq, new_frame in entries:
                     if new_seq > seq:
-                        prev = appended[-1][0] if appended else 0
-                        existed.update(range(max(prev, epoch) + 1, new_seq + 1))
                         appended.append((new_seq, new_frame))
                         seq = new_seq
             elif op == "wait":
                 clock.now += number
                 writer.poll()
+            elif op == "tear":  # power lost: the tail of the last segment is gone or garbage
+                writer.close()
+                segments = segment_files(directory)
+                if segments:
+                    size = segments[-1].stat().st_size
+                    os.truncate(segments[-1], max(SEGMENT_HEADER_SIZE, size - number))
+                    if kind:
+                        with open(segments[-1], "ab") as stream:
+                            stream.write(rng.randbytes(number))
+                writer = journal(directory, clock, **options)
+                appended = [e for e in appended if e[0] <= writer.last_seq]
+                seq = max(writer.last_seq, EPOCH)
+                epoch = min(epoch, seq)
+                follower, followed, follower_lost = JournalReader(directory), [], 0  # it died too
             else:
                 crashed = writer
                 if number:
@@ -438,6 +460,7 @@ def test_every_retained_event_is_read_once_in_order_and_the_rest_counted(ops, se
                 crashed.close()  # after the new open, as if it had died: its writes are in the page cache
                 assert writer.last_seq == (appended[-1][0] if appended else 0)
         last = appended[-1][0] if appended else EPOCH
+        existed = existed_of(appended)
         events, lost = read_all(follower, followed[-1][0] if followed else 0)
         followed += events
         assert [s for s, _ in followed] == sorted({s for s, _ in followed}), "each once, in order"

@@ -484,7 +484,7 @@ def test_every_retained_event_is_read_once_in_order_and_the_rest_counted(ops, se
 FULL_DISK_SCENARIO = r'''
 import errno, os, sys
 sys.path.insert(0, {root!r})
-from tests.unit.test_journal import batch, journal, read_all, EPOCH
+from tests.unit.test_journal import batch, journal, read_all, write_syscalls, EPOCH
 from eventbus.journal import JournalReader
 
 def scenario(directory, make_room, expected_errno):
@@ -496,9 +496,11 @@ def scenario(directory, make_room, expected_errno):
         assert seq < EPOCH + 100_000, "the disk never filled"
         writer.append(batch(seq + 1, 64, size=1000))
         seq += 64
+    writes = write_syscalls()
     for _ in range(50):
         writer.append(batch(seq + 1, 64, size=1000))  # dropped cheaply, no exception
         seq += 64
+    assert write_syscalls() == writes, "a failed journal drops entries without a syscall"
     writer.poll()
     assert len(errors) == 1 and writer.failed == errors[0], errors
     assert os.strerror(expected_errno) in errors[0] and directory in errors[0], errors
@@ -609,3 +611,22 @@ def test_a_crash_between_noting_and_deleting_a_purged_segment_counts_it_once(tmp
         events, lost = read_all(reader)
         assert events == written[first_restored - EPOCH - 1:]
         assert lost == first_restored - EPOCH - 1
+
+
+def write_syscalls() -> int:
+    """Write syscalls this process made so far (Linux accounting)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    raise AssertionError("no syscw in /proc/self/io")
+
+
+def test_one_write_syscall_per_append(tmp_path):
+    writer = journal(tmp_path / "j")
+    writer.append(batch(EPOCH + 1, 256))  # creates the segment
+    before = write_syscalls()
+    for first in range(EPOCH + 257, EPOCH + 257 + 256 * 50, 256):
+        writer.append(batch(first, 256))
+    assert write_syscalls() - before == 50
+    assert writer.reader.stats().events == 256 * 51
+    writer.close()

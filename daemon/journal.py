@@ -238,13 +238,14 @@ class Journal:
         index_path = Path(segment.path[:-len(SEGMENT_SUFFIX)] + INDEX_SUFFIX)
         if index_path.name in names and segment.load_index(index_path.read_bytes(), size):
             return True
-        if read_header(fd, segment.path) is None:
+        if read_header(fd) is None:
             log.warning("journal file %s is not a journal segment; ignoring it", segment.path)
             return False
-        problem, left = segment.scan(fd, prev)
+        problem, _ = segment.scan(fd, prev)
         if problem is not None:
             log.warning("journal segment %s has a corrupt record at offset %d (%s); "
-                        "its %d bytes from there are unreadable", segment.path, segment.end, problem, left)
+                        "its %d bytes from there are unreadable", segment.path, segment.end, problem,
+                        size - segment.end)
         self._write_index(segment, size)
         return True
 
@@ -254,7 +255,7 @@ class Journal:
         A last segment left without a record is deleted: the next append starts
         one named after its own first seq, which may be below this one's name.
         """
-        base = read_header(fd, segment.path)
+        base = read_header(fd)
         if base is None:
             raw = os.pread(fd, len(SEGMENT_MAGIC), 0)
             if size >= SEGMENT_HEADER_SIZE or not SEGMENT_MAGIC.startswith(raw):

@@ -225,7 +225,7 @@ class Segment:
         return True
 
 
-def read_header(fd: int, path: str) -> int | None:
+def read_header(fd: int) -> int | None:
     """The base seq in a segment's header; None if the file is too short or not a segment."""
     raw = os.pread(fd, SEGMENT_HEADER_SIZE, 0)
     if len(raw) < SEGMENT_HEADER_SIZE:
@@ -486,7 +486,7 @@ class JournalReader:
                     raw = b""
                 if segment.load_index(raw, file_size):
                     return
-            if segment.end == SEGMENT_HEADER_SIZE and read_header(fd, segment.path) is None:
+            if segment.end == SEGMENT_HEADER_SIZE and read_header(fd) is None:
                 segment.end = file_size  # not a segment (yet): nothing to read in it
                 return
             if file_size > segment.end:

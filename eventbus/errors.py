@@ -16,6 +16,7 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     ├── DaemonAlreadyRunningError   another live daemon owns sock_dir (pid)
     ├── ProtocolError               a peer sent frames that are not our protocol
     ├── UnknownKeyError             a key operation named a minion id not held in that state
+    ├── JournalError                the event journal cannot be used (path)
     └── ApiError                    a REST request refused (status, reason)
         └── AuthenticationError     missing, bad or expired credentials (401)
 """
@@ -85,6 +86,14 @@ class ProtocolError(EventBusError):
 
 class UnknownKeyError(EventBusError):
     """A key operation (accept, reject, delete) named a minion id the key store does not hold."""
+
+
+class JournalError(EventBusError):
+    """The event journal at ``path`` cannot be opened or read (missing directory, not a journal)."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class ApiError(EventBusError):

@@ -1,0 +1,509 @@
+"""The event journal's on-disk format and its reader: the master's events, replayable by seq or time.
+
+One directory, written only by the master daemon (``daemon/journal.py``), read
+by anyone, also while it is being written. All integers are big-endian.
+
+- ``<base:020d>.jnl``, a segment: a 16-byte header ``b"EBJNL\\0"``, u16
+  version (1), u64 base, then records. ``base`` is at most the seq of the
+  segment's first record and above every seq of the segments before it, so a
+  binary search on the names finds the segment of a seq. A record is
+  ``u64 seq, u64 time (unix µs, never decreasing), u32 length, frame,
+  u32 crc32`` of everything before the crc: 24 bytes beyond the bus frame.
+- ``<base:020d>.idx``, written when a segment is finished (the writer moves to
+  a new one): the segment's size, record count, first/last seq and time, a
+  sparse index ``(seq, time, offset)`` about every ``INDEX_STEP`` bytes and its
+  runs (below), then a crc32. A segment without a valid one (the active
+  segment, or a crash just after a roll) is scanned record by record.
+- ``purged``: what retention deleted, as ``(first_seq, last_seq, count)`` runs
+  (at most ``PURGED_MAX``, the oldest merged), so ``lost`` stays exact.
+
+Frames are bus frames (``eventbus/wire.py``): bytes 8..16 hold the epoch, the
+seq the daemon run started from. A *run* is the seqs ``epoch+1 .. last`` of
+one daemon run: every seq in it existed, so a seq missing inside a run (not
+written while the disk was full) counts as lost, while the jump to a new
+epoch (a restart) loses nothing.
+
+A reader treats a short or not yet checksummed record at the end of the last
+segment as the end of the journal (the writer may be in the middle of it);
+only the writer's ``open`` cuts a torn tail. A corrupt record inside an older
+segment ends the reading of that segment with one log line.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from eventbus.errors import JournalError
+
+log = logging.getLogger(__name__)
+
+SEGMENT_MAGIC = b"EBJNL\x00"
+VERSION = 1
+SEGMENT_HEADER = struct.Struct(">6sHQ")
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size
+RECORD_HEAD = struct.Struct(">QQI")  # seq, time in µs, frame length
+RECORD_HEAD_SIZE = RECORD_HEAD.size
+CRC = struct.Struct(">I")
+RECORD_OVERHEAD = RECORD_HEAD_SIZE + CRC.size
+MAX_FRAME = 256 * 1024 * 1024
+INDEX_STEP = 64 * 1024
+READ_CHUNK = 1 << 20
+
+INDEX_MAGIC = b"EBIDX\x00"
+# magic, version, segment size, count, first/last seq, first/last time, index entries, runs
+INDEX_HEADER = struct.Struct(">6sHQQQQQQII")
+INDEX_ENTRY = struct.Struct(">QQQ")
+RUN = struct.Struct(">QQQ")  # first seq, last seq, count
+PURGED_MAGIC = b"EBPRG\x00\x00\x01"
+PURGED_MAX = 4096
+
+SEGMENT_SUFFIX = ".jnl"
+INDEX_SUFFIX = ".idx"
+PURGED_NAME = "purged"
+
+
+def segment_name(base: int) -> str:
+    """The file name of the segment whose base seq is ``base``."""
+    return f"{base:020d}{SEGMENT_SUFFIX}"
+
+
+def epoch_of(seq: int, frame: bytes) -> int:
+    """The epoch (run start) of a bus frame; a frame too short to be one starts its own run."""
+    if len(frame) >= 16:
+        return int.from_bytes(frame[8:16], "big")
+    return seq - 1
+
+
+@dataclass(frozen=True)
+class JournalStats:
+    """What a journal holds now (times in unix seconds)."""
+
+    first_seq: int | None
+    last_seq: int | None
+    first_time: float | None
+    last_time: float | None
+    events: int
+    bytes: int
+    segments: int
+
+
+@dataclass
+class JournalRead:
+    """One read: ``events`` after ``after``, ``lost`` the ones before them that are gone for good."""
+
+    events: list[tuple[int, bytes]]
+    lost: int
+    at_end: bool
+
+
+class Segment:
+    """What is known of one segment file: its valid length, counts, sparse index and runs."""
+
+    __slots__ = ("base", "path", "end", "count", "first_seq", "last_seq", "first_time", "last_time",
+                 "index_seqs", "index_times", "index_offsets", "indexed_at", "runs", "complete")
+
+    def __init__(self, base: int, path: str) -> None:
+        self.base = base
+        self.path = path
+        self.end = SEGMENT_HEADER_SIZE  # the offset after the last valid record known
+        self.count = 0
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.first_time: int | None = None
+        self.last_time: int | None = None
+        self.index_seqs: list[int] = []
+        self.index_times: list[int] = []
+        self.index_offsets: list[int] = []
+        self.indexed_at = -INDEX_STEP
+        self.runs: list[list[int]] = []  # [start_exclusive, last]: every seq in between existed
+        self.complete = False  # read from a valid .idx: nothing more to scan
+
+    def scan(self, fd: int, prev: int, *, until: int | None = None) -> tuple[str | None, int]:
+        """Walk the records from ``end`` on, learning them; return (the problem that stopped it, bytes left).
+
+        ``prev`` is the seq before this segment's next record. The problem is
+        None at a clean end or a short last record (the bytes left say which).
+        """
+        pos = self.end
+        buf = b""
+        buf_at = pos
+        unpack = RECORD_HEAD.unpack_from
+        crc_at = CRC.unpack_from
+        crc32 = zlib.crc32
+        if self.last_seq is not None:
+            prev = self.last_seq
+        while True:
+            want = READ_CHUNK if until is None else min(READ_CHUNK, until - buf_at - len(buf))
+            more = os.pread(fd, want, buf_at + len(buf)) if want > 0 else b""
+            if not more:
+                return None, len(buf) - (pos - buf_at)
+            buf = buf[pos - buf_at:] + more
+            buf_at = pos
+            view = memoryview(buf)
+            size = len(buf)
+            i = 0
+            problem = None
+            while i + RECORD_HEAD_SIZE <= size:
+                seq, when, length = unpack(buf, i)
+                if length > MAX_FRAME:
+                    problem = f"a record length of {length} bytes"
+                    break
+                stop = i + RECORD_HEAD_SIZE + length + 4
+                if stop > size:
+                    break
+                if crc32(view[i:stop - 4]) != crc_at(buf, stop - 4)[0]:
+                    problem = "a bad checksum"
+                    break
+                if seq <= prev or (self.last_time is not None and when < self.last_time):
+                    problem = f"seq {seq} after {prev}" if seq <= prev else "a time going backwards"
+                    break
+                at = buf_at + i
+                if self.first_seq is None:
+                    self.first_seq, self.first_time = seq, when
+                if at - self.indexed_at >= INDEX_STEP:
+                    self.index_seqs.append(seq)
+                    self.index_times.append(when)
+                    self.index_offsets.append(at)
+                    self.indexed_at = at
+                if seq != prev + 1 or not self.runs:
+                    start = max(prev, epoch_of(seq, buf[i + RECORD_HEAD_SIZE:i + RECORD_HEAD_SIZE + min(16, length)]))
+                    if self.runs and start <= prev:
+                        self.runs[-1][1] = seq
+                    else:
+                        self.runs.append([min(start, seq - 1), seq])
+                else:
+                    self.runs[-1][1] = seq
+                self.count += 1
+                self.last_seq, self.last_time = seq, when
+                prev = seq
+                i = stop
+            view.release()
+            pos = buf_at + i
+            self.end = pos
+            if problem is not None:
+                return problem, size - i
+
+    # -- the .idx file ----------------------------------------------------------
+
+    def index_bytes(self, file_size: int) -> bytes:
+        """The .idx contents describing this (finished) segment of ``file_size`` bytes."""
+        parts = [INDEX_HEADER.pack(INDEX_MAGIC, VERSION, file_size, self.count, self.first_seq or 0,
+                                   self.last_seq or 0, self.first_time or 0, self.last_time or 0,
+                                   len(self.index_seqs), len(self.runs))]
+        parts += [INDEX_ENTRY.pack(*e) for e in zip(self.index_seqs, self.index_times, self.index_offsets)]
+        parts += [RUN.pack(start + 1, last, last - start) for start, last in self.runs]
+        body = b"".join(parts)
+        return body + CRC.pack(zlib.crc32(body))
+
+    def load_index(self, raw: bytes, file_size: int) -> bool:
+        """Take the summary from .idx contents; False (and nothing changed) if they do not fit the file."""
+        if len(raw) < INDEX_HEADER.size + 4 or zlib.crc32(raw[:-4]) != CRC.unpack_from(raw, len(raw) - 4)[0]:
+            return False
+        magic, version, size, count, first, last, first_time, last_time, entries, runs = \
+            INDEX_HEADER.unpack_from(raw)
+        if magic != INDEX_MAGIC or version != VERSION or size != file_size:
+            return False
+        if len(raw) != INDEX_HEADER.size + entries * INDEX_ENTRY.size + runs * RUN.size + 4:
+            return False
+        at = INDEX_HEADER.size
+        table = list(INDEX_ENTRY.iter_unpack(raw[at:at + entries * INDEX_ENTRY.size]))
+        at += entries * INDEX_ENTRY.size
+        self.index_seqs = [e[0] for e in table]
+        self.index_times = [e[1] for e in table]
+        self.index_offsets = [e[2] for e in table]
+        self.runs = [[f - 1, l] for f, l, _ in RUN.iter_unpack(raw[at:at + runs * RUN.size])]
+        self.end, self.count = size, count
+        if count:
+            self.first_seq, self.last_seq, self.first_time, self.last_time = first, last, first_time, last_time
+        self.complete = True
+        return True
+
+
+def read_header(fd: int) -> int | None:
+    """The base seq in a segment's header; None if the file is too short or not a segment."""
+    raw = os.pread(fd, SEGMENT_HEADER_SIZE, 0)
+    if len(raw) < SEGMENT_HEADER_SIZE:
+        return None
+    magic, version, base = SEGMENT_HEADER.unpack(raw)
+    if magic != SEGMENT_MAGIC or version != VERSION:
+        return None
+    return base
+
+
+def parse_purged(raw: bytes) -> list[tuple[int, int, int]]:
+    """The (first, last, count) runs of a ``purged`` file; empty when it is not one."""
+    if not raw.startswith(PURGED_MAGIC) or len(raw) < len(PURGED_MAGIC) + 4:
+        return []
+    body = raw[:-4]
+    if zlib.crc32(body) != CRC.unpack_from(raw, len(raw) - 4)[0]:
+        log.warning("journal purged file is corrupt; lost counts may be low")
+        return []
+    return list(RUN.iter_unpack(body[len(PURGED_MAGIC):]))
+
+
+def purged_bytes(runs: list[tuple[int, int, int]]) -> bytes:
+    """The contents of a ``purged`` file holding ``runs``."""
+    body = PURGED_MAGIC + b"".join(RUN.pack(*run) for run in runs)
+    return body + CRC.pack(zlib.crc32(body))
+
+
+def lost_in_purged(runs: list[tuple[int, int, int]], after: int) -> int:
+    """How many purged events have a seq greater than ``after``."""
+    lost = 0
+    for first, last, count in reversed(runs):
+        if last <= after:
+            break
+        lost += count if first > after else min(count, last - after)
+    return lost
+
+
+class JournalReader:
+    """Reads a journal directory by seq or time; safe while the master writes it, in any process."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self.segments: list[Segment] = []
+        self.bases: list[int] = []
+        self.purged: list[tuple[int, int, int]] = []
+        self.managed = False  # True when the writer in this process keeps the state up to date
+        self._purged_file: list[tuple[int, int, int]] = []
+        self._purged_stamp: tuple[int, int] | None = None
+        self._complained: set[tuple[str, int]] = set()
+
+    # -- public ------------------------------------------------------------------
+
+    def read(self, after: int, limit: int = 1000, max_bytes: int = 4 << 20) -> JournalRead:
+        """Up to ``limit`` events (about ``max_bytes``) with seq > ``after``, oldest first, and what is gone."""
+        self._refresh()
+        segments = self.segments
+        position = max(0, bisect.bisect_right(self.bases, after) - 1)
+        while position < len(segments) and (segments[position].last_seq or 0) <= after:
+            position += 1
+        out: list[tuple[int, bytes]] = []
+        lost = 0
+        if position == len(segments):
+            return JournalRead(out, lost_in_purged(self.purged, after), True)
+        lost = lost_in_purged(self.purged, after)
+        prev = self._seq_before(position)
+        budget = [max(1, limit), max_bytes]
+        stopped = False
+        while position < len(segments) and not stopped:
+            segment = segments[position]
+            if segment.count:
+                prev, lost, stopped = self._read_segment(segment, after, prev, out, lost, budget)
+            position += 1
+        at_end = not stopped or (bool(out) and out[-1][0] >= self.last_seq())
+        return JournalRead(out, lost, at_end)
+
+    def seq_before_time(self, when: float) -> int:
+        """An ``after`` whose read starts at the first record appended at or after ``when`` (unix s).
+
+        0 when no retained record is older (read everything, with what was purged as lost).
+        """
+        self._refresh()
+        target = int(when * 1_000_000)
+        for position, segment in enumerate(self.segments):
+            if not segment.count or segment.last_time < target:
+                continue
+            if segment.first_time >= target:
+                older = any(s.count for s in self.segments[:position])
+                return segment.first_seq - 1 if older else 0
+            start = max(0, bisect.bisect_left(segment.index_times, target) - 1)
+            offset = segment.index_offsets[start] if segment.index_times else SEGMENT_HEADER_SIZE
+            for seq, stamp in self._headers(segment, offset):
+                if stamp >= target:
+                    return seq - 1
+            return segment.last_seq
+        return self.last_seq()
+
+    def stats(self) -> JournalStats:
+        """Counts, bounds and size of what the journal holds now."""
+        self._refresh()
+        full = [s for s in self.segments if s.count]
+        size = 0
+        for segment in self.segments:
+            try:
+                size += os.stat(segment.path).st_size
+            except FileNotFoundError:
+                pass
+        return JournalStats(
+            first_seq=full[0].first_seq if full else None, last_seq=full[-1].last_seq if full else None,
+            first_time=full[0].first_time / 1e6 if full else None,
+            last_time=full[-1].last_time / 1e6 if full else None,
+            events=sum(s.count for s in full), bytes=size, segments=len(self.segments))
+
+    def last_seq(self) -> int:
+        """The newest seq the journal ever held (0 when empty)."""
+        if not self.managed:
+            self._refresh()
+        for segment in reversed(self.segments):
+            if segment.last_seq is not None:
+                return segment.last_seq
+        return self.purged[-1][1] if self.purged else 0
+
+    # -- reading records ----------------------------------------------------------
+
+    def _seq_before(self, position: int) -> int:
+        for segment in reversed(self.segments[:position]):
+            if segment.last_seq is not None:
+                return segment.last_seq
+        return self.purged[-1][1] if self.purged else 0
+
+    def _read_segment(self, segment: Segment, after: int, prev: int, out: list[tuple[int, bytes]],
+                      lost: int, budget: list[int]) -> tuple[int, int, bool]:
+        """Append ``segment``'s events after ``after`` to ``out``; return (prev, lost, stop reading)."""
+        start = bisect.bisect_right(segment.index_seqs, after) - 1
+        offset = segment.index_offsets[start] if start >= 0 else SEGMENT_HEADER_SIZE
+        end = segment.end
+        unpack = RECORD_HEAD.unpack_from
+        crc_at = CRC.unpack_from
+        crc32 = zlib.crc32
+        append = out.append
+        limit, max_bytes = budget
+        try:
+            fd = os.open(segment.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return prev, lost, False
+        try:
+            while offset < end:
+                buf = os.pread(fd, min(max(READ_CHUNK, RECORD_OVERHEAD + 1), end - offset), offset)
+                if not buf:
+                    break
+                size = len(buf)
+                if size >= RECORD_HEAD_SIZE:
+                    need = RECORD_OVERHEAD + unpack(buf, 0)[2]
+                    if need > size and offset + need <= end:
+                        buf = os.pread(fd, need, offset)
+                        size = len(buf)
+                view = memoryview(buf)
+                i = 0
+                while i + RECORD_HEAD_SIZE <= size:
+                    seq, _, length = unpack(buf, i)
+                    stop = i + RECORD_OVERHEAD + length
+                    if stop > size and offset + stop <= end:
+                        break  # whole, but past this chunk
+                    if stop > size or crc32(view[i:stop - 4]) != crc_at(buf, stop - 4)[0]:
+                        self._complain(segment, offset + i)
+                        view.release()
+                        return prev, lost, False
+                    if seq > after:
+                        if seq != prev + 1:
+                            epoch = epoch_of(seq, buf[i + RECORD_HEAD_SIZE:i + RECORD_HEAD_SIZE + min(16, length)])
+                            missing = seq - 1 - max(prev, after, epoch)
+                            if missing > 0:
+                                if out:
+                                    view.release()
+                                    return prev, lost, True
+                                lost += missing
+                        if len(out) >= limit or max_bytes <= 0:
+                            view.release()
+                            return prev, lost, True
+                        append((seq, buf[i + RECORD_HEAD_SIZE:stop - 4]))
+                        max_bytes -= length
+                        budget[1] = max_bytes
+                    prev = seq
+                    i = stop
+                view.release()
+                if i == 0:
+                    self._complain(segment, offset)  # the valid part cannot end inside a record
+                    break
+                offset += i
+        finally:
+            os.close(fd)
+        return prev, lost, False
+
+    def _headers(self, segment: Segment, offset: int) -> Iterator[tuple[int, int]]:
+        """(seq, time) of the records of ``segment`` from ``offset`` on (checksums not checked)."""
+        with open(segment.path, "rb") as stream:
+            stream.seek(offset)
+            while stream.tell() < segment.end:
+                head = stream.read(RECORD_HEAD_SIZE)
+                if len(head) < RECORD_HEAD_SIZE:
+                    return
+                seq, stamp, length = RECORD_HEAD.unpack(head)
+                yield seq, stamp
+                stream.seek(length + 4, os.SEEK_CUR)
+
+    def _complain(self, segment: Segment, offset: int) -> None:
+        """Log a corrupt record once per reader: the rest of its segment cannot be read."""
+        key = (segment.path, offset)
+        if key not in self._complained:
+            self._complained.add(key)
+            log.error("journal segment %s has a corrupt record at offset %d; skipping the rest of it",
+                      segment.path, offset)
+
+    # -- following the directory ---------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Catch up with what the writer did since the last call (another process's writer)."""
+        if self.managed:
+            return
+        self._load_purged()  # before listing: a segment being purged is then counted once, not twice
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            raise JournalError(f"no journal at {self.directory}", path=str(self.directory)) from None
+        except NotADirectoryError:
+            raise JournalError(f"{self.directory} is not a journal directory", path=str(self.directory)) from None
+        known = {s.base: s for s in self.segments}
+        bases = sorted(int(n[:-len(SEGMENT_SUFFIX)]) for n in names
+                       if n.endswith(SEGMENT_SUFFIX) and n[:-len(SEGMENT_SUFFIX)].isdigit())
+        segments = []
+        prev = 0  # only orders the scan of a segment nothing precedes; lost counts come from purged
+        for number, base in enumerate(bases):
+            segment = known.get(base) or Segment(base, str(self.directory / segment_name(base)))
+            last = number == len(bases) - 1
+            if not segment.complete:
+                try:
+                    self._catch_up(segment, prev, sealed=not last, names=names)
+                except FileNotFoundError:
+                    continue
+            segments.append(segment)
+            if segment.last_seq is not None:
+                prev = segment.last_seq
+        self.segments = segments
+        self.bases = [s.base for s in segments]
+        self.purged = self._purged_file
+        if segments and self.purged and self.purged[-1][1] >= segments[0].base:
+            self.purged = [run for run in self.purged if run[1] < segments[0].base]  # noted, not yet deleted
+
+    def _catch_up(self, segment: Segment, prev: int, *, sealed: bool, names: list[str]) -> None:
+        """Learn the records of ``segment`` not known yet, from its .idx when it has a valid one."""
+        fd = os.open(segment.path, os.O_RDONLY)
+        try:
+            file_size = os.fstat(fd).st_size
+            index_name = segment_name(segment.base)[:-len(SEGMENT_SUFFIX)] + INDEX_SUFFIX
+            if sealed and index_name in names:
+                try:
+                    raw = (self.directory / index_name).read_bytes()
+                except FileNotFoundError:
+                    raw = b""
+                if segment.load_index(raw, file_size):
+                    return
+            if segment.end == SEGMENT_HEADER_SIZE and read_header(fd) is None:
+                segment.end = file_size  # not a segment (yet): nothing to read in it
+                return
+            if file_size > segment.end:
+                problem, _ = segment.scan(fd, prev, until=file_size)
+                if problem is not None and sealed:
+                    self._complain(segment, segment.end)
+        finally:
+            os.close(fd)
+
+    def _load_purged(self) -> None:
+        path = self.directory / PURGED_NAME
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            self._purged_file, self._purged_stamp = [], None
+            return
+        stamp = (info.st_mtime_ns, info.st_size)
+        if stamp != self._purged_stamp:
+            self._purged_file = parse_purged(path.read_bytes())
+            self._purged_stamp = stamp

@@ -7,7 +7,7 @@ from typing import Any
 import zmq
 
 from eventbus import wire
-from eventbus.errors import BusUnavailableError, EventBusError
+from eventbus.errors import BusUnavailableError, DaemonRefusedError
 
 
 def request(sock_dir: str | os.PathLike, verb: bytes, args: Any = None, timeout: float = 5.0,
@@ -15,7 +15,7 @@ def request(sock_dir: str | os.PathLike, verb: bytes, args: Any = None, timeout:
     """Send one control request and return the daemon's result.
 
     ``BusUnavailableError`` when no daemon answers within ``timeout`` seconds;
-    ``EventBusError`` when it answers with an error.
+    ``DaemonRefusedError`` (with the daemon's ``reason``) when it refuses.
     """
     endpoints = wire.endpoints(sock_dir)
     if not endpoints.files[2].exists():
@@ -37,7 +37,12 @@ def request(sock_dir: str | os.PathLike, verb: bytes, args: Any = None, timeout:
         if own_context:
             context.term()
     if not ok:
-        raise EventBusError(f"the daemon on sock_dir {endpoints.sock_dir} refused {verb.decode()}: {result}")
+        name = verb.decode(errors="replace")
+        reason = str(result)
+        # The daemon words a handler's refusal "<verb>: <reason>"; the reason is what a user needs.
+        if reason.startswith(f"{name}: "):
+            reason = reason[len(name) + 2:]
+        raise DaemonRefusedError(name, reason, sock_dir=str(endpoints.sock_dir))
     return result
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from daemon import keys, linkproto
+from daemon import linkproto
+from eventbus import keys
 from eventbus import control
 from tests.helpers import Node, free_port, short_tmpdir, wait_for
 

@@ -6,7 +6,7 @@ import stat
 import pytest
 import zmq
 
-from daemon import keys
+from eventbus import keys
 from eventbus.errors import UnknownKeyError
 
 

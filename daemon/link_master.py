@@ -26,7 +26,7 @@ from daemon.bus import Bus
 from daemon.complaints import Complaints
 from daemon.firejobs import FIRE_JOB_TTL
 from daemon.loop import Loop
-from daemon.relayseqs import RelaySeqs
+from daemon.relaystream import RelaySeqs
 from daemon.zap import DOMAIN, ZapHandler
 from eventbus import keys, payload, wire
 from eventbus.config import MasterConfig

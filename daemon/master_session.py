@@ -6,7 +6,7 @@ arrives (the frames, the connection's route and its proven CURVE key, the
 time) and carries out the returned actions in order. The key store and the
 relay seqs are injected (files, no sockets), so tests drive this directly.
 
-One ``Session`` per minion key::
+One ``Session`` per minion key (its relay de-duplication is ``RelayStream``)::
 
     (none) --hello--> the key store decides; salt/auth is fired either way
         accept               accepted: welcome(accept, last seq), salt/minion/<id>/start
@@ -32,9 +32,9 @@ from typing import Union
 from daemon import linkproto
 from daemon.firejobs import FireJobs
 from daemon.presence import Presence
-from daemon.relayseqs import RelaySeqs
+from daemon.relaystream import RelaySeqs, RelayStream
 from eventbus import keys
-from eventbus.errors import InvalidEventError, ProtocolError
+from eventbus.errors import ProtocolError
 
 # -- actions (what the adapter must do) ---------------------------------------------------
 
@@ -89,8 +89,7 @@ class Session:
     minion_id: str
     route: bytes
     accepted: bool = False
-    last_seq: int = 0
-    framer: linkproto.RelayFramer | None = None
+    stream: RelayStream | None = None
 
 
 class MasterSessions:
@@ -160,10 +159,9 @@ class MasterSessions:
     def _admit(self, session: Session, now: float) -> list[Action]:
         """Let an accepted minion relay: tell it where to resume, announce its start."""
         session.accepted = True
-        session.last_seq = self.seqs.load(session.minion_id)
-        session.framer = linkproto.RelayFramer(session.minion_id)
+        session.stream = stream = RelayStream(session.minion_id, self.seqs)
         self.presence.heard(session.minion_id, now)
-        return [Send(session.route, linkproto.welcome("accept", session.last_seq, self.heartbeat)),
+        return [Send(session.route, linkproto.welcome("accept", stream.last, self.heartbeat)),
                 Publish(f"salt/minion/{session.minion_id}/start", {
                     "id": session.minion_id, "cmd": "_minion_event",
                     "data": f"Minion {session.minion_id} started at {time.ctime()}"})]
@@ -173,30 +171,11 @@ class MasterSessions:
             return [Refuse("unaccepted", f"refused events from minion {session.minion_id!r}: "
                                          "its key is not accepted")]
         first, floor = message.value
-        last = session.last_seq
-        if first > max(last, floor) + 1:
-            # A gap the minion did not make: it must resend from what we have.
-            return [Send(session.route, linkproto.resend(last))]
-        actions: list[Action] = []
-        published: list[bytes] = []
-        make = session.framer.frame  # type: ignore[union-attr]
-        keep = published.append
-        limit = self.max_event_size
-        seq = first - 1
-        for frame in message.frames:
-            seq += 1
-            if seq <= last:
-                continue
-            try:
-                keep(make(frame, limit)[1])
-            except InvalidEventError as exc:
-                actions.append(Refuse("relay", f"refused an event from minion {session.minion_id!r}: {exc}"))
-        if seq > last:
-            session.last_seq = seq
-            self.seqs.store(session.minion_id, seq)
-        if published:
-            actions.insert(0, PublishFrames(published))
-        actions.append(Send(session.route, linkproto.ack(session.last_seq)))
+        verdict = session.stream.batch(first, floor, message.frames, self.max_event_size)  # type: ignore[union-attr]
+        actions: list[Action] = [Refuse("relay", reason) for reason in verdict.refused]
+        if verdict.published:
+            actions.insert(0, PublishFrames(verdict.published))
+        actions.append(Send(session.route, verdict.reply))
         return actions
 
     # -- operators ----------------------------------------------------------------------

@@ -11,8 +11,7 @@ import zmq
 import zmq.auth
 
 from daemon import linkproto
-from eventbus import keys
-from eventbus import control
+from eventbus import control, keys, wire
 from tests.helpers import Node, free_port, short_tmpdir, wait_for
 
 HEARTBEAT = 0.3
@@ -57,7 +56,7 @@ class Site:
 
 
 def link_state(minion: Node) -> dict:
-    return control.request(minion.sock_dir, b"link", None, timeout=2.0)
+    return control.request(minion.sock_dir, wire.VERB_LINK, None, timeout=2.0)
 
 
 def wait_link(minion: Node, state: str, timeout: float = 10.0) -> dict:
@@ -67,7 +66,7 @@ def wait_link(minion: Node, state: str, timeout: float = 10.0) -> dict:
 
 
 def master_link(master: Node) -> dict:
-    return control.request(master.sock_dir, b"link", None, timeout=2.0)
+    return control.request(master.sock_dir, wire.VERB_LINK, None, timeout=2.0)
 
 
 class RecordingProxy:

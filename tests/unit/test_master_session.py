@@ -10,7 +10,7 @@ import zmq
 from daemon import linkproto
 from daemon import master_session as ms
 from daemon.firejobs import FireJobs
-from daemon.relayseqs import RelaySeqs
+from daemon.relaystream import RelaySeqs
 from eventbus import keys
 
 HEARTBEAT = 1.0

@@ -1,19 +1,20 @@
 """``eventbus key``: list, accept, reject and delete minion keys, like ``salt-key``.
 
 With the master running, changes go through it (it acts at once and fires
-``salt/key``); without one, the key directories are changed directly.
+``salt/key``); without one, the key directories are changed directly
+(both by ``eventbus.admin``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from cli import options
-from eventbus import config
 
 HEADINGS = (("minions", "Accepted Keys:"), ("minions_denied", "Denied Keys:"), ("minions_pre", "Unaccepted Keys:"),
             ("minions_rejected", "Rejected Keys:"))
+DONE = {"accept": "Key for minion {} accepted.", "accept_all": "Key for minion {} accepted.",
+        "reject": "Key for minion {} rejected.", "delete": "Key for minion {} deleted."}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,55 +27,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_config_dir(parser)
 
 
-def _request(args: argparse.Namespace) -> dict:
-    if args.accept:
-        return {"op": "accept", "id": args.accept}
-    if args.accept_all:
-        return {"op": "accept_all"}
-    if args.reject:
-        return {"op": "reject", "id": args.reject}
-    if args.delete:
-        return {"op": "delete", "id": args.delete}
-    return {"op": "list"}
-
-
-def _offline(settings: config.MasterConfig, request: dict) -> Any:
-    """Do ``request`` on the key directories themselves (no master is running to do it)."""
-    from daemon.keys import KeyStore
-
-    store = KeyStore(settings.pki_dir)
-    op = request["op"]
-    if op == "list":
-        return store.listing()
-    ids = store.listing()["minions_pre"] if op == "accept_all" else [request["id"]]
-    act = "accept" if op == "accept_all" else op
-    for minion_id in ids:
-        getattr(store, act)(minion_id)
-    return ids
-
-
 def run(args: argparse.Namespace) -> int:
-    from eventbus import control
-    from eventbus.errors import BusUnavailableError, EventBusError
+    from eventbus.admin import Admin
+    from eventbus.errors import DaemonRefusedError, EventBusError
 
-    settings = options.bus_settings(args.config_dir, "master")
-    request = _request(args)
+    admin = Admin.for_master(options.bus_settings(args.config_dir, "master"))  # type: ignore[arg-type]
     try:
-        result = control.request(settings.sock_dir, b"key", request, timeout=5.0)
-    except BusUnavailableError:
-        result = _offline(settings, request)
-    except EventBusError as exc:
-        raise EventBusError(str(exc).split("refused key: key: ", 1)[-1]) from None
-    if request["op"] == "list":
-        for state, heading in HEADINGS:
-            print(heading)
-            for minion_id in result.get(state, []):
-                print(minion_id)
-        return 0
-    done = {"accept": "Key for minion {} accepted.", "accept_all": "Key for minion {} accepted.",
-            "reject": "Key for minion {} rejected.", "delete": "Key for minion {} deleted."}[request["op"]]
-    if not result:
+        if args.accept:
+            op, changed = "accept", admin.accept(args.accept)
+        elif args.accept_all:
+            op, changed = "accept_all", admin.accept_all()
+        elif args.reject:
+            op, changed = "reject", admin.reject(args.reject)
+        elif args.delete:
+            op, changed = "delete", admin.delete(args.delete)
+        else:
+            listing = admin.list_keys()
+            for state, heading in HEADINGS:
+                print(heading)
+                for minion_id in listing.get(state, []):
+                    print(minion_id)
+            return 0
+    except DaemonRefusedError as exc:
+        raise EventBusError(exc.reason) from None
+    if not changed:
         print("No pending keys to accept.", file=sys.stderr)
-    for minion_id in result:
-        print(done.format(minion_id))
+    for minion_id in changed:
+        print(DONE[op].format(minion_id))
     return 0

@@ -36,18 +36,14 @@ def build_data(items: list[str], with_env: bool) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eventbus import control, payload, relay
-    from eventbus.errors import BusUnavailableError, EventBusError
+    from eventbus import payload, relay
+    from eventbus.errors import DaemonRefusedError, EventBusError
 
     payload.check_tag(args.tag)
     data = build_data(args.items, args.with_env)
     settings = options.bus_settings(args.config_dir, "minion")
     try:
-        control.request(settings.sock_dir, relay.VERB_RELAY, {"tag": args.tag, "data": data}, timeout=5.0)
-    except BusUnavailableError:
-        raise BusUnavailableError(f"no minion daemon is running on sock_dir {settings.sock_dir}; "
-                                  "send relays through the local minion", sock_dir=str(settings.sock_dir)) from None
-    except EventBusError as exc:
-        # The daemon's refusal reads "... refused relay: <reason>"; the reason is what matters.
-        raise EventBusError(str(exc).split("refused relay: relay: ", 1)[-1]) from None
+        relay.send(settings.sock_dir, args.tag, data, timeout=5.0)
+    except DaemonRefusedError as exc:
+        raise EventBusError(exc.reason) from None
     return 0

@@ -1,4 +1,4 @@
-"""The master's side of the link: minions' CURVE sessions, relay, presence, fires and key verbs.
+"""The master's side of the link: the sockets and timers around ``daemon.master_session``.
 
 Sockets (all on the daemon's loop, no threads):
 
@@ -8,81 +8,33 @@ Sockets (all on the daemon's loop, no threads):
 - ``publish_port``: a plain ROUTER that answers anything with the master's
   public key, so a minion can pin it on first contact. A public key is not
   a secret; nothing else crosses this port.
+
+What the messages mean, and what to answer, is ``MasterSessions``'s call;
+this class only reads frames, hands them over and carries out the actions.
 """
 from __future__ import annotations
 
-import fnmatch
 import logging
-import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import zmq
 
-from daemon import keys, linkproto
+from daemon import linkproto
+from daemon import master_session as ms
 from daemon.bus import Bus
 from daemon.complaints import Complaints
+from daemon.firejobs import FIRE_JOB_TTL
 from daemon.loop import Loop
-from daemon.presence import Presence
+from daemon.relaystream import RelaySeqs
 from daemon.zap import DOMAIN, ZapHandler
-from eventbus import payload, wire
+from eventbus import keys, payload, wire
 from eventbus.config import MasterConfig
-from eventbus.errors import EventBusError, InvalidEventError, ProtocolError, UnknownKeyError
+from eventbus.errors import EventBusError, UnknownKeyError
 
 log = logging.getLogger(__name__)
 
 FRAME_SLACK = 4096
-FIRE_JOB_TTL = 120.0
-KEY_OFFER = b"key"
-
-VERB_KEY = b"key"
-VERB_FIRE = b"fire_minions"
-VERB_FIRE_STATUS = b"fire_status"
-VERB_LINK = b"link"
-
-
-@dataclass
-class Session:
-    """One minion key's link state on the master."""
-
-    key: str
-    minion_id: str
-    route: bytes
-    accepted: bool = False
-    last_seq: int = 0
-    framer: linkproto.RelayFramer | None = None
-
-
-@dataclass
-class FireJob:
-    """A fire sent to some minions, and which of them said it is on their bus."""
-
-    targets: list[str]
-    acked: set[str] = field(default_factory=set)
-    started: float = field(default_factory=time.monotonic)
-
-
-class RelaySeqs:
-    """The newest relay seq accepted per minion, on disk so a master restart re-accepts nothing."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    def load(self, minion_id: str) -> int:
-        try:
-            return int((self.directory / minion_id).read_bytes() or b"0")
-        except (FileNotFoundError, ValueError):
-            return 0
-
-    def store(self, minion_id: str, seq: int) -> None:
-        fd = os.open(self.directory / minion_id, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            os.pwrite(fd, b"%020d" % seq, 0)
-        finally:
-            os.close(fd)
 
 
 class MasterLink:
@@ -98,11 +50,9 @@ class MasterLink:
         public, secret = keys.key_pair(settings.pki_dir, "master")
         self.public_key = public
         self.keys = keys.KeyStore(settings.pki_dir)
-        self.relay_seqs = RelaySeqs(settings.cachedir / "relay")
-        self.sessions: dict[str, Session] = {}
-        self.presence = Presence(1.5 * self.heartbeat)
-        self.fire_jobs: dict[int, FireJob] = {}
-        self._next_job = 1
+        self.machine = ms.MasterSessions(self.keys, RelaySeqs(settings.cachedir / "relay"),
+                                         heartbeat=self.heartbeat, auto_accept=settings.auto_accept,
+                                         max_event_size=settings.max_event_size)
         self.zap = ZapHandler(context, loop)
 
         self.link_socket = context.socket(zmq.ROUTER)
@@ -130,13 +80,14 @@ class MasterLink:
 
         loop.add_reader(self.link_socket, self._on_link)
         loop.add_reader(self.offer_socket, self._on_offer)
-        loop.call_every(self.heartbeat / 4, self._check_presence)
+        loop.call_every(self.heartbeat / 4, lambda: self._run(self.machine.check_presence(time.monotonic())))
+        loop.call_every(FIRE_JOB_TTL / 8, lambda: self.machine.fire_jobs.expire(time.monotonic()))
         if settings.presence_events:
-            loop.call_every(settings.loop_interval, self._presence_events)
-        bus.register_verb(VERB_KEY, self._key_verb)
-        bus.register_verb(VERB_FIRE, self._fire_verb)
-        bus.register_verb(VERB_FIRE_STATUS, self._fire_status_verb)
-        bus.register_verb(VERB_LINK, self._link_verb)
+            loop.call_every(settings.loop_interval, lambda: self._run(self.machine.presence_events()))
+        bus.register_verb(wire.VERB_KEY, self._key_verb)
+        bus.register_verb(wire.VERB_FIRE_MINIONS, self._fire_verb)
+        bus.register_verb(wire.VERB_FIRE_STATUS, self._fire_status_verb)
+        bus.register_verb(wire.VERB_LINK, self._link_verb)
         log.info("link listening on %s:%d (CURVE), master key offered on port %d",
                  settings.interface, settings.ret_port, settings.publish_port)
 
@@ -155,10 +106,12 @@ class MasterLink:
                 frames = self.offer_socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.offer_socket.send_multipart([frames[0], KEY_OFFER, self.public_key])
+            self.offer_socket.send_multipart([frames[0], linkproto.KEY_OFFER, self.public_key])
 
     def _on_link(self) -> None:
         recv = self.link_socket.recv_multipart
+        receive = self.machine.receive
+        run = self._run
         for _ in range(64):
             try:
                 frames = recv(zmq.NOBLOCK, copy=False)
@@ -166,180 +119,61 @@ class MasterLink:
                 return
             if len(frames) < 2:
                 continue
-            route = frames[0].bytes
             try:
                 key = frames[1].get("User-Id")
             except zmq.ZMQError:
                 key = ""
-            try:
-                message = linkproto.parse([f.bytes for f in frames[1:]])
-            except ProtocolError as exc:
-                self.complaints.refuse("protocol", f"refused a link message from key {key[:12]}...: {exc}")
-                continue
-            self._dispatch(route, key, message)
+            run(receive(frames[0].bytes, key, [f.bytes for f in frames[1:]], time.monotonic()))
 
-    def _dispatch(self, route: bytes, key: str, message: linkproto.Message) -> None:
-        kind = message.kind
-        if kind == linkproto.HELLO:
-            self._hello(route, key, message.value["id"])
-            return
-        session = self.sessions.get(key)
-        if session is None:
-            self.link_socket.send_multipart([route, *linkproto.WHO_MESSAGE])
-            return
-        session.route = route
-        if session.accepted:
-            self.presence.heard(session.minion_id, time.monotonic())
-        if kind == linkproto.EVENTS:
-            self._events(session, message)
-        elif kind == linkproto.PING:
-            self.link_socket.send_multipart([route, *linkproto.PONG_MESSAGE])
-        elif kind == linkproto.FIRED:
-            job = self.fire_jobs.get(message.value)
-            if job is not None and session.accepted:
-                job.acked.add(session.minion_id)
-        else:
-            self.complaints.refuse("protocol", f"refused a {kind.decode()!r} message from minion "
-                                               f"{session.minion_id!r}: not a minion's message")
-
-    def _hello(self, route: bytes, key: str, minion_id: str) -> None:
-        if not keys.valid_key(key):
-            self.complaints.refuse("auth", "refused a hello from a connection without a CURVE key")
-            return
-        decision = self.keys.decide(minion_id, key, self.settings.auto_accept)
-        self.bus.publish("salt/auth", {"result": decision.accepted, "act": decision.act,
-                                       "id": minion_id, "pub": key})
-        if decision.act == "denied":
-            log.warning("denied minion %r: its id is bound to another key", minion_id)
-        session = Session(key, minion_id, route)
-        old = self.sessions.get(key)
-        if old is not None and old.minion_id != minion_id and old.accepted:
-            self.presence.forget(old.minion_id)
-        self.sessions[key] = session
-        if decision.accepted:
-            self._admit(session)
-        else:
-            if decision.act == "pend":
-                log.info("minion %r is pending; accept its key with 'eventbus key --accept %s'",
-                         minion_id, minion_id)
-            self.link_socket.send_multipart([route, *linkproto.welcome(decision.act, 0, self.heartbeat)])
-
-    def _admit(self, session: Session) -> None:
-        """Let an accepted minion relay: tell it where to resume, announce its start."""
-        session.accepted = True
-        session.last_seq = self.relay_seqs.load(session.minion_id)
-        session.framer = linkproto.RelayFramer(session.minion_id)
-        self.presence.heard(session.minion_id, time.monotonic())
-        self.link_socket.send_multipart(
-            [session.route, *linkproto.welcome("accept", session.last_seq, self.heartbeat)])
-        self.bus.publish(f"salt/minion/{session.minion_id}/start", {
-            "id": session.minion_id, "cmd": "_minion_event",
-            "data": f"Minion {session.minion_id} started at {time.ctime()}"})
-
-    def _events(self, session: Session, message: linkproto.Message) -> None:
-        if not session.accepted:
-            self.complaints.refuse("unaccepted", f"refused events from minion {session.minion_id!r}: "
-                                                 "its key is not accepted")
-            return
-        first, floor = message.value
-        frames = message.frames
-        last = session.last_seq
-        if first > max(last, floor) + 1:
-            # A gap the minion did not make: it must resend from what we have.
-            self.link_socket.send_multipart([session.route, *linkproto.resend(last)])
-            return
-        make = session.framer.frame  # type: ignore[union-attr]
-        publish = self.bus.publish_frame
-        limit = self.max_event_size
-        seq = first - 1
-        for frame in frames:
-            seq += 1
-            if seq <= last:
-                continue
-            try:
-                _tag, out = make(frame, limit)
-            except InvalidEventError as exc:
-                self.complaints.refuse("relay", f"refused an event from minion {session.minion_id!r}: {exc}")
-                continue
-            publish(out)
-        if seq > last:
-            session.last_seq = seq
-            self.relay_seqs.store(session.minion_id, seq)
-        self.link_socket.send_multipart([session.route, *linkproto.ack(session.last_seq)])
-
-    # -- presence -------------------------------------------------------------------
-
-    def _check_presence(self) -> None:
-        for minion_id in self.presence.expire(time.monotonic()):
-            log.info("minion %r stopped answering: not present", minion_id)
-        now = time.monotonic()
-        for job_id in [j for j, job in self.fire_jobs.items() if now - job.started > FIRE_JOB_TTL]:
-            del self.fire_jobs[job_id]
-
-    def _presence_events(self) -> None:
-        present, new, lost = self.presence.report()
-        self.bus.publish("salt/presence/present", {"present": present})
-        if new or lost:
-            self.bus.publish("salt/presence/change", {"new": new, "lost": lost})
+    def _run(self, actions: list[ms.Action]) -> None:
+        """Carry out the machine's actions, in order."""
+        for action in actions:
+            kind = type(action)
+            if kind is ms.PublishFrames:
+                publish = self.bus.publish_frame
+                for frame in action.frames:  # type: ignore[union-attr]
+                    publish(frame)
+            elif kind is ms.Send:
+                self.link_socket.send_multipart([action.route, *action.frames])  # type: ignore[union-attr]
+            elif kind is ms.Publish:
+                self.bus.publish(action.tag, action.data)  # type: ignore[union-attr]
+            elif kind is ms.Refuse:
+                self.complaints.refuse(action.kind, action.message)  # type: ignore[union-attr]
+            else:
+                log.log(action.level, "%s", action.message)  # type: ignore[union-attr]
 
     # -- control verbs --------------------------------------------------------------
 
     def _key_verb(self, args: Any) -> Any:
-        if not isinstance(args, dict) or args.get("op") not in ("list", "accept", "accept_all", "reject", "delete"):
-            raise ValueError("expected {'op': list|accept|accept_all|reject|delete, 'id': <minion id>}")
-        op = args["op"]
-        if op == "list":
+        if not isinstance(args, dict) or args.get("op") not in keys.OPS:
+            raise ValueError(f"expected {{'op': {'|'.join(keys.OPS)}, 'id': <minion id>}}")
+        if args["op"] == keys.OP_LIST:
             return self.keys.listing()
-        ids = self.keys.listing()[keys.PENDING] if op == "accept_all" else [args.get("id")]
-        act = "accept" if op == "accept_all" else op
         changed = []
-        for minion_id in ids:
-            try:
-                key = getattr(self.keys, act)(minion_id)
-            except UnknownKeyError as exc:
-                raise ValueError(str(exc)) from None
-            changed.append(minion_id)
-            self.bus.publish("salt/key", {"result": True, "id": minion_id, "act": act})
-            session = self.sessions.get(key)
-            if session is None or session.minion_id != minion_id:
-                continue
-            if act == "accept":
-                self.bus.publish("salt/auth", {"result": True, "act": "accept", "id": minion_id, "pub": key})
-                self._admit(session)
-            else:
-                session.accepted = False
-                self.presence.forget(minion_id)
-                if act == "delete":
-                    del self.sessions[key]
-                    self.link_socket.send_multipart([session.route, *linkproto.WHO_MESSAGE])
-                else:
-                    self.link_socket.send_multipart([session.route, *linkproto.welcome("reject", 0, self.heartbeat)])
+        try:
+            for change in self.keys.change(args["op"], args.get("id")):
+                changed.append(change.minion_id)
+                self._run(self.machine.key_changed(change, time.monotonic()))
+        except UnknownKeyError as exc:
+            raise ValueError(str(exc)) from None
         return changed
 
     def _fire_verb(self, args: Any) -> dict:
         if not isinstance(args, dict) or not isinstance(args.get("target"), str):
             raise ValueError("expected {'tag': str, 'data': dict, 'target': glob}")
         raw_tag, raw_data = payload.pack_event(args.get("tag"), args.get("data"), self.max_event_size)
-        frame = wire.publish_frame(raw_tag, raw_data)
-        chosen = {s.minion_id: s for s in self.sessions.values()
-                  if s.accepted and s.minion_id in self.presence and fnmatch.fnmatchcase(s.minion_id, args["target"])}
-        job_id = self._next_job
-        self._next_job += 1
-        self.fire_jobs[job_id] = FireJob(sorted(chosen))
-        message = linkproto.fire(job_id, frame)
-        for session in chosen.values():
-            self.link_socket.send_multipart([session.route, *message])
-        return {"job": job_id, "targets": sorted(chosen)}
+        job, actions = self.machine.fire(args["target"], wire.publish_frame(raw_tag, raw_data), time.monotonic())
+        self._run(actions)
+        return job
 
     def _fire_status_verb(self, args: Any) -> dict:
-        job = self.fire_jobs.get(args.get("job") if isinstance(args, dict) else None)
-        if job is None:
+        status = self.machine.fire_jobs.status(args.get("job") if isinstance(args, dict) else None)  # type: ignore[arg-type]
+        if status is None:
             raise ValueError("no such fire job (it may have expired)")
-        return {"targets": job.targets, "acked": sorted(job.acked)}
+        return status
 
     def _link_verb(self, _args: Any) -> dict:
-        return {"sessions": len(self.sessions), "accepted": sum(s.accepted for s in self.sessions.values()),
-                "present": self.presence.present(), "refused": self.complaints.count}
+        return {**self.machine.status(), "refused": self.complaints.count}
 
     def close(self) -> None:
         for sock in (self.link_socket, self.offer_socket):

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Sequence
 import msgpack
 
 from eventbus import payload
+from eventbus.keys import valid_id
 from eventbus.relay import refused_tag
 from eventbus.errors import EventTooLargeError, InvalidEventError, ProtocolError
 
@@ -45,6 +46,9 @@ WHO = b"who"
 FIRE = b"fire"
 
 RESULTS = ("accept", "pend", "reject", "denied")
+
+# The master's key offer on publish_port answers any request with [KEY_OFFER, <its Z85 public key>].
+KEY_OFFER = b"key"
 
 SEQ = struct.Struct(">Q")
 BATCH_HEADER = struct.Struct(">QQ")
@@ -133,12 +137,6 @@ def parse(frames: list[bytes]) -> Message:
             raise ProtocolError("welcome carries an unknown result")
         return Message(kind, body)
     raise ProtocolError(f"unknown message kind {kind[:20]!r}")
-
-
-def valid_id(minion_id: Any) -> bool:
-    """Whether ``minion_id`` can name a minion (and a key file): no slashes, spaces, globs or dots only."""
-    return (isinstance(minion_id, str) and 0 < len(minion_id) <= 255 and minion_id not in (".", "..")
-            and not any(c in minion_id for c in "/\\\0\n\r\t *?["))
 
 
 class RelayFramer:

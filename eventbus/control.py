@@ -7,7 +7,7 @@ from typing import Any
 import zmq
 
 from eventbus import wire
-from eventbus.errors import BusUnavailableError, EventBusError
+from eventbus.errors import BusUnavailableError, DaemonRefusedError
 
 
 class Client:
@@ -22,7 +22,7 @@ class Client:
         """Send one control request and return the daemon's result.
 
         ``BusUnavailableError`` when no daemon answers within ``timeout`` seconds;
-        ``EventBusError`` when it answers with an error.
+        ``DaemonRefusedError`` (with the daemon's ``reason``) when it refuses.
         """
         endpoints = self.endpoints
         if not endpoints.files[2].exists():
@@ -43,7 +43,12 @@ class Client:
                                       f"within {timeout:g} s", sock_dir=str(endpoints.sock_dir))
         ok, result = wire.parse_reply(dealer.recv_multipart())
         if not ok:
-            raise EventBusError(f"the daemon on sock_dir {endpoints.sock_dir} refused {verb.decode()}: {result}")
+            name = verb.decode(errors="replace")
+            reason = str(result)
+            # The daemon words a handler's refusal "<verb>: <reason>"; the reason is what a user needs.
+            if reason.startswith(f"{name}: "):
+                reason = reason[len(name) + 2:]
+            raise DaemonRefusedError(name, reason, sock_dir=str(endpoints.sock_dir))
         return result
 
     def close(self) -> None:
@@ -57,7 +62,7 @@ def request(sock_dir: str | os.PathLike, verb: bytes, args: Any = None, timeout:
     """Send one control request on a connection of its own and return the daemon's result.
 
     ``BusUnavailableError`` when no daemon answers within ``timeout`` seconds;
-    ``EventBusError`` when it answers with an error.
+    ``DaemonRefusedError`` (with the daemon's ``reason``) when it refuses.
     """
     own_context = context is None
     client = Client(context or zmq.Context(), sock_dir)

@@ -14,6 +14,7 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     ├── BusUnavailableError         no daemon answered on sock_dir (sock_dir)
     │   └── BusDisconnectedError    a listening handle lost its daemon
     ├── DaemonAlreadyRunningError   another live daemon owns sock_dir (pid)
+    ├── DaemonRefusedError          a daemon answered a control request with a refusal (verb, reason)
     ├── ProtocolError               a peer sent frames that are not our protocol
     ├── UnknownKeyError             a key operation named a minion id not held in that state
     ├── JournalError                the event journal cannot be used (path)
@@ -78,6 +79,20 @@ class DaemonAlreadyRunningError(EventBusError):
     def __init__(self, message: str, *, pid: int | None = None) -> None:
         self.pid = pid
         super().__init__(message)
+
+
+class DaemonRefusedError(EventBusError):
+    """A daemon answered a control request (``key``, ``relay``, ``fire_minions``...) with a refusal.
+
+    ``reason`` is the daemon's own words (e.g. ``no key for minion 'web9' in
+    minions_pre or minions_rejected``), fit to show a user as it is.
+    """
+
+    def __init__(self, verb: str, reason: str, *, sock_dir: str | None = None) -> None:
+        self.verb = verb
+        self.reason = reason
+        self.sock_dir = sock_dir
+        super().__init__(f"the daemon on sock_dir {sock_dir} refused {verb}: {reason}")
 
 
 class ProtocolError(EventBusError):

@@ -43,6 +43,12 @@ SYNC_HEADER = HEADER.pack(0, 0)
 VERB_PING = b"ping"
 VERB_STATS = b"stats"
 VERB_REPLAY = b"replay"
+# Verbs the link components add (the client side is eventbus.admin and eventbus.relay).
+VERB_LINK = b"link"                  # master and minion: the link's state
+VERB_KEY = b"key"                    # master: list, accept, reject, delete minion keys
+VERB_FIRE_MINIONS = b"fire_minions"  # master: fire an event on matching minions' buses
+VERB_FIRE_STATUS = b"fire_status"    # master: which targets of a fire acknowledged it
+VERB_RELAY = b"relay"                # minion: spool an event for the master
 STATUS_OK = b"ok"
 STATUS_ERROR = b"error"
 

@@ -10,8 +10,8 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from daemon import keys, linkproto
-from eventbus import control
+from daemon import linkproto
+from eventbus import control, keys, wire
 from tests.helpers import Node, free_port, short_tmpdir, wait_for
 
 HEARTBEAT = 0.3
@@ -56,7 +56,7 @@ class Site:
 
 
 def link_state(minion: Node) -> dict:
-    return control.request(minion.sock_dir, b"link", None, timeout=2.0)
+    return control.request(minion.sock_dir, wire.VERB_LINK, None, timeout=2.0)
 
 
 def wait_link(minion: Node, state: str, timeout: float = 10.0) -> dict:
@@ -66,7 +66,7 @@ def wait_link(minion: Node, state: str, timeout: float = 10.0) -> dict:
 
 
 def master_link(master: Node) -> dict:
-    return control.request(master.sock_dir, b"link", None, timeout=2.0)
+    return control.request(master.sock_dir, wire.VERB_LINK, None, timeout=2.0)
 
 
 class RecordingProxy:

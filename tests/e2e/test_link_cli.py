@@ -78,6 +78,9 @@ def test_key_delete_on_a_running_master_fires_and_the_minion_pends_again(site):
         wait_link(minion, "pend")
     listing = run_cli("key", "--list", "-c", conf).stdout.splitlines()
     assert listing == ["Accepted Keys:", "Denied Keys:", "Unaccepted Keys:", "m1", "Rejected Keys:"]
+    # The running master's refusal reads exactly like the offline one: the reason, nothing of the protocol.
+    missing = run_cli("key", "--accept", "nobody", "-c", conf)
+    assert missing.returncode == 1 and missing.stderr == "error: no key for minion 'nobody' in minions_pre or minions_rejected\n"
 
 
 def test_a_bad_master_pubkey_is_one_config_error(site):

@@ -6,7 +6,7 @@ import stat
 import pytest
 import zmq
 
-from daemon import keys
+from eventbus import keys
 from eventbus.errors import UnknownKeyError
 
 
@@ -64,3 +64,19 @@ def test_master_key_is_pinned(tmp_path):
     k = key()
     keys.pin_master_key(tmp_path, k)
     assert keys.pinned_master_key(tmp_path) == k
+
+
+def test_change_yields_each_key_moved_as_the_master_and_the_offline_cli_use_it(tmp_path):
+    store = keys.KeyStore(tmp_path)
+    a, b = key(), key()
+    store.decide("a", a, auto_accept=False)
+    store.decide("b", b, auto_accept=False)
+    assert list(store.change("accept_all")) == [keys.KeyChange("a", "accept", a), keys.KeyChange("b", "accept", b)]
+    assert list(store.change("accept_all")) == []
+    assert list(store.change("reject", "a")) == [keys.KeyChange("a", "reject", a)]
+    assert list(store.change("delete", "b")) == [keys.KeyChange("b", "delete", b)]
+    assert store.listing() == {"minions": [], "minions_denied": [], "minions_pre": [], "minions_rejected": ["a"]}
+    with pytest.raises(UnknownKeyError, match="unknown key operation 'promote'"):
+        list(store.change("promote", "a"))
+    with pytest.raises(UnknownKeyError, match="None is not a valid minion id"):
+        list(store.change("accept"))

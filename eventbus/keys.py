@@ -1,5 +1,9 @@
 """CURVE keys on disk: a daemon's own key pair, the minion keys a master knows, a minion's pinned master key.
 
+The key-file operations (accept, reject, delete) live here once: the master
+daemon runs them for ``eventbus key`` when it is up, and ``eventbus.admin``
+runs the same ones on the directories when no master is running.
+
 A master's ``pki_dir`` holds Salt's layout, one file per minion id holding
 its Z85 public key::
 
@@ -18,12 +22,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import zmq
 import zmq.auth
 import zmq.utils.z85
 
-from daemon.linkproto import valid_id
 from eventbus.errors import EventBusError, UnknownKeyError
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,17 @@ REJECTED = "minions_rejected"
 DENIED = "minions_denied"
 STATES = (ACCEPTED, PENDING, REJECTED)
 PINNED_MASTER = "minion_master.pub"
+
+# The key operations of ``eventbus key`` and the master's ``key`` control verb.
+OP_LIST = "list"
+CHANGE_OPS = ("accept", "accept_all", "reject", "delete")
+OPS = (OP_LIST, *CHANGE_OPS)
+
+
+def valid_id(minion_id: Any) -> bool:
+    """Whether ``minion_id`` can name a minion (and a key file): no slashes, spaces, globs or dots only."""
+    return (isinstance(minion_id, str) and 0 < len(minion_id) <= 255 and minion_id not in (".", "..")
+            and not any(c in minion_id for c in "/\\\0\n\r\t *?["))
 
 
 def key_pair(pki_dir: Path, name: str) -> tuple[bytes, bytes]:
@@ -67,6 +82,15 @@ def valid_key(text: str | bytes) -> bool:
     except (ValueError, KeyError, IndexError, TypeError):
         return False
     return True
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """One key moved by an operator: which minion, what was done (``salt/key``'s act), and its key."""
+
+    minion_id: str
+    act: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,20 @@ class KeyStore:
     def reject(self, minion_id: str) -> str:
         """Move a pending (or accepted) key to rejected; return the key."""
         return self._move(minion_id, REJECTED, (PENDING, ACCEPTED))
+
+    def change(self, op: str, minion_id: str | None = None) -> Iterator[KeyChange]:
+        """Do key operation ``op`` (accept, accept_all, reject, delete), yielding each change as it is made.
+
+        ``accept_all`` accepts every pending key; ``UnknownKeyError`` when the
+        id holds no key in a state ``op`` can move it from.
+        """
+        if op not in CHANGE_OPS:
+            raise UnknownKeyError(f"unknown key operation {op!r}; expected one of {', '.join(CHANGE_OPS)}")
+        ids = self.listing()[PENDING] if op == "accept_all" else [minion_id]
+        act = "accept" if op == "accept_all" else op
+        move = getattr(self, act)
+        for one in ids:
+            yield KeyChange(one, act, move(one))
 
     def delete(self, minion_id: str) -> str:
         """Forget ``minion_id``'s key whatever its state; return the key."""

@@ -1,0 +1,228 @@
+"""The master's side of the link as a state machine without sockets: messages in, actions out.
+
+In the spirit of pyzmq's ``zmq/auth/base.py``: all the logic is here, and
+``daemon.link_master`` only owns the sockets and timers, hands in what
+arrives (the frames, the connection's route and its proven CURVE key, the
+time) and carries out the returned actions in order. The key store and the
+relay seqs are injected (files, no sockets), so tests drive this directly.
+
+One ``Session`` per minion key (its relay de-duplication is ``RelayStream``)::
+
+    (none) --hello--> the key store decides; salt/auth is fired either way
+        accept               accepted: welcome(accept, last seq), salt/minion/<id>/start
+        pend|reject|denied   held: welcome(act); it may ping, nothing else
+    accepted --events(first, floor, frames)-->
+        seqs <= last           duplicates (a batch resent after a lost ack): skipped
+        first > max(last, floor) + 1   a gap the minion did not make: resend(last)
+        otherwise              new events published, last stored, ack(last)
+    any message from a key without a session --> who (the master restarted: say hello)
+    operator: accept --> admitted at once; reject --> welcome(reject); delete --> who, forgotten
+
+Every message of an accepted session counts as a heartbeat for ``Presence``;
+fires to minions are tracked by ``FireJobs``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from dataclasses import dataclass
+from typing import Union
+
+from daemon import linkproto
+from daemon.firejobs import FireJobs
+from daemon.presence import Presence
+from daemon.relaystream import RelaySeqs, RelayStream
+from eventbus import keys
+from eventbus.errors import ProtocolError
+
+# -- actions (what the adapter must do) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send link message ``frames`` to the connection ``route``."""
+
+    route: bytes
+    frames: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Fire one of the master's own events (``salt/auth``, ``salt/key``, ...) on its bus."""
+
+    tag: str
+    data: dict
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFrames:
+    """Put relayed events, already framed and checked, on the master bus in this order."""
+
+    frames: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Something was refused: log it (grouped by ``kind``, rate-limited)."""
+
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A log line at ``level``."""
+
+    level: int
+    message: str
+
+
+Action = Union[Send, Publish, PublishFrames, Refuse, Note]
+
+
+@dataclass
+class Session:
+    """One minion key's link state on the master."""
+
+    key: str
+    minion_id: str
+    route: bytes
+    accepted: bool = False
+    stream: RelayStream | None = None
+
+
+class MasterSessions:
+    """Every minion session of one master: hello, relay with de-duplication, presence, fires."""
+
+    def __init__(self, store: keys.KeyStore, seqs: RelaySeqs, *, heartbeat: float, auto_accept: bool,
+                 max_event_size: int, fire_jobs: FireJobs | None = None) -> None:
+        self.store = store
+        self.seqs = seqs
+        self.heartbeat = heartbeat
+        self.auto_accept = auto_accept
+        self.max_event_size = max_event_size
+        self.sessions: dict[str, Session] = {}
+        self.presence = Presence(1.5 * heartbeat)
+        self.fire_jobs = fire_jobs or FireJobs()
+
+    # -- messages from minions ----------------------------------------------------------
+
+    def receive(self, route: bytes, key: str, frames: list[bytes], now: float) -> list[Action]:
+        """Handle one link message from the connection ``route`` whose proven key is ``key``."""
+        try:
+            message = linkproto.parse(frames)
+        except ProtocolError as exc:
+            return [Refuse("protocol", f"refused a link message from key {key[:12]}...: {exc}")]
+        kind = message.kind
+        if kind == linkproto.HELLO:
+            return self._hello(route, key, message.value["id"], now)
+        session = self.sessions.get(key)
+        if session is None:
+            return [Send(route, linkproto.WHO_MESSAGE)]
+        session.route = route
+        if session.accepted:
+            self.presence.heard(session.minion_id, now)
+        if kind == linkproto.EVENTS:
+            return self._events(session, message)
+        if kind == linkproto.PING:
+            return [Send(route, linkproto.PONG_MESSAGE)]
+        if kind == linkproto.FIRED:
+            if session.accepted:
+                self.fire_jobs.ack(message.value, session.minion_id)
+            return []
+        return [Refuse("protocol", f"refused a {kind.decode()!r} message from minion "
+                                   f"{session.minion_id!r}: not a minion's message")]
+
+    def _hello(self, route: bytes, key: str, minion_id: str, now: float) -> list[Action]:
+        if not keys.valid_key(key):
+            return [Refuse("auth", "refused a hello from a connection without a CURVE key")]
+        decision = self.store.decide(minion_id, key, self.auto_accept)
+        actions: list[Action] = [Publish("salt/auth", {"result": decision.accepted, "act": decision.act,
+                                                       "id": minion_id, "pub": key})]
+        if decision.act == "denied":
+            actions.append(Note(logging.WARNING, f"denied minion {minion_id!r}: its id is bound to another key"))
+        session = Session(key, minion_id, route)
+        old = self.sessions.get(key)
+        if old is not None and old.minion_id != minion_id and old.accepted:
+            self.presence.forget(old.minion_id)
+        self.sessions[key] = session
+        if decision.accepted:
+            actions += self._admit(session, now)
+            return actions
+        if decision.act == "pend":
+            actions.append(Note(logging.INFO, f"minion {minion_id!r} is pending; accept its key with "
+                                              f"'eventbus key --accept {minion_id}'"))
+        actions.append(Send(route, linkproto.welcome(decision.act, 0, self.heartbeat)))
+        return actions
+
+    def _admit(self, session: Session, now: float) -> list[Action]:
+        """Let an accepted minion relay: tell it where to resume, announce its start."""
+        session.accepted = True
+        session.stream = stream = RelayStream(session.minion_id, self.seqs)
+        self.presence.heard(session.minion_id, now)
+        return [Send(session.route, linkproto.welcome("accept", stream.last, self.heartbeat)),
+                Publish(f"salt/minion/{session.minion_id}/start", {
+                    "id": session.minion_id, "cmd": "_minion_event",
+                    "data": f"Minion {session.minion_id} started at {time.ctime()}"})]
+
+    def _events(self, session: Session, message: linkproto.Message) -> list[Action]:
+        if not session.accepted:
+            return [Refuse("unaccepted", f"refused events from minion {session.minion_id!r}: "
+                                         "its key is not accepted")]
+        first, floor = message.value
+        verdict = session.stream.batch(first, floor, message.frames, self.max_event_size)  # type: ignore[union-attr]
+        actions: list[Action] = [Refuse("relay", reason) for reason in verdict.refused]
+        if verdict.published:
+            actions.insert(0, PublishFrames(verdict.published))
+        actions.append(Send(session.route, verdict.reply))
+        return actions
+
+    # -- operators ----------------------------------------------------------------------
+
+    def key_changed(self, change: keys.KeyChange, now: float) -> list[Action]:
+        """An operator moved a key (``eventbus key``): fire salt/key and act on the minion's session."""
+        actions: list[Action] = [Publish("salt/key", {"result": True, "id": change.minion_id, "act": change.act})]
+        session = self.sessions.get(change.key)
+        if session is None or session.minion_id != change.minion_id:
+            return actions
+        if change.act == "accept":
+            actions.append(Publish("salt/auth", {"result": True, "act": "accept", "id": change.minion_id,
+                                                 "pub": change.key}))
+            return actions + self._admit(session, now)
+        session.accepted = False
+        self.presence.forget(change.minion_id)
+        if change.act == "delete":
+            del self.sessions[change.key]
+            actions.append(Send(session.route, linkproto.WHO_MESSAGE))
+        else:
+            actions.append(Send(session.route, linkproto.welcome("reject", 0, self.heartbeat)))
+        return actions
+
+    def fire(self, target: str, frame: bytes, now: float) -> tuple[dict, list[Action]]:
+        """Fire bus ``frame`` on every present, accepted minion matching glob ``target``: (job, actions)."""
+        chosen = {s.minion_id: s for s in self.sessions.values()
+                  if s.accepted and s.minion_id in self.presence and fnmatch.fnmatchcase(s.minion_id, target)}
+        targets = sorted(chosen)
+        job_id = self.fire_jobs.start(targets, now)
+        message = linkproto.fire(job_id, frame)
+        return {"job": job_id, "targets": targets}, [Send(chosen[m].route, message) for m in targets]
+
+    # -- presence -----------------------------------------------------------------------
+
+    def check_presence(self, now: float) -> list[Action]:
+        """Take minions silent for 1.5 heartbeats out of the present set."""
+        return [Note(logging.INFO, f"minion {minion_id!r} stopped answering: not present")
+                for minion_id in self.presence.expire(now)]
+
+    def presence_events(self) -> list[Action]:
+        """``salt/presence/present``, and ``salt/presence/change`` when the set changed since the last call."""
+        present, new, lost = self.presence.report()
+        actions: list[Action] = [Publish("salt/presence/present", {"present": present})]
+        if new or lost:
+            actions.append(Publish("salt/presence/change", {"new": new, "lost": lost}))
+        return actions
+
+    def status(self) -> dict:
+        return {"sessions": len(self.sessions), "accepted": sum(s.accepted for s in self.sessions.values()),
+                "present": self.presence.present()}

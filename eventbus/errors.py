@@ -18,6 +18,7 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     ├── ProtocolError               a peer sent frames that are not our protocol
     ├── UnknownKeyError             a key operation named a minion id not held in that state
     ├── JournalError                the event journal cannot be used (path)
+    ├── CursorError                 a reader's saved position cannot be read or saved (path)
     └── ApiError                    a REST request refused (status, reason)
         └── AuthenticationError     missing, bad or expired credentials (401)
 """
@@ -105,6 +106,14 @@ class UnknownKeyError(EventBusError):
 
 class JournalError(EventBusError):
     """The event journal at ``path`` cannot be opened or read (missing directory, not a journal)."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class CursorError(EventBusError):
+    """A reader's durable position at ``path`` cannot be read or saved."""
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path

@@ -248,6 +248,12 @@ def load(cls: type[C], path: str | os.PathLike | None) -> C:
     source = Path(path).absolute() if path is not None else None
     raw = _read_yaml(source) if source is not None else {}
     label = str(path) if path is not None else f"<default {cls.node} config>"
+    return from_mapping(cls, raw, source, label)
+
+
+def from_mapping(cls: type[C], raw: Mapping[str, Any], source: Path | None, label: str,
+                 **extra: Any) -> C:
+    """Check the raw YAML values of one file into ``cls`` (``extra``: internal fields already typed)."""
     keys = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind") != "internal"}
     for name in raw:
         if name not in keys:
@@ -262,9 +268,9 @@ def load(cls: type[C], path: str | os.PathLike | None) -> C:
         raise ConfigError(f"{label}: key 'root_dir' has value {root_value!r}; expected a directory path",
                           file=label, key="root_dir", value=root_value)
     reader = _Reader(label, config_dir, root)
-    values: dict[str, Any] = {"source": source, "root_dir": root}
+    values: dict[str, Any] = {"source": source, "root_dir": root, **extra}
     for name, spec in keys.items():
-        if name != "root_dir":
+        if name != "root_dir" and name not in extra:
             values[name] = reader.read(spec, raw.get(name, spec.default))
     return cls(**values)
 

@@ -48,8 +48,13 @@ class ForwardConfig(config.BaseConfig):
 
     @property
     def state_dir(self) -> Path:
-        """Where outboxes, the control socket and the lock live."""
+        """Where the outboxes (one per broker, with its cursor) live."""
         return self.root_dir / "var/cache/eventbus/forward"
+
+    @property
+    def sock_dir(self) -> Path:
+        """Where the running forwarder's control socket and lock live."""
+        return self.root_dir / "var/run/eventbus/forward"
 
 
 def _resolve_indirect(block: dict, label: str, where: str) -> tuple[dict, list[str]]:

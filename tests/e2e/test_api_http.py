@@ -191,6 +191,32 @@ def test_resume_survives_an_api_restart(api_env):
     assert [r["data"]["data"]["n"] for r in got] == [1, 2, 3, 4]
 
 
+def test_resume_survives_a_master_restart_and_reaches_past_the_window():
+    # The window keeps 10 events; the journal keeps them all, across the master's restart.
+    with running_api(master_keys={"event_window": 10}) as env:
+        token = env.login("alice")
+        reader = SSEReader(env, params={"token": token, "tag": "mr/*"})
+        env.fire({"n": 0}, "mr/x")
+        last = reader.records(1)[0]["id"]
+        reader.close()
+        for n in range(1, 41):
+            env.fire({"n": n}, "mr/x")
+        assert env.master.stop() == 0
+        env.start_master()
+        for n in range(41, 61):
+            env.fire({"n": n}, "mr/x")
+        wait_for(lambda: control.ping(env.master.sock_dir)["seq"] > control.ping(env.master.sock_dir)["epoch"] + 19,
+                 what="the restarted master to number 20 events")
+        again = SSEReader(env, params={"token": token, "tag": "mr/*"}, headers={"Last-Event-ID": str(last)})
+        got = again.records(60)
+        env.fire({"n": 61}, "mr/x")
+        got += again.records(1)
+        again.close()
+        assert [r["data"]["data"]["n"] for r in got] == list(range(1, 62)), "no gap, no duplicate, no gap record"
+        ids = [r["id"] for r in got]
+        assert ids == sorted(set(ids))
+
+
 def test_a_client_that_never_reads_is_dropped_and_stalls_no_one():
     import socket
 

@@ -17,13 +17,13 @@ from tornado.httpclient import HTTPClient, HTTPClientError, HTTPRequest
 
 from eventbus import records
 from eventbus.errors import SinkError
-from eventbus.sink import Outgoing, Sink
+from eventbus.sink import REQUIRED, Outgoing, Sink
 
 MODES = ("structured", "binary")
 
 
 class WebhookSink(Sink):
-    KEYS = {"url": None, "secret": None, "mode": "structured", "timeout": 10, "retries": 3,
+    KEYS = {"url": REQUIRED, "secret": None, "mode": "structured", "timeout": 10, "retries": 3,
             "format": "salt"}
 
     def __init__(self, url: str, secret: str | None, mode: str, timeout: float, retries: int,

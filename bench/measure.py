@@ -100,6 +100,15 @@ class ProcessMeter:
         return max(self.samples, default=0)
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def short_tmpdir(prefix: str) -> Path:
     """A short directory under /tmp: UNIX socket paths are limited to 107 bytes."""
     return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))

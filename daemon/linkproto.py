@@ -29,9 +29,12 @@ from typing import Any, NamedTuple, Sequence
 
 import msgpack
 
-from eventbus import payload
+from eventbus import minionid, payload
 from eventbus.relay import refused_tag
 from eventbus.errors import EventTooLargeError, InvalidEventError, ProtocolError
+
+# The one rule for ids, shared with the config (a minion the config accepts is never refused here).
+valid_id = minionid.valid
 
 HELLO = b"hello"
 EVENTS = b"events"
@@ -133,12 +136,6 @@ def parse(frames: list[bytes]) -> Message:
             raise ProtocolError("welcome carries an unknown result")
         return Message(kind, body)
     raise ProtocolError(f"unknown message kind {kind[:20]!r}")
-
-
-def valid_id(minion_id: Any) -> bool:
-    """Whether ``minion_id`` can name a minion (and a key file): no slashes, spaces, globs or dots only."""
-    return (isinstance(minion_id, str) and 0 < len(minion_id) <= 255 and minion_id not in (".", "..")
-            and not any(c in minion_id for c in "/\\\0\n\r\t *?["))
 
 
 class RelayFramer:

@@ -24,6 +24,7 @@ import zmq
 import zmq.asyncio
 
 from eventbus import config, payload, wire
+from eventbus.errors import InvalidArgumentError
 from eventbus.event import CONNECT_TIMEOUT, open_listener, open_publisher
 from eventbus.inbox import Event, Inbox
 
@@ -41,7 +42,8 @@ class AsyncBusHandle:
     def __init__(self, node: str, sock_dir: str | os.PathLike | None = None,
                  opts: Mapping[str, Any] | config.BaseConfig | None = None, listen: bool = True) -> None:
         if node not in ("master", "minion"):
-            raise ValueError(f"unknown node {node!r}; expected 'master' or 'minion'")
+            raise InvalidArgumentError(f"unknown node {node!r}; expected 'master' or 'minion'",
+                                       argument="node", value=node)
         settings = config.typed(opts, config.MasterConfig if node == "master" else config.MinionConfig)
         self.node = node
         self.listen = listen

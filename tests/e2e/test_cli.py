@@ -180,3 +180,22 @@ def test_version_and_help():
     out = run_cli("--help").stdout
     for command in ("master", "minion", "watch", "fire"):
         assert command in out
+
+
+@pytest.mark.parametrize("minion_id", [".", "..", "a" * 251, "web\x01one", "a/b"])
+def test_minion_with_an_id_the_link_would_refuse_does_not_start(short_tmp, minion_id):
+    conf = short_tmp / "conf"
+    write_config(conf, "minion", root_dir=str(short_tmp), sock_dir="n", id=minion_id)
+    daemon = Daemon("minion", conf).start()
+    assert daemon.proc.wait(15) != 0
+    lines = daemon.log.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "key 'id'" in lines[0], lines
+    assert "a minion id" in lines[0]
+
+
+def test_a_bad_user_name_is_one_error_line_not_a_traceback(short_tmp):
+    conf = short_tmp / "conf"
+    write_config(conf, "api", root_dir=str(short_tmp), external_auth={"file": {"users_file": "users"}})
+    done = run_cli("user", "add", "bad:name", "--password-stdin", "-c", str(conf), input="pw\n")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: user name 'bad:name'") and len(done.stderr.splitlines()) == 1

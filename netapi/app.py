@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import cherrypy
 
-from daemon.complaints import Complaints
+from eventbus.complaints import Complaints
 from eventbus.config import ApiConfig
 from eventbus.errors import ApiError, AuthenticationError, BusUnavailableError, EventTooLargeError, InvalidEventError
 from netapi import auth, hooks, jwtauth

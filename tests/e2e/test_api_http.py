@@ -1,7 +1,6 @@
 """The REST API as its users drive it: requests and curl against a real master and ``eventbus api``."""
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import time
@@ -10,8 +9,9 @@ import jwt
 import pytest
 import requests
 
-from tests.apinode import JWT_SECRET, PASSWORDS, SSEReader, api_env, running_api, shared_api  # noqa: F401  (fixtures)
+from tests.apinode import JWT_SECRET, PASSWORDS, running_api
 from tests.helpers import wait_for
+from tests.sse import SSEParser, SSEReader, records_of
 
 
 # -- login ------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def test_a_client_that_never_reads_is_dropped_and_stalls_no_one():
                  timeout=30, interval=0.2, what="curl to get every event")
         curl.kill()
         curl.wait()
-        got = [json.loads(line[6:])["data"]["n"] for line in out.read_text().splitlines() if line.startswith("data: ")]
+        got = [r["data"]["data"]["n"] for r in records_of(out.read_text())]
         assert got == list(range(3000))
         # The server hung up on the client that stopped reading: what its buffers held, then EOF.
         stuck.settimeout(20)
@@ -377,15 +377,16 @@ def test_https_with_a_self_signed_certificate_open_hooks_and_the_stream_limit():
         token = answer.json()["return"][0]["token"]
         stream = requests.get(env.url("/events"), params={"token": token}, stream=True, verify=crt, timeout=10)
         assert stream.status_code == 200
+        parser = SSEParser()
         lines = stream.iter_lines(chunk_size=1, decode_unicode=True)
         assert next(lines) == "retry: 400"
         second = requests.get(env.url("/events"), params={"token": token}, verify=crt, timeout=10)
         assert second.status_code == 503 and "stream_limit" in second.json()["return"]
         hooked = requests.post(env.url("/hook/open"), json={"x": 1}, verify=crt, timeout=10)  # no token needed
         assert hooked.status_code == 200
-        record = [line for line in itertools.islice(lines, 4) if line]
-        assert record[0].startswith("id: ") and record[1] == "tag: salt/netapi/hook/open"
-        assert json.loads(record[2][6:])["data"]["body"] == {"x": 1}
+        record = next(parser.records(lines))
+        assert record["id"] > 0 and record["tag"] == "salt/netapi/hook/open"
+        assert record["data"]["data"]["body"] == {"x": 1}
         stream.close()
     finally:
         env.stop_api()
@@ -416,9 +417,9 @@ def test_events_the_bus_dropped_for_a_stalled_api_are_filled_from_the_window():
                  what="curl to get all 5000 events")
         curl.kill()
         curl.wait()
-        text = out.read_text()
-        got = [json.loads(line[6:])["data"]["n"] for line in text.splitlines() if line.startswith("data: ")]
-        assert got == list(range(5000)) and "eventbus/stream/gap" not in text
+        records = records_of(out.read_text())
+        assert [r["data"]["data"]["n"] for r in records] == list(range(5000))
+        assert all(r["tag"] == "stall/x" for r in records)  # no eventbus/stream/gap record
         assert "filled from the master's window" in env.api.log, "the bus dropped nothing: test the fill"
 
 

@@ -407,10 +407,15 @@ def test_events_the_bus_dropped_for_a_stalled_api_are_filled_from_the_window():
         try:
             from eventbus import event
 
+            from eventbus import control
+
+            before = control.ping(env.master.sock_dir)["seq"]
             with event.get_event("master", opts=env.master.opts(), listen=False) as bus:
                 for n in range(5000):
                     assert bus.fire_event({"n": n, "pad": "y" * 500}, "stall/x", timeout=3000)
-            time.sleep(0.5)
+            # Every event published (and dropped for the stopped API) before it may read again.
+            wait_for(lambda: control.ping(env.master.sock_dir)["seq"] >= before + 5000, timeout=30,
+                     what="the master to publish all 5000 events")
         finally:
             env.api.signal(signal.SIGCONT)
         wait_for(lambda: out.read_bytes().count(b"\ndata: ") >= 5000, timeout=30, interval=0.2,

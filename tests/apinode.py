@@ -52,7 +52,7 @@ class ApiEnv:
         self.master.start()
 
     def start_api(self, timeout: float = 15.0) -> Daemon:
-        self.api = Daemon("api", self.config_dir).start()
+        self.api = Daemon.eventbus("api", self.config_dir).start()
 
         def answers() -> bool:
             if not self.api.alive():

@@ -160,7 +160,7 @@ def test_daemon_with_a_bad_config_exits_with_one_line(short_tmp, text, expected)
     conf = short_tmp / "conf"
     write_config(conf, "master")
     (conf / "master").write_text(f"root_dir: {short_tmp}\n" + text)
-    daemon = Daemon("master", conf).start()
+    daemon = Daemon.eventbus("master", conf).start()
     assert daemon.proc.wait(15) != 0
     lines = daemon.log.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
@@ -170,7 +170,7 @@ def test_daemon_with_a_bad_config_exits_with_one_line(short_tmp, text, expected)
 def test_daemon_refuses_a_sock_dir_that_is_too_long(short_tmp):
     conf = short_tmp / "conf"
     write_config(conf, "master", root_dir=str(short_tmp), sock_dir="s" * 110)
-    daemon = Daemon("master", conf).start()
+    daemon = Daemon.eventbus("master", conf).start()
     assert daemon.proc.wait(15) != 0
     assert "too long" in daemon.log and "Traceback" not in daemon.log
 
@@ -186,7 +186,7 @@ def test_version_and_help():
 def test_minion_with_an_id_the_link_would_refuse_does_not_start(short_tmp, minion_id):
     conf = short_tmp / "conf"
     write_config(conf, "minion", root_dir=str(short_tmp), sock_dir="n", id=minion_id)
-    daemon = Daemon("minion", conf).start()
+    daemon = Daemon.eventbus("minion", conf).start()
     assert daemon.proc.wait(15) != 0
     lines = daemon.log.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "key 'id'" in lines[0], lines

@@ -33,7 +33,9 @@ class Children:
         self._starting = False
         self._pending: int | None = None
         for each in STOP_SIGNALS:
-            signal.signal(each, self._on_signal)
+            # Under nohup SIGHUP is ignored on purpose: keep it so.
+            if signal.getsignal(each) is not signal.SIG_IGN:
+                signal.signal(each, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         # Only the first signal counts: later ones must not cut the shutdown short.

@@ -70,9 +70,14 @@ class MakeRun:
         return list((self.root / "run" / "var" / "run" / "eventbus").rglob("*.ipc"))
 
     def stop(self, signum: int) -> int:
+        """Send ``signum`` to the runner alone; its exit code once it has stopped every daemon."""
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
-        code = self.proc.wait(30)
+        try:
+            code = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the runner did not exit within 60 s of {signal.Signals(signum).name}:\n"
+                                 f"{self.log_path.read_text(errors='replace')[-4000:]}") from None
         self._log.close()
         return code
 

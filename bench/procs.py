@@ -174,8 +174,10 @@ class Node:
         keys.setdefault("sock_dir", name[:3])
         keys.setdefault("log_level", "info")
         # Every master listens for minions on its own ports, so parallel runs never collide.
+        self._own_ports = "publish_port" not in keys and "ret_port" not in keys
         keys.setdefault("publish_port", free_port())
         keys.setdefault("ret_port", free_port())
+        self.keys = keys
         self.path = write_config(self.config_dir, name, **keys)
         self.daemon: Daemon | None = None
 
@@ -212,9 +214,25 @@ class Node:
         return proc
 
     def start(self, *extra: str, timeout: float = 10.0) -> Daemon:
-        self.daemon = Daemon.eventbus(self.name, self.config_dir, *extra).start()
-        self.daemon.wait_ready(self.sock_dir, timeout)
-        return self.daemon
+        """Start the daemon and wait until it answers.
+
+        A free port can be taken by another process between choosing it and binding it (other
+        test runs share the machine): a master on ports of its own then retries on new ones.
+        """
+        for attempt in range(3):
+            self.daemon = Daemon.eventbus(self.name, self.config_dir, *extra).start()
+            try:
+                self.daemon.wait_ready(self.sock_dir, timeout)
+                return self.daemon
+            except AssertionError:
+                if not (self._own_ports and self.name == "master" and attempt < 2
+                        and "Address already in use" in self.daemon.log and not self.daemon.alive()):
+                    raise
+                self.daemon.stop()
+                self.daemon.log_path.unlink()
+                self.keys.update(publish_port=free_port(), ret_port=free_port())
+                self.path = write_config(self.config_dir, self.name, **self.keys)
+        raise AssertionError("unreachable")
 
     def stop(self) -> int | None:
         return self.daemon.stop() if self.daemon is not None else None

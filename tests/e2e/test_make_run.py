@@ -20,6 +20,10 @@ from tests.helpers import free_port, run_cli, short_tmpdir
 from tests.sse import SSEReader
 
 REPO = Path(__file__).resolve().parents[2]
+# `python -m cli.devrun CONF` with SIGINT at its default, as a terminal starts it: a test run started
+# in the background (`make test &`) ignores SIGINT, and children inherit that. exec keeps the pid.
+AS_FROM_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.executable, [sys.executable, '-m', 'cli.devrun', *sys.argv[1:]])")
 
 
 def sample_conf_with_free_ports(root: Path) -> Path:
@@ -58,7 +62,7 @@ class MakeRun:
         self.conf = sample_conf_with_free_ports(self.root)
         self.log_path = self.root / "devrun.log"
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli.devrun", str(self.conf)], cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, str(self.conf)], cwd=REPO,
                                      stdout=subprocess.PIPE, stderr=self._log, text=True)
         self.printed = read_until(self.proc.stdout, "Ctrl-C stops everything.", 90)
 

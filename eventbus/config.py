@@ -213,8 +213,9 @@ class _Reader:
     def _id(self, spec: dataclasses.Field, value: Any) -> str:
         if value is None:
             return socket.gethostname()
-        if not minionid.valid(value):
-            raise self.fail(spec.name, value, f"a minion id: {minionid.RULE}")
+        reason = minionid.problem(value)
+        if reason is not None:
+            raise self.fail(spec.name, value, f"a minion id ({minionid.RULE}): {reason}")
         return value
 
     def _path(self, spec: dataclasses.Field, value: Any) -> Path | None:

@@ -86,9 +86,16 @@ class MakeRun:
         return code
 
     def cleanup(self) -> None:
+        """Kill a runner that is still up and its daemons too (a killed runner cannot stop them)."""
         if self.proc.poll() is None:
+            daemons = psutil.Process(self.proc.pid).children(recursive=True)
             self.proc.kill()
             self.proc.wait()
+            for daemon in daemons:
+                try:
+                    daemon.kill()
+                except psutil.NoSuchProcess:
+                    pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -25,7 +25,8 @@ from typing import Sequence
 from bench import report
 from bench.bus import latencies_at, zero_loss_rates
 from bench.clients import Crew, Target
-from bench.measure import MB, load_note, median, short_tmpdir
+from bench.measure import MB, load_note, median
+from bench.procs import short_tmpdir
 from bench.report import Row
 from bench.systems import first_round_trip, running_bus, running_reference
 

@@ -16,16 +16,17 @@ from typing import Iterator
 import yaml
 
 from bench.clients import Target
-from bench.measure import Daemon, free_port, short_tmpdir, venv_bin, wait_until
+from bench.measure import venv_bin, wait_until
+from bench.procs import Daemon, free_port, short_tmpdir
 
 
 def _write_master_config(root: Path, **keys: object) -> Path:
     config_dir = root / "conf"
     config_dir.mkdir()
     path = config_dir / "master"
-    ports = {"publish_port": free_port(), "ret_port": free_port()}  # several masters may run at once
-    path.write_text(yaml.safe_dump({"root_dir": str(root), "sock_dir": "s", "log_level": "warning", **ports,
-                                    **keys}))
+    # Its own free ports: the defaults (4505, 4506) may belong to another master on this machine.
+    path.write_text(yaml.safe_dump({"root_dir": str(root), "sock_dir": "s", "log_level": "warning",
+                                    "publish_port": free_port(), "ret_port": free_port(), **keys}))
     return path
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from eventbus.errors import ConfigError
+from eventbus.errors import ConfigError, SinkError
+
+__all__ = ["REQUIRED", "Outgoing", "Sink", "SinkError"]
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,12 @@ class Sink:
 
     @classmethod
     def from_endpoint_config(cls, cfg: dict) -> "Sink":
-        """A sink for the broker config block ``cfg`` (secrets already resolved). May connect lazily."""
-        return cls()
+        """A sink for the broker config block ``cfg`` (secrets already resolved).
+
+        Called once at start: raise ``ConfigError`` for a bad key (it stops
+        the forwarder with one line); connect lazily, in ``publish``.
+        """
+        return cls(cfg)  # type: ignore[call-arg]
 
     @classmethod
     def options(cls, cfg: dict) -> dict:

@@ -22,7 +22,7 @@ class Forwarder:
         self.daemon: Daemon | None = None
 
     def start(self, env: dict | None = None) -> "Forwarder":
-        self.daemon = Daemon("forward", self.config_dir, env=env).start()
+        self.daemon = Daemon.eventbus("forward", self.config_dir, env=env).start()
         wait_for(self._answers, 20, what="eventbus forward to answer on its control socket")
         return self
 

@@ -12,7 +12,7 @@ BUILTIN = {
     "file": "daemon.forward.sinks.file:FileSink",
     "sql": "daemon.forward.sinks.sql:SqlSink",
     "webhook": "daemon.forward.sinks.webhook:WebhookSink",
-    "pika": "daemon.forward.sinks.pika:PikaSink",
+    "pika": "daemon.forward.sinks.rabbitmq:RabbitMQSink",
     "kafka": "daemon.forward.sinks.kafka:KafkaSink",
     "nats": "daemon.forward.sinks.nats:NatsSink",
 }

@@ -17,13 +17,14 @@ import zmq
 
 from daemon.forward import registry
 from daemon.forward.reader import BusReader, Lane
-from daemon.forward.worker import BrokerWorker
+from daemon.forward.worker import BrokerWorker, redact
 from daemon.ownership import SockDirLock
 from eventbus import config, control, wire
-from eventbus.errors import EventBusError
+from eventbus.errors import ConfigError, EventBusError, SinkError
 from eventbus.event import MasterEvent
-from eventbus.forwardconf import ForwardConfig
+from eventbus.forwardconf import BrokerConfig, ForwardConfig
 from eventbus.outbox import Outbox
+from eventbus.sink import Sink
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,32 @@ class Forwarder:
         self.master = config.load(config.MasterConfig, settings.master_config)
         # Every broker's class and keys are checked before anything starts: a bad one stops us here.
         self.classes = {b.name: registry.sink_class(b.type, b.name) for b in settings.brokers}
+        self.sinks: dict[str, Sink | None] = {}
         for broker in settings.brokers:
-            self.classes[broker.name].options(dict(broker.options))
+            self.sinks[broker.name] = self._make_sink(broker)
         self.reports: queue.SimpleQueue[tuple[str, dict]] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.workers: list[BrokerWorker] = []
         self.reader: BusReader | None = None
+
+    def _make_sink(self, broker: BrokerConfig) -> Sink | None:
+        """The broker's sink; a bad key stops the forwarder, a broker that cannot be reached does not."""
+        cls = self.classes[broker.name]
+        cls.options(dict(broker.options))
+        try:
+            return cls.from_endpoint_config(dict(broker.options))
+        except ConfigError:
+            raise
+        except SinkError as exc:
+            if broker.type in registry.BUILTIN:  # built-in sinks raise SinkError only for a bad value
+                raise ConfigError(f"forward: broker {broker.name!r} (type {broker.type}): "
+                                  f"{redact(str(exc), broker.secrets)}", key="type") from None
+            log.warning("broker %s: its sink could not be made yet, retrying: %s", broker.name,
+                        redact(str(exc), broker.secrets))
+        except Exception as exc:  # a custom class may connect here; its broker may just be away
+            log.warning("broker %s: its sink could not be made yet, retrying: %s: %s", broker.name,
+                        type(exc).__name__, redact(str(exc), broker.secrets))
+        return None
 
     def report(self, tag: str, data: dict) -> None:
         self.reports.put((tag, data))
@@ -77,7 +98,7 @@ class Forwarder:
                         return False
                 outbox.start_at(head)
                 log.info("broker %s is new: it starts at the bus head, seq %d", broker.name, head)
-            worker = BrokerWorker(broker, self.classes[broker.name], outbox, self.report)
+            worker = BrokerWorker(broker, self.classes[broker.name], outbox, self.report, self.sinks[broker.name])
             self.workers.append(worker)
             lanes.append(Lane(broker, outbox, worker.wake))
         for worker in self.workers:

@@ -55,12 +55,13 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
 class BrokerWorker:
     """Drains ``outbox`` into the sink made by ``sink_class`` for ``broker``."""
 
-    def __init__(self, broker: BrokerConfig, sink_class: type[Sink], outbox: Outbox, report: Report) -> None:
+    def __init__(self, broker: BrokerConfig, sink_class: type[Sink], outbox: Outbox, report: Report,
+                 sink: Sink | None = None) -> None:
         self.broker = broker
         self.sink_class = sink_class
         self.outbox = outbox
         self.report = report
-        self.sink: Sink | None = None
+        self.sink = sink
         self.down = False
         self.error = ""
         self.wake = threading.Event()

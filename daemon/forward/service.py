@@ -158,8 +158,8 @@ class Forwarder:
         if self.reader is not None:
             self.reader.join(STOP_GRACE)
         for worker in self.workers:
-            worker.join(STOP_GRACE)
-            worker.outbox.close()
+            if worker.join(STOP_GRACE):
+                worker.outbox.close()
 
 
 def run(settings: ForwardConfig) -> int:

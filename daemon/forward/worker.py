@@ -14,6 +14,7 @@ import threading
 from typing import Callable
 
 from eventbus import records
+from eventbus.errors import EventBusError
 from eventbus.forwardconf import BrokerConfig
 from eventbus.outbox import Outbox
 from eventbus.sink import Outgoing, Sink
@@ -108,7 +109,12 @@ class BrokerWorker:
             except Exception as exc:  # any failure of a sink means "not delivered": report, back off, retry
                 self._failed(exc, backoff)
                 continue
-            self.outbox.ack(batch[-1].seq, len(batch))
+            try:
+                self.outbox.ack(batch[-1].seq, len(batch))
+            except EventBusError as exc:  # the disk refuses: the broker has them; at worst they go again
+                log.error("broker %s: %s; retrying in 1 s", self.broker.name, exc)
+                self.stopping.wait(1.0)
+                continue
             batch = []
             backoff.reset()
             if self.down:
@@ -121,15 +127,17 @@ class BrokerWorker:
         self.stopping.set()
         self.wake.set()
 
-    def join(self, timeout: float) -> None:
+    def join(self, timeout: float) -> bool:
+        """Wait for the drain to end and close the sink; ``False`` if it is still inside a publish."""
         self.thread.join(timeout)
         if self.thread.is_alive():
             log.warning("broker %s did not finish its publish within %g s; its batch stays in the outbox",
                         self.broker.name, timeout)
-            return
+            return False
         if self.sink is not None:
             try:
                 self.sink.close()
             except Exception as exc:  # closing a broken connection may fail; the outbox keeps the events
                 log.warning("broker %s: closing its sink failed: %s", self.broker.name,
                             redact(str(exc), self.broker.secrets))
+        return True

@@ -461,6 +461,42 @@ def bus_rows(seconds: float, steps: int) -> list[Row]:
                 f"≥ {TARGET_BUS:.0%} of without", bool(theirs) and ours >= TARGET_BUS * theirs)]
 
 
+def outage_rows(seconds: float, rate: int = 500) -> list[Row]:
+    """PostgreSQL cut off (a proxy) for ``seconds`` while ``rate`` events/s flow: all delivered after, in order."""
+    from bench.tcpproxy import TcpProxy
+
+    count = int(seconds * rate)
+    context = _pg_setup()
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    root = short_tmpdir("ebf")
+    broker = {"name": "pg", "type": "sql",
+              "url": f"postgresql://postgres@127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{context['schema']}"}
+    try:
+        with running_bus() as (_daemon, target):
+            forward = Forward(target.where, [broker], root).start()
+            try:
+                progress(f"outage: PostgreSQL cut for {seconds:g} s while {rate}/s flow ({count:,} events)")
+                proxy.cut()
+                fire(target.where, count, rate)
+                proxy.restore()
+                restored = time.perf_counter()
+                wait_until(lambda: forward.delivered() >= count, 300, f"{count:,} delivered after the outage", 0.01)
+                catch_up = time.perf_counter() - restored
+            finally:
+                forward.stop()
+        poll = PostgresArrivals(root, context)
+        numbers = [d["n"] for d in poll()]
+        in_order = numbers == list(range(count))
+        progress(f"  {len(numbers):,} rows after the outage, in order: {in_order}; caught up in {catch_up:.1f} s")
+        return [Row(f"{seconds:g} s PostgreSQL outage at {rate}/s: events in the table afterwards, in order",
+                    "events", len(numbers) if in_order else 0, count, f"{count:,} of {count:,}", in_order),
+                Row("  ... catch-up after the outage", "s", catch_up)]
+    finally:
+        proxy.close()
+        _pg_teardown(context)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> str:
     """Run the forwarder benchmark; print and return its Markdown section."""
     parser = argparse.ArgumentParser(prog="python -m bench.forward", description=__doc__.splitlines()[0])
@@ -470,12 +506,15 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one bus throughput trial (1.5)")
     parser.add_argument("--steps", type=int, default=5, help="paced bus trials after the flat-out probe (5)")
     parser.add_argument("--no-bus", action="store_true", help="skip the bus-with-forwarders figure")
+    parser.add_argument("--outage-seconds", type=float, default=60.0, help="PostgreSQL outage length; 0 skips (60)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     load_before = load_note()
     rows = sink_rows(args.sinks, args.scale, args.latency_seconds)
     if not args.no_bus:
         rows += bus_rows(args.seconds, args.steps)
+    if args.outage_seconds:
+        rows += outage_rows(args.outage_seconds)
     text = "\n".join([
         "## Forwarders: each sink against a bare client with the same guarantee (same run)", "",
         "Reference column: a plain file writer with fsync per 1,000; sqlite3 / psycopg inserting batches of "

@@ -1,12 +1,13 @@
 """Test kit for ``eventbus forward``: a forwarder beside a real master, a TCP proxy to cut, a bus watcher."""
 from __future__ import annotations
 
-import socket
-import threading
 from pathlib import Path
 from typing import Any
 
+from bench.tcpproxy import TcpProxy
 from tests.helpers import Daemon, Node, wait_for, write_config
+
+__all__ = ["Forwarder", "TcpProxy", "fire_many", "read_lines"]
 
 
 class Forwarder:
@@ -62,80 +63,6 @@ def fire_many(master: Node, count: int, tag: str = "test/fwd", start: int = 0) -
     with MasterEvent(master.sock_dir, opts=master.settings, listen=False) as bus:
         for n in range(start, start + count):
             assert bus.fire_event({"n": n}, tag, timeout=5000)
-
-
-class TcpProxy:
-    """A TCP relay from a local port to ``target``; ``cut()`` drops every connection and refuses new ones."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self.restore()
-
-    def restore(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self) -> None:
-        if self._listener is not None:
-            # shutdown wakes the thread blocked in accept(); close alone leaves the port listening.
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-
-    def close(self) -> None:
-        self.cut()
 
 
 def read_lines(path: Path) -> list[dict]:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 1000
 BACKOFF_FIRST = 0.2
-BACKOFF_CAP = 30.0
+BACKOFF_CAP = 5.0  # a recovered broker waits at most this long for its next try
 
 Report = Callable[[str, dict], None]  # (tag, data) to fire on the master bus
 

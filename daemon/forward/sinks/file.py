@@ -81,6 +81,11 @@ class FileSink(Sink):
         fresh = [o.body for o in batch if o.seq > self._last_seq]
         if not fresh:
             return
+        if self.max_bytes and self._size >= self.max_bytes:
+            # Rotate before writing, so the current file always ends with the newest records
+            # (a restarted sink reads its last seq from there).
+            self._rotate()
+            fd = self._open()
         chunk = b"\n".join(fresh) + b"\n"
         try:
             os.write(fd, chunk)
@@ -94,8 +99,6 @@ class FileSink(Sink):
             raise SinkError(f"cannot write {self.path}: {exc.strerror}") from None
         self._last_seq = batch[-1].seq
         self._size += len(chunk)
-        if self.max_bytes and self._size >= self.max_bytes:
-            self._rotate()
 
     def is_ready(self) -> bool:
         return True

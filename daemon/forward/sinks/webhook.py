@@ -4,7 +4,9 @@ Only a 2xx answer counts as delivered. With ``secret``, ``X-Hub-Signature:
 sha256=<hex HMAC-SHA256 of the body>``. With ``format: cloudevents``, ``mode``
 chooses a structured body or CloudEvents binary mode (``ce-*`` headers, the
 data as the body). Events of a batch already answered 2xx are not posted
-again when the rest of the batch is retried.
+again when the rest of the batch is retried. The connection is kept alive
+between POSTs (the standard library's ``http.client``) and made again after
+any error.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import hmac
 import random
 import time
 
-from tornado.httpclient import HTTPClient, HTTPClientError, HTTPRequest
+import http.client
+import ssl
+from urllib.parse import urlsplit
 
 from eventbus import records
 from eventbus.errors import SinkError
@@ -34,7 +38,12 @@ class WebhookSink(Sink):
         self.timeout = float(timeout)
         self.retries = retries
         self.format = fmt
-        self.client: HTTPClient | None = None
+        parts = urlsplit(url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if self.https else 80)
+        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.connection: http.client.HTTPConnection | None = None
         self._posted = 0  # the last seq answered 2xx
 
     @classmethod
@@ -61,27 +70,49 @@ class WebhookSink(Sink):
             headers["X-Hub-Signature"] = f"sha256={digest}"
         return headers, body
 
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.connection is None:
+            if self.https:
+                self.connection = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                                              context=ssl.create_default_context())
+            else:
+                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return self.connection
+
+    def _attempt(self, headers: dict[str, str], body: bytes) -> str | None:
+        """POST once: ``None`` on a 2xx, else why not."""
+        for fresh in (self.connection is None, True):
+            connection = self._connect()
+            try:
+                connection.request("POST", self.target, body, headers)
+                answer = connection.getresponse()
+                answer.read()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                self.connection = None
+                if fresh:  # a kept-alive connection the server had closed gets one fresh try at once
+                    return f"cannot POST to {self.url}: {getattr(exc, 'strerror', None) or exc or type(exc).__name__}"
+        if answer.will_close:
+            connection.close()
+            self.connection = None
+        if 200 <= answer.status < 300:
+            return None
+        return f"{self.url} answered {answer.status} {answer.reason}"
+
     def _post(self, event: Outgoing) -> None:
         headers, body = self.request_for(event)
-        request = HTTPRequest(self.url, method="POST", headers=headers, body=body,
-                              connect_timeout=self.timeout, request_timeout=self.timeout)
         delay = 0.1
         for attempt in range(self.retries + 1):
-            try:
-                self.client.fetch(request)  # type: ignore[union-attr]  # raises on non-2xx
+            reason = self._attempt(headers, body)
+            if reason is None:
                 return
-            except HTTPClientError as exc:
-                reason = f"{self.url} answered {exc.code}"
-            except OSError as exc:
-                reason = f"cannot reach {self.url}: {exc.strerror or exc}"
             if attempt < self.retries:
                 time.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 5.0)
         raise SinkError(reason)
 
     def publish(self, batch: list[Outgoing]) -> None:
-        if self.client is None:
-            self.client = HTTPClient()
         for event in batch:
             if event.seq <= self._posted:
                 continue
@@ -89,6 +120,6 @@ class WebhookSink(Sink):
             self._posted = event.seq
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None

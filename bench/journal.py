@@ -24,7 +24,7 @@ from typing import Sequence
 
 from bench import report
 from bench.bus import latencies_at, zero_loss_rates
-from bench.clients import Crew, Target
+from bench.clients import Crew
 from bench.measure import MB, load_note, median
 from bench.procs import short_tmpdir
 from bench.report import Row

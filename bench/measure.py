@@ -53,15 +53,13 @@ class Pacer:
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.01) -> object:
-    """Poll ``predicate`` until truthy; ``TimeoutError`` naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    """Poll ``predicate`` until truthy (``bench.procs.wait_for``); ``TimeoutError`` naming ``what`` after ``timeout`` s."""
+    from bench.procs import wait_for
+
+    try:
+        return wait_for(predicate, timeout, interval, what)
+    except AssertionError as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 @dataclass

@@ -29,7 +29,7 @@ from eventbus.sink import Outgoing, Sink, SinkError
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 5.0  # seconds for the first connection of a client
+CONNECT_TIMEOUT = 5.0  # seconds for the first connection of a client (and for stream set-up)
 ACK_TIMEOUT = 10.0     # seconds for a whole batch to be acknowledged
 
 
@@ -104,16 +104,20 @@ class NatsSink(Sink):
                 max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected),
                 CONNECT_TIMEOUT)
+            js = client.jetstream(timeout=CONNECT_TIMEOUT)
+            if self.settings.stream:
+                await self._ensure_stream(js)
         except BaseException:
             await client.close()
             raise
-        js = client.jetstream(timeout=ACK_TIMEOUT)
-        if self.settings.stream:
-            try:
-                await js.stream_info(self.settings.stream)
-            except nats.js.errors.NotFoundError:
-                await js.add_stream(name=self.settings.stream, subjects=[f"{self.settings.subject_prefix}.>"])
         self._client, self._js, self._connected = client, js, True
+
+    async def _ensure_stream(self, js: Any) -> None:
+        """Create ``stream`` over ``PREFIX.>`` unless it exists (an existing one is left as its owner made it)."""
+        try:
+            await js.stream_info(self.settings.stream)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(name=self.settings.stream, subjects=[f"{self.settings.subject_prefix}.>"])
 
     async def _publish(self, batch: list[Outgoing]) -> None:
         if self._client is None or self._client.is_closed:
@@ -124,16 +128,17 @@ class NatsSink(Sink):
                     if isinstance(exc, asyncio.TimeoutError) else f"{exc.__class__.__name__}: {exc}"
                 raise SinkError(f"{self.settings.where()}: cannot connect: {reason}") from None
         js, prefix = self._js, self.settings.subject_prefix
-        # No wait_stall: it costs a task per message, and a batch never
-        # reaches the client's 4,000 in-flight limit (the whole call is bounded anyway).
-        acks = [await js.publish_async(subject_for(prefix, item.tag), item.body,
-                                       headers={"Nats-Msg-Id": str(item.seq)})
-                for item in batch]
+        acks: list[asyncio.Future] = []
         try:
-            await asyncio.gather(*acks)
+            # No wait_stall: it costs a task per message, and a batch never
+            # reaches the client's 4,000 in-flight limit (the whole call is bounded anyway).
+            for item in batch:
+                acks.append(await js.publish_async(subject_for(prefix, item.tag), item.body,
+                                                   headers={"Nats-Msg-Id": str(item.seq)}))
+            await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT)
         finally:
             for ack in acks:
-                ack.cancel()  # a no-op on the acknowledged; frees the rest of a failed batch
+                ack.cancel()  # a no-op on the acknowledged; frees the client's slots for the rest
 
     async def _close(self) -> None:
         client, self._client, self._connected = self._client, None, False
@@ -145,7 +150,8 @@ class NatsSink(Sink):
         if not batch:
             return
         try:
-            self._run(self._publish(batch), CONNECT_TIMEOUT + ACK_TIMEOUT)
+            # _publish bounds each of its waits; this outer bound only guards against a wedged loop.
+            self._run(self._publish(batch), 3 * CONNECT_TIMEOUT + ACK_TIMEOUT)
         except (concurrent.futures.TimeoutError, asyncio.TimeoutError, nats.errors.TimeoutError):
             raise SinkError(f"{self.settings.where()}: {len(batch)} messages not acknowledged in time") from None
         except nats.js.errors.NoStreamResponseError:

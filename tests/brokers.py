@@ -140,14 +140,16 @@ def kafka_create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
 
 
 def kafka_consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Received]:
-    """Read up to ``count`` messages of ``topic`` from the start with a confluent-kafka consumer group."""
-    from confluent_kafka import Consumer
+    """Read up to ``count`` messages of ``topic`` from the start of every partition with a
+    confluent-kafka consumer (partitions assigned directly: no group join to wait for)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{time.monotonic_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                         "enable.auto.commit": False})
     got: list[Received] = []
     try:
-        consumer.subscribe([topic])
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         deadline = time.monotonic() + timeout
         while len(got) < count and time.monotonic() < deadline:
             for message in consumer.consume(count - len(got), 0.5):

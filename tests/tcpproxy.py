@@ -2,8 +2,10 @@
 
 ``cut()`` closes the listening socket and every connection through it, so
 clients see their connection drop and new connects refused, as when a broker
-host goes away; ``restore()`` listens on the same port again. Threads and
-plain sockets only.
+host goes away; ``restore()`` listens on the same port again. ``stall()``
+keeps every connection open but passes no more bytes either way, as a hung
+broker or a dropped route does (nothing tells the client). Threads and plain
+sockets only.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ class TcpProxy:
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self.connections = 0  # accepted so far, for tests that want to see traffic went through
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def __enter__(self) -> "TcpProxy":
         return self.start()
@@ -39,7 +43,14 @@ class TcpProxy:
         threading.Thread(target=self._accept, args=(listener,), daemon=True, name="tcpproxy-accept").start()
         return self
 
-    restore = start
+    def restore(self) -> "TcpProxy":
+        """Forward again after ``cut()`` (same port)."""
+        self._flowing.set()
+        return self.start()
+
+    def stall(self) -> None:
+        """Hold every byte from now on, without closing anything (``cut()`` ends the stall)."""
+        self._flowing.clear()
 
     def cut(self) -> None:
         """Refuse new connections and drop the open ones (both directions)."""
@@ -82,6 +93,9 @@ class TcpProxy:
                 chunk = source.recv(65536)
                 if not chunk:
                     break
+                while not self._flowing.wait(0.2):
+                    if sink.fileno() < 0:
+                        return  # cut() closed it while stalled
                 sink.sendall(chunk)
         except OSError:
             pass  # the other side or cut() closed it: end this direction

@@ -325,3 +325,54 @@ def test_nats_without_a_stream_says_none_captures_the_subjects() -> None:
         sink.close()
     assert took < OUTAGE_BOUND
     assert f"no JetStream stream captures subjects {prefix}.>" in message
+
+
+# -- A hung broker: connections stay open, nothing answers (Rasa #8943) ---------
+
+def stalled_then_recovered(sink: Sink, proxy: TcpProxy) -> None:
+    """Publish, stall the route, check publish gives up in bounded time, then cut, restore and resume."""
+    sink.publish(events(1, 100))
+    proxy.stall()
+    took, _ = timed_failure(sink, events(101, 100))
+    assert took < OUTAGE_BOUND, f"publish blocked {took:.1f} s on a hung broker"
+    proxy.cut()
+    proxy.restore()
+    publish_until_ok(sink, events(101, 100))
+    sink.publish(events(201, 100))
+
+
+def test_pika_hung_broker_fails_within_bound(rabbit_names) -> None:
+    exchange, queues = rabbit_names
+    proxy = TcpProxy(5672).start()
+    sink = rabbit_sink(exchange, queues[:1], port=proxy.port)
+    try:
+        stalled_then_recovered(sink, proxy)
+    finally:
+        sink.close()
+        proxy.cut()
+    got = seqs_of([m.body for m in rabbit_drain(queues[0], 300, timeout=10)])
+    assert first_occurrences(got) == list(range(1, 301))
+
+
+def test_kafka_hung_broker_fails_within_bound(kafka) -> None:
+    broker, proxy = kafka
+    kafka_create_topic(broker.bootstrap, "hung")
+    sink = kafka_sink(broker, "hung", None)
+    try:
+        stalled_then_recovered(sink, proxy)
+    finally:
+        sink.close()
+    got = seqs_of([m.body for m in kafka_consume(broker.bootstrap, "hung", 300, timeout=30)])
+    assert first_occurrences(got) == list(range(1, 301))
+
+
+def test_nats_hung_broker_fails_within_bound(nats_names) -> None:
+    stream, prefix = nats_names
+    proxy = TcpProxy(4222).start()
+    sink = nats_sink(stream, prefix, port=proxy.port)
+    try:
+        stalled_then_recovered(sink, proxy)
+    finally:
+        sink.close()
+        proxy.cut()
+    assert seqs_of([m.body for m in nats_fetch(stream, f"{prefix}.>", 300)]) == list(range(1, 301))

@@ -376,3 +376,45 @@ def test_nats_hung_broker_fails_within_bound(nats_names) -> None:
         sink.close()
         proxy.cut()
     assert seqs_of([m.body for m in nats_fetch(stream, f"{prefix}.>", 300)]) == list(range(1, 301))
+
+
+# -- Stopping while the broker is away, and a broker that refuses our declarations --
+
+def test_each_sink_closes_promptly_while_its_broker_is_unreachable(rabbit_names, nats_names, kafka) -> None:
+    """``eventbus forward`` must stop cleanly during an outage: close() on a connection the broker no
+    longer answers (and after a failed batch) never waits on the broker for long."""
+    exchange, queues = rabbit_names
+    stream, prefix = nats_names
+    broker, kafka_proxy = kafka
+    rabbit_proxy, nats_proxy = TcpProxy(5672).start(), TcpProxy(4222).start()
+    sinks = {"pika": (rabbit_sink(exchange, queues, port=rabbit_proxy.port), rabbit_proxy),
+             "kafka": (kafka_sink(broker, "closing", None), kafka_proxy),
+             "nats": (nats_sink(stream, prefix, port=nats_proxy.port), nats_proxy)}
+    for name, (sink, proxy) in sinks.items():
+        sink.publish(events(1, 10))
+        proxy.stall()
+        started = time.monotonic()
+        sink.close()
+        assert time.monotonic() - started < 6, f"{name} sink took too long to close a hung connection"
+        proxy.cut()
+        with pytest.raises(SinkError):
+            sink.publish(events(11, 10))
+        started = time.monotonic()
+        sink.close()
+        assert time.monotonic() - started < 6, f"{name} sink took too long to close after a failure"
+
+
+def test_pika_queue_declared_otherwise_is_refused_by_name(rabbit_names) -> None:
+    exchange, queues = rabbit_names
+    import pika
+
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    connection.channel().queue_declare(queues[0], durable=False)
+    connection.close()
+    sink = rabbit_sink(exchange, queues[:1])
+    try:
+        took, message = timed_failure(sink, events(1, 5))
+    finally:
+        sink.close()
+    assert took < OUTAGE_BOUND
+    assert "PRECONDITION_FAILED" in message and queues[0] in message

@@ -70,15 +70,19 @@ class NatsSink(Sink):
 
     def __init__(self, cfg: dict) -> None:
         self.settings = NatsSettings.from_config(cfg)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name=f"nats-sink-{self.settings.name}")
-        self._thread.start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._client: Client | None = None
         self._js: Any = None
         self._connected = False
 
     def _run(self, coroutine: Coroutine, timeout: float) -> Any:
+        if self._loop is None or self._thread is None or not self._thread.is_alive():
+            # The sink's own loop, started on first use (and again after close()).
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                            name=f"nats-sink-{self.settings.name}")
+            self._thread.start()
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(timeout)
@@ -164,10 +168,15 @@ class NatsSink(Sink):
         return self._connected
 
     def close(self) -> None:
-        if self._thread.is_alive():
-            try:
-                self._run(self._close(), CONNECT_TIMEOUT)
-            except (concurrent.futures.TimeoutError, nats.errors.Error, OSError) as exc:
-                log.warning("%s: close: %r", self.settings.where(), exc)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(CONNECT_TIMEOUT)
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        try:
+            self._run(self._close(), CONNECT_TIMEOUT)
+        except (concurrent.futures.TimeoutError, nats.errors.Error, OSError) as exc:
+            log.warning("%s: close: %r", self.settings.where(), exc)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(CONNECT_TIMEOUT)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = self._thread = None

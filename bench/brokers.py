@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import socket
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -108,7 +107,6 @@ class RabbitMQ(Broker):
         import pika
         from pika.spec import Basic
 
-        done = threading.Event()
         failure: list[str] = []
         state = {"next": 0, "sent": 0, "acked": 0}
         work = [work[0][:1], *work]
@@ -154,7 +152,7 @@ class RabbitMQ(Broker):
             pika.ConnectionParameters("127.0.0.1", 5672),
             on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
             on_open_error_callback=lambda c, e: (failure.append(repr(e)), c.ioloop.stop()),
-            on_close_callback=lambda c, r: (done.set(), c.ioloop.stop()))
+            on_close_callback=lambda c, r: c.ioloop.stop())
         connection.ioloop.start()
         if failure or len(clock) != 2:
             raise RuntimeError(f"bare pika failed: {failure[:1]}")

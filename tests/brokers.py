@@ -36,6 +36,24 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+RABBITMQ_START = ["rabbitmq-server", "-detached"]
+NATS_START = ["start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/nats-server",
+              "--", "-a", "127.0.0.1", "-p", "4222", "-js", "-sd", "/var/lib/nats-server",
+              "-l", "/var/log/nats-server.log"]
+
+
+def ensure_service(name: str, port: int, start: list[str], timeout: float = 90.0) -> None:
+    """Start a shared service the machine should already run (the env entry's command) if its port is
+    closed, and wait for it; the tests never stop one, since others test against it."""
+    if port_open(port):
+        return
+    try:
+        subprocess.run(start, check=False, timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AssertionError(f"{name} is not running on 127.0.0.1:{port} and {start[0]} failed: {exc}")
+    wait_for(lambda: port_open(port), timeout=timeout, interval=0.5, what=f"{name} on 127.0.0.1:{port}")
+
+
 class Tansu:
     """One Kafka-compatible broker process listening on ``port`` and advertising ``advertised_port``.
 
@@ -105,16 +123,6 @@ def rabbit_drain(queue: str, count: int, timeout: float = 20.0) -> list[Received
     finally:
         connection.close()
     return got
-
-
-def rabbit_count(queue: str) -> int:
-    import pika
-
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
-    try:
-        return connection.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        connection.close()
 
 
 def rabbit_delete(exchange: str, queues: list[str]) -> None:

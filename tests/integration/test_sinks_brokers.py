@@ -17,8 +17,8 @@ from daemon.forward.sinks.kafka import KafkaSink
 from daemon.forward.sinks.nats import NatsSink
 from daemon.forward.sinks.rabbitmq import RabbitMQSink
 from eventbus.sink import Outgoing, Sink, SinkError
-from tests.brokers import (Tansu, kafka_consume, kafka_create_topic, nats_delete_stream, nats_fetch, nats_stream_count,
-                           port_open, rabbit_count, rabbit_delete, rabbit_drain)
+from tests.brokers import (NATS_START, RABBITMQ_START, Tansu, ensure_service, kafka_consume, kafka_create_topic,
+                           nats_delete_stream, nats_fetch, nats_stream_count, rabbit_delete, rabbit_drain)
 from tests.helpers import short_tmpdir
 from tests.tcpproxy import TcpProxy
 
@@ -78,8 +78,7 @@ def timed_failure(sink: Sink, batch: list[Outgoing]) -> tuple[float, str]:
 
 @pytest.fixture
 def rabbit_names() -> Iterator[tuple[str, list[str]]]:
-    if not port_open(5672):
-        pytest.fail("RabbitMQ is not running on 127.0.0.1:5672 (rabbitmq-server -detached)")
+    ensure_service("RabbitMQ", 5672, RABBITMQ_START)
     suffix = uuid.uuid4().hex[:8]
     exchange, queues = f"ebtest-x-{suffix}", [f"ebtest-a-{suffix}", f"ebtest-b-{suffix}"]
     yield exchange, queues
@@ -253,8 +252,7 @@ def test_kafka_outage_fails_within_bound_then_resumes_in_order(kafka) -> None:
 
 @pytest.fixture
 def nats_names() -> Iterator[tuple[str, str]]:
-    if not port_open(4222):
-        pytest.fail("nats-server is not running on 127.0.0.1:4222 (see the env entry to start it)")
+    ensure_service("NATS", 4222, NATS_START)
     suffix = uuid.uuid4().hex[:8]
     stream, prefix = f"EBTEST_{suffix}", f"ebtest{suffix}"
     yield stream, prefix

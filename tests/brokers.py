@@ -102,6 +102,7 @@ class Received:
     key: bytes | None = None
     subject: str | None = None
     persistent: bool | None = None
+    content_type: str | None = None
 
 
 def rabbit_drain(queue: str, count: int, timeout: float = 20.0) -> list[Received]:
@@ -119,7 +120,8 @@ def rabbit_drain(queue: str, count: int, timeout: float = 20.0) -> list[Received
                 time.sleep(0.05)
                 continue
             got.append(Received(body=body, headers=dict(properties.headers or {}),
-                                persistent=properties.delivery_mode == 2))
+                                persistent=properties.delivery_mode == 2,
+                                content_type=properties.content_type))
     finally:
         connection.close()
     return got

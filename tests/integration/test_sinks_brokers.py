@@ -105,7 +105,7 @@ def test_pika_every_queue_gets_each_batch_in_order_persistent_with_seq_header(ra
         got = rabbit_drain(queue, 300)
         assert [m.body for m in got] == [e.body for e in sent], f"queue {queue} differs"
         assert [m.headers["seq"] for m in got] == list(range(1, 301))
-        assert all(m.persistent for m in got)
+        assert all(m.persistent and m.content_type == "application/json" for m in got)
     # Durable exchange and queues: redeclaring them transient is refused by the broker.
     import pika
 

@@ -53,6 +53,12 @@ def test_rabbitmq_defaults_follow_spec() -> None:
     assert settings.where() == "RabbitMQ at mq.example:5672 vhost '/'"
 
 
+def test_rabbitmq_content_type_follows_the_record_format() -> None:
+    assert RabbitMQSettings.from_config({"url": "h"}).content_type == "application/json"
+    assert RabbitMQSettings.from_config({"url": "h", "format": "cloudevents"}).content_type == \
+        "application/cloudevents+json"
+
+
 def test_rabbitmq_amqp_url_and_a_bad_password_never_show_the_secret() -> None:
     settings = RabbitMQSettings.from_config({"url": "amqp://mq:5673/prod", "username": "u", "password": "s3cr3t"})
     assert "s3cr3t" not in settings.where() and "5673" in settings.where()

@@ -79,6 +79,8 @@ class KafkaSettings:
             "message.timeout.ms": int(DELIVERY_TIMEOUT * 1000),
             "socket.connection.setup.timeout.ms": int(DELIVERY_TIMEOUT * 1000),
             "linger.ms": 5,
+            # Back at work soon after an outage: librdkafka's default waits up to 10 s between tries.
+            "reconnect.backoff.max.ms": 2000,
             "security.protocol": self.security_protocol,
         }
         if self.client_id:
@@ -179,9 +181,9 @@ class KafkaSink(Sink):
             raise SinkError(f"{self.settings.where()}: {left} of {len(batch)} messages not acknowledged "
                             f"within {DELIVERY_TIMEOUT + FLUSH_SLACK:.0f} s")
         if failures:
-            self._ready = False
-            if any(error.fatal() for error in failures):
-                self._producer = None  # a fatal idempotence error needs a new producer
+            # A new producer (new producer id) after a failed batch: after timed-out messages the
+            # old one must bump its epoch, which a broker may answer by fencing it for good.
+            self._abandon(producer)
             first = failures[0]
             reason = first.str()
             if first.code() == KafkaError._MSG_TIMED_OUT and self._last_error:
@@ -191,10 +193,12 @@ class KafkaSink(Sink):
         self._ready = True
 
     def _abandon(self, producer: Producer) -> None:
-        """Purge what the failed batch left queued, so nothing of it is sent after the retry."""
+        """Drop the producer of a failed batch, purging what it still holds so nothing of the batch is
+        sent behind the retry; the next ``publish`` starts a new one."""
         self._ready = False
         producer.purge()
         producer.poll(0)
+        self._producer = None
 
     def is_ready(self) -> bool:
         return self._ready

@@ -29,7 +29,7 @@ from eventbus.sink import Outgoing, Sink, SinkError
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 5.0  # seconds for the first connection of a client
+CONNECT_TIMEOUT = 5.0  # seconds for the first connection of a client (and for stream set-up)
 ACK_TIMEOUT = 10.0     # seconds for a whole batch to be acknowledged
 
 
@@ -70,15 +70,19 @@ class NatsSink(Sink):
 
     def __init__(self, cfg: dict) -> None:
         self.settings = NatsSettings.from_config(cfg)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name=f"nats-sink-{self.settings.name}")
-        self._thread.start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._client: Client | None = None
         self._js: Any = None
         self._connected = False
 
     def _run(self, coroutine: Coroutine, timeout: float) -> Any:
+        if self._loop is None or self._thread is None or not self._thread.is_alive():
+            # The sink's own loop, started on first use (and again after close()).
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                            name=f"nats-sink-{self.settings.name}")
+            self._thread.start()
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(timeout)
@@ -104,16 +108,20 @@ class NatsSink(Sink):
                 max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected),
                 CONNECT_TIMEOUT)
+            js = client.jetstream(timeout=CONNECT_TIMEOUT)
+            if self.settings.stream:
+                await self._ensure_stream(js)
         except BaseException:
             await client.close()
             raise
-        js = client.jetstream(timeout=ACK_TIMEOUT)
-        if self.settings.stream:
-            try:
-                await js.stream_info(self.settings.stream)
-            except nats.js.errors.NotFoundError:
-                await js.add_stream(name=self.settings.stream, subjects=[f"{self.settings.subject_prefix}.>"])
         self._client, self._js, self._connected = client, js, True
+
+    async def _ensure_stream(self, js: Any) -> None:
+        """Create ``stream`` over ``PREFIX.>`` unless it exists (an existing one is left as its owner made it)."""
+        try:
+            await js.stream_info(self.settings.stream)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(name=self.settings.stream, subjects=[f"{self.settings.subject_prefix}.>"])
 
     async def _publish(self, batch: list[Outgoing]) -> None:
         if self._client is None or self._client.is_closed:
@@ -124,16 +132,17 @@ class NatsSink(Sink):
                     if isinstance(exc, asyncio.TimeoutError) else f"{exc.__class__.__name__}: {exc}"
                 raise SinkError(f"{self.settings.where()}: cannot connect: {reason}") from None
         js, prefix = self._js, self.settings.subject_prefix
-        # No wait_stall: it costs a task per message, and a batch never
-        # reaches the client's 4,000 in-flight limit (the whole call is bounded anyway).
-        acks = [await js.publish_async(subject_for(prefix, item.tag), item.body,
-                                       headers={"Nats-Msg-Id": str(item.seq)})
-                for item in batch]
+        acks: list[asyncio.Future] = []
         try:
-            await asyncio.gather(*acks)
+            # No wait_stall: it costs a task per message, and a batch never
+            # reaches the client's 4,000 in-flight limit (the whole call is bounded anyway).
+            for item in batch:
+                acks.append(await js.publish_async(subject_for(prefix, item.tag), item.body,
+                                                   headers={"Nats-Msg-Id": str(item.seq)}))
+            await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT)
         finally:
             for ack in acks:
-                ack.cancel()  # a no-op on the acknowledged; frees the rest of a failed batch
+                ack.cancel()  # a no-op on the acknowledged; frees the client's slots for the rest
 
     async def _close(self) -> None:
         client, self._client, self._connected = self._client, None, False
@@ -145,7 +154,8 @@ class NatsSink(Sink):
         if not batch:
             return
         try:
-            self._run(self._publish(batch), CONNECT_TIMEOUT + ACK_TIMEOUT)
+            # _publish bounds each of its waits; this outer bound only guards against a wedged loop.
+            self._run(self._publish(batch), 3 * CONNECT_TIMEOUT + ACK_TIMEOUT)
         except (concurrent.futures.TimeoutError, asyncio.TimeoutError, nats.errors.TimeoutError):
             raise SinkError(f"{self.settings.where()}: {len(batch)} messages not acknowledged in time") from None
         except nats.js.errors.NoStreamResponseError:
@@ -158,10 +168,15 @@ class NatsSink(Sink):
         return self._connected
 
     def close(self) -> None:
-        if self._thread.is_alive():
-            try:
-                self._run(self._close(), CONNECT_TIMEOUT)
-            except (concurrent.futures.TimeoutError, nats.errors.Error, OSError) as exc:
-                log.warning("%s: close: %r", self.settings.where(), exc)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(CONNECT_TIMEOUT)
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        try:
+            self._run(self._close(), CONNECT_TIMEOUT)
+        except (concurrent.futures.TimeoutError, nats.errors.Error, OSError) as exc:
+            log.warning("%s: close: %r", self.settings.where(), exc)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(CONNECT_TIMEOUT)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = self._thread = None

@@ -40,6 +40,7 @@ class RabbitMQSettings:
     vhost: str
     queues: tuple[str, ...]
     exchange_name: str
+    content_type: str = "application/json"
 
     @classmethod
     def from_config(cls, cfg: dict) -> "RabbitMQSettings":
@@ -50,7 +51,9 @@ class RabbitMQSettings:
                    password=keys.text(cfg, "password", "guest", secret=True) or "",
                    vhost=keys.text(cfg, "vhost", "/") or "/",
                    queues=keys.text_list(cfg, "queues"),
-                   exchange_name=keys.text(cfg, "exchange_name", "eventbus", required=True) or "eventbus")
+                   exchange_name=keys.text(cfg, "exchange_name", "eventbus", required=True) or "eventbus",
+                   content_type="application/cloudevents+json" if cfg.get("format") == "cloudevents"
+                   else "application/json")
 
     def parameters(self) -> pika.ConnectionParameters:
         """Connection parameters; ``url`` may be a bare host or an ``amqp://`` URL (Rasa accepts both)."""
@@ -183,12 +186,12 @@ class _Link:
         if not self.usable or self.channel is None:
             pending.fail(self.error or "not connected")
             return
-        exchange = self.settings.exchange_name
+        exchange, content_type = self.settings.exchange_name, self.settings.content_type
         publish = self.channel.basic_publish
         try:
             for item in batch:
                 publish(exchange, "", item.body,
-                        pika.BasicProperties(delivery_mode=2, content_type="application/json",
+                        pika.BasicProperties(delivery_mode=2, content_type=content_type,
                                              headers={"seq": item.seq}))
         except (pika.exceptions.AMQPError, OSError) as exc:
             pending.fail(f"publish failed: {describe(exc)}")

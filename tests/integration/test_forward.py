@@ -143,3 +143,19 @@ def test_a_custom_sink_class_gets_batches(master, tmp_path):
         assert [r["data"]["n"] for r in read_lines(target)] == list(range(50))
     finally:
         forward.stop()
+
+
+def test_a_forwarder_started_while_the_master_is_down_delivers_once_it_is_up(master):
+    forward = Forwarder(master, [{"name": "file", "type": "file", "path": "out.jsonl"}]).start()
+    fire_many(master, 10)
+    forward.wait_delivered("file", 10)
+    assert forward.stop() == 0
+    master.stop()
+    forward.start()  # with its cursor kept, it waits for the master instead of failing
+    master.start()
+    fire_many(master, 10, start=10)
+    try:
+        wait_for(lambda: len(read_lines(master.root / "out.jsonl")) >= 20, 30, what="20 lines")
+        assert [r["data"]["n"] for r in read_lines(master.root / "out.jsonl")] == list(range(20))
+    finally:
+        assert forward.stop() == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from importlib import resources
 from typing import Any, Callable, Iterator
@@ -18,7 +19,7 @@ import cherrypy
 from daemon.complaints import Complaints
 from eventbus.config import ApiConfig
 from eventbus.errors import ApiError, AuthenticationError, BusUnavailableError, InvalidEventError
-from netapi import auth, hooks, jwtauth
+from netapi import auth, hooks, jwtauth, limits
 from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 STREAM_TICK = 1.0
 # Bytes of a /login body; anything larger is not a login.
 LOGIN_BODY_LIMIT = 16 * 1024
+# Password checks run at once (each scrypt check holds 16 MiB); more wait their turn.
+CONCURRENT_CHECKS = 2
 
 
 def _json(value: Any) -> bytes:
@@ -69,6 +72,9 @@ class Api:
         self.pump = pump
         self.on_stream = on_stream
         self.complaints = Complaints(log)
+        self.login_guard = limits.LoginGuard(settings.login_rate)
+        self.login_quiet = limits.OncePerInterval()
+        self.checks = threading.BoundedSemaphore(CONCURRENT_CHECKS)
         self.secure = settings.ssl_crt is not None
         self._ui_page = resources.files("netapi").joinpath("static/ui.html").read_bytes()
 
@@ -126,12 +132,25 @@ class Api:
         except ApiError as exc:
             raise _refuse(exc) from None
         username, password, eauth = fields
+        address = request.remote.ip
+        wait = self.login_guard.begin(address)
+        if wait:
+            self._log_once("429", address, f"refused logins from {address} for {wait:.0f} s: "
+                                           f"over {self.settings.login_rate} failed logins in a minute")
+            request.retry_after = int(wait + 0.999)  # type: ignore[attr-defined]  (set by errors.error_page)
+            raise cherrypy.HTTPError(429, f"too many failed logins from {address}; retry in {wait:.0f} s")
         backend = self.backends.get(eauth)
         known = backend is not None and username in backend.perms
         stored = auth.read_users(backend.users_file).get(username) if known else None  # type: ignore[union-attr]
-        if not auth.verify_password(password, stored):
+        success = False
+        try:
+            with self.checks:  # an unknown user costs the same check, so the answer takes as long
+                success = auth.verify_password(password, stored)
+        finally:
+            self.login_guard.end(address, success)
+        if not success:
             self.complaints.refuse("login", f"login failed for user {username[:64]!r} (eauth {eauth[:20]!r}) "
-                                            f"from {request.remote.ip}")
+                                            f"from {address}")
             raise cherrypy.HTTPError(401, "authentication failed: wrong user name or password")
         token, start, expire = self.signer.issue(username, eauth, self.settings.token_expire)
         log.info("user %r logged in (eauth %s) from %s", username, eauth, request.remote.ip)
@@ -303,6 +322,12 @@ class Api:
         return self._ui_page
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _log_once(self, limit: str, address: str, message: str) -> None:
+        """Log ``message`` unless this limit already logged for this address in the last minute."""
+        held_back = self.login_quiet.check((limit, address))
+        if held_back is not None:
+            log.warning("%s%s", message, f" ({held_back} more like it in the last minute)" if held_back else "")
 
     def _read_body(self, limit: int) -> bytes:
         """The raw request body, at most ``limit`` bytes, else 413 (checked before reading when possible)."""

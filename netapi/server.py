@@ -28,7 +28,8 @@ from cherrypy.process import plugins
 from eventbus import config
 from eventbus.config import ApiConfig
 from eventbus.errors import ConfigError, EventBusError
-from netapi import auth, errors
+from netapi import auth, errors, gate
+from netapi import app as app_module
 from netapi.app import Api, cors_hook
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
@@ -42,6 +43,8 @@ GROW_STEP = 32
 STACK_SIZE = 512 * 1024
 TOKEN_KEY = Path("var/cache/eventbus/api/token.key")
 STOP_GRACE = 8.0
+# Descriptors kept for what is not a client connection (bus sockets, log files, pipes).
+FD_SPARE = 128
 
 
 class PoolKeeper(plugins.SimplePlugin):
@@ -174,6 +177,11 @@ def serve(settings: ApiConfig) -> None:
     _check_port(settings.host, settings.port)
     threading.stack_size(STACK_SIZE)
     cherrypy.config.update(global_config)
+    # Requests reach a worker only when whole: slow clients cost no thread (netapi.gate).
+    cherrypy.server.httpserver = gate.GatedServer(
+        cherrypy.server, max_body=max(settings.max_event_size, app_module.LOGIN_BODY_LIMIT),
+        max_open=min(settings.stream_limit + gate.MAX_PENDING + RESERVE,
+                     resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_SPARE))
     # CherryPy's own records go to our log handlers; the access log stays off (URLs carry tokens).
     cherrypy.log.error_log.propagate = True
     cherrypy.log.error_log.setLevel(logging.getLogger().level)

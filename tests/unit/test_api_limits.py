@@ -1,0 +1,66 @@
+"""netapi.limits: request-head verdicts, the failed-login guard and once-a-minute logging, without sockets."""
+from __future__ import annotations
+
+from netapi.limits import LoginGuard, OncePerInterval, examine
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_request_is_complete_when_its_head_and_body_are_in():
+    assert examine(b"GET / HTTP/1.1\r\nHost: x\r\n", 100).status == 0
+    done = examine(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 100)
+    assert done.status == 200
+    head = b"POST /hook/a HTTP/1.1\r\nContent-Length: 10\r\n\r\n"
+    partial = examine(head + b"12345", 100)
+    assert partial.status == 0 and partial.need == len(head) + 10
+    assert examine(head + b"1234567890", 100).status == 200
+    assert examine(b"\r\n" + head + b"1234567890", 100).status == 200  # a stray blank line first is allowed
+
+
+def test_limits_are_answered_with_their_status():
+    assert examine(b"GET / HTTP/1.1\r\nX: " + b"a" * 17000 + b"\r\n\r\n", 100).status == 431
+    assert examine(b"GET / HTTP/1.1\r\nX: " + b"a" * 17000, 100).status == 431  # before the head even ends
+    many = b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * 101
+    assert examine(many + b"\r\n", 100).status == 431 and examine(many, 100).status == 431
+    assert examine(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 100).status == 414
+    assert examine(b"GET /" + b"a" * 9000, 100).status == 414
+    big = examine(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 100)
+    assert big.status == 413 and "101" in big.reason
+    assert examine(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 100).status == 400
+    assert examine(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 100).status == 400
+    chunked = examine(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 100)
+    assert chunked.status == 200 and chunked.need == -1
+
+
+def test_the_login_guard_counts_failures_and_checks_in_progress_per_address():
+    clock = Clock()
+    guard = LoginGuard(3, clock=clock)
+    for _ in range(3):
+        assert guard.begin("a") == 0.0
+    assert guard.begin("a") == 1.0  # three checks running: a fourth waits for their outcome
+    assert guard.begin("b") == 0.0  # another address is not affected
+    for _ in range(3):
+        guard.end("a", success=False)
+    assert guard.begin("a") == 60.0
+    clock.now += 59.5
+    assert 0 < guard.begin("a") <= 1.0
+    clock.now += 1.0
+    assert guard.begin("a") == 0.0  # the minute has passed
+    guard.end("a", success=True)
+    assert guard.begin("a") == 0.0
+
+
+def test_once_per_interval_counts_what_it_held_back():
+    clock = Clock()
+    once = OncePerInterval(60, clock=clock)
+    assert once.check(("429", "a")) == 0
+    assert once.check(("429", "a")) is None and once.check(("429", "a")) is None
+    assert once.check(("429", "b")) == 0
+    clock.now += 61
+    assert once.check(("429", "a")) == 2

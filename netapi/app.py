@@ -79,6 +79,10 @@ class Api:
         self.secure = settings.ssl_crt is not None
         self._ui_page = resources.files("netapi").joinpath("static/ui.html").read_bytes()
 
+    def close(self) -> None:
+        """Let the password-check threads end (the engine's ``stop``: it waits for every thread)."""
+        self.checks.shutdown(wait=False, cancel_futures=True)
+
     # -- credentials ------------------------------------------------------------------------
 
     def authenticate(self, query_token: str | None = None) -> Principal:

@@ -123,6 +123,7 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
     cherrypy.tools.eventbus_unpad = cherrypy.Tool("before_finalize", errors.unpad)
     cherrypy.tools.eventbus_unpad_500 = cherrypy.Tool("after_error_response", errors.unpad)
     app = Api(settings, backends, signer, hub, feed, pump, on_stream=keeper.poke)
+    cherrypy.engine.subscribe("stop", app.close)
     global_config = {
         "environment": "production",
         "engine.autoreload.on": False,

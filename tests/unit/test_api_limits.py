@@ -64,3 +64,17 @@ def test_once_per_interval_counts_what_it_held_back():
     assert once.check(("429", "b")) == 0
     clock.now += 61
     assert once.check(("429", "a")) == 2
+
+
+def test_login_rate_is_a_checked_api_key(tmp_path):
+    import pytest
+
+    from eventbus import config
+    from eventbus.errors import ConfigError
+
+    path = tmp_path / "api"
+    path.write_text("{}\n")
+    assert config.load(config.ApiConfig, path).login_rate == 10
+    path.write_text("login_rate: 0\n")
+    with pytest.raises(ConfigError, match="login_rate"):
+        config.load(config.ApiConfig, path)

@@ -59,6 +59,7 @@ DRAIN_TIME = 2.0
 DRAIN_BYTES = 4 * 1024 * 1024
 READ_SIZE = 65536
 HOUSEKEEPING = 0.25
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 REASON_PHRASES = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
                   431: "Request Header Fields Too Large", 503: "Service Unavailable"}
@@ -75,7 +76,7 @@ def error_response(status: int, reason: str, retry_after: int | None = None) -> 
 class _Held:
     """A connection whose request is not all here yet (or which waits, kept alive, for its next one)."""
 
-    __slots__ = ("conn", "address", "deadline", "idle", "need", "size")
+    __slots__ = ("conn", "address", "deadline", "idle", "need", "size", "continued")
 
     def __init__(self, conn: Any, address: str, deadline: float, idle: bool) -> None:
         self.conn = conn
@@ -84,6 +85,7 @@ class _Held:
         self.idle = idle
         self.need = 0
         self.size = 0
+        self.continued = False
 
     def close(self) -> None:
         self.conn.close()
@@ -366,7 +368,10 @@ class Gate(connections.ConnectionManager):
     def _release(self, fd: int, held: _Held) -> None:
         if self._held.pop(fd, None) is None:
             return
-        self._selector.unregister(fd)
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass  # cheroot's ``_remove_invalid_sockets`` dropped it already
         self._buffered -= held.size
         left = self._pending_by_address[held.address] - 1
         if left > 0:
@@ -404,6 +409,9 @@ class Gate(connections.ConnectionManager):
         verdict = limits.examine(rfile._read_buf[rfile._read_pos:], self.max_body)
         if verdict.status == 0:
             held.need = verdict.need
+            if verdict.expect_continue and not held.continued:
+                held.continued = True  # the client waits for this before its body (cheroot may send one more: allowed)
+                _send_now(held.conn.socket, CONTINUE)
             if not (held.need and self._buffered > BUFFER_BUDGET):
                 return
         elif verdict.status != 200:
@@ -464,6 +472,8 @@ class Gate(connections.ConnectionManager):
             log.warning("%s%s", message, f" ({held_back} more like it in the last minute)" if held_back else "")
 
     def close(self) -> None:
+        while self._returned:
+            self._returned.popleft().close()
         for held in list(self._held.values()):
             held.conn.close()
         for other in list(self._others.values()):

@@ -44,6 +44,8 @@ class Verdict:
     status: int
     need: int = 0
     reason: str = ""
+    # The client sent ``Expect: 100-continue`` and waits for ``100 Continue`` before its body.
+    expect_continue: bool = False
 
 
 INCOMPLETE = Verdict(0)
@@ -77,6 +79,7 @@ def examine(data: bytes | bytearray, max_body: int, *, max_head: int = MAX_HEAD_
         return Verdict(431, reason=f"the request has {len(lines) - 1} header lines, over the limit of {max_lines}")
     length: int | None = None
     chunked = False
+    expect_continue = False
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep:
@@ -89,12 +92,14 @@ def examine(data: bytes | bytearray, max_body: int, *, max_head: int = MAX_HEAD_
             length = int(value)
         elif name == b"transfer-encoding":
             chunked = chunked or b"chunked" in value.lower()
+        elif name == b"expect":
+            expect_continue = value.strip().lower() == b"100-continue"
     if chunked:
         return Verdict(200, need=-1)
     if length is not None and length > max_body:
         return Verdict(413, reason=f"the request body is {length} bytes, over the limit of {max_body} bytes")
     need = end + 4 + (length or 0)
-    return Verdict(200 if len(data) >= need else 0, need=need)
+    return Verdict(200 if len(data) >= need else 0, need=need, expect_continue=expect_continue)
 
 
 class LoginGuard:

@@ -236,3 +236,21 @@ def test_pipelined_requests_are_all_answered(pipelined):
                 break
             data += chunk
         assert data.count(b"HTTP/1.1 200 OK") == pipelined
+
+
+def test_a_client_that_expects_100_continue_gets_it_and_its_body_is_taken():
+    with running_api(webhook_disable_auth=True) as env:
+        sock = connect(env)
+        body = b'{"n": 7}'
+        sock.sendall(b"POST /hook/cont HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sock.settimeout(15)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")  # from the gate, before any body byte
+        sock.sendall(body)
+        data = b""
+        while b'"success": true' not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert b"HTTP/1.1 200 OK" in data and b'"success": true' in data

@@ -78,3 +78,10 @@ def test_login_rate_is_a_checked_api_key(tmp_path):
     path.write_text("login_rate: 0\n")
     with pytest.raises(ConfigError, match="login_rate"):
         config.load(config.ApiConfig, path)
+
+
+def test_expect_100_continue_is_noticed_while_the_body_is_missing():
+    head = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+    waiting = examine(head, 100)
+    assert waiting.status == 0 and waiting.expect_continue
+    assert examine(head + b"12345", 100).status == 200

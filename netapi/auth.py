@@ -76,6 +76,11 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def prepare() -> None:
+    """Make the dummy hash now (at API start), so the first unknown user's login costs no extra scrypt."""
+    _dummy_hash()
+
+
 @functools.lru_cache(maxsize=1)
 def _dummy_hash() -> str:
     """Checked instead of a missing user's hash, so an unknown name costs the same scrypt (made on first use)."""

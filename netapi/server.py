@@ -16,11 +16,11 @@ import faulthandler
 import logging
 import os
 import resource
-import signal
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cherrypy
 from cherrypy.process import plugins
@@ -113,6 +113,7 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
     master = config.load(config.MasterConfig, settings.master_config)
     backends = auth.read_external_auth(settings.external_auth, settings.root_dir, str(settings.source))
     signer = auth.TokenSigner.from_key_file(settings.root_dir / TOKEN_KEY)
+    auth.prepare()
     hub = Hub(settings.stream_queue)
     feed = BusFeed(cherrypy.engine, master, hub)
     keeper = PoolKeeper(cherrypy.engine, settings.stream_limit + RESERVE)
@@ -164,6 +165,30 @@ def _watchdog() -> None:
     os._exit(1)
 
 
+class Stopper:
+    """SIGTERM/SIGINT: exit the engine cleanly, with a watchdog; a signal during start-up waits for it to end.
+
+    (``engine.exit()`` while the engine is starting ends the process with
+    status 70 at once, skipping every plugin's stop.)
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.asked = threading.Event()
+
+    def __call__(self) -> None:
+        if not self.asked.is_set():
+            self.asked.set()
+            threading.Thread(target=_watchdog, name="stop-watchdog", daemon=True).start()
+        if self.engine.state == self.engine.states.STARTED:
+            self.engine.exit()
+
+    def started(self) -> None:
+        """The engine is up: if a signal came meanwhile, stop now."""
+        if self.asked.is_set():
+            self.engine.exit()
+
+
 def _raise_fd_limit() -> None:
     """Each stream holds a socket: allow as many open files as the hard limit does."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -189,20 +214,12 @@ def serve(settings: ApiConfig) -> None:
     cherrypy.log.access_log.propagate = False
     cherrypy.tree.mount(app, "/", app_config)
     engine = cherrypy.engine
-    stop_asked = threading.Event()
-
-    def on_signal(*_: object) -> None:
-        if not stop_asked.is_set():
-            stop_asked.set()
-            threading.Thread(target=_watchdog, name="stop-watchdog", daemon=True).start()
-        if engine.state == engine.states.STARTED:
-            engine.exit()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+    stopper = Stopper(engine)
+    # CherryPy's own SignalHandler installs (and on exit restores) the handlers; SIGHUP keeps its default.
+    engine.signal_handler.handlers = {"SIGTERM": stopper, "SIGINT": stopper}
+    engine.signal_handler.subscribe()
     engine.start()
     scheme = "https" if settings.ssl_crt else "http"
     log.info("REST API ready on %s://%s:%d", scheme, settings.host, settings.port)
-    if stop_asked.is_set():  # a signal came while starting: stop cleanly now
-        engine.exit()
+    stopper.started()
     engine.block()

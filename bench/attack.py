@@ -187,7 +187,8 @@ def hold_half_open(port: int, count: int, attackers: int, ready: Any, stop: Any,
     def open_one(index: int) -> None:
         nonlocal opened, refused
         try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(sources[index % attackers], 0))
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                            source_address=(sources[index % attackers], 0))
             sock.sendall(HALF_HEAD)
         except OSError:
             refused += 1

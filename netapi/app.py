@@ -1,8 +1,8 @@
 """The CherryPy application: ``/login``, ``/events``, ``/hook/<path>``, ``/ui`` and ``/``.
 
-Handlers are thin: credentials and filters come from ``netapi.auth`` and
-``netapi.jwtauth``, records from ``netapi.stream`` and ``netapi.hub``,
-webhook bodies from ``netapi.hooks``. Every refusal is an ``ApiError``
+Handlers are thin: logins are decided by ``netapi.login``, credentials and
+filters come from ``netapi.auth`` and ``netapi.jwtauth``, records from
+``netapi.stream`` and ``netapi.hub``, webhook bodies from ``netapi.hooks``. Every refusal is an ``ApiError``
 answered as JSON (``netapi.errors``).
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Callable, Iterator
 
@@ -18,11 +17,12 @@ import cherrypy
 
 from daemon.complaints import Complaints
 from eventbus.config import ApiConfig
-from eventbus.errors import ApiError, AuthenticationError, BusUnavailableError, InvalidEventError
-from netapi import auth, hooks, jwtauth, limits
+from eventbus.errors import ApiError, AuthenticationError, BusUnavailableError, InvalidEventError, TooManyRequestsError
+from netapi import auth, hooks, jwtauth
 from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
+from netapi.login import LOGIN_BODY_LIMIT, Logins
 from netapi.pump import Pump, Pumped, raw_socket
 from netapi.stream import KEEPALIVE, KEEPALIVE_AFTER, RETRY, gap_record, parse_last_event_id, plan_resume
 
@@ -30,11 +30,6 @@ log = logging.getLogger(__name__)
 
 # Longest a stream thread sleeps before it checks its token's expiry and the engine state.
 STREAM_TICK = 1.0
-# Bytes of a /login body; anything larger is not a login.
-LOGIN_BODY_LIMIT = 16 * 1024
-# Password checks run at once, each on one of this many threads: a scrypt check holds 16 MiB, and
-# glibc keeps that memory in the arena of the thread that ran it, so few threads mean a bounded RSS.
-CONCURRENT_CHECKS = 2
 
 
 def _json(value: Any) -> bytes:
@@ -73,15 +68,13 @@ class Api:
         self.pump = pump
         self.on_stream = on_stream
         self.complaints = Complaints(log)
-        self.login_guard = limits.LoginGuard(settings.login_rate)
-        self.login_quiet = limits.OncePerInterval()
-        self.checks = ThreadPoolExecutor(CONCURRENT_CHECKS, thread_name_prefix="password-check")
+        self.logins = Logins(settings, backends, signer, self.complaints)
         self.secure = settings.ssl_crt is not None
         self._ui_page = resources.files("netapi").joinpath("static/ui.html").read_bytes()
 
     def close(self) -> None:
         """Let the password-check threads end (the engine's ``stop``: it waits for every thread)."""
-        self.checks.shutdown(wait=False, cancel_futures=True)
+        self.logins.close()
 
     # -- credentials ------------------------------------------------------------------------
 
@@ -128,63 +121,29 @@ class Api:
 
     @cherrypy.expose
     def login(self, *path: str, **_params: Any) -> bytes:
-        """``POST /login``: check a password, answer Salt's token record and set ``session_id``."""
+        """``POST /login``: check a password (``netapi.login``), answer Salt's token record and set ``session_id``."""
         _no_subpath(path)
         _allow("POST")
         request = cherrypy.serving.request
         try:
-            fields = self._login_fields(self._read_body(LOGIN_BODY_LIMIT), request.headers.get("Content-Type"))
+            session = self.logins.attempt(request.remote.ip, self._read_body(LOGIN_BODY_LIMIT),
+                                          request.headers.get("Content-Type"))
+        except TooManyRequestsError as exc:
+            # CherryPy drops Retry-After from error answers; errors.error_page puts it back from here.
+            request.retry_after = exc.retry_after  # type: ignore[attr-defined]
+            raise _refuse(exc) from None
         except ApiError as exc:
             raise _refuse(exc) from None
-        username, password, eauth = fields
-        address = request.remote.ip
-        wait = self.login_guard.begin(address)
-        if wait:
-            self._log_once("429", address, f"refused logins from {address} for {wait:.0f} s: "
-                                           f"over {self.settings.login_rate} failed logins in a minute")
-            request.retry_after = int(wait + 0.999)  # type: ignore[attr-defined]  (set by errors.error_page)
-            raise cherrypy.HTTPError(429, f"too many failed logins from {address}; retry in {wait:.0f} s")
-        backend = self.backends.get(eauth)
-        known = backend is not None and username in backend.perms
-        stored = auth.read_users(backend.users_file).get(username) if known else None  # type: ignore[union-attr]
-        success = False
-        try:
-            # An unknown user costs the same check (``stored`` None), so the answer takes as long.
-            success = self.checks.submit(auth.verify_password, password, stored).result()
-        finally:
-            self.login_guard.end(address, success)
-        if not success:
-            self.complaints.refuse("login", f"login failed for user {username[:64]!r} (eauth {eauth[:20]!r}) "
-                                            f"from {address}")
-            raise cherrypy.HTTPError(401, "authentication failed: wrong user name or password")
-        token, start, expire = self.signer.issue(username, eauth, self.settings.token_expire)
-        log.info("user %r logged in (eauth %s) from %s", username, eauth, request.remote.ip)
         cookie = cherrypy.serving.response.cookie
-        cookie["session_id"] = token
+        cookie["session_id"] = session.token
         cookie["session_id"]["path"] = "/"
         cookie["session_id"]["httponly"] = True
         cookie["session_id"]["samesite"] = "Strict"
         cookie["session_id"]["max-age"] = int(self.settings.token_expire)
         if self.secure:
             cookie["session_id"]["secure"] = True
-        cherrypy.serving.response.headers["X-Auth-Token"] = token
-        return _json({"return": [{"token": token, "start": start, "expire": expire, "user": username,
-                                  "eauth": eauth, "perms": list(backend.perms[username])}]})  # type: ignore[union-attr]
-
-    def _login_fields(self, raw: bytes, content_type: str | None) -> tuple[str, str, str]:
-        body = hooks.parse_body(raw, content_type)
-        if isinstance(body, list) and len(body) == 1:
-            body = body[0]  # Salt clients may send a one-element lowstate list
-        if not isinstance(body, dict):
-            raise ApiError(400, "the login body must be a mapping with username, password and eauth")
-        username, password = body.get("username"), body.get("password")
-        eauth = body.get("eauth") or (next(iter(self.backends)) if len(self.backends) == 1 else None)
-        if not isinstance(username, str) or not isinstance(password, str) or not username:
-            raise ApiError(400, "the login body needs username and password strings")
-        if not isinstance(eauth, str):
-            raise ApiError(400, "the login body needs eauth (one of: "
-                                f"{', '.join(self.backends) or 'none configured'})")
-        return username, password, eauth
+        cherrypy.serving.response.headers["X-Auth-Token"] = session.token
+        return _json({"return": [session.record()]})
 
     @cherrypy.expose
     def events(self, *path: str, token: str | None = None, tag: str | None = None,
@@ -327,12 +286,6 @@ class Api:
         return self._ui_page
 
     # -- helpers ----------------------------------------------------------------------------
-
-    def _log_once(self, limit: str, address: str, message: str) -> None:
-        """Log ``message`` unless this limit already logged for this address in the last minute."""
-        held_back = self.login_quiet.check((limit, address))
-        if held_back is not None:
-            log.warning("%s%s", message, f" ({held_back} more like it in the last minute)" if held_back else "")
 
     def _read_body(self, limit: int) -> bytes:
         """The raw request body, at most ``limit`` bytes, else 413 (checked before reading when possible)."""

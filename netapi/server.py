@@ -28,8 +28,7 @@ from cherrypy.process import plugins
 from eventbus import config
 from eventbus.config import ApiConfig
 from eventbus.errors import ConfigError, EventBusError
-from netapi import auth, errors, gate
-from netapi import app as app_module
+from netapi import auth, errors, gate, login
 from netapi.app import Api, cors_hook
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
@@ -205,7 +204,7 @@ def serve(settings: ApiConfig) -> None:
     cherrypy.config.update(global_config)
     # Requests reach a worker only when whole: slow clients cost no thread (netapi.gate).
     cherrypy.server.httpserver = gate.GatedServer(
-        cherrypy.server, max_body=max(settings.max_event_size, app_module.LOGIN_BODY_LIMIT),
+        cherrypy.server, max_body=max(settings.max_event_size, login.LOGIN_BODY_LIMIT),
         max_open=min(settings.stream_limit + gate.MAX_PENDING + RESERVE,
                      resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_SPARE))
     # CherryPy's own records go to our log handlers; the access log stays off (URLs carry tokens).

@@ -7,8 +7,9 @@
 - ``LoginGuard`` counts failed logins per client address over a sliding
   minute; an address at ``login_rate`` is refused (429) until its oldest
   failure is a minute old. A check in progress counts as a failure until it
-  ends, so a thousand guesses sent at once cost ``login_rate`` password
-  checks, not a thousand.
+  ends, and one address has at most ``concurrent`` (2) checks running, so a
+  thousand guesses sent at once cost two password checks, not a thousand,
+  and never queue other addresses' logins behind more than two.
 - ``OncePerInterval`` lets one log line per (limit, address) through per
   minute.
 
@@ -105,9 +106,10 @@ def examine(data: bytes | bytearray, max_body: int, *, max_head: int = MAX_HEAD_
 class LoginGuard:
     """Failed logins per client address in a sliding minute; thread-safe, clock injectable for tests."""
 
-    def __init__(self, rate: int, window: float = LOGIN_WINDOW,
+    def __init__(self, rate: int, window: float = LOGIN_WINDOW, concurrent: int = 2,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
+        self.concurrent = concurrent
         self.window = window
         self.clock = clock
         self._lock = threading.Lock()
@@ -120,7 +122,7 @@ class LoginGuard:
             now = self.clock()
             failures = self._recent(address, now)
             checking = self._checking.get(address, 0)
-            if len(failures) + checking >= self.rate:
+            if len(failures) + checking >= self.rate or checking >= self.concurrent:
                 if failures and len(failures) >= self.rate:
                     return max(1.0, failures[len(failures) - self.rate] + self.window - now)
                 return 1.0  # the checks in progress may yet succeed

@@ -5,8 +5,8 @@ answer (cookie, JSON); every decision is here:
 
 - an address with ``login_rate`` failed logins in the last minute is
   refused (``TooManyRequestsError``, 429 with ``Retry-After``) before any
-  password check; a check in progress counts as a failure until it ends
-  (``netapi.limits.LoginGuard``);
+  password check; a check in progress counts as a failure until it ends,
+  and one address has at most two checks running (``netapi.limits.LoginGuard``);
 - scrypt runs on ``CONCURRENT_CHECKS`` dedicated threads, whatever arrives:
   a check holds 16 MiB, and glibc keeps that memory in the arena of the
   thread that ran it, so few threads mean a bounded RSS;

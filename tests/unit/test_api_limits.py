@@ -40,7 +40,7 @@ def test_limits_are_answered_with_their_status():
 
 def test_the_login_guard_counts_failures_and_checks_in_progress_per_address():
     clock = Clock()
-    guard = LoginGuard(3, clock=clock)
+    guard = LoginGuard(3, concurrent=3, clock=clock)
     for _ in range(3):
         assert guard.begin("a") == 0.0
     assert guard.begin("a") == 1.0  # three checks running: a fourth waits for their outcome
@@ -54,6 +54,14 @@ def test_the_login_guard_counts_failures_and_checks_in_progress_per_address():
     assert guard.begin("a") == 0.0  # the minute has passed
     guard.end("a", success=True)
     assert guard.begin("a") == 0.0
+
+
+def test_one_address_runs_at_most_concurrent_checks_at_once():
+    guard = LoginGuard(10, concurrent=2, clock=Clock())
+    assert guard.begin("a") == 0.0 and guard.begin("a") == 0.0
+    assert guard.begin("a") == 1.0
+    guard.end("a", success=False)
+    assert guard.begin("a") == 0.0  # one failure so far, one check running: a second may start
 
 
 def test_once_per_interval_counts_what_it_held_back():

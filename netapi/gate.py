@@ -22,9 +22,9 @@ registered socket and its bytes so far, never a thread. The same loop
 - does the TLS handshake without blocking (stock cheroot does it in this
   very thread, blocking every new client behind one silent one).
 
-Only a chunked request body is left to the worker to read (its length is
-unknown until its last chunk); ``/login`` and ``/hook`` bodies sent by
-ordinary clients carry ``Content-Length``.
+A chunked body is followed chunk by chunk (``limits.ChunkedBody``) until
+its last chunk, and refused 413 as soon as its chunks add up to more than
+``max_event_size``.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def error_response(status: int, reason: str, retry_after: int | None = None) -> 
 class _Held:
     """A connection whose request is not all here yet (or which waits, kept alive, for its next one)."""
 
-    __slots__ = ("conn", "address", "deadline", "idle", "need", "size", "continued")
+    __slots__ = ("conn", "address", "deadline", "idle", "need", "buffer", "continued", "chunks")
 
     def __init__(self, conn: Any, address: str, deadline: float, idle: bool) -> None:
         self.conn = conn
@@ -84,8 +84,9 @@ class _Held:
         self.deadline = deadline
         self.idle = idle
         self.need = 0
-        self.size = 0
+        self.buffer = bytearray()  # the request so far; given to cheroot's reader when it is whole
         self.continued = False
+        self.chunks: limits.ChunkedBody | None = None
 
     def close(self) -> None:
         self.conn.close()
@@ -359,8 +360,10 @@ class Gate(connections.ConnectionManager):
         self._selector.register(fd, selectors.EVENT_READ, data=held)
         if conn.rfile.has_data():  # the client sent its next request along with the last one
             held.idle = False
-            held.size = len(conn.rfile._read_buf) - conn.rfile._read_pos
-            self._buffered += held.size
+            rfile = conn.rfile  # cheroot's reader (``_pyio.BufferedReader``): take what it read ahead
+            held.buffer += rfile._read_buf[rfile._read_pos:]
+            rfile._read_buf, rfile._read_pos = b"", 0
+            self._buffered += len(held.buffer)
             self._advance(fd, held)
         elif isinstance(sock, ssl.SSLSocket) and sock.pending():
             self._on_readable(fd, held)  # decrypted bytes wait inside the TLS layer: no readiness will come
@@ -372,7 +375,7 @@ class Gate(connections.ConnectionManager):
             self._selector.unregister(fd)
         except (KeyError, ValueError):
             pass  # cheroot's ``_remove_invalid_sockets`` dropped it already
-        self._buffered -= held.size
+        self._buffered -= len(held.buffer)
         left = self._pending_by_address[held.address] - 1
         if left > 0:
             self._pending_by_address[held.address] = left
@@ -394,19 +397,19 @@ class Gate(connections.ConnectionManager):
         if held.idle:
             held.idle = False
             held.deadline = time.monotonic() + REQUEST_TIMEOUT
-        rfile = conn.rfile  # cheroot's reader (``_pyio.BufferedReader``): requests are parsed from its buffer
-        rfile._read_buf = rfile._read_buf[rfile._read_pos:] + data
-        rfile._read_pos = 0
-        held.size += len(data)
+        held.buffer += data
         self._buffered += len(data)
         self._advance(fd, held)
 
     def _advance(self, fd: int, held: _Held) -> None:
         """Hand the request on if it is whole, refuse it if it breaks a limit, else wait for more."""
-        if held.need > 0 and held.size < held.need and self._buffered <= BUFFER_BUDGET:
+        if held.need > 0 and len(held.buffer) < held.need and self._buffered <= BUFFER_BUDGET:
             return  # the head was checked; more body to come
-        rfile = held.conn.rfile
-        verdict = limits.examine(rfile._read_buf[rfile._read_pos:], self.max_body)
+        if held.chunks is not None:
+            verdict = held.chunks.scan(held.buffer)
+        else:
+            verdict = limits.examine(held.buffer, self.max_body)
+            held.chunks = verdict.chunks
         if verdict.status == 0:
             held.need = verdict.need
             if verdict.expect_continue and not held.continued:
@@ -418,6 +421,9 @@ class Gate(connections.ConnectionManager):
             self._refuse(fd, held, verdict.status, verdict.reason)
             return
         self._release(fd, held)
+        rfile = held.conn.rfile  # cheroot's reader (``_pyio.BufferedReader``) parses the request from its buffer
+        rfile._read_buf, rfile._read_pos = bytes(held.buffer), 0
+        held.buffer = bytearray()
         held.conn.socket.settimeout(self.server.timeout)
         self.server.process_conn(held.conn)
 

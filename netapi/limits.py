@@ -30,16 +30,16 @@ MAX_HEADER_LINES = 100
 MAX_URL_BYTES = 8 * 1024
 LOGIN_WINDOW = 60.0
 HEAD_END = b"\r\n\r\n"
+HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
 @dataclass(frozen=True)
 class Verdict:
     """What to do with a connection's bytes so far.
 
-    ``status`` 0: still coming (``need`` bytes in all, or 0 while the head
-    is unfinished); ``status`` 200: complete, hand it on (``need`` is how
-    many bytes the request spans, or -1 when its body is chunked and only
-    the handler can tell where it ends); otherwise the error to answer.
+    ``status`` 0: still coming (``need`` bytes in all when known, else 0);
+    ``status`` 200: complete, hand it on (``need`` is how many bytes the
+    request spans); otherwise the error to answer.
     """
 
     status: int
@@ -47,6 +47,8 @@ class Verdict:
     reason: str = ""
     # The client sent ``Expect: 100-continue`` and waits for ``100 Continue`` before its body.
     expect_continue: bool = False
+    # A chunked body's scanner, to be fed the same bytes (and more) until it says the body has ended.
+    chunks: "ChunkedBody | None" = None
 
 
 INCOMPLETE = Verdict(0)
@@ -96,11 +98,63 @@ def examine(data: bytes | bytearray, max_body: int, *, max_head: int = MAX_HEAD_
         elif name == b"expect":
             expect_continue = value.strip().lower() == b"100-continue"
     if chunked:
-        return Verdict(200, need=-1)
+        scanner = ChunkedBody(end + 4, max_body, expect_continue)
+        return scanner.scan(data)
     if length is not None and length > max_body:
         return Verdict(413, reason=f"the request body is {length} bytes, over the limit of {max_body} bytes")
     need = end + 4 + (length or 0)
     return Verdict(200 if len(data) >= need else 0, need=need, expect_continue=expect_continue)
+
+
+class ChunkedBody:
+    """Finds where a chunked body ends, a little more at each call, and sums its size against the limit.
+
+    It keeps its place, so feeding it a body that arrives a byte at a time
+    costs time in proportion to the body, not to its square.
+    """
+
+    def __init__(self, start: int, max_body: int, expect_continue: bool = False) -> None:
+        self.pos = start
+        self.total = 0
+        self.max_body = max_body
+        self.expect_continue = expect_continue
+        self.in_trailers = False
+        self.trailer_start = 0
+
+    def scan(self, data: bytes | bytearray) -> Verdict:
+        """The verdict on ``data`` (the request's bytes from its start, as before plus any new ones)."""
+        waiting = Verdict(0, chunks=self, expect_continue=self.expect_continue)
+        while True:
+            line_end = data.find(b"\r\n", self.pos)
+            if self.in_trailers:
+                if (line_end if line_end >= 0 else len(data)) - self.trailer_start > MAX_HEAD_BYTES:
+                    return Verdict(431, reason=f"the chunked body's trailers are over {MAX_HEAD_BYTES} bytes")
+                if line_end < 0:
+                    return waiting
+                if line_end == self.pos:
+                    return Verdict(200, need=line_end + 2)
+                self.pos = line_end + 2
+                continue
+            if line_end < 0:
+                if len(data) - self.pos > 1024:
+                    return Verdict(400, reason="a chunk size line is over 1024 bytes")
+                return waiting
+            size_text = bytes(data[self.pos:line_end]).split(b";", 1)[0].strip()
+            if not size_text or len(size_text) > 16 or not all(c in HEX_DIGITS for c in size_text):
+                return Verdict(400, reason="the chunked body has a malformed chunk size")
+            size = int(size_text, 16)
+            if self.total + size > self.max_body:
+                return Verdict(413, reason=f"the request body is over the limit of {self.max_body} bytes")
+            if size == 0:
+                self.in_trailers = True
+                self.pos = self.trailer_start = line_end + 2
+                continue
+            if len(data) < line_end + 4 + size:
+                return waiting  # the place stays at this size line until the chunk is all here
+            if data[line_end + 2 + size:line_end + 4 + size] != b"\r\n":
+                return Verdict(400, reason="a chunk of the chunked body does not end with CRLF")
+            self.total += size
+            self.pos = line_end + 4 + size
 
 
 class LoginGuard:

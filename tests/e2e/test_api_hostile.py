@@ -68,10 +68,13 @@ def test_half_open_connections_and_slow_bodies_do_not_delay_login_hook_or_stream
         token = env.login()
         for index in range(120):  # the old API timed out /login with 50
             sock = held.enter_context(connect(env, "127.0.0.8"))
-            if index % 3 == 0:
+            if index % 4 == 0:
                 sock.sendall(HALF_HEAD)
-            elif index % 3 == 1:
+            elif index % 4 == 1:
                 sock.sendall(b"POST /hook/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"a\": ")
+            elif index % 4 == 2:
+                sock.sendall(b"POST /hook/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"6\r\n{\"a\": \r\n")
             # else: connected, sent nothing
         for _ in range(5):
             status, seconds, _ = timed_login(env)
@@ -147,6 +150,22 @@ def test_a_body_over_max_event_size_gets_413_before_it_is_sent():
         assert headers["connection"] == "close"
         big = requests.post(env.url("/hook/big"), data=b"x" * 2_000_000, timeout=15)  # a client that sends it all
         assert big.status_code == 413
+        sock = connect(env)
+        sock.sendall(b"POST /hook/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"100000\r\n" + b"a" * 1000)  # one chunk of 1 MiB announced, over the limit with the next
+        sock.sendall(b"a" * (0x100000 - 1000) + b"\r\n10\r\n")
+        status, _, body = answer_of(sock)
+        assert status == 413
+
+
+def test_chunked_bodies_are_delivered_whole():
+    with running_api(webhook_disable_auth=True) as env:
+        def pieces():
+            yield b'{"n": '
+            yield b'42, "pad": "' + b"p" * 100_000 + b'"}'
+        hooked = requests.post(env.url("/hook/chunked"), data=pieces(), headers={"Content-Type": "application/json"},
+                               timeout=15)
+        assert hooked.status_code == 200 and hooked.json() == {"success": True}
 
 
 def test_idle_keep_alive_and_unfinished_requests_are_closed_soon():

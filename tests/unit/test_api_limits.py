@@ -34,8 +34,6 @@ def test_limits_are_answered_with_their_status():
     assert big.status == 413 and "101" in big.reason
     assert examine(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 100).status == 400
     assert examine(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 100).status == 400
-    chunked = examine(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 100)
-    assert chunked.status == 200 and chunked.need == -1
 
 
 def test_the_login_guard_counts_failures_and_checks_in_progress_per_address():
@@ -93,3 +91,28 @@ def test_expect_100_continue_is_noticed_while_the_body_is_missing():
     waiting = examine(head, 100)
     assert waiting.status == 0 and waiting.expect_continue
     assert examine(head + b"12345", 100).status == 200
+
+
+def test_a_chunked_body_is_followed_to_its_last_chunk_a_piece_at_a_time():
+    head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    whole = head + b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    assert examine(whole, 100) == examine(whole, 100) and examine(whole, 100).status == 200
+    assert examine(whole, 100).need == len(whole)
+    first = examine(whole[:len(head) + 3], 100)
+    assert first.status == 0 and first.chunks is not None
+    scanner, verdicts = first.chunks, []
+    for end in range(len(head) + 4, len(whole) + 1):  # one more byte at a time, the same scanner
+        verdicts.append(scanner.scan(whole[:end]).status)
+    assert verdicts[-1] == 200 and set(verdicts[:-1]) == {0}
+    assert scanner.total == 11
+
+
+def test_a_chunked_body_over_the_limit_or_malformed_is_refused():
+    head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert examine(head + b"40\r\n", 63).status == 413  # refused from the size line, before the chunk
+    assert examine(head + b"20\r\n" + b"a" * 32 + b"\r\n20\r\n", 63).status == 413
+    assert examine(head + b"zz\r\n", 100).status == 400
+    assert examine(head + b"-1\r\n", 100).status == 400
+    assert examine(head + b"3\r\nabcXY", 100).status == 400
+    assert examine(head + b"1" * 2000, 100).status == 400
+    assert examine(head + b"0\r\nX: " + b"a" * 17000, 100).status == 431

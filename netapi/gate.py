@@ -263,7 +263,8 @@ class Gate(connections.ConnectionManager):
         if too_many or crowded:
             why = (f"{self._open} connections are open (the limit)" if too_many else
                    f"{address} has {PENDING_PER_ADDRESS} unfinished requests open (the limit per address)")
-            self._say("connections" if too_many else "address", address, f"refused a connection from {address}: {why}")
+            self._say("connections" if too_many else "address", address,
+                      f"refused a connection from {address}: {why}")
             sock.setblocking(False)
             if self.server.ssl_adapter is None:
                 try:
@@ -281,6 +282,7 @@ class Gate(connections.ConnectionManager):
                 self._forget_socket(sock)
                 return
             shake = _Handshake(tls, address, port, time.monotonic() + HANDSHAKE_TIMEOUT)
+            self._pending_by_address[address] += 1  # a handshake is an unfinished request too
             self._others[tls.fileno()] = shake
             self._selector.register(tls.fileno(), selectors.EVENT_READ, data=shake)
             self._on_handshake(tls.fileno(), shake)
@@ -311,9 +313,11 @@ class Gate(connections.ConnectionManager):
         except (ssl.SSLError, OSError) as exc:
             log.debug("TLS handshake with %s failed: %s", shake.address, exc)
             self._unwatch(fd)
+            self._uncount(shake.address)
             self._forget_socket(shake.sock)
             return
         self._unwatch(fd)
+        self._uncount(shake.address)
         adapter = self.server.ssl_adapter
         conn = self._connection(shake.sock, adapter.makefile, shake.address, shake.port,
                                 adapter.get_environ(shake.sock))
@@ -376,11 +380,14 @@ class Gate(connections.ConnectionManager):
         except (KeyError, ValueError):
             pass  # cheroot's ``_remove_invalid_sockets`` dropped it already
         self._buffered -= len(held.buffer)
-        left = self._pending_by_address[held.address] - 1
+        self._uncount(held.address)
+
+    def _uncount(self, address: str) -> None:
+        left = self._pending_by_address[address] - 1
         if left > 0:
-            self._pending_by_address[held.address] = left
+            self._pending_by_address[address] = left
         else:
-            del self._pending_by_address[held.address]
+            self._pending_by_address.pop(address, None)
 
     def _on_readable(self, fd: int, held: _Held) -> None:
         conn = held.conn
@@ -470,6 +477,7 @@ class Gate(connections.ConnectionManager):
             self._unwatch(fd)
             other.close()
             if isinstance(other, _Handshake):
+                self._uncount(other.address)
                 self.closed(None)
 
     def _say(self, limit: str, address: str, message: str) -> None:

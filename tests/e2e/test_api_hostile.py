@@ -235,6 +235,12 @@ def test_tls_clients_that_never_say_hello_do_not_block_https_logins():
             tls = held.enter_context(context.wrap_socket(sock, server_hostname="127.0.0.1"))
             tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
             assert answer_of(tls)[0] == 431
+            # Silent handshakes count against their address's cap: the 129th is closed at once.
+            for _ in range(128):
+                held.enter_context(connect(env, "127.0.0.9"))
+            extra = held.enter_context(connect(env, "127.0.0.9"))
+            extra.settimeout(4)  # the first 128 are only dropped after 5 s without a hello
+            assert extra.recv(100) == b""
     finally:
         env.stop_api()
         env.master.stop()

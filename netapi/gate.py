@@ -59,6 +59,7 @@ DRAIN_TIME = 2.0
 DRAIN_BYTES = 4 * 1024 * 1024
 READ_SIZE = 65536
 HOUSEKEEPING = 0.25
+ACCEPT_BATCH = 64
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 REASON_PHRASES = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
@@ -188,6 +189,9 @@ class Gate(connections.ConnectionManager):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, data=_Wake())
+        # cheroot's listening socket has a 1 s timeout; a non-blocking twin lets us accept until none is left.
+        self._listener = socket.socket(fileno=os.dup(server.socket.fileno()))
+        self._listener.setblocking(False)
 
     # -- called from worker threads ------------------------------------------------------------
 
@@ -224,7 +228,9 @@ class Gate(connections.ConnectionManager):
                 continue
             for fd, data in ready:
                 if data is self.server:
-                    self._accept()
+                    for _ in range(ACCEPT_BATCH):  # a burst of clients costs one select, not one each
+                        if not self._accept():
+                            break
                 elif isinstance(data, _Wake):
                     self._take_returned()
                 elif isinstance(data, _Held):
@@ -242,17 +248,22 @@ class Gate(connections.ConnectionManager):
     def _expire(self, threshold: float) -> None:  # cheroot's own expiry: ours is ``_expire_overdue``
         pass
 
-    def _accept(self) -> None:
+    def _accept(self) -> bool:
+        """Take one new connection if one waits; whether one did."""
         try:
-            sock, addr = self.server.socket.accept()
-        except (socket.timeout, BlockingIOError, InterruptedError):
-            return
+            sock, addr = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return False
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 self._say("accept", "*", f"cannot accept connections: {exc.strerror} "
                                          f"({self._open} open)")
                 time.sleep(0.05)  # the listening socket stays readable: do not spin on it
-            return
+            return False
+        self._accept_one(sock, addr)
+        return True
+
+    def _accept_one(self, sock: socket.socket, addr: Any) -> None:
         connections.prevent_socket_inheritance(sock)
         address, port = (addr[0], addr[1]) if isinstance(addr, tuple) and len(addr) >= 2 else ("", 0)
         with self._open_lock:
@@ -495,6 +506,7 @@ class Gate(connections.ConnectionManager):
         self._held.clear()
         self._others.clear()
         self._selector.close()
+        _close_quietly(self._listener)
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)

@@ -77,11 +77,20 @@ def error_response(status: int, reason: str, retry_after: int | None = None) -> 
 class _Held:
     """A connection whose request is not all here yet (or which waits, kept alive, for its next one)."""
 
-    __slots__ = ("conn", "address", "deadline", "idle", "need", "buffer", "continued", "chunks")
+    __slots__ = ("gate", "sock", "conn", "address", "port", "makefile", "ssl_env", "deadline", "idle", "need",
+                 "buffer", "continued", "chunks")
 
-    def __init__(self, conn: Any, address: str, deadline: float, idle: bool) -> None:
+    def __init__(self, gate: "Gate", sock: socket.socket, conn: Any, address: str, port: int, makefile: Any,
+                 ssl_env: dict, deadline: float, idle: bool) -> None:
+        # A new connection gets its cheroot ``HTTPConnection`` (``conn``) only once its request is whole:
+        # one that never finishes costs a socket and this object, nothing more.
+        self.gate = gate
+        self.sock = sock
         self.conn = conn
         self.address = address
+        self.port = port
+        self.makefile = makefile
+        self.ssl_env = ssl_env
         self.deadline = deadline
         self.idle = idle
         self.need = 0
@@ -90,7 +99,11 @@ class _Held:
         self.chunks: limits.ChunkedBody | None = None
 
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()  # counted by ``CountedConnection``
+        else:
+            _close_quietly(self.sock)
+            self.gate.closed(None)
 
 
 class _Handshake:
@@ -111,15 +124,15 @@ class _Handshake:
 class _Draining:
     """An answered connection whose unwanted upload is read and dropped for a moment before it closes."""
 
-    __slots__ = ("conn", "deadline", "left")
+    __slots__ = ("held", "deadline", "left")
 
-    def __init__(self, conn: Any, deadline: float) -> None:
-        self.conn = conn
+    def __init__(self, held: _Held, deadline: float) -> None:
+        self.held = held
         self.deadline = deadline
         self.left = DRAIN_BYTES
 
     def close(self) -> None:
-        self.conn.close()
+        self.held.close()
 
 
 class _Wake:
@@ -299,7 +312,7 @@ class Gate(connections.ConnectionManager):
             self._on_handshake(tls.fileno(), shake)
             return
         sock.settimeout(self.server.timeout)  # what workers expect; the descriptor stays non-blocking
-        self._hold(self._connection(sock, MakeFile, address, port, {}), idle=False)
+        self._hold(_Held(self, sock, None, address, port, MakeFile, {}, 0.0, False))
 
     def _forget_socket(self, sock: socket.socket) -> None:
         _close_quietly(sock)
@@ -330,9 +343,8 @@ class Gate(connections.ConnectionManager):
         self._unwatch(fd)
         self._uncount(shake.address)
         adapter = self.server.ssl_adapter
-        conn = self._connection(shake.sock, adapter.makefile, shake.address, shake.port,
-                                adapter.get_environ(shake.sock))
-        self._hold(conn, idle=False)
+        self._hold(_Held(self, shake.sock, None, shake.address, shake.port, adapter.makefile,
+                         adapter.get_environ(shake.sock), 0.0, False))
 
     def _watch(self, fd: int, events: int, data: Any) -> None:
         self._others[fd] = data
@@ -360,20 +372,21 @@ class Gate(connections.ConnectionManager):
             if not self.server.ready:
                 conn.close()
                 continue
-            self._hold(conn, idle=not conn.rfile.has_data())
+            self._hold(_Held(self, conn.socket, conn, conn.remote_addr or "", conn.remote_port or 0, None, {}, 0.0,
+                             idle=not conn.rfile.has_data()))
 
-    def _hold(self, conn: Any, idle: bool) -> None:
-        """Watch ``conn`` until its request is whole (``idle``: no byte of it has come yet)."""
-        sock = conn.socket
+    def _hold(self, held: _Held) -> None:
+        """Watch ``held`` until its request is whole (``held.idle``: no byte of it has come yet)."""
+        sock = held.sock
         if isinstance(sock, ssl.SSLSocket):
             sock.setblocking(False)  # an SSLSocket with a timeout would wait for a whole record
         fd = sock.fileno()
-        held = _Held(conn, conn.remote_addr or "", time.monotonic() + (IDLE_TIMEOUT if idle else REQUEST_TIMEOUT),
-                     idle)
+        held.deadline = time.monotonic() + (IDLE_TIMEOUT if held.idle else REQUEST_TIMEOUT)
+        conn = held.conn
         self._held[fd] = held
         self._pending_by_address[held.address] += 1
         self._selector.register(fd, selectors.EVENT_READ, data=held)
-        if conn.rfile.has_data():  # the client sent its next request along with the last one
+        if conn is not None and conn.rfile.has_data():  # the client sent its next request along with the last one
             held.idle = False
             rfile = conn.rfile  # cheroot's reader (``_pyio.BufferedReader``): take what it read ahead
             held.buffer += rfile._read_buf[rfile._read_pos:]
@@ -401,16 +414,15 @@ class Gate(connections.ConnectionManager):
             self._pending_by_address.pop(address, None)
 
     def _on_readable(self, fd: int, held: _Held) -> None:
-        conn = held.conn
         try:
-            data = _read_some(conn.socket)
+            data = _read_some(held.sock)
         except (OSError, ssl.SSLError):
             data = b""
         if data is None:
             return
         if not data:
             self._release(fd, held)
-            conn.close()  # the client hung up
+            held.close()  # the client hung up
             return
         if held.idle:
             held.idle = False
@@ -432,35 +444,35 @@ class Gate(connections.ConnectionManager):
             held.need = verdict.need
             if verdict.expect_continue and not held.continued:
                 held.continued = True  # the client waits for this before its body (cheroot may send one more: allowed)
-                _send_now(held.conn.socket, CONTINUE)
+                _send_now(held.sock, CONTINUE)
             if not (held.need and self._buffered > BUFFER_BUDGET):
                 return
         elif verdict.status != 200:
             self._refuse(fd, held, verdict.status, verdict.reason)
             return
         self._release(fd, held)
-        rfile = held.conn.rfile  # cheroot's reader (``_pyio.BufferedReader``) parses the request from its buffer
+        conn = held.conn or self._connection(held.sock, held.makefile, held.address, held.port, held.ssl_env)
+        rfile = conn.rfile  # cheroot's reader (``_pyio.BufferedReader``) parses the request from its buffer
         rfile._read_buf, rfile._read_pos = bytes(held.buffer), 0
         held.buffer = bytearray()
-        held.conn.socket.settimeout(self.server.timeout)
-        self.server.process_conn(held.conn)
+        held.sock.settimeout(self.server.timeout)
+        self.server.process_conn(conn)
 
     def _refuse(self, fd: int, held: _Held, status: int, reason: str) -> None:
         self._release(fd, held)
         self._say(str(status), held.address, f"answered {status} to {held.address}: {reason}")
-        conn = held.conn
         try:
-            _send_now(conn.socket, error_response(status, reason))
-            conn.socket.shutdown(socket.SHUT_WR)
+            _send_now(held.sock, error_response(status, reason))
+            held.sock.shutdown(socket.SHUT_WR)
         except (OSError, ssl.SSLError):
-            conn.close()
+            held.close()
             return
-        drain = _Draining(conn, time.monotonic() + DRAIN_TIME)
+        drain = _Draining(held, time.monotonic() + DRAIN_TIME)
         self._watch(fd, selectors.EVENT_READ, drain)
 
     def _on_drain(self, fd: int, drain: _Draining) -> None:
         try:
-            data = _read_some(drain.conn.socket)
+            data = _read_some(drain.held.sock)
         except (OSError, ssl.SSLError):
             data = b""
         if data is None:
@@ -468,22 +480,22 @@ class Gate(connections.ConnectionManager):
         drain.left -= len(data)
         if not data or drain.left <= 0:
             self._unwatch(fd)
-            drain.conn.close()
+            drain.close()
 
     def _expire_overdue(self, now: float) -> None:
         for fd, held in [(fd, h) for fd, h in self._held.items() if h.deadline <= now]:
             self._release(fd, held)
             if held.idle:
-                held.conn.close()  # an idle kept-alive connection: just close it
+                held.close()  # an idle kept-alive connection: just close it
                 continue
             self._say("408", held.address, f"answered 408 to {held.address}: the request was not complete "
                                            f"after {REQUEST_TIMEOUT:g} s")
             try:
-                _send_now(held.conn.socket, error_response(408, f"the request was not complete after "
+                _send_now(held.sock, error_response(408, f"the request was not complete after "
                                                           f"{REQUEST_TIMEOUT:g} s"))
             except (OSError, ssl.SSLError):
                 pass
-            held.conn.close()
+            held.close()
         for fd, other in [(fd, o) for fd, o in self._others.items() if o.deadline <= now]:
             self._unwatch(fd)
             other.close()
@@ -500,7 +512,7 @@ class Gate(connections.ConnectionManager):
         while self._returned:
             self._returned.popleft().close()
         for held in list(self._held.values()):
-            held.conn.close()
+            held.close()
         for other in list(self._others.values()):
             other.close()
         self._held.clear()

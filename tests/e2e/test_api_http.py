@@ -203,8 +203,10 @@ def test_a_client_that_never_reads_is_dropped_and_stalls_no_one():
         with event.get_event("master", opts=env.master.opts(), listen=False) as bus:
             for n in range(3000):
                 assert bus.fire_event({"n": n, "pad": blob}, "flood/x", timeout=3000)
-                if n % 100 == 99:
-                    time.sleep(0.02)  # a fast reader keeps up; the stuck one cannot
+                if n % 100 == 99:  # a reader that reads keeps up (waited for: the machine may be loaded); the stuck
+                    # one cannot, and falls past stream_queue
+                    wait_for(lambda: out.read_bytes().count(b"\nid: ") > n, timeout=30, interval=0.01,
+                             what="curl to read what was fired")
         wait_for(lambda: out.read_bytes().count(b"\nid: ") >= 3000 or curl.poll() is not None,
                  timeout=30, interval=0.2, what="curl to get every event")
         curl.kill()

@@ -246,13 +246,16 @@ class Gate(connections.ConnectionManager):
                             break
                 elif isinstance(data, _Wake):
                     self._take_returned()
+                # An event for a socket closed earlier in this batch may name a descriptor reused since.
                 elif isinstance(data, _Held):
                     if self._held.get(fd) is data:
                         self._on_readable(fd, data)
                 elif isinstance(data, _Handshake):
-                    self._on_handshake(fd, data)
+                    if self._others.get(fd) is data:
+                        self._on_handshake(fd, data)
                 elif isinstance(data, _Draining):
-                    self._on_drain(fd, data)
+                    if self._others.get(fd) is data:
+                        self._on_drain(fd, data)
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING

@@ -86,6 +86,8 @@ class MasterConfig(BusConfig):
     journal_max_bytes: int = _key(1073741824, "int", min=1 << 20, max=1 << 50)
     journal_max_age: float = _key(604800, "seconds")
     journal_fsync: str = _key("batch", "choice", choices=("batch", "always", "never"))
+    # The reactor (SPEC 10): tag globs to actions, parsed and checked here (eventbus.rules.Rule values).
+    reactor: tuple = _key((), "reactor")
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,13 @@ class _Reader:
             raise self.fail(spec.name, value, "a mapping")
         return value
 
+    def _reactor(self, spec: dataclasses.Field, value: Any) -> tuple:
+        if value is None or value == ():
+            return ()
+        from eventbus import rules
+
+        return rules.parse(value, self.source)
+
     def _id(self, spec: dataclasses.Field, value: Any) -> str:
         if value is None:
             return socket.gethostname()
@@ -285,6 +294,8 @@ def to_dict(config: BaseConfig) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     for spec in dataclasses.fields(config):
         value = getattr(config, spec.name)
+        if spec.metadata.get("kind") == "reactor":
+            value = [rule.raw for rule in value]
         opts["conf_file" if spec.name == "source" else spec.name] = (
             str(value) if isinstance(value, Path) else value)
     return opts
@@ -326,6 +337,10 @@ def typed(opts: Mapping[str, Any] | BaseConfig | None, cls: type[C] = MasterConf
         kind = spec.metadata.get("kind")
         if spec.name in values and kind in ("path", "root", "confpath") and values[spec.name] is not None:
             values[spec.name] = Path(values[spec.name])
+        if spec.name in values and kind == "reactor" and isinstance(values[spec.name], list):
+            from eventbus import rules
+
+            values[spec.name] = rules.parse(values[spec.name], str(opts.get("conf_file") or "master"))
     if opts.get("conf_file"):
         values["source"] = Path(opts["conf_file"])
     defaults = load(cls, None)

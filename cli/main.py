@@ -17,6 +17,7 @@ COMMANDS = {
     "key": ("cli.key", "list, accept, reject and delete minion keys"),
     "api": ("cli.api", "run the REST API"),
     "user": ("cli.user", "manage REST API users (user add NAME)"),
+    "reactor": ("cli.reactor", "show the master's reactor: rules, in flight, done, failed, cursor lag"),
 }
 
 

@@ -2,11 +2,14 @@
 
 Per event the daemon checks the frames (size, tag, a real msgpack map),
 gives the event the next sequence number, sends it to every subscriber and
-keeps it in the replay window. The XPUB socket drops events for a subscriber
-whose queue (``subscriber_queue``) is full, so a stalled subscriber costs
-bounded memory and slows no one; its handle counts the gap. Control requests
-(ping, stats, replay, and verbs other components register) come in on a
-ROUTER socket.
+keeps it in the replay window. On the master each wake-up's batch is also
+appended to the journal (one write) before it is sent, so a daemon crash
+loses nothing a listener has received. The XPUB socket drops events for a
+subscriber whose queue (``subscriber_queue``) is full, so a stalled
+subscriber costs bounded memory and slows no one; its handle fetches what it
+missed with the replay verb, which serves the window, then the journal.
+Control requests (ping, stats, replay, and verbs other components register)
+come in on a ROUTER socket.
 """
 from __future__ import annotations
 
@@ -19,10 +22,11 @@ import msgpack
 import zmq
 
 from daemon.complaints import Complaints
+from daemon.journal import Journal
 from daemon.loop import Loop
 from daemon.window import Window
 from eventbus import payload, wire
-from eventbus.config import BusConfig
+from eventbus.config import BusConfig, MasterConfig
 from eventbus.errors import InvalidEventError
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,10 @@ log = logging.getLogger(__name__)
 BATCH = 256
 # Frames a little over max_event_size are refused with a log line; far bigger ones zmq cuts off.
 FRAME_SLACK = 4096
+# Events (and bytes) one replay answer carries at most; readers ask page after page.
+REPLAY_PAGE = 5000
+REPLAY_BYTES = 4 << 20
+JOURNAL_ERROR_TAG = "eventbus/journal/error"
 
 VerbHandler = Callable[[Any], Any]
 
@@ -46,7 +54,17 @@ class Bus:
         self.settings = settings
         self.endpoints = wire.endpoints(settings.sock_dir)
         self.max_event_size = settings.max_event_size
-        self.epoch = time.time_ns() // 1000
+        self.loop = loop
+        self.journal: Journal | None = None
+        last_journaled = 0
+        if isinstance(settings, MasterConfig) and settings.event_journal:
+            self.journal = Journal(settings.journal_dir, settings.journal_max_bytes, settings.journal_max_age,
+                                   settings.journal_fsync, on_error=self._journal_failed,
+                                   on_recover=self._journal_recovered)
+            last_journaled = self.journal.open()
+            loop.call_every(1.0, self.journal.poll)
+        # Seqs keep growing across restarts: from the start time in µs, or past the journal's last.
+        self.epoch = max(time.time_ns() // 1000, last_journaled)
         self.seq = self.epoch
         self.window = Window(settings.event_window, self.epoch, settings.event_window_bytes)
         self.started = time.time()
@@ -88,36 +106,80 @@ class Bus:
         limit = self.max_event_size
         epoch = self.epoch
         seq = self.seq
+        journal = self.journal
+        batch: list[tuple[int, bytes]] = []
+        add = batch.append
         try:
             for _ in range(BATCH):
                 try:
                     frame = recv(zmq.NOBLOCK)
                 except zmq.Again:
-                    return
+                    break
                 try:
                     check(frame, limit)
                 except InvalidEventError as exc:
                     self.complaints.refuse(exc.reason, f"refused an event on {self.endpoints.pull}: {exc}")
                     continue
                 seq += 1
-                out = header(seq, epoch) + frame
-                send(out)
-                keep((seq, out))
+                if journal is None:
+                    out = header(seq, epoch) + frame
+                    send(out)
+                    keep((seq, out))
+                else:
+                    add((seq, header(seq, epoch) + frame))
         finally:
             self.seq = seq
+            if batch:
+                # On disk (the page cache) before any listener has it: a daemon crash loses none of it.
+                journal.append(batch)  # type: ignore[union-attr]
+                for entry in batch:
+                    send(entry[1])
+                    keep(entry)
 
     def publish(self, tag: str, data: dict) -> int:
         """Fire an event of the daemon's own (stamped, size-checked); return its seq."""
         raw_tag, raw_data = payload.pack_event(tag, data, self.max_event_size)
-        return self.publish_frame(wire.publish_frame(raw_tag, raw_data))
+        return self.publish_frames([wire.publish_frame(raw_tag, raw_data)])
 
     def publish_frame(self, frame: bytes) -> int:
         """Put an already checked ``tag NUL data`` frame on the bus; return its seq."""
-        self.seq += 1
-        out = wire.HEADER.pack(self.seq, self.epoch) + frame
-        self.publisher_socket.send(out)
-        self.window.add((self.seq, out))
+        return self.publish_frames([frame])
+
+    def publish_frames(self, frames: list[bytes]) -> int:
+        """Put already checked ``tag NUL data`` frames on the bus, journaled in one write; the last seq."""
+        header = wire.HEADER.pack
+        epoch = self.epoch
+        first = self.seq + 1
+        batch = [(seq, header(seq, epoch) + frame) for seq, frame in enumerate(frames, first)]
+        self.seq += len(batch)
+        if self.journal is not None:
+            self.journal.append(batch)
+        send = self.publisher_socket.send
+        keep = self.window.add
+        for entry in batch:
+            send(entry[1])
+            keep(entry)
         return self.seq
+
+    # -- the journal's health ---------------------------------------------------------
+
+    def _journal_failed(self, message: str) -> None:
+        log.error("%s; the bus goes on, events are kept in memory only until the journal can be written", message)
+        # Not from inside append (a batch is being numbered): on the loop's next turn.
+        self.loop.call_later(0, lambda: self._fire_own(JOURNAL_ERROR_TAG, {"error": message}))
+
+    def _journal_recovered(self) -> None:
+        assert self.journal is not None
+        missed = [entry for entry in self.window.events if entry[0] > self.journal.last_seq]
+        self.journal.append(missed)
+        log.warning("the journal at %s is written again; %d events kept in memory meanwhile were added",
+                    self.settings.journal_dir, len(missed))  # type: ignore[attr-defined]
+
+    def _fire_own(self, tag: str, data: dict) -> None:
+        try:
+            self.publish(tag, data)
+        except InvalidEventError as exc:
+            log.error("cannot fire %s: %s", tag, exc)
 
     # -- subscriptions --------------------------------------------------------------
 
@@ -169,18 +231,36 @@ class Bus:
         return {"node": self.settings.node, "pid": os.getpid(), "epoch": self.epoch, "seq": self.seq}
 
     def _stats(self, _args: Any) -> dict:
-        return {**self._ping(None), "uptime": time.time() - self.started, "refused": self.complaints.count,
-                "handshakes": self.handshakes,
-                "window": len(self.window.events), "window_size": self.window.size}
+        stats = {**self._ping(None), "uptime": time.time() - self.started, "refused": self.complaints.count,
+                 "handshakes": self.handshakes,
+                 "window": len(self.window.events), "window_size": self.window.size}
+        if self.journal is not None:
+            journal = self.journal.reader.stats()
+            stats["journal"] = {"bytes": journal.bytes, "events": journal.events, "segments": journal.segments,
+                                "first_seq": journal.first_seq, "last_seq": journal.last_seq,
+                                "error": self.journal.failed}
+        return stats
 
     def _replay(self, args: Any) -> dict:
+        """Events after ``after``: from the window when it holds them, else from the journal."""
         if not isinstance(args, dict) or not isinstance(args.get("after"), int):
             raise ValueError("expected {'after': <seq>, 'limit': <n>}")
+        after = args["after"]
         limit = args.get("limit")
-        replay = self.window.since(args["after"], limit if isinstance(limit, int) else None)
-        return {"epoch": self.epoch, "seq": self.seq, "lost": replay.lost, "restarted": replay.restarted,
-                "events": replay.events}
+        limit = min(limit, REPLAY_PAGE) if isinstance(limit, int) and limit > 0 else REPLAY_PAGE
+        window = self.window.events
+        answer = {"epoch": self.epoch, "seq": self.seq, "lost": 0, "restarted": False, "events": []}
+        if self.journal is not None and not (window and window[0][0] <= after + 1):
+            read = self.journal.reader.read(after, limit, REPLAY_BYTES)
+            if read.events or read.lost:
+                answer["events"], answer["lost"] = read.events, read.lost
+                return answer
+        replay = self.window.since(after, limit)
+        answer.update(lost=replay.lost, restarted=replay.restarted and self.journal is None, events=replay.events)
+        return answer
 
     def close(self) -> None:
         for sock in (self.pull_socket, self.publisher_socket, self.control_socket):
             sock.close(0)
+        if self.journal is not None:
+            self.journal.close()

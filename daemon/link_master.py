@@ -130,9 +130,7 @@ class MasterLink:
         for action in actions:
             kind = type(action)
             if kind is ms.PublishFrames:
-                publish = self.bus.publish_frame
-                for frame in action.frames:  # type: ignore[union-attr]
-                    publish(frame)
+                self.bus.publish_frames(action.frames)  # type: ignore[union-attr]
             elif kind is ms.Send:
                 self.link_socket.send_multipart([action.route, *action.frames])  # type: ignore[union-attr]
             elif kind is ms.Publish:

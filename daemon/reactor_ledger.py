@@ -33,7 +33,8 @@ class Ledger:
         self._dirty = False
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._load()
-        self._file = open(path, "ab")
+        # Unbuffered: a line is in the kernel as soon as the action is recorded (a kill -9 keeps it).
+        self._file = open(path, "ab", buffering=0)
 
     def _load(self) -> None:
         try:
@@ -66,7 +67,6 @@ class Ledger:
         with self._lock:
             if not self._dirty:
                 return
-            self._file.flush()
             os.fsync(self._file.fileno())
             self._dirty = False
 
@@ -84,7 +84,7 @@ class Ledger:
                 os.fsync(out.fileno())
             self._file.close()
             os.replace(temporary, self.path)
-            self._file = open(self.path, "ab")
+            self._file = open(self.path, "ab", buffering=0)
             self._lines = len(self.done)
             self._dirty = False
 

@@ -121,6 +121,9 @@ class Reactor:
         self.pools = {kind: ThreadPoolExecutor(size, thread_name_prefix=f"reactor-{kind}")
                       for kind, size in POOL_SIZES.items()}
         self.publisher = Publisher(settings)
+        # ``fire`` actions publish from their own pool threads, one handle each: no hop through the
+        # results' publisher thread on the path from event to action.
+        self._fire_handles = threading.local()
         self.admin = Admin.for_master(settings)
         self.processes = actions.Processes()
         self.lock = threading.Condition()
@@ -207,16 +210,10 @@ class Reactor:
         handle = MasterEvent(self.settings.sock_dir, opts=self.settings)
         handle.start_following(since)
         log.warning("reactor: %d rules, following the master bus after seq %d", len(self.rules), since)
-        next_save = next_status = 0.0
+        saver = threading.Thread(target=self._keep_saving, name="reactor-saver", daemon=True)
+        saver.start()
         try:
             while self.running:
-                now = time.monotonic()
-                if now >= next_save:
-                    self.save()
-                    next_save = now + SAVE_EVERY
-                if now >= next_status:
-                    self.write_status()
-                    next_status = now + STATUS_EVERY
                 if self.reload_wanted:
                     self.reload()
                 if self.in_flight >= MAX_IN_FLIGHT:
@@ -235,7 +232,24 @@ class Reactor:
                 self.dispatch(event.seq, event.tag, event.data)
         finally:
             handle.destroy()
+            self.running = False
+            saver.join(10)
             self.shutdown()
+
+    def _keep_saving(self) -> None:
+        """Sync the ledger, save the cursor and write the status, off the reading thread (fsyncs can stall)."""
+        next_status = 0.0
+        while self.running:
+            try:
+                self.save()
+                if time.monotonic() >= next_status:
+                    self.write_status()
+                    next_status = time.monotonic() + STATUS_EVERY
+            except EventBusError as exc:
+                log.error("reactor: cannot save its position (retrying): %s", exc)
+            except OSError as exc:
+                log.error("reactor: cannot write its ledger or status (retrying): %s", exc)
+            time.sleep(SAVE_EVERY)
 
     def dispatch(self, seq: int, tag: str, data: Any) -> None:
         """Hand every action of every rule matching ``tag`` (and not yet run) to its pool."""
@@ -254,8 +268,8 @@ class Reactor:
                 for rule, action in jobs:
                     self.pools[action.kind].submit(self.perform, rule, action, seq, context)
                 return
-        with self.lock:
-            self.last_read = seq
+        # No action for this event: nothing outstanding to order against, so no lock (an int store).
+        self.last_read = seq
 
     def perform(self, rule: rules.Rule, action: rules.Action, seq: int, context: dict) -> None:
         """Run one action, record it, report it, and count it off its event."""
@@ -265,7 +279,7 @@ class Reactor:
         try:
             fields = rules.render(action.fields, context)
             if action.kind == "fire":
-                result = actions.fire(fields, self.publisher.fire)
+                result = actions.fire(fields, self._fire_now)
             elif action.kind == "target":
                 result = actions.target(fields, self.admin)
             elif action.kind == "run":
@@ -302,6 +316,16 @@ class Reactor:
                 del self.outstanding[seq]
             self.lock.notify_all()
 
+    def _fire_now(self, tag: str, data: dict) -> bool:
+        handle = getattr(self._fire_handles, "handle", None)
+        if handle is None:
+            handle = self._fire_handles.handle = MasterEvent(self.settings.sock_dir, opts=self.settings,
+                                                             listen=False)
+        for _ in range(5):
+            if handle.fire_event(data, tag, timeout=1000):
+                return True
+        return False
+
     def shutdown(self) -> None:
         """Let running actions finish (within the grace), drop queued ones, record and save."""
         for pool in self.pools.values():
@@ -330,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 1
     logsetup.setup(settings.log_level, settings.log_file, name="reactor")
+    # Hand the GIL over sooner (default 5 ms): an action thread waiting to start must not wait
+    # for the reader's time slice to run out.
+    sys.setswitchinterval(0.0005)
     reactor = Reactor(settings)
     reactor.install_signals()
     try:

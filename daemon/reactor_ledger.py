@@ -67,8 +67,10 @@ class Ledger:
         with self._lock:
             if not self._dirty:
                 return
-            os.fsync(self._file.fileno())
             self._dirty = False
+            fd = self._file.fileno()
+        # Outside the lock: actions finishing meanwhile record without waiting for the disk.
+        os.fsync(fd)
 
     def compact(self, acked: int) -> None:
         """Forget entries at or before ``acked`` (the saved cursor) once the file has grown."""

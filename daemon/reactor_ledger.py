@@ -30,6 +30,7 @@ class Ledger:
         self.done: set[Entry] = set()
         self._lock = threading.Lock()
         self._lines = 0
+        self._compact_at = COMPACT_AFTER
         self._dirty = False
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._load()
@@ -41,6 +42,12 @@ class Ledger:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return
+        if raw and not raw.endswith(b"\n"):
+            # A line torn by a crash: cut it, so the next record starts on a line of its own.
+            keep = raw.rfind(b"\n") + 1
+            log.warning("reactor ledger %s: dropping a torn last line %r", self.path, raw[keep:][:80])
+            os.truncate(self.path, keep)
+            raw = raw[:keep]
         for line in raw.split(b"\n"):
             parts = line.rsplit(b" ", 2)
             if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
@@ -75,7 +82,7 @@ class Ledger:
     def compact(self, acked: int) -> None:
         """Forget entries at or before ``acked`` (the saved cursor) once the file has grown."""
         with self._lock:
-            if self._lines < COMPACT_AFTER:
+            if self._lines < self._compact_at:
                 return
             self.done = {entry for entry in self.done if entry[1] > acked}
             temporary = self.path.with_name(self.path.name + ".tmp")
@@ -88,6 +95,8 @@ class Ledger:
             os.replace(temporary, self.path)
             self._file = open(self.path, "ab", buffering=0)
             self._lines = len(self.done)
+            # Entries past a long-running action's seq stay; do not rewrite them on every save.
+            self._compact_at = max(COMPACT_AFTER, 2 * self._lines)
             self._dirty = False
 
     def close(self) -> None:

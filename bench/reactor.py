@@ -154,10 +154,11 @@ def spawn_publisher(master: Master, tag_kind: str, count: int, rate: float | Non
     return proc, start_at
 
 
-def throughput_trial(master: Master, count: int) -> tuple[float, float | None]:
-    """(bus delivered rate, reactor read rate or None) for ``count`` flat-out events."""
+def throughput_trial(master: Master, count: int) -> tuple[float, float | None, int]:
+    """(bus delivered rate, reactor read rate or None, reactions seen) for ``count`` flat-out events."""
     listener = master.handle()
     try:
+        done_before = (master.status() or {}).get("done", 0)
         proc, start_at = spawn_publisher(master, "ev", count, None)
         received = 0
         last = 0.0
@@ -176,7 +177,9 @@ def throughput_trial(master: Master, count: int) -> tuple[float, float | None]:
             wait_until(lambda: (master.status() or {}).get("read", 0) >= last_seq, 120, "the reactor to catch up",
                        interval=0.005)
             reactor_rate = count / (time.time() - start_at)
-        return bus_rate, reactor_rate
+            wait_until(lambda: (master.status() or {}).get("in_flight", 1) == 0, 60, "the reactions to finish")
+            return bus_rate, reactor_rate, (master.status() or {})["done"] - done_before
+        return bus_rate, reactor_rate, 0
     finally:
         listener.destroy()
 
@@ -244,14 +247,17 @@ def main(argv: Sequence[str] | None = None) -> str:
     bare: list[float] = []
     ruled: list[float] = []
     reactor_rates: list[float] = []
+    reactions = 0
     with Master(None) as plain, Master(rules) as master:
         for trial in range(args.trials):
             progress(f"throughput trial {trial + 1}/{args.trials}: no rules")
             bare.append(throughput_trial(plain, args.events)[0])
             progress(f"throughput trial {trial + 1}/{args.trials}: {RULES} rules")
-            bus_rate, reactor_rate = throughput_trial(master, args.events)
+            bus_rate, reactor_rate, seen = throughput_trial(master, args.events)
+            reactions += seen
             ruled.append(bus_rate)
             reactor_rates.append(reactor_rate or 0.0)
+        lost = (master.status() or {}).get("lost", 0)
         progress(f"latency at {LATENCY_RATE} events/s for {args.seconds:g} s")
         delays = latency_run(master, "bench/lat", "bench/lat/done", LATENCY_RATE, args.seconds)
         progress(f"fire latency with {SLOW_RUNS} slow runs in flight")
@@ -260,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     reactor_rate = median(reactor_rates)
     p50, p99 = percentile(delays, 50), percentile(delays, 99)
     busy_p99 = percentile(busy_delays, 99)
+    expected = args.trials * ((args.events - 1) // 1000)
     lines = [
         "## Reactor", "",
         f"`python -m bench.reactor` ({args.events} events x {args.trials} trials per configuration; "
@@ -271,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         f"| bus throughput with rules / without | {ratio:.1%} | >= {TARGET_RATIO:.0%} | {verdict(ratio >= TARGET_RATIO)} |",
         f"| events matched by the reactor ({RULES} rules) | {reactor_rate:,.0f} events/s | "
         f">= {TARGET_REACTOR_RATE:,} | {verdict(reactor_rate >= TARGET_REACTOR_RATE)} |",
+        f"| reactions during the flat-out trials (1 event in 1,000; events lost: {lost}) | {reactions} | "
+        f"{expected} | {verdict(reactions == expected and not lost)} |",
         f"| event -> fire action at {LATENCY_RATE}/s, p50 | {p50:.2f} ms | | |",
         f"| event -> fire action at {LATENCY_RATE}/s, p99 | {p99:.2f} ms | <= {TARGET_P99_MS:g} ms | "
         f"{verdict(p99 <= TARGET_P99_MS)} |",

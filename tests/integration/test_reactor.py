@@ -224,3 +224,18 @@ def test_a_bad_rule_stops_the_master_with_one_line(reactor: list, words: str) ->
     assert done.returncode != 0
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and words in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_status_of_a_stopped_reactor_and_of_a_master_without_rules() -> None:
+    node = reactor_master([{"t/a": [{"fire": {"tag": "t/b"}}]}])
+    plain = Node(node.root / "plain", "master")
+    try:
+        shown = run_cli("reactor", "--status", "-c", str(node.config_dir))
+        assert shown.returncode == 0, shown.stderr
+        lines = dict(line.split(": ", 1) for line in shown.stdout.splitlines())
+        assert lines["running"] == "no" and lines["rules"] == "1" and lines["cursor_lag"] == "unknown"
+        refused = run_cli("reactor", "-c", str(plain.config_dir))
+        assert refused.returncode == 1 and refused.stderr.startswith("error: ") and "no reactor rules" in refused.stderr
+        assert refused.stderr.count("\n") == 1
+    finally:
+        node.cleanup()

@@ -84,3 +84,46 @@ def test_a_killed_reactor_is_restarted_and_resumes(counted: tuple[Node, Path]) -
     # A kill -9 may repeat only what was running at that instant (finished, not yet recorded): nothing is lost.
     assert set(reactions) == set(range(TOTAL))
     assert len(reactions) - TOTAL <= 128
+
+
+def test_a_burst_the_bus_drops_for_the_reactor_is_fetched_again_not_lost() -> None:
+    node = reactor_master([{"t/burst": [{"fire": {"tag": "t/burst/done", "data": {"n": "{{ data.n }}"}}}]}],
+                          subscriber_queue=1000)
+    try:
+        node.start()
+        wait_reactor(node)
+        try:
+            fire_range_tag(node, "t/burst", 5000)
+            wait_for(lambda: (s := status(node)) and s["done"] >= 5000, 90, interval=0.1,
+                     what="5,000 reactions")
+            follower = MasterEvent(node.sock_dir, opts=node.opts())
+            seen: list[int] = []
+            try:
+                follower.start_following(0)
+                while len(seen) < 5000:
+                    event = follower.get_event_record(wait=10, tag="t/burst/done", following=True)
+                    assert event is not None, f"only {len(seen)} reactions on the bus"
+                    assert event.seq is not None, "events went missing from the journal"
+                    seen.append(int(event.data["n"]))
+            finally:
+                follower.destroy()
+        finally:
+            log = node.daemon.log
+        assert sorted(seen) == list(range(5000))
+        final = status(node)
+        assert final["done"] == 5000 and final["failed"] == 0 and final["lost"] == 0
+        # The burst outran the reactor's queue on the bus: it fetched the dropped events back.
+        assert "fetching them from its window and journal" in log
+    finally:
+        if node.daemon is not None and node.daemon.alive():
+            node.stop()
+        node.cleanup()
+
+
+def fire_range_tag(node: Node, tag: str, count: int) -> None:
+    handle = MasterEvent(node.sock_dir, opts=node.opts(), listen=False)
+    try:
+        for n in range(count):
+            assert handle.fire_event({"n": n}, tag, timeout=5000)
+    finally:
+        handle.destroy()

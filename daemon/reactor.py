@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from daemon.reactor_ledger import Ledger
 from eventbus import config, control, logsetup, rules
 from eventbus.admin import Admin
 from eventbus.cursor import Cursor
-from eventbus.errors import EventBusError
+from eventbus.errors import EventBusError, EventTooLargeError
 from eventbus.event import MasterEvent
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def read_status(settings: config.MasterConfig) -> dict | None:
 
 
 class Publisher:
-    """One thread owning the one bus handle that fires (actions' events and results)."""
+    """One thread owning the bus handle that fires the result events (off the actions' threads)."""
 
     def __init__(self, settings: config.MasterConfig) -> None:
         self.settings = settings
@@ -74,13 +74,8 @@ class Publisher:
         self.thread = threading.Thread(target=self._run, name="reactor-publisher", daemon=True)
         self.thread.start()
 
-    def publish(self, tag: str, data: dict) -> "Future[bool]":
-        future: Future[bool] = Future()
-        self.queue.put((tag, data, future))
-        return future
-
-    def fire(self, tag: str, data: dict) -> bool:
-        return self.publish(tag, data).result()
+    def publish(self, tag: str, data: dict) -> None:
+        self.queue.put((tag, data))
 
     def _run(self) -> None:
         handle = MasterEvent(self.settings.sock_dir, opts=self.settings, listen=False)
@@ -89,18 +84,30 @@ class Publisher:
                 item = self.queue.get()
                 if item is None:
                     return
-                tag, data, future = item
+                tag, data = item
                 try:
-                    handed = False
-                    for _ in range(5):
-                        handed = handle.fire_event(data, tag, timeout=1000)
-                        if handed:
-                            break
-                    future.set_result(handed)
-                except Exception as exc:  # a bad event is the caller's failed action, not this thread's end
-                    future.set_exception(exc)
+                    self._fire(handle, tag, data)
+                except EventTooLargeError as exc:
+                    if not data.get("stdout"):
+                        log.error("reactor: cannot report %s: %s", tag, exc)
+                        continue
+                    # A big stdout must not cost the result itself: report it without.
+                    try:
+                        self._fire(handle, tag, {**data, "stdout": "", "stdout_dropped": str(exc)})
+                    except EventBusError as again:
+                        log.error("reactor: cannot report %s: %s", tag, again)
+                except EventBusError as exc:
+                    log.error("reactor: cannot report %s: %s", tag, exc)
         finally:
             handle.destroy()
+
+    @staticmethod
+    def _fire(handle: MasterEvent, tag: str, data: dict) -> None:
+        for _ in range(5):
+            if handle.fire_event(data, tag, timeout=1000):
+                return
+        log.error("reactor: the master bus did not take %s for 5 s; result of seq %s not reported", tag,
+                  data.get("seq"))
 
     def close(self) -> None:
         self.queue.put(None)

@@ -239,3 +239,12 @@ def test_status_of_a_stopped_reactor_and_of_a_master_without_rules() -> None:
         assert refused.stderr.count("\n") == 1
     finally:
         node.cleanup()
+
+
+def test_a_result_over_max_event_size_is_reported_without_its_stdout(started: list) -> None:
+    node, bus = start(started, [{"t/loud": [{"run": {"argv": ["/bin/sh", "-c", "head -c 5000 /dev/zero | tr '\\0' y"],
+                                                     "max_output": 8192}}]}], max_event_size=2048)
+    bus.fire("t/loud", {})
+    result = bus.wait_results(1)[0]
+    assert result["ok"] is True and result["rc"] == 0 and result["stdout"] == ""
+    assert "max_event_size" in result["stdout_dropped"] and "error" not in result

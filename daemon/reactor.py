@@ -246,7 +246,12 @@ class Reactor:
     def _keep_saving(self) -> None:
         """Sync the ledger, save the cursor and write the status, off the reading thread (fsyncs can stall)."""
         next_status = 0.0
+        parent = os.getppid()
         while self.running:
+            if os.getppid() != parent:
+                # The master died without stopping us (kill -9): stop, so its next run's reactor is the only one.
+                log.error("reactor: the master (pid %d) is gone; stopping", parent)
+                self.running = False
             try:
                 self.save()
                 if time.monotonic() >= next_status:
@@ -349,6 +354,24 @@ class Reactor:
         self.ledger.close()
 
 
+def hold_lock(path: Path) -> int:
+    """Take the reactor's lock on its state, waiting while a previous reactor (orphaned, stopping) holds it."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if not said:
+                log.warning("reactor: another reactor still holds %s; waiting for it to stop", path)
+                said = True
+            time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m daemon.reactor MASTER_CONFIG``: run the reactor until SIGTERM."""
     argv = sys.argv[1:] if argv is None else argv
@@ -364,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     # Hand the GIL over sooner (default 5 ms): an action thread waiting to start must not wait
     # for the reader's time slice to run out.
     sys.setswitchinterval(0.0005)
+    hold_lock(state_dir(settings) / "lock")  # the fd stays open, and locked, until this process exits
     reactor = Reactor(settings)
     reactor.install_signals()
     try:

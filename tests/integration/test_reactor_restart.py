@@ -127,3 +127,32 @@ def fire_range_tag(node: Node, tag: str, count: int) -> None:
             assert handle.fire_event({"n": n}, tag, timeout=5000)
     finally:
         handle.destroy()
+
+
+def test_a_master_kill_leaves_no_reactor_behind_and_the_next_resumes(counted: tuple[Node, Path]) -> None:
+    node, out = counted
+    node.start()
+    first = wait_reactor(node)
+    fire_range(node, range(0, 400))
+    wait_for(lambda: len(lines(out)) >= 20, 30, what="the first reactions")
+    node.daemon.kill()
+    wait_for(lambda: not _alive(first["pid"]), 30, what="the orphaned reactor to stop")
+    node.start()
+    wait_for(lambda: (s := status(node)) and s["pid"] != first["pid"] and s["running"], 20,
+             what="the new reactor")
+    fire_range(node, range(400, TOTAL))
+    reactions = wait_all_done(node, out)
+    assert sorted(reactions) == list(range(TOTAL))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (not yet reaped by init) is not running either.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

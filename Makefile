@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m daemon.devrun $(CONF)
+	$(PY) -m cli.devrun $(CONF)
 
 test: install chromium
 	$(PY) -m pytest -q tests

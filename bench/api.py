@@ -21,23 +21,19 @@ import json
 import multiprocessing
 import os
 import re
-import resource
 import selectors
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
-BIN = Path(sys.executable).parent
-EVENTBUS = str(BIN / "eventbus")
+from bench.measure import percentile
+from bench.procs import EVENTBUS, Daemon, Node, free_port, raise_fd_limit, short_tmpdir, wait_for, write_config
+
 PASSWORD = "bench-password-123"
 ID_MARK = b"\nid: "
 STAMP = re.compile(rb'"t": (\d+\.\d+), "_stamp"')
@@ -45,46 +41,34 @@ STAMP = re.compile(rb'"t": (\d+\.\d+), "_stamp"')
 
 # -- set-up ----------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 class Setup:
     """A master and an API in a temp dir, as real processes."""
 
     def __init__(self, streams: int) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="ebb-", dir="/tmp"))
-        self.conf = self.root / "conf"
-        self.conf.mkdir()
-        self.port = _free_port()
-        (self.conf / "master").write_text(yaml.safe_dump({"root_dir": str(self.root), "sock_dir": "m",
-                                                          "log_level": "warning"}))
-        (self.conf / "api").write_text(yaml.safe_dump({
-            "root_dir": str(self.root), "port": self.port, "log_level": "warning", "master_config": "master",
-            "stream_limit": streams + 100,
-            "external_auth": {"file": {"users_file": "users", "bench": ["*"]}}}))
+        self.root = short_tmpdir("ebb")
+        self.node = Node(self.root, "master", sock_dir="m", log_level="warning")
+        self.conf = self.node.config_dir
+        self.port = free_port()
+        write_config(self.conf, "api", root_dir=str(self.root), port=self.port, log_level="warning",
+                     master_config="master", stream_limit=streams + 100,
+                     external_auth={"file": {"users_file": "users", "bench": ["*"]}})
         subprocess.run([EVENTBUS, "user", "add", "bench", "--password-stdin", "-c", str(self.conf)],
                        input=PASSWORD + "\n", text=True, check=True, capture_output=True)
-        self.procs: list[subprocess.Popen] = []
+        self.api_daemon = Daemon.eventbus("api", self.conf)
 
     def start(self) -> None:
-        from eventbus import config, control
-        from eventbus.errors import BusUnavailableError
+        self.node.start(timeout=30)
+        self.master = self.node.settings
+        self.api_daemon.start()
+        self.api = self.api_daemon.proc
 
-        self.master = config.load(config.MasterConfig, self.conf / "master")
-        self.procs.append(subprocess.Popen([EVENTBUS, "master", "-c", str(self.conf)]))
-        _wait(lambda: _try(lambda: control.ping(self.master.sock_dir, 0.5), BusUnavailableError), "master")
-        self.api = subprocess.Popen([EVENTBUS, "api", "-c", str(self.conf)])
-        self.procs.append(self.api)
-        _wait(lambda: _try(self.login, OSError), "api")
+        def answers() -> bool:
+            self.api_daemon.check_alive()
+            try:
+                return bool(self.login())
+            except Exception:  # requests' own errors while the API comes up
+                return False
+        wait_for(answers, 30, interval=0.05, what="the API to log in")
 
     def login(self) -> str:
         import requests
@@ -95,32 +79,9 @@ class Setup:
         return answer.json()["return"][0]["token"]
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _try(call: Any, *errors: type[BaseException]) -> Any:
-    try:
-        return call() or True
-    except errors:
-        return False
-    except Exception:  # requests' own errors while the API comes up
-        return False
-
-
-def _wait(predicate: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {what} did not come up within {timeout:g} s")
-        time.sleep(0.05)
+        self.api_daemon.stop(15)
+        self.node.stop()
+        self.node.cleanup()
 
 
 # -- readers (separate processes) ------------------------------------------------------------------
@@ -128,7 +89,7 @@ def _wait(predicate: Any, what: str, timeout: float = 30.0) -> None:
 def stream_readers(port: int, token: str, count: int, tag: str, expected: int, sample_every: int,
                    ready: Any, results: Any, deadline_s: float) -> None:
     """Hold ``count`` /events streams on one selector; report per-stream counts and sampled latencies."""
-    _raise_fd_limit()
+    raise_fd_limit()
     selector = selectors.DefaultSelector()
     request = f"GET /events?token={token}&tag={tag} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
     socks = []
@@ -222,10 +183,8 @@ def fire(sock_dir: str, tag: str, count: int, rate: float | None) -> float:
 # -- phases ---------------------------------------------------------------------------------------------
 
 def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    """The ``q`` quantile (0-1) of ``values``: ``bench.measure.percentile`` on the benchmark's scale."""
+    return percentile(values, q * 100)
 
 
 def fanout(setup: Setup, streams: int, rate: float, seconds: float) -> dict:
@@ -364,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=50_000)
     parser.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     args = parser.parse_args(argv)
-    _raise_fd_limit()
+    raise_fd_limit()
     setup = Setup(args.streams)
     try:
         setup.start()

@@ -1,16 +1,14 @@
-"""Measuring tools shared by the benchmarks: pacing, percentiles, process CPU and memory, daemons.
+"""Measuring tools shared by the benchmarks: pacing, percentiles, process CPU and memory.
 
 Nothing here knows about a particular bus: the bus and relay benchmarks
-build their scenarios from these pieces.
+build their scenarios from these pieces (and start daemons with ``bench.procs``).
 """
 from __future__ import annotations
 
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,15 +53,13 @@ class Pacer:
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.01) -> object:
-    """Poll ``predicate`` until truthy; ``TimeoutError`` naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    """Poll ``predicate`` until truthy (``bench.procs.wait_for``); ``TimeoutError`` naming ``what`` after ``timeout`` s."""
+    from bench.procs import wait_for
+
+    try:
+        return wait_for(predicate, timeout, interval, what)
+    except AssertionError as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 @dataclass
@@ -98,64 +94,6 @@ class ProcessMeter:
         except OSError:
             pass
         return max(self.samples, default=0)
-
-
-def short_tmpdir(prefix: str) -> Path:
-    """A short directory under /tmp: UNIX socket paths are limited to 107 bytes."""
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
-
-
-class Daemon:
-    """A daemon process the benchmark starts, meters and stops (terminate, wait, kill)."""
-
-    def __init__(self, argv: Sequence[str], log_path: Path, cwd: Path | None = None) -> None:
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.cwd = cwd
-        self.proc: subprocess.Popen | None = None
-        self.started_at = 0.0
-
-    def start(self) -> "Daemon":
-        self._log = open(self.log_path, "ab")
-        self.started_at = time.perf_counter()
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=self._log, cwd=self.cwd)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def meter(self) -> ProcessMeter:
-        return ProcessMeter(self.pid)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        """``RuntimeError`` with the daemon's log when it has exited."""
-        if not self.alive():
-            log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-            raise RuntimeError(f"{self.argv[:2]} exited with {self.proc and self.proc.returncode}:\n{log}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        self.proc = None
-
-    def __enter__(self) -> "Daemon":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 def venv_bin(name: str) -> str:

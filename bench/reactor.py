@@ -27,7 +27,8 @@ from typing import Any, Iterator, Sequence
 
 import yaml
 
-from bench.measure import Daemon, load_note, median, percentile, short_tmpdir, venv_bin, wait_until
+from bench.measure import load_note, median, percentile, venv_bin, wait_until
+from bench.procs import Daemon, free_port, short_tmpdir
 
 RULES = 1000
 TARGET_RATIO = 0.90
@@ -64,7 +65,7 @@ class Master:
         config_dir = self.root / "conf"
         config_dir.mkdir()
         keys: dict[str, Any] = {"root_dir": str(self.root), "sock_dir": "s", "log_level": "warning",
-                                "event_journal": True, "publish_port": _free_port(), "ret_port": _free_port()}
+                                "event_journal": True, "publish_port": free_port(), "ret_port": free_port()}
         if rules:
             keys["reactor"] = rules
         (config_dir / "master").write_text(yaml.safe_dump(keys))
@@ -111,14 +112,6 @@ class Master:
     def __exit__(self, *exc_info: object) -> None:
         self.daemon.stop()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _opts(path: Path) -> dict:

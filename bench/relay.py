@@ -18,95 +18,39 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import shutil
 import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bench.measure import median, percentile
+from bench.procs import Node, Site, link_state, wait_for, wait_link
 
-EVENTBUS = str(Path(sys.executable).parent / "eventbus")
 PAD = "x" * 60  # with the counter and the tag, about 100 B packed
 
 
 # -- daemons ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _site(heartbeat: float = 2.0) -> Site:
+    """A master and minions on free ports, logging only warnings (logging is not what is measured)."""
+    return Site(heartbeat=heartbeat, log_level="warning")
 
 
-class Site:
-    """A master and a minion in a temp dir on free ports."""
+def _master(site: Site) -> Node:
+    # A subscriber starved of CPU by other jobs must not be dropped from under the count.
+    return site.master(auto_accept=True, subscriber_queue=1_000_000)
 
-    def __init__(self, heartbeat: float = 2.0) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="ebb-", dir="/tmp"))
-        self.conf = self.root / "conf"
-        self.conf.mkdir()
-        ports = {"publish_port": _free_port(), "ret_port": _free_port()}
-        common = {"root_dir": str(self.root), "log_level": "warning", "heartbeat_interval": heartbeat, **ports}
-        # A subscriber starved of CPU by other jobs must not be dropped from under the count.
-        self._write("master", sock_dir="m", auto_accept=True, subscriber_queue=1_000_000, **common)
-        self._write("minion", sock_dir="n", id="bench-minion", **common)
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.ports = ports
 
-    def _write(self, name: str, **keys: Any) -> None:
-        (self.conf / name).write_text(yaml.safe_dump(keys))
-
-    def settings(self, node: str) -> Any:
-        from eventbus import config
-
-        cls = config.MasterConfig if node == "master" else config.MinionConfig
-        return config.load(cls, self.conf / node)
-
-    def start(self, node: str) -> None:
-        from eventbus import control
-        from eventbus.errors import BusUnavailableError
-
-        log = open(self.root / f"{node}.log", "ab")
-        self.procs[node] = subprocess.Popen([EVENTBUS, node, "-c", str(self.conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                control.ping(self.settings(node).sock_dir, timeout=0.5)
-                return
-            except BusUnavailableError:
-                if time.monotonic() > deadline or self.procs[node].poll() is not None:
-                    raise RuntimeError(f"{node} did not start; see {self.root / (node + '.log')}") from None
-                time.sleep(0.05)
-
-    def stop(self, node: str) -> None:
-        proc = self.procs.pop(node)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
-
-    def link(self, node: str) -> dict:
-        from eventbus import control
-
-        return control.request(self.settings(node).sock_dir, b"link", None)
-
-    def wait(self, predicate: Any, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise RuntimeError("timed out")
-            time.sleep(0.05)
-
-    def close(self, keep: bool = False) -> None:
-        for node in list(self.procs):
-            self.stop(node)
-        if not keep:
-            shutil.rmtree(self.root, ignore_errors=True)
+def _linked(site: Site) -> tuple[Node, Node]:
+    """A running master and a running minion whose link it accepted."""
+    master = _master(site)
+    master.start(timeout=20)
+    minion = site.minion("bench-minion")
+    minion.start(timeout=20)
+    wait_link(minion, "accept", timeout=30)
+    return master, minion
 
 
 # -- the subscriber process ------------------------------------------------------------
@@ -116,7 +60,7 @@ def _subscribe(conf: str, tag: str, count: int, ready: Any, results: Any) -> Non
     """Count ``count`` events under ``tag`` on the master bus; send back (first, last, latencies, ns)."""
     from eventbus import config, event
 
-    opts = config.load(config.MasterConfig, Path(conf) / "master")
+    opts = config.load(config.MasterConfig, Path(conf))
     latencies = []
     ns = []
     with event.get_event("master", opts=opts) as bus:
@@ -140,10 +84,10 @@ def _subscribe(conf: str, tag: str, count: int, ready: Any, results: Any) -> Non
 class Subscriber:
     """A subscriber process on the master bus, live before the sender starts."""
 
-    def __init__(self, site: Site, tag: str, count: int) -> None:
+    def __init__(self, master: Node, tag: str, count: int) -> None:
         self.ready = multiprocessing.Event()
         self.parent, child = multiprocessing.Pipe()
-        self.proc = multiprocessing.Process(target=_subscribe, args=(str(site.conf), tag, count, self.ready, child))
+        self.proc = multiprocessing.Process(target=_subscribe, args=(str(master.path), tag, count, self.ready, child))
         self.proc.start()
         if not self.ready.wait(20):
             raise RuntimeError("subscriber did not start")
@@ -160,18 +104,19 @@ class Subscriber:
 # -- measurements ----------------------------------------------------------------------
 
 
-def _sender(site: Site, relay: bool) -> Any:
+def _sender(sender: Node) -> Any:
     from eventbus import event
 
-    if relay:
-        return event.MinionEvent(opts=site.settings("minion"), listen=False)
-    return event.MasterEvent(opts=site.settings("master"), listen=False)
+    if sender.name == "minion":
+        return event.MinionEvent(opts=sender.settings, listen=False)
+    return event.MasterEvent(opts=sender.settings, listen=False)
 
 
-def throughput(site: Site, relay: bool, count: int) -> float:
-    """Events per second from one sender to a master-bus subscriber."""
-    sub = Subscriber(site, "bench/tp", count)
-    handle = _sender(site, relay)
+def throughput(master: Node, sender: Node, count: int) -> float:
+    """Events per second from one sender (the master's bus, or relayed by a minion) to a master-bus subscriber."""
+    relay = sender.name == "minion"
+    sub = Subscriber(master, "bench/tp", count)
+    handle = _sender(sender)
     fire = handle.fire_master if relay else handle.fire_event
     start = time.perf_counter()
     for n in range(count):
@@ -182,15 +127,16 @@ def throughput(site: Site, relay: bool, count: int) -> float:
     if len(ns) != count:
         missing = sorted(set(range(count)) - set(ns))[:10]
         raise RuntimeError(f"only {len(ns)} of {count} events arrived (missing {missing}; the master bus "
-                           f"dropped {lost} for the subscriber); logs in {site.root}")
+                           f"dropped {lost} for the subscriber); logs in {master.root} and {sender.root}")
     return count / (last - start)
 
 
-def latency(site: Site, relay: bool, rate: int, seconds: float) -> tuple[float, float]:
+def latency(master: Node, sender: Node, rate: int, seconds: float) -> tuple[float, float]:
     """(p50, p99) in ms from send to a master-bus subscriber at ``rate`` events/s."""
+    relay = sender.name == "minion"
     count = int(rate * seconds)
-    sub = Subscriber(site, "bench/lat", count)
-    handle = _sender(site, relay)
+    sub = Subscriber(master, "bench/lat", count)
+    handle = _sender(sender)
     fire = handle.fire_master if relay else handle.fire_event
     interval = 1.0 / rate
     start = time.perf_counter()
@@ -201,8 +147,8 @@ def latency(site: Site, relay: bool, rate: int, seconds: float) -> tuple[float, 
         fire({"n": n, "t": time.time_ns(), "pad": PAD}, "bench/lat", 5000)
     _first, _last, lat, _ns, _lost = sub.result()
     handle.destroy()
-    lat_ms = sorted(x / 1e6 for x in lat)
-    return statistics.median(lat_ms), lat_ms[int(len(lat_ms) * 0.99) - 1]
+    lat_ms = [x / 1e6 for x in lat]
+    return median(lat_ms), percentile(lat_ms, 99)
 
 
 def _rss_mb(pid: int) -> float:
@@ -251,94 +197,89 @@ def scale(minions: int, processes: int) -> dict[str, float]:
     """Master RSS and presence with ``minions`` CURVE connections from ``processes`` processes."""
     import zmq.auth
 
-    site = Site(heartbeat=2.0)
+    site = _site(heartbeat=2.0)
     try:
-        site.start("master")
-        pid = site.procs["master"].pid
+        master = _master(site)
+        pid = master.start(timeout=20).pid
         time.sleep(0.5)
         rss_before = _rss_mb(pid)
-        server_key, _ = zmq.auth.load_certificate(site.settings("master").pki_dir / "master.key")
+        server_key, _ = zmq.auth.load_certificate(master.settings.pki_dir / "master.key")
         per = minions // processes
         procs = []
         start = time.perf_counter()
         for index in range(processes):
             ready = multiprocessing.Event()
             proc = multiprocessing.Process(target=_many_minions, args=(
-                site.ports["ret_port"], server_key, index * per, per, 2.0, 60.0, ready))
+                site.ret_port, server_key, index * per, per, 2.0, 60.0, ready))
             proc.start()
             procs.append((proc, ready))
         for _, ready in procs:
             ready.wait(60)
-        site.wait(lambda: len(site.link("master")["present"]) == per * processes, timeout=60)
+        wait_for(lambda: len(link_state(master)["present"]) == per * processes, timeout=60, what="every minion")
         up = time.perf_counter() - start
         time.sleep(5)  # a few heartbeat rounds: nobody may drop out
-        present = len(site.link("master")["present"])
+        present = len(link_state(master)["present"])
         rss_after = _rss_mb(pid)
         for proc, _ in procs:
             proc.terminate()
         for proc, _ in procs:
             proc.join()
-        site.wait(lambda: len(site.link("master")["present"]) == 0, timeout=10)
+        wait_for(lambda: len(link_state(master)["present"]) == 0, timeout=10, what="no minion present")
         return {"minions": per * processes, "present": present, "up_s": up, "rss_before": rss_before,
                 "rss_after": rss_after, "per_minion_kb": (rss_after - rss_before) * 1000 / (per * processes)}
     finally:
-        site.close()
+        site.cleanup()
 
 
 def spool(count: int) -> dict[str, float]:
     """Relay ``count`` events while the master is down; time their delivery once it is back."""
-    site = Site()
+    site = _site()
     try:
-        site.start("master")
-        site.start("minion")
-        site.wait(lambda: site.link("minion")["state"] == "accept")
-        site.stop("master")
-        site.wait(lambda: site.link("minion")["state"] == "connecting")
-        handle = _sender(site, True)
+        master, minion = _linked(site)
+        master.stop()
+        wait_link(minion, "connecting", timeout=30)
+        handle = _sender(minion)
         queued_at = time.perf_counter()
         for n in range(count):
             handle.fire_master({"n": n, "t": 0, "pad": PAD}, "bench/spool", 5000)
         handle.destroy()
-        site.wait(lambda: site.link("minion")["spooled"] >= count, timeout=120)
+        wait_for(lambda: link_state(minion)["spooled"] >= count, timeout=120, what="every event spooled")
         queue_s = time.perf_counter() - queued_at
         # The subscriber must be live on the new master before the minion reconnects, so the
         # minion is frozen meanwhile; the clock starts when it thaws (its reconnect backoff counts).
-        minion = site.procs["minion"]
-        minion.send_signal(signal.SIGSTOP)
+        minion.daemon.signal(signal.SIGSTOP)
         try:
-            site.start("master")
-            sub = Subscriber(site, "bench/spool", count)
+            master.start(timeout=20)
+            sub = Subscriber(master, "bench/spool", count)
         finally:
-            minion.send_signal(signal.SIGCONT)
+            minion.daemon.signal(signal.SIGCONT)
         start = time.perf_counter()
         _first, last, _lat, ns, _lost = sub.result(timeout=300)
         deliver_s = last - start
         in_order_once = ns == list(range(count))
-        site.wait(lambda: site.link("minion")["spooled"] == 0, timeout=30)
+        wait_for(lambda: link_state(minion)["spooled"] == 0, timeout=30, what="an empty spool")
         return {"events": count, "queue_s": queue_s, "deliver_s": deliver_s, "ok": in_order_once}
     finally:
-        site.close()
+        site.cleanup()
 
 
 def run(quick: bool = False) -> str:
     """Run every measurement; return the Markdown table."""
     count = 20_000 if quick else 100_000
     rows = []
-    site = Site()
+    site = _site()
     keep = False
     try:
-        site.start("master")
-        site.start("minion")
-        site.wait(lambda: site.link("minion")["state"] == "accept")
-        bus_tp = throughput(site, False, count)
-        relay_tp = throughput(site, True, count)
-        bus_lat = latency(site, False, 500, 2 if quick else 4)
-        relay_lat = latency(site, True, 500, 2 if quick else 4)
-    except RuntimeError:
+        master, minion = _linked(site)
+        bus_tp = throughput(master, master, count)
+        relay_tp = throughput(master, minion, count)
+        bus_lat = latency(master, master, 500, 2 if quick else 4)
+        relay_lat = latency(master, minion, 500, 2 if quick else 4)
+    except (RuntimeError, AssertionError):
         keep = True  # the daemons' logs say what went wrong
         raise
     finally:
-        site.close(keep)
+        site.cleanup(keep)
     rows.append(("throughput, 100 B events (ev/s)", f"{bus_tp:,.0f}", f"{relay_tp:,.0f}",
                  f"{relay_tp / bus_tp:.2f}", "≥ 20,000", "yes" if relay_tp >= 20_000 else "NO"))
     rows.append(("latency p50 at 500 ev/s (ms)", f"{bus_lat[0]:.2f}", f"{relay_lat[0]:.2f}",

@@ -16,19 +16,22 @@ from typing import Iterator
 import yaml
 
 from bench.clients import Target
-from bench.measure import Daemon, short_tmpdir, venv_bin, wait_until
+from bench.measure import venv_bin, wait_until
+from bench.procs import Daemon, free_port, short_tmpdir
 
 
 def _write_master_config(root: Path, **keys: object) -> Path:
     config_dir = root / "conf"
     config_dir.mkdir()
     path = config_dir / "master"
-    path.write_text(yaml.safe_dump({"root_dir": str(root), "sock_dir": "s", "log_level": "warning", **keys}))
+    # Its own free ports: the defaults (4505, 4506) may belong to another master on this machine.
+    path.write_text(yaml.safe_dump({"root_dir": str(root), "sock_dir": "s", "log_level": "warning",
+                                    "publish_port": free_port(), "ret_port": free_port(), **keys}))
     return path
 
 
-def _bus_daemon(root: Path) -> tuple[Daemon, Target, Path]:
-    config_path = _write_master_config(root)
+def _bus_daemon(root: Path, **master_keys: object) -> tuple[Daemon, Target, Path]:
+    config_path = _write_master_config(root, **master_keys)
     daemon = Daemon([venv_bin("eventbus"), "master", "-c", str(config_path.parent)], root / "master.log")
     return daemon, Target("bus", str(config_path)), root / "s"
 
@@ -40,13 +43,14 @@ def _reference_daemon(root: Path) -> tuple[Daemon, Target]:
 
 
 @contextlib.contextmanager
-def running_bus() -> Iterator[tuple[Daemon, Target]]:
-    """A master daemon on a fresh config, ready (it answered a ping), stopped and removed after."""
+def running_bus(**master_keys: object) -> Iterator[tuple[Daemon, Target]]:
+    """A master daemon on a fresh config (plus ``master_keys``), ready (it answered a ping), stopped and
+    removed after."""
     from eventbus import control
     from eventbus.errors import BusUnavailableError
 
     root = short_tmpdir("ebb")
-    daemon, target, sock_dir = _bus_daemon(root)
+    daemon, target, sock_dir = _bus_daemon(root, **master_keys)
 
     def answers() -> bool:
         daemon.check_alive()
@@ -82,12 +86,12 @@ def running_reference() -> Iterator[tuple[Daemon, Target]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def first_round_trip(kind: str, timeout: float = 20.0) -> float:
+def first_round_trip(kind: str, timeout: float = 20.0, **master_keys: object) -> float:
     """Seconds from spawning a fresh daemon to a client receiving an event it fired itself."""
     root = short_tmpdir("ebs")
     try:
         if kind == "bus":
-            daemon, target, _ = _bus_daemon(root)
+            daemon, target, _ = _bus_daemon(root, **master_keys)
             return _timed(daemon, lambda: _bus_round_trip(target, daemon, timeout))
         daemon, target = _reference_daemon(root)
         return _timed(daemon, lambda: _reference_round_trip(target, daemon, timeout))

@@ -13,6 +13,7 @@ COMMANDS = {
     "minion": ("cli.daemons", "run the minion daemon"),
     "watch": ("cli.watch", "print the bus's events as TAG<TAB>JSON lines"),
     "fire": ("cli.fire", "fire an event on a local bus"),
+    "journal": ("cli.journal", "show what the master's journal holds"),
     "send": ("cli.send", "relay an event to the master through the local minion"),
     "key": ("cli.key", "list, accept, reject and delete minion keys"),
     "api": ("cli.api", "run the REST API"),
@@ -41,14 +42,22 @@ def build_parser() -> Parser:
     return parser
 
 
+def _join_option_values(argv: list[str]) -> list[str]:
+    """``--since -10m`` as ``--since=-10m``: argparse would take a value starting with '-' for an option."""
+    for index, word in enumerate(argv[:-1]):
+        if word == "--since":
+            return argv[:index] + [f"--since={argv[index + 1]}"] + argv[index + 2:]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from eventbus.errors import EventBusError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_option_values(list(sys.argv[1:] if argv is None else argv)))
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return module.run(args)
-    except (EventBusError, ValueError) as exc:
+    except EventBusError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
     except KeyboardInterrupt:

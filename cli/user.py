@@ -22,9 +22,11 @@ def _password(from_stdin: bool) -> str:
         return sys.stdin.readline().rstrip("\r\n")
     import getpass
 
+    from eventbus.errors import InvalidArgumentError
+
     first = getpass.getpass("Password: ")
     if getpass.getpass("Again: ") != first:
-        raise ValueError("the two passwords differ")
+        raise InvalidArgumentError("the two passwords differ", argument="password")
     return first
 
 
@@ -34,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from netapi import auth
 
     settings = config.load(config.ApiConfig, config.config_path(args.config_dir, "api"))
-    backends = auth.read_external_auth(settings.external_auth, settings.root_dir, str(settings.source))
-    backend = backends.get(args.eauth)
+    backend = settings.external_auth.get(args.eauth)
     if backend is None:
         raise ConfigError(f"{settings.source}: no external_auth backend {args.eauth!r}; add "
                           f"'external_auth: {{{args.eauth}: {{users_file: users, {args.name}: [\"*\"]}}}}'",

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import re
 import sys
+import time
 
 from cli import options
+
+_DURATION = re.compile(r"-(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +21,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print nothing (count and exit)")
     parser.add_argument("--pretty", action="store_true", help="sorted keys, indent 4")
     parser.add_argument("--node", choices=options.NODES, default="master", help="whose bus (default master)")
+    parser.add_argument("--since", type=since_value, default=None, metavar="SEQ|ISO-TIME|-DURATION",
+                        help="first print the retained events after SEQ, or from a time (UTC unless it has an "
+                             "offset) or a duration ago (-90s, -10m, -2h, -1d); 0 is everything retained")
     options.add_config_dir(parser)
+
+
+def since_value(text: str) -> int | float:
+    """argparse type for ``--since``: a seq (int), or a point in time (unix seconds, float)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    duration = _DURATION.fullmatch(text)
+    if duration:
+        return time.time() - float(duration.group(1)) * _UNIT_SECONDS[duration.group(2)]
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seq, an ISO time or a duration like -10m") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def since_seq(since: int | float, settings: object, node: str) -> int:
+    """The seq to follow from: ``since`` itself, or the last one journaled before that time."""
+    from eventbus.errors import JournalError
+    from eventbus.journal import JournalReader
+
+    if isinstance(since, int):
+        return since
+    if node != "master" or not getattr(settings, "event_journal", False):
+        raise JournalError(f"--since a time needs the master's journal (event_journal on the master); "
+                           f"give a seq instead")
+    return JournalReader(settings.journal_dir).seq_before_time(since)  # type: ignore[attr-defined]
 
 
 def format_event(tag: str, data: dict, pretty: bool = False) -> str:
@@ -37,7 +76,16 @@ def run(args: argparse.Namespace) -> int:
                                       sock_dir=str(settings.sock_dir))
         write = sys.stdout.write
         flush = sys.stdout.flush
-        for full in bus.iter_events(full=True, auto_reconnect=True):
+        if args.since is None:
+            events = bus.iter_events(full=True, auto_reconnect=True)
+        else:
+            events = bus.follow(since_seq(args.since, settings, args.node))
+        for full in events:
+            if full.get("seq", 0) is None:  # a gap notice from --since: always shown, never counted
+                if not args.quiet:
+                    write(format_event(full["tag"], full["data"], args.pretty) + "\n")
+                    flush()
+                continue
             if not wanted(full["tag"]):
                 continue
             if not args.quiet:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import msgpack
 import zmq
 
-from daemon.complaints import Complaints
+from eventbus.complaints import Complaints
 from daemon.journal import Journal
 from daemon.loop import Loop
 from daemon.window import Window

@@ -1,6 +1,7 @@
 """The master's journal writer: every bus event on disk before a subscriber gets it, bounded and crash-safe.
 
-The format and the reading are in ``eventbus/journal.py``. The daemon calls
+The format is in ``eventbus/journalformat.py``, the reading in
+``eventbus/journal.py``. The daemon calls
 ``append`` once per wake-up with that wake-up's ``(seq, frame)`` list; it
 costs one ``write`` syscall, so the events sit in the OS page cache (safe
 from a daemon crash) before they are sent. ``journal_fsync`` decides what a
@@ -25,10 +26,10 @@ from pathlib import Path
 from typing import Callable
 
 from eventbus.errors import JournalError
-from eventbus.journal import (CRC, INDEX_STEP, INDEX_SUFFIX, PURGED_MAX, PURGED_NAME, RECORD_HEAD,
-                              SEGMENT_HEADER, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SEGMENT_SUFFIX, VERSION,
-                              JournalReader, Segment, epoch_of, parse_purged, purged_bytes, read_header,
-                              segment_name)
+from eventbus.journal import JournalReader
+from eventbus.journalformat import (CRC, INDEX_STEP, INDEX_SUFFIX, PURGED_MAX, PURGED_NAME, RECORD_HEAD,
+                                    SEGMENT_HEADER, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SEGMENT_SUFFIX, VERSION,
+                                    Segment, epoch_of, parse_purged, purged_bytes, read_header, segment_name)
 
 log = logging.getLogger(__name__)
 

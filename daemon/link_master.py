@@ -23,7 +23,7 @@ import zmq
 from daemon import linkproto
 from daemon import master_session as ms
 from daemon.bus import Bus
-from daemon.complaints import Complaints
+from eventbus.complaints import Complaints
 from daemon.firejobs import FIRE_JOB_TTL
 from daemon.loop import Loop
 from daemon.relaystream import RelaySeqs

@@ -25,7 +25,7 @@ from zmq.utils.monitor import parse_monitor_message
 from daemon import linkproto
 from daemon import minion_session as ms
 from daemon.bus import Bus
-from daemon.complaints import Complaints
+from eventbus.complaints import Complaints
 from daemon.loop import Loop
 from daemon.spool import Spool
 from eventbus import keys, relay, wire

@@ -31,6 +31,7 @@ from typing import Union
 
 from daemon import linkproto
 from daemon.firejobs import FireJobs
+from daemon.logactions import Note, Refuse
 from daemon.presence import Presence
 from daemon.relaystream import RelaySeqs, RelayStream
 from eventbus import keys
@@ -60,22 +61,6 @@ class PublishFrames:
     """Put relayed events, already framed and checked, on the master bus in this order."""
 
     frames: list[bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class Refuse:
-    """Something was refused: log it (grouped by ``kind``, rate-limited)."""
-
-    kind: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """A log line at ``level``."""
-
-    level: int
-    message: str
 
 
 Action = Union[Send, Publish, PublishFrames, Refuse, Note]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Union
 
 from daemon import linkproto
+from daemon.logactions import Note, Refuse
 from daemon.spool import Spool
 from eventbus import keys, payload, relay
 from eventbus.config import MinionConfig
@@ -90,22 +91,6 @@ class PublishFrame:
     """Put a fire from the master (a checked ``tag NUL data`` frame) on the local bus."""
 
     frame: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Refuse:
-    """Something was refused: log it (grouped by ``kind``, rate-limited)."""
-
-    kind: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """A log line at ``level``."""
-
-    level: int
-    message: str
 
 
 Action = Union[Connect, AskKey, PinKey, Send, Pump, PublishFrame, Refuse, Note]

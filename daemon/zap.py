@@ -17,7 +17,7 @@ import logging
 import zmq
 import zmq.utils.z85
 
-from daemon.complaints import Complaints
+from eventbus.complaints import Complaints
 from daemon.loop import Loop
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import zmq
 import zmq.asyncio
 
 from eventbus import config, control, payload, wire
-from eventbus.errors import EventBusError, InvalidEventError
+from eventbus.errors import EventBusError, InvalidArgumentError, InvalidEventError
 from eventbus.event import CONNECT_TIMEOUT, HEAD_CHECK_EVERY, REPLAY_TIMEOUT, open_listener, open_publisher
 from eventbus.inbox import NEED_FILL, Event, Inbox
 
@@ -41,7 +41,8 @@ class AsyncBusHandle:
     def __init__(self, node: str, sock_dir: str | os.PathLike | None = None,
                  opts: Mapping[str, Any] | config.BaseConfig | None = None, listen: bool = True) -> None:
         if node not in ("master", "minion"):
-            raise ValueError(f"unknown node {node!r}; expected 'master' or 'minion'")
+            raise InvalidArgumentError(f"unknown node {node!r}; expected 'master' or 'minion'",
+                                       argument="node", value=node)
         settings = config.typed(opts, config.MasterConfig if node == "master" else config.MinionConfig)
         self.node = node
         self.listen = listen

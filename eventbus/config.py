@@ -7,6 +7,10 @@ which return plain dicts of every key with defaults filled and paths absolute.
 
 Path rules: ``root_dir`` given relatively is taken from the directory of the
 config file; every other relative path is under ``root_dir``; ``~`` expands.
+
+An opts dict given to the library (``typed(opts)``) is checked by the same
+reader as a YAML file: an unknown key, a bad type or a bad value fails with
+the same message, naming ``opts`` instead of a file.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 import yaml
 
+from eventbus import minionid
 from eventbus.errors import ConfigError
 from eventbus.match import MATCH_TYPES
 
@@ -26,11 +31,22 @@ LOG_LEVELS = ("all", "garbage", "trace", "debug", "info", "warning", "error",
               "critical", "quiet")
 
 DEFAULT_CONFIG_DIR = "/etc/eventbus"
+# The label of errors in an opts dict (there is no file to name).
+OPTS_LABEL = "opts"
 
 
 def _key(default: Any, kind: str, **rules: Any) -> Any:
     """Declare a config key: its default, how to read it, and its limits."""
     return field(default=default, metadata={"kind": kind, **rules})
+
+
+@dataclass(frozen=True)
+class AuthBackend:
+    """One ``external_auth`` backend of the REST API: its users file and each user's tag globs."""
+
+    name: str
+    users_file: Path
+    perms: Mapping[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -117,7 +133,7 @@ class ApiConfig(BaseConfig):
     ssl_crt: Path | None = _key(None, "path")
     ssl_key: Path | None = _key(None, "path")
     master_config: Path = _key("master", "confpath")
-    external_auth: dict = _key(None, "mapping")
+    external_auth: Mapping[str, AuthBackend] = _key(None, "eauth")
     token_expire: float = _key(43200, "seconds")
     jwt_secret: str | None = _key(None, "secret")
     webhook_disable_auth: bool = _key(False, "bool")
@@ -206,24 +222,63 @@ class _Reader:
 
         return rules.parse(value, self.source)
 
+    def _eauth(self, spec: dataclasses.Field, value: Any) -> Mapping[str, AuthBackend]:
+        return external_auth(self._mapping(spec, value), self.root, self.source)
+
     def _id(self, spec: dataclasses.Field, value: Any) -> str:
         if value is None:
             return socket.gethostname()
-        if not isinstance(value, str) or not value or any(c in value for c in "/\\\0\n\t *?["):
-            raise self.fail(spec.name, value, "a name without spaces, slashes or glob characters")
+        reason = minionid.problem(value)
+        if reason is not None:
+            raise self.fail(spec.name, value, f"a minion id ({minionid.RULE}): {reason}")
         return value
 
     def _path(self, spec: dataclasses.Field, value: Any) -> Path | None:
         if value is None:
             return None
+        value = _fspath(value)
         if not isinstance(value, str) or not value:
             raise self.fail(spec.name, value, "a file system path")
         return self.root / Path(value).expanduser()
 
     def _confpath(self, spec: dataclasses.Field, value: Any) -> Path:
+        value = _fspath(value)
         if not isinstance(value, str) or not value:
             raise self.fail(spec.name, value, "the path of a config file")
         return self.config_dir / Path(value).expanduser()
+
+
+def _fspath(value: Any) -> Any:
+    """A ``Path`` given in an opts dict read as the string a YAML file would hold."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def external_auth(raw: Mapping[str, Any], root: Path, source: str = "api") -> dict[str, AuthBackend]:
+    """The checked backends of an ``external_auth`` mapping; ``ConfigError`` naming what is wrong."""
+    backends = {}
+    for name, entry in raw.items():
+        if name != "file":
+            raise ConfigError(f"{source}: external_auth backend {name!r} is not supported; use 'file'",
+                              file=source, key="external_auth")
+        if isinstance(entry, AuthBackend):
+            backends[name] = entry
+            continue
+        users_file = _fspath(entry.get("users_file", "users")) if isinstance(entry, dict) else None
+        if not isinstance(users_file, str) or not users_file:
+            raise ConfigError(f"{source}: external_auth.{name} must be a mapping with a users_file path",
+                              file=source, key="external_auth")
+        perms = {}
+        for user, globs in entry.items():
+            if user == "users_file":
+                continue
+            if isinstance(globs, str):
+                globs = [globs]
+            if not isinstance(globs, (list, tuple)) or not all(isinstance(g, str) and g for g in globs):
+                raise ConfigError(f"{source}: external_auth.{name}.{user} must be a list of tag globs, "
+                                  f"got {globs!r}", file=source, key="external_auth")
+            perms[str(user)] = tuple(globs)
+        backends[name] = AuthBackend(name, root / Path(users_file).expanduser(), perms)
+    return backends
 
 
 def _read_yaml(path: Path) -> dict:
@@ -257,12 +312,17 @@ def load(cls: type[C], path: str | os.PathLike | None) -> C:
     source = Path(path).absolute() if path is not None else None
     raw = _read_yaml(source) if source is not None else {}
     label = str(path) if path is not None else f"<default {cls.node} config>"
+    return _check(cls, raw, label, source)
+
+
+def _check(cls: type[C], raw: Mapping[str, Any], label: str, source: Path | None) -> C:
+    """``raw`` (a YAML file's mapping or an opts dict) checked into ``cls``; errors name ``label``."""
     keys = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind") != "internal"}
     for name in raw:
         if name not in keys:
             raise ConfigError(f"{label}: unknown key {name!r}", file=label, key=str(name))
     config_dir = source.parent if source is not None else Path.cwd()
-    root_value = raw.get("root_dir")
+    root_value = _fspath(raw.get("root_dir"))
     if root_value is None:
         root = _default_root()
     elif isinstance(root_value, str) and root_value:
@@ -296,6 +356,9 @@ def to_dict(config: BaseConfig) -> dict[str, Any]:
         value = getattr(config, spec.name)
         if spec.metadata.get("kind") == "reactor":
             value = [rule.raw for rule in value]
+        if spec.name == "external_auth":
+            value = {name: {"users_file": str(backend.users_file), **{u: list(g) for u, g in backend.perms.items()}}
+                     for name, backend in value.items()}
         opts["conf_file" if spec.name == "source" else spec.name] = (
             str(value) if isinstance(value, Path) else value)
     return opts
@@ -323,25 +386,30 @@ def client_config(path: str | os.PathLike | None) -> dict[str, Any]:
     return master_config(path)
 
 
+def _names(cls: type[BaseConfig]) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _schema_of(opts: Mapping[str, Any], cls: type[C]) -> type[C]:
+    """The bus schema an opts dict was made from: a minion's dict given for a master handle is a minion's."""
+    if cls in (MasterConfig, MinionConfig):
+        other = MinionConfig if cls is MasterConfig else MasterConfig
+        names = set(opts)
+        if not names <= _names(cls) and names <= _names(other):
+            return other  # type: ignore[return-value]
+    return cls
+
+
 def typed(opts: Mapping[str, Any] | BaseConfig | None, cls: type[C] = MasterConfig) -> C:  # type: ignore[assignment]
-    """A typed config from either a typed config or a Salt-style opts dict."""
+    """A typed config from either a typed config or a Salt-style opts dict, checked like a file."""
     if isinstance(opts, BaseConfig):
         return opts  # type: ignore[return-value]
     if not opts:
         return load(cls, None)
-    if "id" in opts and "master" in opts:
-        cls = MinionConfig  # type: ignore[assignment]
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in opts.items() if k in names}
-    for spec in dataclasses.fields(cls):
-        kind = spec.metadata.get("kind")
-        if spec.name in values and kind in ("path", "root", "confpath") and values[spec.name] is not None:
-            values[spec.name] = Path(values[spec.name])
-        if spec.name in values and kind == "reactor" and isinstance(values[spec.name], list):
-            from eventbus import rules
-
-            values[spec.name] = rules.parse(values[spec.name], str(opts.get("conf_file") or "master"))
-    if opts.get("conf_file"):
-        values["source"] = Path(opts["conf_file"])
-    defaults = load(cls, None)
-    return dataclasses.replace(defaults, **values)
+    if not isinstance(opts, Mapping):
+        raise ConfigError(f"{OPTS_LABEL}: expected a mapping of keys to values, got {type(opts).__name__}",
+                          file=OPTS_LABEL)
+    raw = dict(opts)
+    conf_file = _fspath(raw.pop("conf_file", None))
+    source = Path(conf_file).absolute() if isinstance(conf_file, str) and conf_file else None
+    return _check(_schema_of(raw, cls), raw, OPTS_LABEL, source)

@@ -9,6 +9,9 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
 
     EventBusError
     ├── ConfigError                 bad config file, key or value (file, key, value)
+    ├── InvalidArgumentError(ValueError)  a call or command given a value it cannot take (argument, value)
+    │   ├── InvalidMatchError       unknown match_type or bad regular expression (pattern, match_type)
+    │   └── InvalidMinionIdError    a string that cannot name a minion (minion_id, reason)
     ├── InvalidEventError(ValueError)   data not a dict, empty tag, unpackable value
     │   └── EventTooLargeError      packed event over max_event_size (size, limit)
     ├── BusUnavailableError         no daemon answered on sock_dir (sock_dir)
@@ -16,6 +19,7 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     ├── DaemonAlreadyRunningError   another live daemon owns sock_dir (pid)
     ├── DaemonRefusedError          a daemon answered a control request with a refusal (verb, reason)
     ├── ProtocolError               a peer sent frames that are not our protocol
+    │   └── MalformedFrameError(ValueError)  a bus frame or control reply cut wrong (what)
     ├── UnknownKeyError             a key operation named a minion id not held in that state
     ├── JournalError                the event journal cannot be used (path)
     ├── CursorError                 a reader's saved position cannot be read or saved (path)
@@ -40,6 +44,34 @@ class ConfigError(EventBusError):
         self.key = key
         self.value = value
         super().__init__(message)
+
+
+class InvalidArgumentError(EventBusError, ValueError):
+    """A public call or a command got a value it cannot take; ``argument`` names which."""
+
+    def __init__(self, message: str, *, argument: str, value: Any = None) -> None:
+        self.argument = argument
+        self.value = value
+        super().__init__(message)
+
+
+class InvalidMatchError(InvalidArgumentError):
+    """A tag pattern that cannot be matched: unknown ``match_type`` or a bad regular expression."""
+
+    def __init__(self, message: str, *, pattern: str, match_type: str, argument: str = "tag") -> None:
+        self.pattern = pattern
+        self.match_type = match_type
+        super().__init__(message, argument=argument, value=match_type if argument == "match_type" else pattern)
+
+
+class InvalidMinionIdError(InvalidArgumentError):
+    """A string that cannot name a minion (and its key file); ``reason`` says what is wrong."""
+
+    def __init__(self, minion_id: Any, reason: str) -> None:
+        self.minion_id = minion_id
+        self.reason = reason
+        super().__init__(f"{str(minion_id)[:80]!r} is not a valid minion id: {reason}",
+                         argument="id", value=minion_id)
 
 
 class InvalidEventError(EventBusError, ValueError):
@@ -98,6 +130,14 @@ class DaemonRefusedError(EventBusError):
 
 class ProtocolError(EventBusError):
     """A peer sent frames that are not eventbus protocol."""
+
+
+class MalformedFrameError(ProtocolError, ValueError):
+    """A frame from a bus daemon (event or control reply) that is cut wrong; ``what`` names the frame."""
+
+    def __init__(self, message: str, *, what: str) -> None:
+        self.what = what
+        super().__init__(message)
 
 
 class UnknownKeyError(EventBusError):

@@ -21,7 +21,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from eventbus import config, control, payload, relay, wire
-from eventbus.errors import BusDisconnectedError, EventBusError, InvalidEventError
+from eventbus.errors import BusDisconnectedError, EventBusError, InvalidArgumentError, InvalidEventError
 from eventbus.inbox import NEED_FILL, Event, Inbox
 
 log = logging.getLogger(__name__)
@@ -451,9 +451,10 @@ def get_event(node: str, sock_dir: str | os.PathLike | None = None, transport: s
               opts: Mapping[str, Any] | config.BaseConfig | None = None, listen: bool = True) -> BusHandle:
     """A handle on the ``"master"`` or ``"minion"`` bus (Salt's ``salt.utils.event.get_event``)."""
     if transport != "zeromq":
-        raise ValueError(f"unknown transport {transport!r}; only 'zeromq' is supported")
+        raise InvalidArgumentError(f"unknown transport {transport!r}; only 'zeromq' is supported",
+                                   argument="transport", value=transport)
     if node == "master":
         return MasterEvent(sock_dir, opts=opts, listen=listen)
     if node == "minion":
         return MinionEvent(opts, listen=listen, sock_dir=sock_dir)
-    raise ValueError(f"unknown node {node!r}; expected 'master' or 'minion'")
+    raise InvalidArgumentError(f"unknown node {node!r}; expected 'master' or 'minion'", argument="node", value=node)

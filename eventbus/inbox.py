@@ -204,13 +204,13 @@ class Inbox:
         counted before the first frame is counted here and not again.
         """
         assert self._fill is not None
-        _after, until = self._fill
+        after, until = self._fill
         head, events = int(answer["seq"]), answer["events"]
         if until is not None:
             events = [e for e in events if e[0] < until]
         lost, restarted = int(answer["lost"]), bool(answer.get("restarted"))
         if until is not None and not events:
-            lost = min(lost, until - _after - 1)  # the daemon counted up to its oldest, maybe past ``until``
+            lost = min(lost, until - after - 1)  # the daemon counted up to its oldest, maybe past ``until``
         if lost or restarted:
             self.lost += lost
             self.unreported += lost

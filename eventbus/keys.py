@@ -28,6 +28,7 @@ import zmq
 import zmq.auth
 import zmq.utils.z85
 
+from eventbus import minionid
 from eventbus.errors import EventBusError, UnknownKeyError
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,8 @@ OPS = (OP_LIST, *CHANGE_OPS)
 
 
 def valid_id(minion_id: Any) -> bool:
-    """Whether ``minion_id`` can name a minion (and a key file): no slashes, spaces, globs or dots only."""
-    return (isinstance(minion_id, str) and 0 < len(minion_id) <= 255 and minion_id not in (".", "..")
-            and not any(c in minion_id for c in "/\\\0\n\r\t *?["))
+    """Whether ``minion_id`` can name a minion (and a key file): the one rule of ``eventbus.minionid``."""
+    return minionid.valid(minion_id)
 
 
 def key_pair(pki_dir: Path, name: str) -> tuple[bytes, bytes]:

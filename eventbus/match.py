@@ -10,6 +10,8 @@ import functools
 import re
 from typing import Callable
 
+from eventbus.errors import InvalidMatchError
+
 Matcher = Callable[[str], bool]
 
 MATCH_TYPES = ("startswith", "endswith", "find", "regex", "fnmatch")
@@ -34,12 +36,14 @@ def matcher(pattern: str, match_type: str = "startswith") -> Matcher:
         try:
             compiled = re.compile(pattern)
         except re.error as exc:
-            raise ValueError(f"tag {pattern!r} is not a valid regular expression: {exc}") from None
+            raise InvalidMatchError(f"tag {pattern!r} is not a valid regular expression: {exc}",
+                                    pattern=pattern, match_type=match_type) from None
         return lambda tag: compiled.match(tag) is not None
     if match_type == "fnmatch":
         glob = re.compile(fnmatch.translate(pattern))
         return lambda tag: glob.match(tag) is not None
-    raise ValueError(f"unknown match_type {match_type!r}; expected one of {', '.join(MATCH_TYPES)}")
+    raise InvalidMatchError(f"unknown match_type {match_type!r}; expected one of {', '.join(MATCH_TYPES)}",
+                            pattern=pattern, match_type=match_type, argument="match_type")
 
 
 @functools.lru_cache(maxsize=256)

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgpack
 
-from eventbus.errors import ConfigError
+from eventbus.errors import ConfigError, MalformedFrameError
 
 # sun_path is 108 bytes on Linux, one of which is the terminating NUL.
 IPC_PATH_MAX_LEN = 107
@@ -94,7 +94,8 @@ def reply(result: Any, *, ok: bool = True) -> list[bytes]:
 def parse_reply(frames: list[bytes]) -> tuple[bool, Any]:
     """(ok, result) of control reply frames."""
     if len(frames) != 2 or frames[0] not in (STATUS_OK, STATUS_ERROR):
-        raise ValueError("malformed control reply")
+        raise MalformedFrameError("malformed control reply: expected [ok|error, msgpack result]",
+                                  what="control reply")
     return frames[0] == STATUS_OK, msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
 
 
@@ -104,7 +105,11 @@ def publish_frame(raw_tag: bytes, raw_data: bytes) -> bytes:
 
 
 def split_bus_frame(frame: bytes) -> tuple[int, int, bytes, bytes]:
-    """(seq, epoch, tag bytes, data bytes) of a frame from the bus; ``ValueError`` if malformed."""
-    seq, epoch = HEADER.unpack_from(frame)
-    cut = frame.index(SEPARATOR, HEADER_SIZE)
+    """(seq, epoch, tag bytes, data bytes) of a frame from the bus; ``MalformedFrameError`` if cut wrong."""
+    try:
+        seq, epoch = HEADER.unpack_from(frame)
+        cut = frame.index(SEPARATOR, HEADER_SIZE)
+    except (struct.error, ValueError):
+        raise MalformedFrameError(f"a {len(frame)}-byte bus frame has no header or no NUL after its tag",
+                                  what="bus frame") from None
     return seq, epoch, frame[HEADER_SIZE:cut], frame[cut + 1:]

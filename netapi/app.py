@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterator
 
 import cherrypy
 
-from daemon.complaints import Complaints
+from eventbus.complaints import Complaints
 from eventbus.config import ApiConfig
-from eventbus.errors import ApiError, AuthenticationError, BusUnavailableError, InvalidEventError
+from eventbus.errors import ApiError, AuthenticationError, BusUnavailableError, EventTooLargeError, InvalidEventError
 from netapi import auth, hooks, jwtauth
 from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
@@ -288,8 +288,7 @@ class Api:
             tag = hooks.hook_tag(path)
             fired = self.feed.fire(data, tag)
         except InvalidEventError as exc:
-            too_large = "max_event_size" in str(exc)
-            raise cherrypy.HTTPError(413 if too_large else 400, str(exc)) from None
+            raise cherrypy.HTTPError(413 if isinstance(exc, EventTooLargeError) else 400, str(exc)) from None
         except ApiError as exc:
             raise _refuse(exc) from None
         if not fired:

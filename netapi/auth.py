@@ -23,9 +23,11 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from eventbus.errors import AuthenticationError, ConfigError
+from eventbus import config
+from eventbus.config import AuthBackend
+from eventbus.errors import AuthenticationError, ConfigError, InvalidArgumentError
 
 # scrypt cost: 16 MiB of memory and ~40 ms per check on a small server core.
 SCRYPT_N = 2 ** 14
@@ -80,9 +82,10 @@ _DUMMY_HASH = hash_password(secrets.token_hex(8))
 # -- the users file --------------------------------------------------------------------
 
 def check_user_name(name: str) -> str:
-    """``name`` if it can be a user name, else ``ValueError`` saying what is allowed."""
+    """``name`` if it can be a user name, else ``InvalidArgumentError`` (a ``ValueError``) saying what is allowed."""
     if not USER_NAME.match(name):
-        raise ValueError(f"user name {name[:80]!r} must be 1-64 letters, digits or _.@+-")
+        raise InvalidArgumentError(f"user name {name[:80]!r} must be 1-64 letters, digits or _.@+-",
+                                   argument="user name", value=name)
     return name
 
 
@@ -104,7 +107,7 @@ def write_user(path: Path, name: str, password: str) -> None:
     """Add or replace ``name`` in the users file, written atomically with mode 0600."""
     check_user_name(name)
     if not password:
-        raise ValueError("the password is empty")
+        raise InvalidArgumentError("the password is empty", argument="password")
     users = read_users(path)
     users[name] = hash_password(password)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,38 +121,13 @@ def write_user(path: Path, name: str, password: str) -> None:
 
 # -- external_auth ------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Backend:
-    """One ``external_auth`` backend: where its passwords are and each user's tag globs."""
-
-    name: str
-    users_file: Path
-    perms: dict[str, tuple[str, ...]]
+# The backends are typed and checked with the rest of the config (eventbus.config).
+Backend = AuthBackend
 
 
-def read_external_auth(external_auth: dict, root_dir: Path, source: str = "api") -> dict[str, Backend]:
-    """The checked ``external_auth`` mapping; ``ConfigError`` naming what is wrong."""
-    backends = {}
-    for name, entry in external_auth.items():
-        if name != "file":
-            raise ConfigError(f"{source}: external_auth backend {name!r} is not supported; use 'file'",
-                              file=source, key="external_auth")
-        if not isinstance(entry, dict) or not isinstance(entry.get("users_file", "users"), str):
-            raise ConfigError(f"{source}: external_auth.{name} must be a mapping with a users_file path",
-                              file=source, key="external_auth")
-        perms = {}
-        for user, globs in entry.items():
-            if user == "users_file":
-                continue
-            if isinstance(globs, str):
-                globs = [globs]
-            if not isinstance(globs, list) or not all(isinstance(g, str) and g for g in globs):
-                raise ConfigError(f"{source}: external_auth.{name}.{user} must be a list of tag globs, "
-                                  f"got {globs!r}", file=source, key="external_auth")
-            perms[str(user)] = tuple(globs)
-        users_file = root_dir / Path(entry.get("users_file", "users")).expanduser()
-        backends[name] = Backend(name, users_file, perms)
-    return backends
+def read_external_auth(external_auth: Mapping[str, Any], root_dir: Path, source: str = "api") -> dict[str, Backend]:
+    """The backends of an ``ApiConfig.external_auth`` (already typed), or of a raw mapping, checked."""
+    return config.external_auth(external_auth, root_dir, source)
 
 
 def tag_filter(globs: tuple[str, ...]) -> EventFilter | None:

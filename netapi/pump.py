@@ -27,7 +27,7 @@ from typing import Any
 
 from cherrypy.process import plugins, wspbus
 
-from daemon.complaints import Complaints
+from eventbus.complaints import Complaints
 from netapi.hub import Hub, Stream, View
 from netapi.stream import KEEPALIVE, KEEPALIVE_AFTER
 

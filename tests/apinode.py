@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
 import requests
 
 from tests.helpers import Daemon, Node, free_port, run_cli, short_tmpdir, wait_for, write_config
@@ -54,7 +52,7 @@ class ApiEnv:
         self.master.start()
 
     def start_api(self, timeout: float = 15.0) -> Daemon:
-        self.api = Daemon("api", self.config_dir).start()
+        self.api = Daemon.eventbus("api", self.config_dir).start()
 
         def answers() -> bool:
             if not self.api.alive():
@@ -104,71 +102,3 @@ def running_api(master_keys: dict | None = None, **api_keys: Any) -> Iterator[Ap
         env.stop_api()
         env.master.stop()
         env.cleanup()
-
-
-@pytest.fixture
-def api_env() -> Iterator[ApiEnv]:
-    """A running master and API; users alice (sees all) and bob (myco/*)."""
-    with running_api() as env:
-        yield env
-
-
-@pytest.fixture(scope="module")
-def shared_api() -> Iterator[ApiEnv]:
-    """One running master and API shared by a module's read-mostly tests."""
-    with running_api() as env:
-        yield env
-
-
-class SSEReader:
-    """A streaming ``GET /events`` read record by record (a real HTTP client: requests)."""
-
-    def __init__(self, env: ApiEnv, params: dict | None = None, headers: dict | None = None,
-                 timeout: float = 10.0) -> None:
-        self.response = requests.get(env.url("/events"), params=params, headers=headers, stream=True,
-                                     timeout=timeout, verify=env.verify)
-        self.lines = self.response.iter_lines(chunk_size=1, decode_unicode=True) \
-            if self.response.status_code == 200 else iter(())
-        self.comments: list[str] = []
-        self.retry: int | None = None
-
-    def next_record(self) -> dict | None:
-        """The next record as ``{"id", "tag", "data"}`` (``None`` when the stream ends)."""
-        fields: dict[str, Any] = {}
-        for line in self.lines:
-            if line == "":
-                if "data" in fields:
-                    return fields
-                continue
-            if line.startswith(":"):
-                self.comments.append(line)
-                continue
-            name, _, value = line.partition(": ")
-            if name == "retry":
-                self.retry = int(value)
-            elif name == "id":
-                fields["id"] = int(value)
-            elif name == "tag":
-                fields["tag"] = value
-            elif name == "data":
-                import json
-
-                fields["data"] = json.loads(value)
-        return None
-
-    def records(self, count: int) -> list[dict]:
-        got = []
-        while len(got) < count:
-            record = self.next_record()
-            if record is None:
-                break
-            got.append(record)
-        return got
-
-    def close(self) -> None:
-        self.response.close()
-
-
-def write_file(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path

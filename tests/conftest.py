@@ -6,6 +6,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.apinode import ApiEnv, running_api
 from tests.helpers import Node, short_tmpdir
 
 
@@ -57,3 +58,17 @@ def zmq_context():
     context = zmq.Context()
     yield context
     context.destroy(linger=0)
+
+
+@pytest.fixture
+def api_env() -> Iterator[ApiEnv]:
+    """A running master and API; users alice (sees all) and bob (myco/*)."""
+    with running_api() as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def shared_api() -> Iterator[ApiEnv]:
+    """One running master and API shared by a module's read-mostly tests."""
+    with running_api() as env:
+        yield env

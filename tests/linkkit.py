@@ -5,68 +5,19 @@ import select
 import socket
 import threading
 from pathlib import Path
-from typing import Any
 
 import zmq
 import zmq.auth
 
+from bench.procs import Node, Site, free_port, link_state, short_tmpdir, wait_link
 from daemon import linkproto
-from eventbus import control, keys, wire
-from tests.helpers import Node, free_port, short_tmpdir, wait_for
+from eventbus import keys
 
-HEARTBEAT = 0.3
-
-
-class Site:
-    """One master and its minions on loopback, each in its own short temp dir, sharing free ports."""
-
-    def __init__(self) -> None:
-        self.publish_port = free_port()
-        self.ret_port = free_port()
-        self.nodes: list[Node] = []
-
-    def master(self, **keys_: Any) -> Node:
-        keys_.setdefault("heartbeat_interval", HEARTBEAT)
-        node = Node(short_tmpdir("ebm"), "master", publish_port=self.publish_port, ret_port=self.ret_port, **keys_)
-        self.nodes.append(node)
-        return node
-
-    def minion(self, minion_id: str, *, publish_port: int | None = None, ret_port: int | None = None,
-               **keys_: Any) -> Node:
-        keys_.setdefault("heartbeat_interval", HEARTBEAT)
-        node = Node(short_tmpdir("ebn"), "minion", id=minion_id, master="127.0.0.1",
-                    publish_port=publish_port or self.publish_port, ret_port=ret_port or self.ret_port, **keys_)
-        self.nodes.append(node)
-        return node
-
-    def linked(self, minion_id: str = "m1") -> tuple[Node, Node]:
-        """A running auto-accepting master and a running minion whose link it has accepted."""
-        master = self.master(auto_accept=True)
-        master.start()
-        minion = self.minion(minion_id)
-        minion.start()
-        wait_link(minion, "accept")
-        return master, minion
-
-    def cleanup(self) -> None:
-        for node in reversed(self.nodes):
-            if node.daemon is not None and node.daemon.alive():
-                node.stop()
-            node.cleanup()
-
-
-def link_state(minion: Node) -> dict:
-    return control.request(minion.sock_dir, wire.VERB_LINK, None, timeout=2.0)
-
-
-def wait_link(minion: Node, state: str, timeout: float = 10.0) -> dict:
-    """Wait until the minion's link is in ``state`` (accept, pend, reject, denied, connecting)."""
-    return wait_for(lambda: (s := link_state(minion))["state"] == state and s, timeout,
-                    what=f"minion link state {state!r}")
+__all__ = ["RawMinion", "RecordingProxy", "Site", "link_state", "master_link", "wait_link"]
 
 
 def master_link(master: Node) -> dict:
-    return control.request(master.sock_dir, wire.VERB_LINK, None, timeout=2.0)
+    return link_state(master)
 
 
 class RecordingProxy:

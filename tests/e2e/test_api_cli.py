@@ -55,7 +55,7 @@ def test_api_refuses_bad_config_in_one_line():
                         ({"external_auth": {"pam": {}}}, "not supported")]:
         env = ApiEnv(**keys)
         try:
-            api = Daemon("api", env.config_dir).start()
+            api = Daemon.eventbus("api", env.config_dir).start()
             wait_for(lambda: not api.alive(), timeout=20, what="api to exit")
             api.stop()
             lines = [line for line in api.log.splitlines() if line.strip()]
@@ -73,7 +73,7 @@ def test_api_says_when_its_port_is_taken():
     try:
         holder.bind(("127.0.0.1", env.port))
         holder.listen()
-        api = Daemon("api", env.config_dir).start()
+        api = Daemon.eventbus("api", env.config_dir).start()
         wait_for(lambda: not api.alive(), timeout=20, what="api to exit")
         assert api.stop() == 1
         assert f"cannot listen on 127.0.0.1:{env.port}" in api.log

@@ -1,7 +1,6 @@
 """The REST API as its users drive it: requests and curl against a real master and ``eventbus api``."""
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import time
@@ -11,9 +10,9 @@ import pytest
 import requests
 
 from eventbus import control
-
-from tests.apinode import JWT_SECRET, PASSWORDS, SSEReader, api_env, running_api, shared_api  # noqa: F401  (fixtures)
+from tests.apinode import JWT_SECRET, PASSWORDS, running_api
 from tests.helpers import wait_for
+from tests.sse import SSEParser, SSEReader, records_of
 
 
 # -- login ------------------------------------------------------------------------------------
@@ -191,6 +190,32 @@ def test_resume_survives_an_api_restart(api_env):
     assert [r["data"]["data"]["n"] for r in got] == [1, 2, 3, 4]
 
 
+def test_resume_survives_a_master_restart_and_reaches_past_the_window():
+    # The window keeps 10 events; the journal keeps them all, across the master's restart.
+    with running_api(master_keys={"event_window": 10}) as env:
+        token = env.login("alice")
+        reader = SSEReader(env, params={"token": token, "tag": "mr/*"})
+        env.fire({"n": 0}, "mr/x")
+        last = reader.records(1)[0]["id"]
+        reader.close()
+        for n in range(1, 41):
+            env.fire({"n": n}, "mr/x")
+        assert env.master.stop() == 0
+        env.start_master()
+        for n in range(41, 61):
+            env.fire({"n": n}, "mr/x")
+        wait_for(lambda: control.ping(env.master.sock_dir)["seq"] > control.ping(env.master.sock_dir)["epoch"] + 19,
+                 what="the restarted master to number 20 events")
+        again = SSEReader(env, params={"token": token, "tag": "mr/*"}, headers={"Last-Event-ID": str(last)})
+        got = again.records(60)
+        env.fire({"n": 61}, "mr/x")
+        got += again.records(1)
+        again.close()
+        assert [r["data"]["data"]["n"] for r in got] == list(range(1, 62)), "no gap, no duplicate, no gap record"
+        ids = [r["id"] for r in got]
+        assert ids == sorted(set(ids))
+
+
 def test_a_client_that_never_reads_is_dropped_and_stalls_no_one():
     import socket
 
@@ -209,12 +234,14 @@ def test_a_client_that_never_reads_is_dropped_and_stalls_no_one():
             for n in range(3000):
                 assert bus.fire_event({"n": n, "pad": blob}, "flood/x", timeout=3000)
                 if n % 100 == 99:
-                    time.sleep(0.02)  # a fast reader keeps up; the stuck one cannot
-        wait_for(lambda: out.read_bytes().count(b"\nid: ") >= 3000 or curl.poll() is not None,
+                    # A reader that reads keeps up, however loaded the machine; the stuck one cannot.
+                    wait_for(lambda: out.read_bytes().count(b"\nid: ") > n - 100 or curl.poll() is not None,
+                             timeout=30, interval=0.01, what="curl to keep up")
+        wait_for(lambda: len(records_of(out.read_text())) >= 3000 or curl.poll() is not None,
                  timeout=30, interval=0.2, what="curl to get every event")
         curl.kill()
         curl.wait()
-        got = [json.loads(line[6:])["data"]["n"] for line in out.read_text().splitlines() if line.startswith("data: ")]
+        got = [r["data"]["data"]["n"] for r in records_of(out.read_text())]
         assert got == list(range(3000))
         # The server hung up on the client that stopped reading: what its buffers held, then EOF.
         stuck.settimeout(20)
@@ -382,15 +409,16 @@ def test_https_with_a_self_signed_certificate_open_hooks_and_the_stream_limit():
         token = answer.json()["return"][0]["token"]
         stream = requests.get(env.url("/events"), params={"token": token}, stream=True, verify=crt, timeout=10)
         assert stream.status_code == 200
+        parser = SSEParser()
         lines = stream.iter_lines(chunk_size=1, decode_unicode=True)
         assert next(lines) == "retry: 400"
         second = requests.get(env.url("/events"), params={"token": token}, verify=crt, timeout=10)
         assert second.status_code == 503 and "stream_limit" in second.json()["return"]
         hooked = requests.post(env.url("/hook/open"), json={"x": 1}, verify=crt, timeout=10)  # no token needed
         assert hooked.status_code == 200
-        record = [line for line in itertools.islice(lines, 4) if line]
-        assert record[0].startswith("id: ") and record[1] == "tag: salt/netapi/hook/open"
-        assert json.loads(record[2][6:])["data"]["body"] == {"x": 1}
+        record = next(parser.records(lines))
+        assert record["id"] > 0 and record["tag"] == "salt/netapi/hook/open"
+        assert record["data"]["data"]["body"] == {"x": 1}
         stream.close()
     finally:
         env.stop_api()
@@ -411,19 +439,24 @@ def test_events_the_bus_dropped_for_a_stalled_api_are_filled_from_the_window():
         try:
             from eventbus import event
 
+            from eventbus import control
+
+            before = control.ping(env.master.sock_dir)["seq"]
             with event.get_event("master", opts=env.master.opts(), listen=False) as bus:
                 for n in range(5000):
                     assert bus.fire_event({"n": n, "pad": "y" * 500}, "stall/x", timeout=3000)
-            time.sleep(0.5)
+            # Every event published (and dropped for the stopped API) before it may read again.
+            wait_for(lambda: control.ping(env.master.sock_dir)["seq"] >= before + 5000, timeout=30,
+                     what="the master to publish all 5000 events")
         finally:
             env.api.signal(signal.SIGCONT)
-        wait_for(lambda: out.read_bytes().count(b"\ndata: ") >= 5000, timeout=30, interval=0.2,
+        wait_for(lambda: len(records_of(out.read_text())) >= 5000, timeout=30, interval=0.2,
                  what="curl to get all 5000 events")
         curl.kill()
         curl.wait()
-        text = out.read_text()
-        got = [json.loads(line[6:])["data"]["n"] for line in text.splitlines() if line.startswith("data: ")]
-        assert got == list(range(5000)) and "eventbus/stream/gap" not in text
+        records = records_of(out.read_text())
+        assert [r["data"]["data"]["n"] for r in records] == list(range(5000))
+        assert all(r["tag"] == "stall/x" for r in records)  # no eventbus/stream/gap record
         assert "events missing on the master bus" in env.api.log, "the bus dropped nothing: test the fill"
 
 

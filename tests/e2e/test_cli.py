@@ -160,7 +160,7 @@ def test_daemon_with_a_bad_config_exits_with_one_line(short_tmp, text, expected)
     conf = short_tmp / "conf"
     write_config(conf, "master")
     (conf / "master").write_text(f"root_dir: {short_tmp}\n" + text)
-    daemon = Daemon("master", conf).start()
+    daemon = Daemon.eventbus("master", conf).start()
     assert daemon.proc.wait(15) != 0
     lines = daemon.log.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
@@ -170,7 +170,7 @@ def test_daemon_with_a_bad_config_exits_with_one_line(short_tmp, text, expected)
 def test_daemon_refuses_a_sock_dir_that_is_too_long(short_tmp):
     conf = short_tmp / "conf"
     write_config(conf, "master", root_dir=str(short_tmp), sock_dir="s" * 110)
-    daemon = Daemon("master", conf).start()
+    daemon = Daemon.eventbus("master", conf).start()
     assert daemon.proc.wait(15) != 0
     assert "too long" in daemon.log and "Traceback" not in daemon.log
 
@@ -180,3 +180,22 @@ def test_version_and_help():
     out = run_cli("--help").stdout
     for command in ("master", "minion", "watch", "fire"):
         assert command in out
+
+
+@pytest.mark.parametrize("minion_id", [".", "..", "a" * 251, "web\x01one", "a/b"])
+def test_minion_with_an_id_the_link_would_refuse_does_not_start(short_tmp, minion_id):
+    conf = short_tmp / "conf"
+    write_config(conf, "minion", root_dir=str(short_tmp), sock_dir="n", id=minion_id)
+    daemon = Daemon.eventbus("minion", conf).start()
+    assert daemon.proc.wait(15) != 0
+    lines = daemon.log.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "key 'id'" in lines[0], lines
+    assert "a minion id" in lines[0]
+
+
+def test_a_bad_user_name_is_one_error_line_not_a_traceback(short_tmp):
+    conf = short_tmp / "conf"
+    write_config(conf, "api", root_dir=str(short_tmp), external_auth={"file": {"users_file": "users"}})
+    done = run_cli("user", "add", "bad:name", "--password-stdin", "-c", str(conf), input="pw\n")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: user name 'bad:name'") and len(done.stderr.splitlines()) == 1

@@ -87,7 +87,7 @@ def test_a_bad_master_pubkey_is_one_config_error(site):
     from tests.helpers import Daemon
 
     minion = site.minion("m1", master_pubkey="not-a-key")
-    daemon = Daemon("minion", minion.config_dir).start()
+    daemon = Daemon.eventbus("minion", minion.config_dir).start()
     assert daemon.proc.wait(10) == 1
     daemon.stop()
     assert "error: " in daemon.log and "'master_pubkey' has value 'not-a-key'" in daemon.log
@@ -103,7 +103,7 @@ def test_a_master_whose_port_is_taken_says_so(site):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", site.ret_port))
         squatter.listen(1)
-        daemon = Daemon("master", master.config_dir).start()
+        daemon = Daemon.eventbus("master", master.config_dir).start()
         assert daemon.proc.wait(10) == 1
         daemon.stop()
     assert f"error: cannot listen for minions on tcp://127.0.0.1:{site.ret_port} (ret_port)" in daemon.log

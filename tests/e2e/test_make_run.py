@@ -1,23 +1,29 @@
-"""What `make run` starts (daemon/devrun.py on the conf/ samples) works as its printout says."""
+"""What `make run` starts (cli/devrun.py on the conf/ samples) works as its printout says."""
 from __future__ import annotations
 
-import json
 import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import requests
+import psutil
+import pytest
 import yaml
 
 from tests.helpers import free_port, run_cli, short_tmpdir
+from tests.sse import SSEReader
 
 REPO = Path(__file__).resolve().parents[2]
+# `python -m cli.devrun CONF` with SIGINT at its default, as a terminal starts it: a test run started
+# in the background (`make test &`) ignores SIGINT, and children inherit that. exec keeps the pid.
+AS_FROM_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.executable, [sys.executable, '-m', 'cli.devrun', *sys.argv[1:]])")
 
 
 def sample_conf_with_free_ports(root: Path) -> Path:
@@ -48,14 +54,67 @@ def read_until(stream, marker: str, timeout: float) -> str:
     raise AssertionError(f"no {marker!r} within {timeout}s; printed so far:\n{''.join(seen)}")
 
 
+class MakeRun:
+    """``make run``'s runner on a copy of conf/ (free ports), its printout read until it says it is ready."""
+
+    def __init__(self) -> None:
+        self.root = short_tmpdir("ebr")
+        self.conf = sample_conf_with_free_ports(self.root)
+        self.log_path = self.root / "devrun.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, str(self.conf)], cwd=REPO,
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self.printed = read_until(self.proc.stdout, "Ctrl-C stops everything.", 90)
+
+    def ports(self) -> list[int]:
+        master = yaml.safe_load((self.conf / "master").read_text())
+        return [master["publish_port"], master["ret_port"], yaml.safe_load((self.conf / "api").read_text())["port"]]
+
+    def ipc_files(self) -> list[Path]:
+        return list((self.root / "run" / "var" / "run" / "eventbus").rglob("*.ipc"))
+
+    def stop(self, signum: int) -> int:
+        """Send ``signum`` to the runner alone; its exit code once it has stopped every daemon."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        try:
+            code = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the runner did not exit within 60 s of {signal.Signals(signum).name}:\n"
+                                 f"{self.log_path.read_text(errors='replace')[-4000:]}") from None
+        self._log.close()
+        return code
+
+    def cleanup(self) -> None:
+        """Kill a runner that is still up and its daemons too (a killed runner cannot stop them)."""
+        if self.proc.poll() is None:
+            daemons = psutil.Process(self.proc.pid).children(recursive=True)
+            self.proc.kill()
+            self.proc.wait()
+            for daemon in daemons:
+                try:
+                    daemon.kill()
+                except psutil.NoSuchProcess:
+                    pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (as a restarted daemon would: SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen(1)
+        except OSError:
+            return False
+        return True
+
+
 def test_make_run_starts_master_minion_and_api_that_work_together():
-    root = short_tmpdir("ebr")
-    conf = sample_conf_with_free_ports(root)
-    log = open(root / "devrun.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.devrun", str(conf)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=log, text=True)
+    run = MakeRun()
     try:
-        printed = read_until(proc.stdout, "Ctrl-C stops everything.", 90)
+        printed, conf = run.printed, run.conf
         assert "watch the master bus" in printed
         token = re.search(r"API token:\s+(\S+)", printed).group(1)
         url = re.search(r"curl -N '(\S+)'", printed).group(1)
@@ -63,29 +122,46 @@ def test_make_run_starts_master_minion_and_api_that_work_together():
         # The minion's key is pending, as in Salt, until accepted.
         accepted = run_cli("key", "--accept", "local-minion", "-c", str(conf))
         assert accepted.returncode == 0, accepted.stderr
-        with requests.get(url, stream=True, timeout=30) as stream:
-            assert stream.status_code == 200
+        with SSEReader(url, timeout=30) as stream:
+            assert stream.response.status_code == 200
             assert run_cli("fire", '{"message": "It works!"}', "myco/event/success", "--node", "master",
                            "-c", str(conf)).returncode == 0
-
-            def relayed() -> bool:
-                return run_cli("send", "myco/hello", "who=me", "-c", str(conf)).returncode == 0
-            assert relayed()
+            assert run_cli("send", "myco/hello", "who=me", "-c", str(conf)).returncode == 0
             seen = {}
-            for line in stream.iter_lines(decode_unicode=True):
-                if line.startswith("data: "):
-                    record = json.loads(line[6:])
-                    seen[record["tag"]] = record["data"]
-                    if "myco/event/success" in seen and "myco/hello" in seen:
-                        break
+            for record in stream:
+                seen[record["tag"]] = record["data"]["data"]
+                if "myco/event/success" in seen and "myco/hello" in seen:
+                    break
         assert seen["myco/event/success"]["message"] == "It works!"
         assert seen["myco/hello"]["id"] == "local-minion" and seen["myco/hello"]["data"]["who"] == "me"
+        assert run.stop(signal.SIGINT) == 0
+        assert run.ipc_files() == []
+        assert "Traceback" not in run.log_path.read_text()
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(30)
-        log.close()
-    assert code == 0
-    leftovers = list((root / "run" / "var" / "run" / "eventbus").rglob("*.ipc"))
-    assert leftovers == [], leftovers
-    assert "Traceback" not in (root / "devrun.log").read_text()
-    shutil.rmtree(root, ignore_errors=True)
+        run.cleanup()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_runner_stopped_by_a_supervisor_or_a_closed_terminal_leaves_nothing_running(signum):
+    run = MakeRun()
+    children: list[psutil.Process] = []
+    try:
+        children = psutil.Process(run.proc.pid).children(recursive=True)
+        commands = sorted(next(arg for arg in c.cmdline() if arg in ("master", "minion", "api")) for c in children)
+        assert commands == ["api", "master", "minion"], commands
+        ports = run.ports()
+        assert not any(port_is_free(port) for port in ports)  # the daemons hold them while running
+        # Only the runner gets the signal, as from `timeout`, systemd or `kill`; not its process group.
+        assert run.stop(signum) == 0
+        _gone, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == [], [c.cmdline() for c in alive]
+        assert [port for port in ports if not port_is_free(port)] == []
+        assert run.ipc_files() == []
+        assert "Traceback" not in run.log_path.read_text()
+    finally:
+        for child in children:  # a failed run must not leave its daemons to the next test
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        run.cleanup()

@@ -10,6 +10,7 @@ import pytest
 
 from eventbus import event
 from eventbus.errors import EventTooLargeError
+from tests.helpers import wait_for
 
 PUBLISHER = """
 import sys
@@ -189,8 +190,8 @@ def test_wait_times_out_with_none_and_no_block_returns_at_once(master):
         assert bus.get_event(no_block=True) is None
         assert time.monotonic() - started < 0.2
         bus.fire_event({"x": 1}, "now/there")
-        time.sleep(0.2)
-        assert bus.get_event(no_block=True, tag="now/")["x"] == 1
+        # no_block never waits: poll until the event has come round the daemon.
+        assert wait_for(lambda: bus.get_event(no_block=True, tag="now/"), what="the event")["x"] == 1
 
 
 def test_full_is_salts_tag_and_data_shape(master):

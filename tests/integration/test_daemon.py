@@ -24,7 +24,7 @@ def test_sock_dir_is_private_to_the_user(master):
 
 
 def test_a_second_daemon_on_the_same_sock_dir_is_refused(master):
-    second = Daemon("master", master.config_dir).start()
+    second = Daemon.eventbus("master", master.config_dir).start()
     assert second.proc.wait(15) != 0
     log = second.log
     assert f"pid {master.daemon.proc.pid}" in log and str(master.sock_dir) in log

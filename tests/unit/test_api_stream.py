@@ -11,6 +11,7 @@ from eventbus.errors import ApiError
 from netapi import hooks
 from netapi.hub import Hub
 from netapi.stream import KEEPALIVE, RETRY, event_record, gap_record, parse_last_event_id
+from tests.helpers import wait_for
 
 
 def test_event_record_is_salts_layout_plus_id():
@@ -85,14 +86,14 @@ def test_hub_wakes_a_sleeping_stream_and_closes():
     got = []
     reader = threading.Thread(target=lambda: got.append(hub.read(stream, 5)))
     reader.start()
-    time.sleep(0.1)
+    wait_for(lambda: hub._parked, what="the reader to sleep in read()")
     started = time.monotonic()
     hub.publish(_records(1, 1), epoch=1)
     reader.join(5)
     assert got == [(0, 1)] and time.monotonic() - started < 2
     closer = threading.Thread(target=lambda: got.append(hub.read(stream, 5)))
     closer.start()
-    time.sleep(0.1)
+    wait_for(lambda: hub._parked, what="the reader to sleep in read()")
     hub.close()
     closer.join(5)
     assert got[-1] is None

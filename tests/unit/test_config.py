@@ -142,3 +142,51 @@ def test_sample_configs_in_the_checkout_load():
         opts = load(conf / name)
         assert opts["root_dir"] == str(conf.parent / "run"), name
         assert not opts["sock_dir"].startswith(("/etc", "/var")), name
+
+
+@pytest.mark.parametrize("text, opts", [
+    ("publish_prot: 4505\n", {"publish_prot": 4505}),
+    ("publish_port: abc\n", {"publish_port": "abc"}),
+    ("publish_port: 70000\n", {"publish_port": 70000}),
+    ("auto_accept: 'yes please'\n", {"auto_accept": "yes please"}),
+    ("sock_dir: 5\n", {"sock_dir": 5}),
+    ("root_dir: ['a']\n", {"root_dir": ["a"]}),
+])
+def test_opts_dicts_are_checked_like_files_with_the_same_message(tmp_path, text, opts):
+    with pytest.raises(ConfigError) as from_file:
+        config.master_config(write(tmp_path, "master", text))
+    with pytest.raises(ConfigError) as from_dict:
+        config.typed(opts)
+    in_file = str(from_file.value).split(": ", 1)[1]
+    assert str(from_dict.value) == f"opts: {in_file}"
+    assert from_dict.value.key == from_file.value.key
+
+
+def test_opts_dicts_round_trip_and_take_paths(tmp_path):
+    for name, load, cls in (("master", config.master_config, config.MasterConfig),
+                            ("minion", config.minion_config, config.MinionConfig),
+                            ("api", config.api_config, config.ApiConfig)):
+        path = write(tmp_path, name, "root_dir: /r\nexternal_auth: {file: {alice: ['*']}}\n" if name == "api"
+                     else "root_dir: /r\n")
+        assert config.typed(load(path), cls) == config.load(cls, path)
+    assert config.typed({"sock_dir": Path("/p/s")}).sock_dir == Path("/p/s")
+    # A minion's dict given where a master's is the default is read as a minion's (get_event("minion", opts)).
+    assert isinstance(config.typed({"id": "m1"}), config.MinionConfig)
+    with pytest.raises(ConfigError, match="opts: key 'id'"):
+        config.typed({"id": ".."}, config.MinionConfig)
+
+
+def test_external_auth_is_typed_with_the_rest(tmp_path):
+    api = config.load(config.ApiConfig, write(tmp_path, "api", "root_dir: /r\nexternal_auth:\n  file:\n"
+                                              "    users_file: u\n    alice: ['*']\n    bob: myco/*\n"))
+    backend = api.external_auth["file"]
+    assert isinstance(backend, config.AuthBackend)
+    assert backend.users_file == Path("/r/u") and backend.perms == {"alice": ("*",), "bob": ("myco/*",)}
+    assert config.load(config.ApiConfig, write(tmp_path, "api", "")).external_auth == {}
+    for text, expected in (("external_auth: {pam: {}}", "backend 'pam' is not supported"),
+                           ("external_auth: {file: [alice]}", "must be a mapping with a users_file"),
+                           ("external_auth: {file: {alice: [1]}}", "external_auth.file.alice must be a list"),
+                           ("external_auth: [file]", "'external_auth' has value ['file']; expected a mapping")):
+        with pytest.raises(ConfigError) as info:
+            config.load(config.ApiConfig, write(tmp_path, "api", text + "\n"))
+        assert expected in str(info.value) and str(tmp_path / "api") in str(info.value)

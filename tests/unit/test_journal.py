@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from daemon.journal import Journal, default_segment_bytes
 from eventbus.errors import EventBusError, JournalError
-from eventbus.journal import (RECORD_OVERHEAD, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, JournalReader,
-                              JournalStats)
+from eventbus.journal import JournalReader, JournalStats
+from eventbus.journalformat import RECORD_OVERHEAD, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC
 
 EPOCH = 1_700_000_000_000_000
 T0 = 1_700_000_000.0

@@ -1,6 +1,9 @@
 """``make run``: start a master, a local minion and the REST API on a config dir, in the foreground.
 
-Prints how to watch the bus; Ctrl-C stops everything.
+Prints how to watch the bus. Ctrl-C, SIGTERM (a supervisor, ``timeout``) and
+SIGHUP (a closed terminal) all stop every daemon it started before it exits,
+so none is left holding the ports and sock_dirs. It lives in ``cli`` because
+it drives both the daemons and the REST API (``daemon`` may not import ``netapi``).
 """
 from __future__ import annotations
 
@@ -15,10 +18,58 @@ from eventbus import config, control
 from eventbus.errors import BusUnavailableError, EventBusError
 
 EVENTBUS = str(Path(sys.executable).parent / "eventbus")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _start(command: str, config_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([EVENTBUS, command, "-c", str(config_dir)])
+class Stopped(Exception):
+    """A stop signal arrived; the runner stops its daemons and exits 0, as on Ctrl-C."""
+
+
+class Children:
+    """The daemons the runner started; a stop signal raises ``Stopped``, never between a start and its record."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self._starting = False
+        self._pending: int | None = None
+        for each in STOP_SIGNALS:
+            # Under nohup SIGHUP is ignored on purpose: keep it so.
+            if signal.getsignal(each) is not signal.SIG_IGN:
+                signal.signal(each, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        # Only the first signal counts: later ones must not cut the shutdown short.
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        if self._starting:
+            self._pending = signum
+            return
+        raise Stopped(signal.Signals(signum).name)
+
+    def start(self, command: str, config_dir: Path) -> subprocess.Popen:
+        """Start ``eventbus COMMAND -c DIR``, recorded before any stop signal is acted on."""
+        self._starting = True
+        try:
+            self.procs.append(subprocess.Popen([EVENTBUS, command, "-c", str(config_dir)]))
+        finally:
+            self._starting = False
+        if self._pending is not None:
+            raise Stopped(signal.Signals(self._pending).name)
+        return self.procs[-1]
+
+    def stop(self) -> None:
+        """SIGTERM each live daemon, newest first; wait for all (kill one that hangs)."""
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _wait_bus(proc: subprocess.Popen, sock_dir: Path, what: str, timeout: float = 15.0) -> None:
@@ -41,7 +92,7 @@ def _dev_user(api: config.ApiConfig) -> tuple[str, str]:
 
     from netapi import auth
 
-    backend = auth.read_external_auth(api.external_auth, api.root_dir, str(api.source))["file"]
+    backend = api.external_auth["file"]
     user = next(iter(backend.perms))
     remembered = api.root_dir / "etc/eventbus/api-dev-password"
     password = remembered.read_text().strip() if remembered.exists() else ""
@@ -85,18 +136,15 @@ def main(argv: list[str]) -> int:
     config_dir = Path(argv[0] if argv else "conf").resolve()
     master = config.load(config.MasterConfig, config_dir / "master")
     minion = config.load(config.MinionConfig, config_dir / "minion")
-    procs: list[subprocess.Popen] = []
+    children = Children()
     try:
-        procs.append(_start("master", config_dir))
-        _wait_bus(procs[-1], master.sock_dir, "master")
-        procs.append(_start("minion", config_dir))
-        _wait_bus(procs[-1], minion.sock_dir, "minion")
+        _wait_bus(children.start("master", config_dir), master.sock_dir, "master")
+        _wait_bus(children.start("minion", config_dir), minion.sock_dir, "minion")
         api_text = ""
         if (config_dir / "api").exists():
             api = config.load(config.ApiConfig, config_dir / "api")
             user, password = _dev_user(api)
-            procs.append(_start("api", config_dir))
-            token = _api_login(procs[-1], api, user, password)
+            token = _api_login(children.start("api", config_dir), api, user, password)
             scheme = "https" if api.ssl_crt else "http"
             api_text = f"""REST API on {scheme}://{api.host}:{api.port} (user {user!r}, password in
   {api.root_dir / 'etc/eventbus/api-dev-password'}); API token:
@@ -115,23 +163,16 @@ In another terminal:
   relay from the minion:   {cli} send myco/hello who=me -c {conf}
 {api_text}Ctrl-C stops everything.
 """, flush=True)
-        while all(p.poll() is None for p in procs):
+        while all(p.poll() is None for p in children.procs):
             time.sleep(0.5)
         return 1
-    except KeyboardInterrupt:
+    except Stopped:
         return 0
     except EventBusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        children.stop()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ def set_rules(node: Node, reactor: Any) -> None:
     """Rewrite the node's master config with other rules (for a SIGHUP reload)."""
     raw = __import__("yaml").safe_load(node.path.read_text())
     raw["reactor"] = reactor
+    node.keys["reactor"] = reactor  # a restart that rewrites the config (new ports) keeps these rules
     write_config(node.config_dir, "master", **raw)
 
 

@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from eventbus.event import MasterEvent
-from tests.helpers import Node, wait_for
+from tests.helpers import Node, short_tmpdir, wait_for
 from tests.reactorkit import reactor_master, status, wait_reactor
 
 TOTAL = 1000
@@ -18,13 +18,11 @@ TOTAL = 1000
 @pytest.fixture
 def counted() -> Iterator[tuple[Node, Path]]:
     """A master whose reactor appends each event's n to a file (one line per reaction)."""
-    node = reactor_master([])
-    out = node.root / "reactions"
+    root = short_tmpdir("ebr")
+    out = root / "reactions"
     # The command gets n as an argument, never inside the shell text.
-    node.path.write_text(node.path.read_text().replace("reactor: []", (
-        "reactor:\n"
-        "  - 't/n':\n"
-        f"      - run: {{argv: ['/bin/sh', '-c', 'echo \"$0\" >> {out}', '{{{{ data.n }}}}']}}\n")))
+    node = Node(root, "master", reactor=[
+        {"t/n": [{"run": {"argv": ["/bin/sh", "-c", f'echo "$0" >> {out}', "{{ data.n }}"]}}]}])
     yield node, out
     if node.daemon is not None and node.daemon.alive():
         node.stop()

@@ -83,5 +83,13 @@ class Results:
             return found if len(found) >= count else None
         return wait_for(enough, timeout, what=f"{count} reactor results")
 
+    def settle(self, node: Node, timeout: float = 20.0) -> None:
+        """Wait until the reactor has handled every event seen so far (and what they caused), then collect."""
+        self._drain()
+        last = max(event["seq"] for event in self.events)
+        wait_for(lambda: (s := status(node)) and s["cursor"] >= last and s["in_flight"] == 0, timeout,
+                 what=f"the reactor's cursor to pass seq {last}")
+        self._drain()
+
     def close(self) -> None:
         self.handle.destroy()

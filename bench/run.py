@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-PARTS = ("bench.bus", "bench.journal", "bench.relay", "bench.api", "bench.reactor")
+PARTS = ("bench.bus", "bench.journal", "bench.relay", "bench.api", "bench.attack", "bench.reactor")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 
 

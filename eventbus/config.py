@@ -143,6 +143,8 @@ class ApiConfig(BaseConfig):
     stream_limit: int = _key(2000, "int", min=1, max=100_000)
     # Events a stream may fall behind the bus before it is dropped.
     stream_queue: int = _key(10000, "int", min=100, max=10_000_000)
+    # Failed logins per client address per minute; one more is answered 429 with Retry-After.
+    login_rate: int = _key(10, "int", min=1, max=1_000_000)
 
 
 C = TypeVar("C", bound=BaseConfig)

@@ -24,7 +24,8 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     ├── JournalError                the event journal cannot be used (path)
     ├── CursorError                 a reader's saved position cannot be read or saved (path)
     └── ApiError                    a REST request refused (status, reason)
-        └── AuthenticationError     missing, bad or expired credentials (401)
+        ├── AuthenticationError     missing, bad or expired credentials (401)
+        └── TooManyRequestsError    a client over a rate limit, e.g. login_rate (429, retry_after)
 """
 from __future__ import annotations
 
@@ -174,3 +175,11 @@ class AuthenticationError(ApiError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(401, reason)
+
+
+class TooManyRequestsError(ApiError):
+    """A client over a rate limit (answered 429); ``retry_after`` is the seconds until it may try again."""
+
+    def __init__(self, reason: str, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(429, reason)

@@ -1,8 +1,8 @@
 """The CherryPy application: ``/login``, ``/events``, ``/hook/<path>``, ``/ui`` and ``/``.
 
-Handlers are thin: credentials and filters come from ``netapi.auth`` and
-``netapi.jwtauth``, records from ``netapi.stream`` and ``netapi.hub``,
-webhook bodies from ``netapi.hooks``. Every refusal is an ``ApiError``
+Handlers are thin: logins are decided by ``netapi.login``, credentials and
+filters come from ``netapi.auth`` and ``netapi.jwtauth``, records from
+``netapi.stream`` and ``netapi.hub``, webhook bodies from ``netapi.hooks``. Every refusal is an ``ApiError``
 answered as JSON (``netapi.errors``).
 """
 from __future__ import annotations
@@ -17,11 +17,13 @@ import cherrypy
 
 from eventbus.complaints import Complaints
 from eventbus.config import ApiConfig
-from eventbus.errors import ApiError, AuthenticationError, BusUnavailableError, EventTooLargeError, InvalidEventError
+from eventbus.errors import (ApiError, AuthenticationError, BusUnavailableError, EventTooLargeError,
+                             InvalidEventError, TooManyRequestsError)
 from netapi import auth, hooks, jwtauth
 from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
+from netapi.login import LOGIN_BODY_LIMIT, Logins
 from netapi.pump import Pump, Pumped, raw_socket
 from netapi.stream import KEEPALIVE, KEEPALIVE_AFTER, RETRY, parse_last_event_id
 
@@ -31,8 +33,6 @@ log = logging.getLogger(__name__)
 STREAM_TICK = 1.0
 # Resumed records written per chunk.
 RESUME_CHUNK = 500
-# Bytes of a /login body; anything larger is not a login.
-LOGIN_BODY_LIMIT = 16 * 1024
 
 
 def _json(value: Any) -> bytes:
@@ -71,8 +71,13 @@ class Api:
         self.pump = pump
         self.on_stream = on_stream
         self.complaints = Complaints(log)
+        self.logins = Logins(settings, backends, signer, self.complaints)
         self.secure = settings.ssl_crt is not None
         self._ui_page = resources.files("netapi").joinpath("static/ui.html").read_bytes()
+
+    def close(self) -> None:
+        """Let the password-check threads end (the engine's ``stop``: it waits for every thread)."""
+        self.logins.close()
 
     # -- credentials ------------------------------------------------------------------------
 
@@ -119,50 +124,29 @@ class Api:
 
     @cherrypy.expose
     def login(self, *path: str, **_params: Any) -> bytes:
-        """``POST /login``: check a password, answer Salt's token record and set ``session_id``."""
+        """``POST /login``: check a password (``netapi.login``), answer Salt's token record and set ``session_id``."""
         _no_subpath(path)
         _allow("POST")
         request = cherrypy.serving.request
         try:
-            fields = self._login_fields(self._read_body(LOGIN_BODY_LIMIT), request.headers.get("Content-Type"))
+            session = self.logins.attempt(request.remote.ip, self._read_body(LOGIN_BODY_LIMIT),
+                                          request.headers.get("Content-Type"))
+        except TooManyRequestsError as exc:
+            # CherryPy drops Retry-After from error answers; errors.error_page puts it back from here.
+            request.retry_after = exc.retry_after  # type: ignore[attr-defined]
+            raise _refuse(exc) from None
         except ApiError as exc:
             raise _refuse(exc) from None
-        username, password, eauth = fields
-        backend = self.backends.get(eauth)
-        known = backend is not None and username in backend.perms
-        stored = auth.read_users(backend.users_file).get(username) if known else None  # type: ignore[union-attr]
-        if not auth.verify_password(password, stored):
-            self.complaints.refuse("login", f"login failed for user {username[:64]!r} (eauth {eauth[:20]!r}) "
-                                            f"from {request.remote.ip}")
-            raise cherrypy.HTTPError(401, "authentication failed: wrong user name or password")
-        token, start, expire = self.signer.issue(username, eauth, self.settings.token_expire)
-        log.info("user %r logged in (eauth %s) from %s", username, eauth, request.remote.ip)
         cookie = cherrypy.serving.response.cookie
-        cookie["session_id"] = token
+        cookie["session_id"] = session.token
         cookie["session_id"]["path"] = "/"
         cookie["session_id"]["httponly"] = True
         cookie["session_id"]["samesite"] = "Strict"
         cookie["session_id"]["max-age"] = int(self.settings.token_expire)
         if self.secure:
             cookie["session_id"]["secure"] = True
-        cherrypy.serving.response.headers["X-Auth-Token"] = token
-        return _json({"return": [{"token": token, "start": start, "expire": expire, "user": username,
-                                  "eauth": eauth, "perms": list(backend.perms[username])}]})  # type: ignore[union-attr]
-
-    def _login_fields(self, raw: bytes, content_type: str | None) -> tuple[str, str, str]:
-        body = hooks.parse_body(raw, content_type)
-        if isinstance(body, list) and len(body) == 1:
-            body = body[0]  # Salt clients may send a one-element lowstate list
-        if not isinstance(body, dict):
-            raise ApiError(400, "the login body must be a mapping with username, password and eauth")
-        username, password = body.get("username"), body.get("password")
-        eauth = body.get("eauth") or (next(iter(self.backends)) if len(self.backends) == 1 else None)
-        if not isinstance(username, str) or not isinstance(password, str) or not username:
-            raise ApiError(400, "the login body needs username and password strings")
-        if not isinstance(eauth, str):
-            raise ApiError(400, "the login body needs eauth (one of: "
-                                f"{', '.join(self.backends) or 'none configured'})")
-        return username, password, eauth
+        cherrypy.serving.response.headers["X-Auth-Token"] = session.token
+        return _json({"return": [session.record()]})
 
     @cherrypy.expose
     def events(self, *path: str, token: str | None = None, tag: str | None = None,

@@ -3,10 +3,10 @@
 - The users file (``external_auth: {file: {users_file: ...}}``) holds
   ``name:hash`` lines; the hash is scrypt (memory-hard) with its parameters
   and salt in the string, so the cost can be raised without breaking old lines.
-- Login tokens are signed, not stored: ``base64(claims).base64(hmac)`` with a
-  key kept in a 0600 file under ``root_dir``. They therefore survive an API
-  restart (a browser's ``EventSource`` reconnects with the same token) and
-  cost one HMAC to check.
+- Login tokens are signed, not stored: HS256 JWTs (PyJWT) with a key kept in
+  a 0600 file under ``root_dir``. They therefore survive an API restart (a
+  browser's ``EventSource`` reconnects with the same token) and cost one
+  HMAC to check.
 - A ``Principal`` is whoever made a request, with the filter deciding which
   events it may see.
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import functools
 import hashlib
 import hmac
-import json
 import os
 import re
 import secrets
@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+import jwt
 
 from eventbus import config
 from eventbus.config import AuthBackend
@@ -34,6 +36,7 @@ SCRYPT_N = 2 ** 14
 SCRYPT_R = 8
 SCRYPT_P = 1
 SALT_BYTES = 16
+TOKEN_ALGORITHM = "HS256"
 USER_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 
 # Events a principal may see: (tag, data id) -> bool; None means every event.
@@ -57,7 +60,7 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 def verify_password(password: str, stored: str | None) -> bool:
     """Whether ``password`` matches ``stored``; as slow for an unknown user (``None``) as a known one."""
     try:
-        scheme, n, r, p, salt, digest = (stored or _DUMMY_HASH).split("$")
+        scheme, n, r, p, salt, digest = (stored or _dummy_hash()).split("$")
         if scheme != "scrypt":
             raise ValueError(scheme)
         wanted = _unb64(digest)
@@ -75,8 +78,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-# Checked instead of a missing user's hash, so an unknown name costs the same scrypt.
-_DUMMY_HASH = hash_password(secrets.token_hex(8))
+def prepare() -> None:
+    """Make the dummy hash now (at API start), so the first unknown user's login costs no extra scrypt."""
+    _dummy_hash()
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """Checked instead of a missing user's hash, so an unknown name costs the same scrypt (made on first use)."""
+    return hash_password(secrets.token_hex(8))
 
 
 # -- the users file --------------------------------------------------------------------
@@ -191,23 +201,23 @@ class TokenSigner:
         """(token, start, expire) for ``user``, valid ``lifetime`` seconds."""
         start = time.time() if now is None else now
         expire = start + lifetime
-        claims = _b64(json.dumps({"u": user, "e": eauth, "s": round(start, 3), "x": round(expire, 3),
-                                  "n": secrets.token_hex(4)}, separators=(",", ":")).encode())
-        return f"{claims}.{self._sign(claims)}", start, expire
+        claims = {"sub": user, "eauth": eauth, "iat": round(start, 3), "exp": round(expire, 3),
+                  "jti": secrets.token_hex(4)}
+        return jwt.encode(claims, self.key, algorithm=TOKEN_ALGORITHM), start, expire
 
     def check(self, token: str, now: float | None = None) -> tuple[str, str, float, float]:
         """(user, eauth, start, expire) of a valid token, else ``AuthenticationError``."""
-        claims, sep, signature = token.partition(".")
-        if not sep or len(token) > 1024 or not hmac.compare_digest(self._sign(claims), signature):
+        if len(token) > 1024:
             raise AuthenticationError("the token is not valid")
         try:
-            fields = json.loads(_unb64(claims))
-            user, eauth, start, expire = fields["u"], fields["e"], float(fields["s"]), float(fields["x"])
-        except (ValueError, KeyError, TypeError):
+            # Expiry is checked below against ``now``, so tests can move the clock.
+            claims = jwt.decode(token, self.key, algorithms=[TOKEN_ALGORITHM],
+                                options={"require": ["sub", "exp", "iat"], "verify_exp": False})
+            user, eauth, start, expire = claims["sub"], claims["eauth"], float(claims["iat"]), float(claims["exp"])
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
             raise AuthenticationError("the token is not valid") from None
+        if not isinstance(user, str) or not isinstance(eauth, str):
+            raise AuthenticationError("the token is not valid")
         if (time.time() if now is None else now) >= expire:
             raise AuthenticationError("the token has expired; log in again")
         return user, eauth, start, expire
-
-    def _sign(self, claims: str) -> str:
-        return _b64(hmac.new(self.key, claims.encode("ascii", "replace"), hashlib.sha256).digest())

@@ -34,6 +34,9 @@ def error_page(status: str, message: str, traceback: str, version: str) -> str:
     """CherryPy's ``error_page.default``: the JSON body of any error response."""
     code = int(str(status).split()[0])
     cherrypy.serving.response.headers["Content-Type"] = "application/json"
+    retry_after = getattr(cherrypy.serving.request, "retry_after", None)
+    if retry_after is not None:  # CherryPy clears Retry-After from error responses; the route left it here
+        cherrypy.serving.response.headers["Retry-After"] = str(retry_after)
     reason = message if code < 500 and code not in (404, 405) else REASONS.get(code, message)
     if code == 404:
         reason = f"no route {cherrypy.serving.request.path_info[:200]!r}"

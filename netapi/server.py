@@ -16,11 +16,11 @@ import faulthandler
 import logging
 import os
 import resource
-import signal
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cherrypy
 from cherrypy.process import plugins
@@ -28,7 +28,7 @@ from cherrypy.process import plugins
 from eventbus import config
 from eventbus.config import ApiConfig
 from eventbus.errors import ConfigError, EventBusError
-from netapi import auth, errors
+from netapi import auth, errors, gate, login
 from netapi.app import Api, cors_hook
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
@@ -42,6 +42,8 @@ GROW_STEP = 32
 STACK_SIZE = 512 * 1024
 TOKEN_KEY = Path("var/cache/eventbus/api/token.key")
 STOP_GRACE = 8.0
+# Descriptors kept for what is not a client connection (bus sockets, log files, pipes).
+FD_SPARE = 128
 
 
 class PoolKeeper(plugins.SimplePlugin):
@@ -110,6 +112,7 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
     master = config.load(config.MasterConfig, settings.master_config)
     backends = auth.read_external_auth(settings.external_auth, settings.root_dir, str(settings.source))
     signer = auth.TokenSigner.from_key_file(settings.root_dir / TOKEN_KEY)
+    auth.prepare()
     hub = Hub(settings.stream_queue)
     feed = BusFeed(cherrypy.engine, master, hub)
     keeper = PoolKeeper(cherrypy.engine, settings.stream_limit + RESERVE)
@@ -120,6 +123,7 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
     cherrypy.tools.eventbus_unpad = cherrypy.Tool("before_finalize", errors.unpad)
     cherrypy.tools.eventbus_unpad_500 = cherrypy.Tool("after_error_response", errors.unpad)
     app = Api(settings, backends, signer, hub, feed, pump, on_stream=keeper.poke)
+    cherrypy.engine.subscribe("stop", app.close)
     global_config = {
         "environment": "production",
         "engine.autoreload.on": False,
@@ -160,6 +164,30 @@ def _watchdog() -> None:
     os._exit(1)
 
 
+class Stopper:
+    """SIGTERM/SIGINT: exit the engine cleanly, with a watchdog; a signal during start-up waits for it to end.
+
+    (``engine.exit()`` while the engine is starting ends the process with
+    status 70 at once, skipping every plugin's stop.)
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.asked = threading.Event()
+
+    def __call__(self) -> None:
+        if not self.asked.is_set():
+            self.asked.set()
+            threading.Thread(target=_watchdog, name="stop-watchdog", daemon=True).start()
+        if self.engine.state == self.engine.states.STARTED:
+            self.engine.exit()
+
+    def started(self) -> None:
+        """The engine is up: if a signal came meanwhile, stop now."""
+        if self.asked.is_set():
+            self.engine.exit()
+
+
 def _raise_fd_limit() -> None:
     """Each stream holds a socket: allow as many open files as the hard limit does."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -174,26 +202,23 @@ def serve(settings: ApiConfig) -> None:
     _check_port(settings.host, settings.port)
     threading.stack_size(STACK_SIZE)
     cherrypy.config.update(global_config)
+    # Requests reach a worker only when whole: slow clients cost no thread (netapi.gate).
+    cherrypy.server.httpserver = gate.GatedServer(
+        cherrypy.server, max_body=max(settings.max_event_size, login.LOGIN_BODY_LIMIT),
+        max_open=min(settings.stream_limit + gate.MAX_PENDING + RESERVE,
+                     resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_SPARE))
     # CherryPy's own records go to our log handlers; the access log stays off (URLs carry tokens).
     cherrypy.log.error_log.propagate = True
     cherrypy.log.error_log.setLevel(logging.getLogger().level)
     cherrypy.log.access_log.propagate = False
     cherrypy.tree.mount(app, "/", app_config)
     engine = cherrypy.engine
-    stop_asked = threading.Event()
-
-    def on_signal(*_: object) -> None:
-        if not stop_asked.is_set():
-            stop_asked.set()
-            threading.Thread(target=_watchdog, name="stop-watchdog", daemon=True).start()
-        if engine.state == engine.states.STARTED:
-            engine.exit()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+    stopper = Stopper(engine)
+    # CherryPy's own SignalHandler installs (and on exit restores) the handlers; SIGHUP keeps its default.
+    engine.signal_handler.handlers = {"SIGTERM": stopper, "SIGINT": stopper}
+    engine.signal_handler.subscribe()
     engine.start()
     scheme = "https" if settings.ssl_crt else "http"
     log.info("REST API ready on %s://%s:%d", scheme, settings.host, settings.port)
-    if stop_asked.is_set():  # a signal came while starting: stop cleanly now
-        engine.exit()
+    stopper.started()
     engine.block()

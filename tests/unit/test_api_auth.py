@@ -47,9 +47,12 @@ def test_tokens_are_signed_and_expire(tmp_path):
     assert auth.TokenSigner.from_key_file(tmp_path / "key").check(token)[0] == "alice"
     with pytest.raises(AuthenticationError, match="not valid"):
         auth.TokenSigner(os.urandom(32)).check(token)
-    claims, signature = token.split(".")
+    header, claims, signature = token.split(".")
     with pytest.raises(AuthenticationError, match="not valid"):
-        signer.check(claims[:-2] + "AA." + signature)
+        signer.check(f"{header}.{claims[:-2]}AA.{signature}")
+    forged = jwt.encode({"sub": "alice", "eauth": "file", "iat": 1, "exp": time.time() + 60}, "k" * 32, algorithm="HS256")
+    with pytest.raises(AuthenticationError, match="not valid"):
+        signer.check(forged)
     with pytest.raises(AuthenticationError, match="expired"):
         signer.check(token, now=time.time() + 61)
     for garbage in ("", ".", "abc", "a.b.c", "x" * 2000):

@@ -38,6 +38,12 @@ HEAD_CHECK_EVERY = 1.0
 # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
 # for plain bytes it only adds a call per event.
 _send_bytes = zmq.backend.Socket.send
+_get_option = zmq.backend.Socket.get
+
+
+def _readable(sock: zmq.Socket) -> bool:
+    """Whether ``sock`` has a message waiting: cheaper than a recv that raises ``zmq.Again``."""
+    return bool(_get_option(sock, zmq.EVENTS) & zmq.POLLIN)
 
 
 def open_listener(context: zmq.Context, endpoints: wire.Endpoints) -> tuple[zmq.Socket, bytes]:
@@ -92,6 +98,7 @@ class BusHandle:
         # When the bus is quiet: when to ask the daemon's head next, and the seq seen at the last check.
         self._next_head_check = 0.0
         self._checked_seq = -1
+        self._quiet = False  # the last look at the listener found nothing queued
         self.disconnected = False
         if listen:
             self.connect_pub()
@@ -167,7 +174,9 @@ class BusHandle:
         """
         if self.sub is None:
             self.connect_pub(timeout=0)
-        recv = self.sub.recv  # type: ignore[union-attr]
+        sub = self.sub
+        recv = sub.recv  # type: ignore[union-attr]
+        waited = False
         inbox = self.inbox
         receive, backlog = inbox.receive, inbox.backlog
         deadline = None if wait is None else time.monotonic() + wait
@@ -180,9 +189,19 @@ class BusHandle:
                 self._fetch_page(following)
                 continue
             else:
-                try:
-                    frame = recv(zmq.NOBLOCK)
-                except zmq.Again:
+                # On a quiet bus a recv that finds nothing raises (costly) zmq.Again on every call; so
+                # while quiet, look at the socket first, and recv straight away after a wait said readable.
+                frame = None
+                if waited or not self._quiet or _readable(sub):
+                    if not waited:
+                        self._quiet = False  # a frame was queued already: the bus is busy
+                    try:
+                        frame = recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass
+                waited = False
+                if frame is None:
+                    self._quiet = True
                     if no_block:
                         return None
                     now = time.monotonic()
@@ -197,6 +216,7 @@ class BusHandle:
                         self._checked_seq = inbox.last_seq
                         continue
                     self._watch_link(min(remaining, self._next_head_check - now), auto_reconnect)
+                    waited = True
                     continue
             event = receive(frame, want)
             if event is NEED_FILL:

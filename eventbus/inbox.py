@@ -24,12 +24,15 @@ import logging
 import struct
 from typing import Any, NamedTuple
 
+import msgpack
+
 from eventbus import match, payload, wire
 from eventbus.errors import InvalidEventError
 
 log = logging.getLogger(__name__)
 
 _header = wire.HEADER.unpack_from
+_unpackb = msgpack.unpackb
 _HEADER_SIZE = wire.HEADER_SIZE
 
 GAP_TAG = "eventbus/stream/gap"
@@ -178,7 +181,15 @@ class Inbox:
     @staticmethod
     def _event(tag: str, frame: bytes, cut: int, seq: int) -> Event | None:
         try:
-            return Event(tag, payload.unpack_data(memoryview(frame)[cut + 1:]), seq)
+            # The common case inline (a copy of a small frame's data is cheaper than a memoryview);
+            # anything unusual goes through payload.unpack_data for its error.
+            data = _unpackb(frame[cut + 1:], raw=False, strict_map_key=False)
+            if type(data) is dict:
+                return Event(tag, data, seq)
+        except Exception:  # msgpack raises many unrelated types on garbage
+            pass
+        try:
+            return Event(tag, payload.unpack_data(frame[cut + 1:]), seq)
         except InvalidEventError as exc:
             log.debug("ignored event %r from the bus: %s", tag, exc)
             return None

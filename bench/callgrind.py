@@ -1,6 +1,6 @@
 """Instructions per event of the three processes of the 1->1 case, under valgrind's callgrind.
 
-``python -m bench.callgrind [--tree DIR] [--events 300,1300] [--rate 100] [--size 100]``
+``python -m bench.callgrind [--tree DIR] [--events 300,2300] [--rate 100] [--size 100]``
 
 Wall-clock figures on a shared machine are noisy; instruction counts are
 not. The master daemon (journal on, its defaults), one subscriber
@@ -11,7 +11,7 @@ cancelled out. The publisher is paced (``--rate``, default 100/s) so each
 event is its own wake-up in every process: the low-rate path, which does not
 depend on how events happen to batch. ``--tree`` runs another checkout's
 code (e.g. a ``git worktree`` of the base commit) with this harness, for a
-before/after table.
+before/after table; ``--keep DIR`` keeps the outputs for ``callgrind_annotate``.
 """
 from __future__ import annotations
 
@@ -80,8 +80,8 @@ def _total(out: Path) -> int:
     return int(found.group(1))
 
 
-def run_once(tree: Path, events: int, rate: float, size: int) -> dict[str, int]:
-    """Ir of the daemon, the publisher and the subscriber passing ``events`` events."""
+def run_once(tree: Path, events: int, rate: float, size: int, keep: Path | None = None) -> dict[str, int]:
+    """Ir of the daemon, the publisher and the subscriber passing ``events`` events (outputs kept in ``keep``)."""
     import yaml
     from eventbus import control
     from eventbus.errors import BusUnavailableError
@@ -129,15 +129,22 @@ def run_once(tree: Path, events: int, rate: float, size: int) -> dict[str, int]:
         except subprocess.TimeoutExpired:
             daemon.kill()
     try:
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for role, out in outs.items():
+                shutil.copy(out, keep / f"{tree.name}-{role}-{events}.out")
         return {role: _total(out) for role, out in outs.items()}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def measure(tree: Path, counts: tuple[int, int], rate: float, size: int) -> dict[str, float]:
+def measure(tree: Path, counts: tuple[int, int], rate: float, size: int,
+            keep: Path | None = None) -> dict[str, float]:
     """Instructions per event of each role, from the difference of two runs."""
-    few = run_once(tree, counts[0], rate, size)
-    many = run_once(tree, counts[1], rate, size)
+    # Byte-compile first: a module compiled in one run and loaded from its .pyc in the other skews the difference.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], check=True, stdout=subprocess.DEVNULL)
+    few = run_once(tree, counts[0], rate, size, keep)
+    many = run_once(tree, counts[1], rate, size, keep)
     return {role: (many[role] - few[role]) / (counts[1] - counts[0]) for role in ROLES}
 
 
@@ -145,14 +152,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.callgrind", description=__doc__.splitlines()[0])
     parser.add_argument("--tree", action="append", type=Path,
                         help="a checkout whose code to measure (repeatable; default this one)")
-    parser.add_argument("--events", default="300,1300", help="the two event counts (300,1300)")
+    parser.add_argument("--events", default="300,2300", help="the two event counts (300,2300)")
     parser.add_argument("--rate", type=float, default=100.0, help="publisher pace, events/s (100)")
     parser.add_argument("--size", type=int, default=100, help="event size in bytes (100)")
+    parser.add_argument("--keep", type=Path, help="copy the callgrind outputs here (for callgrind_annotate)")
     args = parser.parse_args(argv)
     few, many = (int(n) for n in args.events.split(","))
     trees = args.tree or [Path(__file__).resolve().parent.parent]
     started = time.perf_counter()
-    results = {tree: measure(tree.resolve(), (few, many), args.rate, args.size) for tree in trees}
+    results = {tree: measure(tree.resolve(), (few, many), args.rate, args.size, args.keep) for tree in trees}
     print(f"| process | {' | '.join(str(tree) for tree in trees)} |")
     print(f"|---|{'---:|' * len(trees)}")
     for role in ROLES:

@@ -18,6 +18,7 @@ import time
 from typing import Any, Iterator, Mapping
 
 import zmq
+from zmq.backend import zmq_poll as _zmq_poll
 from zmq.utils.monitor import recv_monitor_message
 
 from eventbus import config, control, payload, relay, wire
@@ -38,12 +39,17 @@ HEAD_CHECK_EVERY = 1.0
 # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
 # for plain bytes it only adds a call per event.
 _send_bytes = zmq.backend.Socket.send
-_get_option = zmq.backend.Socket.get
+# zmq's constants are enum members: ``&`` on one runs Python code, and passing one costs a conversion.
+_POLLIN, _NOBLOCK = int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
-def _readable(sock: zmq.Socket) -> bool:
-    """Whether ``sock`` has a message waiting: cheaper than a recv that raises ``zmq.Again``."""
-    return bool(_get_option(sock, zmq.EVENTS) & zmq.POLLIN)
+def _readable(poll_items: list[tuple[zmq.Socket, int]]) -> bool:
+    """Whether the socket of ``[(sock, POLLIN)]`` has a message waiting.
+
+    A zero-timeout poll: cheaper than a recv that raises ``zmq.Again``, and
+    than ``sock.get(zmq.EVENTS)``, which looks the option up in an enum.
+    """
+    return bool(_zmq_poll(poll_items, 0))
 
 
 def open_listener(context: zmq.Context, endpoints: wire.Endpoints) -> tuple[zmq.Socket, bytes]:
@@ -92,6 +98,7 @@ class BusHandle:
         self.push: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
         self._poller: zmq.Poller | None = None
+        self._sub_ready: list[tuple[zmq.Socket, int]] = []
         self._sync_token = b""
         self._send_timeout = -2
         self._control: control.Client | None = None
@@ -110,9 +117,10 @@ class BusHandle:
         if self.sub is None:
             self.sub, self._sync_token = open_listener(self.context, self.endpoints)
             self._monitor = self.sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            self._sub_ready = [(self.sub, _POLLIN)]
             self._poller = zmq.Poller()
-            self._poller.register(self.sub, zmq.POLLIN)
-            self._poller.register(self._monitor, zmq.POLLIN)
+            self._poller.register(self.sub, _POLLIN)
+            self._poller.register(self._monitor, _POLLIN)
         if timeout is None:
             if not os.path.exists(self.endpoints.files[1]):
                 return False
@@ -128,7 +136,7 @@ class BusHandle:
         deadline = time.monotonic() + timeout
         while not self.connected:
             try:
-                frame = self.sub.recv(zmq.NOBLOCK)  # type: ignore[union-attr]
+                frame = self.sub.recv(_NOBLOCK)  # type: ignore[union-attr]
             except zmq.Again:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -192,11 +200,11 @@ class BusHandle:
                 # On a quiet bus a recv that finds nothing raises (costly) zmq.Again on every call; so
                 # while quiet, look at the socket first, and recv straight away after a wait said readable.
                 frame = None
-                if waited or not self._quiet or _readable(sub):
+                if waited or not self._quiet or _readable(self._sub_ready):
                     if not waited:
                         self._quiet = False  # a frame was queued already: the bus is busy
                     try:
-                        frame = recv(zmq.NOBLOCK)
+                        frame = recv(_NOBLOCK)
                     except zmq.Again:
                         pass
                 waited = False
@@ -331,8 +339,7 @@ class BusHandle:
 
     def fire_event(self, data: dict, tag: str, timeout: int = 1000) -> bool:
         """Hand an event to the daemon: ``True`` if handed, ``False`` if none answered in ``timeout`` ms."""
-        raw_tag, raw_data = payload.pack_event(tag, data, self.max_event_size)
-        frame = wire.publish_frame(raw_tag, raw_data)
+        frame = payload.pack_frame(tag, data, self.max_event_size)
         if self.push is None:
             self.connect_pull(timeout)
             if self.sub is not None and not self.connected:

@@ -137,6 +137,24 @@ def pack_event(tag: Any, data: Any, max_size: int, *, add_stamp: bool = True) ->
     return raw_tag, raw_data
 
 
+def pack_frame(tag: Any, data: Any, max_size: int) -> bytes:
+    """A publisher's whole ``tag NUL data`` frame of a stamped event, checked as ``pack_event`` does.
+
+    ``fire_event``'s path: the frame is joined once, not tag and data first.
+    """
+    if type(data) is not dict or "_stamp" in data:
+        return b"\x00".join(pack_event(tag, data, max_size))
+    raw_tag = check_tag(tag)
+    raw_data = pack_data(data)
+    bigger = _FIXMAP_PLUS_ONE.get(raw_data[0])
+    if bigger is None:
+        return b"\x00".join(pack_event(tag, data, max_size))
+    frame = b"".join((raw_tag, b"\x00", bigger, raw_data[1:], _stamp_entry()))
+    if len(frame) - 1 > max_size:
+        raise EventTooLargeError(len(frame) - 1, max_size, tag=tag)
+    return frame
+
+
 def unpack_data(raw: bytes | memoryview) -> dict:
     """The data dict of packed bytes; ``InvalidEventError`` when they are not a msgpack map."""
     try:

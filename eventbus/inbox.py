@@ -56,6 +56,8 @@ class Event(NamedTuple):
         return {"seq": self.seq, "tag": self.tag, "data": self.data}
 
 
+_new_tuple = tuple.__new__
+
 # ``receive``'s answer when events are missing before the frame: fetch them first (``fill_request``).
 NEED_FILL: Any = Event("", {}, -1)
 
@@ -185,7 +187,7 @@ class Inbox:
             # anything unusual goes through payload.unpack_data for its error.
             data = _unpackb(frame[cut + 1:], raw=False, strict_map_key=False)
             if type(data) is dict:
-                return Event(tag, data, seq)
+                return _new_tuple(Event, (tag, data, seq))  # Event(...) without its Python __new__
         except Exception:  # msgpack raises many unrelated types on garbage
             pass
         try:

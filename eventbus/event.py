@@ -39,6 +39,7 @@ HEAD_CHECK_EVERY = 1.0
 # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
 # for plain bytes it only adds a call per event.
 _send_bytes = zmq.backend.Socket.send
+_NOTHING = object()
 # zmq's constants are enum members: ``&`` on one runs Python code, and passing one costs a conversion.
 _POLLIN, _NOBLOCK = int(zmq.POLLIN), int(zmq.NOBLOCK)
 
@@ -106,6 +107,10 @@ class BusHandle:
         self._next_head_check = 0.0
         self._checked_seq = -1
         self._quiet = False  # the last look at the listener found nothing queued
+        # The last get_event call's tag and match type (none yet: a value no caller passes), and their matcher.
+        self._want_tag: Any = _NOTHING
+        self._want_type: Any = _NOTHING
+        self._want: Any = None
         self.disconnected = False
         if listen:
             self.connect_pub()
@@ -305,7 +310,11 @@ class BusHandle:
         (``seq`` ``None``, tag ``eventbus/stream/gap``) and asks the daemon's
         head when the bus is quiet, so nothing dropped just before is missed.
         """
-        want = self.inbox.matcher(tag, match_type)
+        if tag == self._want_tag and match_type == self._want_type:
+            want = self._want  # a loop of get_event calls asks for the same tag every time
+        else:
+            want = self.inbox.matcher(tag, match_type)
+            self._want_tag, self._want_type, self._want = tag, match_type, want
         event = self.inbox.take_kept(want) if self.inbox.kept else None
         if event is None:
             event = self._next(want, None if (wait == 0 and not no_block) else wait, no_block, auto_reconnect,

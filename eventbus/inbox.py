@@ -168,6 +168,14 @@ class Inbox:
             self.epoch = epoch
         self.last_seq = seq
         if want(tag):
+            try:
+                # The common case inline (a copy of a small frame's data is cheaper than a memoryview);
+                # anything unusual goes through _event for its error.
+                data = _unpackb(frame[cut + 1:], raw=False, strict_map_key=False)
+                if type(data) is dict:
+                    return _new_tuple(Event, (tag, data, seq))  # Event(...) without its Python __new__
+            except Exception:  # msgpack raises many unrelated types on garbage
+                pass
             return self._event(tag, frame, cut, seq)
         for keep in self.subscriptions.values():
             if keep(tag):
@@ -182,14 +190,6 @@ class Inbox:
 
     @staticmethod
     def _event(tag: str, frame: bytes, cut: int, seq: int) -> Event | None:
-        try:
-            # The common case inline (a copy of a small frame's data is cheaper than a memoryview);
-            # anything unusual goes through payload.unpack_data for its error.
-            data = _unpackb(frame[cut + 1:], raw=False, strict_map_key=False)
-            if type(data) is dict:
-                return _new_tuple(Event, (tag, data, seq))  # Event(...) without its Python __new__
-        except Exception:  # msgpack raises many unrelated types on garbage
-            pass
         try:
             return Event(tag, payload.unpack_data(frame[cut + 1:]), seq)
         except InvalidEventError as exc:

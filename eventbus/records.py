@@ -22,6 +22,11 @@ _JSON_FORMAT = JSONFormat()
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON text (bytes and other non-JSON values as their ``str``)."""
+    return _dumps(value)
+
+
 def minion_id(data: dict) -> str | None:
     """The relaying minion's id for a relayed event, else ``None``."""
     if data.get("cmd") == RELAY_CMD and isinstance(data.get("id"), str):

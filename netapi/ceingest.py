@@ -128,8 +128,8 @@ class Ingest:
         """The events of one request (channel already found), or ``Refusal``."""
         if not channel.verify(raw, headers.get("X-Hub-Signature")):
             why = "missing" if not headers.get("X-Hub-Signature") else "wrong"
-            raise Refusal(401, None, f"X-Hub-Signature is {why}: send sha256=<hex HMAC-SHA256 of the exact "
-                                     "body with the channel's secret>")
+            raise Refusal(401, None, f"X-Hub-Signature is {why}: send sha256= and the hex HMAC-SHA256 of "
+                                     "the exact body with the channel's secret")
         if too_large or len(raw) > self.max_event_size:
             raise Refusal(413, "PayloadTooLarge", f"the request body is over the limit of {self.max_event_size} bytes")
         media = _media(headers.get("Content-Type"))
@@ -179,7 +179,7 @@ class Ingest:
         for name, value in headers.items():
             lower = name.lower()
             if lower.startswith("ce-") and len(lower) > 3:
-                event[lower[3:]] = _header_value(name, value)
+                event[lower[3:]] = _header_value(lower, value)
         if media:
             event["datacontenttype"] = media
         if raw.strip():

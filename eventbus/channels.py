@@ -164,16 +164,18 @@ class Channels:
         self._channels: dict[str, Channel] = {}
 
     def get(self, name: str) -> Channel | None:
-        now = time.monotonic()
-        if now - self._checked >= RELOAD_EVERY:
+        if time.monotonic() - self._checked >= RELOAD_EVERY:
             with self._lock:
-                self._checked = now
-                try:
-                    status = self.path.stat()
-                    stamp = (status.st_mtime_ns, status.st_size)
-                except FileNotFoundError:
-                    stamp = (0, 0)
-                if stamp != self._stamp:
-                    self._channels = load_all(self.root_dir)
-                    self._stamp = stamp
+                now = time.monotonic()
+                if now - self._checked >= RELOAD_EVERY:  # another thread may have just reloaded
+                    try:
+                        status = self.path.stat()
+                        stamp = (status.st_mtime_ns, status.st_size)
+                    except FileNotFoundError:
+                        stamp = (0, 0)
+                    if stamp != self._stamp:
+                        self._channels = load_all(self.root_dir)
+                        self._stamp = stamp
+                    # Set last: until the first load is done, every thread waits for it on the lock.
+                    self._checked = now
         return self._channels.get(name)

@@ -134,11 +134,12 @@ class EventTypes:
         self._validators: dict[tuple[str, str], Any] = {}
 
     def _refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < RELOAD_EVERY:
+        if time.monotonic() - self._checked < RELOAD_EVERY:
             return
         with self._lock:
-            self._checked = now
+            now = time.monotonic()
+            if now - self._checked < RELOAD_EVERY:  # another thread has just reloaded
+                return
             try:
                 status = self.path.stat()
                 stamp = (status.st_mtime_ns, status.st_size)
@@ -147,6 +148,8 @@ class EventTypes:
             if stamp != self._stamp:
                 self._registry = _read(self.path) if stamp != (0, 0) else {}
                 self._stamp = stamp
+            # Set last: until the first load is done, every thread waits for it on the lock.
+            self._checked = now
 
     def validator(self, name: str, version: str) -> Callable[[Any], Any]:
         """The compiled validator of finalized ``name`` ``version``; ``UnknownType`` otherwise."""

@@ -271,3 +271,16 @@ def test_channel_changes_reach_the_running_api_within_a_second(shop):
     assert run_cli("channel", "remove", "late", "-c", shop.conf).returncode == 0
     wait_for(lambda: shop.post(body, secret=new_secret, channel="late").status_code == 404, 5,
              what="the removed channel to be unknown")
+
+
+def test_the_readme_shell_lines_sign_and_send(shop, watch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"Send one with curl.*?```sh\n(.*?)```", readme, re.S).group(1)
+    script = block.replace("http://127.0.0.1:8000/cloudevents/shop", shop.url)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                          env={"SECRET": shop.secret, "PATH": "/usr/bin:/bin"})
+    assert json.loads(done.stdout) == {"success": True, "accepted": ["o-1"], "duplicates": []}, done.stderr
+    assert [d["id"] for _t, d in watch.fired()] == ["o-1"]

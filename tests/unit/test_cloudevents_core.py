@@ -118,3 +118,15 @@ def test_seen_forgets_past_its_count_and_age(monkeypatch):
     now = time.time()
     monkeypatch.setattr("netapi.ceingest.time.time", lambda: now + 11)
     assert ("/s", "3") not in seen
+
+
+def test_counts_accepted_per_type_and_refused_per_code(tmp_path):
+    ingest, secret = _ingest(tmp_path)
+    result = _check(ingest, secret, json.dumps(_event()).encode())
+    ingest.remember(result)
+    try:
+        _check(ingest, secret, json.dumps(_event(id="2", data={})).encode())
+    except Refusal as refusal:
+        ingest.refused(refusal.code, refusal.status)
+    ingest.refused(None, 401)
+    assert ingest.counts() == {"accepted": {"t.order": 1}, "refused": {"SchemaViolation": 1, "401": 1}}

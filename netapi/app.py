@@ -237,14 +237,17 @@ class Api:
             if refusal.status == 404:
                 request.keep_reason = True  # type: ignore[attr-defined]
             raise cherrypy.HTTPError(refusal.status, refusal.reason) from None
-        fire = self.feed.fire
-        for tag, data in result.events:
-            try:
-                fired = fire(data, tag)
-            except InvalidEventError as exc:
-                raise cherrypy.HTTPError(413 if isinstance(exc, EventTooLargeError) else 400, str(exc)) from None
-            if not fired:
-                raise cherrypy.HTTPError(503, "the master bus is not reachable; retry the request")
+        try:
+            fired = self.feed.fire_all(result.events)
+        except InvalidEventError as exc:
+            raise cherrypy.HTTPError(413 if isinstance(exc, EventTooLargeError) else 400, str(exc)) from None
+        if fired < len(result.events):
+            # Those fired are on the bus: remember them, so the sender's retry fires only the rest.
+            result.keys = result.keys[:fired]
+            result.events = result.events[:fired]
+            ingest.remember(result)
+            raise cherrypy.HTTPError(503, f"the master bus is not reachable; {fired} of {len(result.accepted)} "
+                                          "events were fired, retry the request (those are answered as duplicates)")
         ingest.remember(result)
         return _json({"success": True, "accepted": result.accepted, "duplicates": result.duplicates})
 

@@ -21,7 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eventbus.errors import InvalidArgumentError
+import logging
+
+from eventbus.errors import ConfigError, InvalidArgumentError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Channel", "Channels", "ROTATE_GRACE", "add", "listing", "remove", "rotate", "signature"]
 
@@ -52,10 +56,16 @@ def _write_private(path: Path, value: Any) -> None:
 
 
 def _read(path: Path) -> dict:
+    """The JSON object in ``path`` (``{}`` when absent); ``ConfigError`` naming the file when it is not one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}", file=str(path)) from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a JSON object", file=str(path))
+    return value
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -83,7 +93,9 @@ def add(root_dir: Path, name: str, outbound_url: str | None = None, publish: tup
                                    argument="name")
     secret = random_secrets.token_urlsafe(32)
     _write_private(_secret_path(root_dir, name), {"secret": secret, "previous": None, "previous_until": 0})
-    registry[name] = {"outbound_url": outbound_url, "publish": list(publish), "created": time.time()}
+    # ``key`` tells this channel from an earlier one of the same name (its publishing outbox is another).
+    registry[name] = {"outbound_url": outbound_url, "publish": list(publish), "created": time.time(),
+                      "key": random_secrets.token_hex(4)}
     _write_private(path, registry)
     return secret
 
@@ -122,6 +134,7 @@ class Channel:
     secret: str
     previous: str | None = None
     previous_until: float = 0.0
+    key: str = ""
 
     def verify(self, body: bytes, header: str | None) -> bool:
         """Whether ``header`` is ``sha256=<HMAC>`` of ``body`` with the secret (or the old one within grace)."""
@@ -142,7 +155,8 @@ def load_all(root_dir: Path) -> dict[str, Channel]:
         if not keys.get("secret"):
             continue
         found[name] = Channel(name, entry.get("outbound_url"), tuple(entry.get("publish") or ()),
-                              keys["secret"], keys.get("previous"), float(keys.get("previous_until") or 0))
+                              keys["secret"], keys.get("previous"), float(keys.get("previous_until") or 0),
+                              str(entry.get("key") or ""))
     return found
 
 
@@ -174,7 +188,10 @@ class Channels:
                     except FileNotFoundError:
                         stamp = (0, 0)
                     if stamp != self._stamp:
-                        self._channels = load_all(self.root_dir)
+                        try:
+                            self._channels = load_all(self.root_dir)
+                        except ConfigError as exc:  # hand-edited badly: keep serving what we had
+                            log.warning("channels not reloaded: %s", exc)
                         self._stamp = stamp
                     # Set last: until the first load is done, every thread waits for it on the lock.
                     self._checked = now

@@ -19,7 +19,11 @@ from typing import Any, Callable
 from jsonschema import exceptions as schema_exceptions
 from jsonschema import validators as schema_validators
 
-from eventbus.errors import InvalidArgumentError
+import logging
+
+from eventbus.errors import ConfigError, InvalidArgumentError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EventTypes", "add", "finalize", "listing", "registry_path", "validator_class"]
 
@@ -66,10 +70,16 @@ def compile_schema(schema: Any) -> Any:
 
 
 def _read(path: Path) -> dict:
+    """The JSON object in ``path`` (``{}`` when absent); ``ConfigError`` naming the file when it is not one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}", file=str(path)) from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a JSON object", file=str(path))
+    return value
 
 
 def _write(path: Path, registry: dict) -> None:
@@ -146,7 +156,10 @@ class EventTypes:
             except FileNotFoundError:
                 stamp = (0, 0)
             if stamp != self._stamp:
-                self._registry = _read(self.path) if stamp != (0, 0) else {}
+                try:
+                    self._registry = _read(self.path) if stamp != (0, 0) else {}
+                except ConfigError as exc:  # hand-edited badly: keep serving what we had
+                    log.warning("event types not reloaded: %s", exc)
                 self._stamp = stamp
             # Set last: until the first load is done, every thread waits for it on the lock.
             self._checked = now

@@ -1,7 +1,7 @@
 """CloudEvents channels that publish (SPEC 9 "Publish"), as webhook brokers of this forwarder.
 
 A channel with an outbound URL and ``--publish`` globs becomes the broker
-``channel.NAME``: type ``webhook``, ``format: cloudevents``, structured mode,
+``channel.NAME.KEY`` (KEY: random, made by ``channel add``): type ``webhook``, ``format: cloudevents``, structured mode,
 signed with the channel's current secret. Its outbox and cursor are the
 forwarders' own, so its events survive API, forwarder and master restarts
 like any broker's. The channels are those of the API config beside the
@@ -36,17 +36,25 @@ def api_root(settings: ForwardConfig) -> Path | None:
         return None
 
 
-def brokers(settings: ForwardConfig, root: Path | None) -> tuple[BrokerConfig, ...]:
-    """One webhook broker per publishing channel (none without an API config)."""
+def brokers(settings: ForwardConfig, root: Path | None) -> tuple[BrokerConfig, ...] | None:
+    """One webhook broker per publishing channel (none without an API config); ``None`` when the
+    channels cannot be read now (the caller keeps what it has)."""
     if root is None:
         return ()
     found = []
-    for name, channel in sorted(channels.load_all(root).items()):
+    try:
+        current = channels.load_all(root)
+    except EventBusError as exc:
+        log.warning("channels not (re)read: %s", exc)
+        return None
+    for name, channel in sorted(current.items()):
         if not channel.outbound_url or not channel.publish:
             continue
-        options = {"name": PREFIX + name, "type": "webhook", "url": channel.outbound_url,
+        # A channel removed and added again is a new broker (new outbox, starting at the bus head).
+        broker = f"{PREFIX}{name}.{channel.key}" if channel.key else PREFIX + name
+        options = {"name": broker, "type": "webhook", "url": channel.outbound_url,
                    "secret": channel.secret, "mode": "structured", "format": "cloudevents",
                    "tags": list(channel.publish), "root_dir": str(settings.root_dir)}
-        found.append(BrokerConfig(PREFIX + name, "webhook", channel.publish, "cloudevents",
+        found.append(BrokerConfig(broker, "webhook", channel.publish, "cloudevents",
                                   options=options, secrets=(channel.secret,)))
     return tuple(found)

@@ -57,7 +57,7 @@ class Forwarder:
 
     def __init__(self, settings: ForwardConfig) -> None:
         self.channels_root = channels.api_root(settings)
-        self.published = channels.brokers(settings, self.channels_root)
+        self.published = channels.brokers(settings, self.channels_root) or ()
         settings = dataclasses.replace(settings, brokers=settings.brokers + self.published)
         self.settings = settings
         self.reload = False
@@ -137,7 +137,8 @@ class Forwarder:
             while not self.stopping.is_set():
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + CHANNEL_CHECK
-                    if channels.brokers(self.settings, self.channels_root) != self.published:
+                    now_published = channels.brokers(self.settings, self.channels_root)
+                    if now_published is not None and now_published != self.published:
                         log.warning("the publishing channels changed: restarting the brokers (cursors kept)")
                         self.reload = True
                         return 0

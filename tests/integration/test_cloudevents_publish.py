@@ -15,6 +15,11 @@ def _add_channel(env: ApiEnv, name: str, url: str, *globs: str) -> str:
     return done.stdout.splitlines()[0].split(" ", 1)[1]
 
 
+def _broker(forward: Forwarder, channel: str) -> str | None:
+    """The name of ``channel``'s broker in the running forwarder, if it has one."""
+    return next((n for n in forward.stats() if n.startswith(f"channel.{channel}.")), None)
+
+
 def test_published_events_survive_api_and_master_restarts_signed_and_in_order():
     env = ApiEnv()
     outbound = Outbound(fail_first=3)   # the first POSTs are refused: delivery must retry
@@ -24,7 +29,7 @@ def test_published_events_survive_api_and_master_restarts_signed_and_in_order():
         env.start_api()
         outbound.secret = _add_channel(env, "crm", outbound.url, "myco/*")
         forward = Forwarder(env.master, []).start()
-        wait_for(lambda: "channel.crm" in forward.stats(), 20, what="the channel's broker")
+        wait_for(lambda: _broker(forward, "crm"), 20, what="the channel's broker")
         fire_many(env.master, 100, tag="myco/order")
         fire_many(env.master, 50, tag="other/thing")
         env.stop_api()
@@ -48,11 +53,20 @@ def test_published_events_survive_api_and_master_restarts_signed_and_in_order():
         second = Outbound()
         try:
             second.secret = _add_channel(env, "late", second.url, "late/*")
-            wait_for(lambda: "channel.late" in forward.stats(), 20, what="the new channel's broker")
+            wait_for(lambda: _broker(forward, "late"), 20, what="the new channel's broker")
             fire_many(env.master, 5, tag="late/x")
             wait_for(lambda: len(second.received) >= 5, 30, what="5 events at the new channel")
             assert [e["data"]["n"] for e in second.received] == list(range(5))
             assert len(outbound.received) == 400
+            # Removed then added again: a new broker at the bus head, none of the events in between.
+            assert run_cli("channel", "remove", "late", "-c", str(env.config_dir)).returncode == 0
+            wait_for(lambda: not _broker(forward, "late"), 20, what="the removed channel's broker to go")
+            fire_many(env.master, 3, tag="late/x", start=100)
+            second.secret = _add_channel(env, "late", second.url, "late/*")
+            wait_for(lambda: _broker(forward, "late"), 20, what="the re-added channel's broker")
+            fire_many(env.master, 2, tag="late/x", start=200)
+            wait_for(lambda: len(second.received) >= 7, 30, what="2 events at the re-added channel")
+            assert [e["data"]["n"] for e in second.received[5:]] == [200, 201]
         finally:
             second.close()
     finally:

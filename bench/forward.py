@@ -467,7 +467,7 @@ def outage_rows(seconds: float, rate: int = 500) -> list[Row]:
 
     count = int(seconds * rate)
     context = _pg_setup()
-    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy = TcpProxy(5432).start()
     root = short_tmpdir("ebf")
     broker = {"name": "pg", "type": "sql",
               "url": f"postgresql://postgres@127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{context['schema']}"}

@@ -37,7 +37,7 @@ BATCH = 256
 FRAME_SLACK = 4096
 # Events (and bytes) one replay answer carries at most; readers ask page after page.
 REPLAY_PAGE = 5000
-REPLAY_BYTES = 4 << 20
+REPLAY_BYTES = 1 << 20  # a reply per lagging listener may sit in its queue: keep each small
 JOURNAL_ERROR_TAG = "eventbus/journal/error"
 
 VerbHandler = Callable[[Any], Any]

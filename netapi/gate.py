@@ -40,6 +40,7 @@ import time
 from typing import Any
 
 from cheroot import connections
+from cheroot.server import HeaderReader
 from cheroot.makefile import MakeFile
 from cherrypy._cpwsgi_server import CPWSGIServer
 
@@ -407,6 +408,29 @@ class Gate(connections.ConnectionManager):
                 pass
 
 
+class NoFoldHeaderReader(HeaderReader):
+    """cheroot's header reader, refusing obsolete line folding (RFC 9112 5.2 allows a 400).
+
+    cheroot would replace a folded header's value by its last line, so a
+    ``ce-source`` split over two lines would silently become another source.
+    """
+
+    def __call__(self, rfile: Any, hdict: Any = None) -> Any:
+        wrapped = _FoldCheck(rfile)
+        return super().__call__(wrapped, hdict)
+
+
+class _FoldCheck:
+    def __init__(self, rfile: Any) -> None:
+        self.rfile = rfile
+
+    def readline(self, *args: Any) -> bytes:
+        line = self.rfile.readline(*args)
+        if line[:1] in (b" ", b"\t"):
+            raise ValueError("a header line starts with a space or tab (obsolete line folding)")
+        return line
+
+
 class GatedServer(CPWSGIServer):
     """CherryPy's WSGI server with the gate as its connection manager."""
 
@@ -417,10 +441,14 @@ class GatedServer(CPWSGIServer):
         self.keep_alive_conn_limit = None
         base = self.ConnectionClass
 
+        class NoFoldRequest(base.RequestHandlerClass):  # type: ignore[misc, name-defined]
+            header_reader = NoFoldHeaderReader()
+
         class CountedConnection(base):  # type: ignore[misc, valid-type]
             """A connection that tells the gate when it closes, once."""
 
             counted = True
+            RequestHandlerClass = NoFoldRequest
 
             def close(conn) -> None:  # noqa: N805  (``self`` is the server in this scope)
                 if conn.counted:

@@ -26,7 +26,8 @@ import zmq.asyncio
 
 from eventbus import config, control, payload, wire
 from eventbus.errors import EventBusError, InvalidArgumentError, InvalidEventError
-from eventbus.event import CONNECT_TIMEOUT, HEAD_CHECK_EVERY, REPLAY_TIMEOUT, open_listener, open_publisher
+from eventbus.event import (CONNECT_TIMEOUT, HEAD_CHECK_EVERY, HEAD_CHECK_MAX, REPLAY_TIMEOUT, open_listener,
+                            open_publisher)
 from eventbus.inbox import NEED_FILL, Event, Inbox
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class AsyncBusHandle:
         # When the bus is quiet: when to ask the daemon's head next, and the seq seen at the last check.
         self._next_head_check = 0.0
         self._checked_seq = -1
+        self._head_interval = HEAD_CHECK_EVERY
 
     @property
     def connected(self) -> bool:
@@ -116,19 +118,14 @@ class AsyncBusHandle:
                     remaining = 3600.0 if deadline is None else deadline - now
                     if remaining <= 0:
                         return None
-                    if now >= self._next_head_check:
+                    if inbox.last_seq != self._checked_seq:
+                        self._checked_seq, self._head_interval = inbox.last_seq, HEAD_CHECK_EVERY
                         self._next_head_check = now + HEAD_CHECK_EVERY
-                        quiet = inbox.last_seq == self._checked_seq and inbox.last_seq
-                        self._checked_seq = inbox.last_seq
-                        if quiet:
-                            head = await self._ask(wire.VERB_PING, None)
-                            if head is not None:
-                                inbox.check_head(int(head["seq"]))
-                                if inbox.filling:
-                                    log.info("events missing on the %s bus after seq %d: fetching them from "
-                                             "its window and journal", self.node, inbox.last_seq)
+                    elif inbox.last_seq and now >= self._next_head_check:
+                        await self._head_check(now)
                         continue
-                    remaining = min(remaining, self._next_head_check - now)
+                    if inbox.last_seq:
+                        remaining = min(remaining, max(self._next_head_check - now, 0.001))
                     await sub.poll(int(remaining * 1000) + 1, zmq.POLLIN)  # type: ignore[union-attr]
                     continue
             event = receive(frame, want)
@@ -137,6 +134,20 @@ class AsyncBusHandle:
                          self.node, inbox.last_seq)
             elif event is not None:
                 return event
+
+    async def _head_check(self, now: float) -> None:
+        """As the blocking handle's: the bus was quiet since the last event; ask the daemon's head."""
+        inbox = self.inbox
+        head = await self._ask(wire.VERB_PING, None)
+        if head is not None:
+            inbox.check_head(int(head["seq"]))
+        if inbox.filling:
+            log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
+                     self.node, inbox.last_seq)
+            self._head_interval = HEAD_CHECK_EVERY
+        else:
+            self._head_interval = min(self._head_interval * 2, HEAD_CHECK_MAX)
+        self._next_head_check = now + self._head_interval
 
     async def _ask(self, verb: bytes, args: Any) -> Any:
         """A control request in a worker thread; ``None`` (logged) when the daemon does not answer."""

@@ -34,7 +34,8 @@ CONNECT_TIMEOUT = 5.0
 # A replay page the daemon does not answer within this is given up (get_event) or retried (follow).
 REPLAY_TIMEOUT = 5.0
 # While following a quiet bus, ask the daemon this often whether events were dropped just before.
-HEAD_CHECK_EVERY = 1.0
+HEAD_CHECK_EVERY = 0.5
+HEAD_CHECK_MAX = 8.0
 
 # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
 # for plain bytes it only adds a call per event.
@@ -106,6 +107,7 @@ class BusHandle:
         # When the bus is quiet: when to ask the daemon's head next, and the seq seen at the last check.
         self._next_head_check = 0.0
         self._checked_seq = -1
+        self._head_interval = HEAD_CHECK_EVERY
         self._quiet = False  # the last look at the listener found nothing queued
         # The last get_event call's tag and match type (none yet: a value no caller passes), and their matcher.
         self._want_tag: Any = _NOTHING
@@ -221,14 +223,16 @@ class BusHandle:
                     remaining = 3600.0 if deadline is None else deadline - now
                     if remaining <= 0:
                         return None
-                    if now >= self._next_head_check:
-                        # Quiet for a whole interval: were events dropped for us just before? Ask the head.
+                    if inbox.last_seq != self._checked_seq:
+                        # Events came since the last look: ask the head once the bus has been quiet a while.
+                        self._checked_seq, self._head_interval = inbox.last_seq, HEAD_CHECK_EVERY
                         self._next_head_check = now + HEAD_CHECK_EVERY
-                        if inbox.last_seq == self._checked_seq and inbox.last_seq:
-                            self._check_head()
-                        self._checked_seq = inbox.last_seq
+                    elif inbox.last_seq and now >= self._next_head_check:
+                        self._head_check(now)
                         continue
-                    self._watch_link(min(remaining, self._next_head_check - now), auto_reconnect)
+                    if inbox.last_seq:
+                        remaining = min(remaining, max(self._next_head_check - now, 0.001))
+                    self._watch_link(remaining, auto_reconnect)
                     waited = True
                     continue
             event = receive(frame, want)
@@ -256,16 +260,25 @@ class BusHandle:
             log.warning("cannot fetch events missed on the %s bus yet, retrying: %s", self.node, exc)
             time.sleep(0.5)
 
-    def _check_head(self) -> None:
+    def _head_check(self, now: float) -> None:
+        """The bus has been quiet since the last event: were events dropped for us just before? Ask the head.
+
+        While nothing turns out missing, the checks come further apart, up to ``HEAD_CHECK_MAX`` s.
+        """
+        inbox = self.inbox
         try:
             head = self._controller().request(wire.VERB_PING, None, REPLAY_TIMEOUT)
         except EventBusError as exc:
             log.debug("no head from the %s bus: %s", self.node, exc)
-            return
-        self.inbox.check_head(int(head["seq"]))
-        if self.inbox.filling:
+        else:
+            inbox.check_head(int(head["seq"]))
+        if inbox.filling:
             log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
-                     self.node, self.inbox.last_seq)
+                     self.node, inbox.last_seq)
+            self._head_interval = HEAD_CHECK_EVERY
+        else:
+            self._head_interval = min(self._head_interval * 2, HEAD_CHECK_MAX)
+        self._next_head_check = now + self._head_interval
 
     def start_following(self, since: int) -> None:
         """Make the next ``get_event_record(following=True)`` calls read from after seq ``since``."""

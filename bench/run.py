@@ -1,8 +1,9 @@
 """``make bench``: every benchmark part in one run, as Markdown on stdout and in bench/results/latest.md.
 
-The local bus always runs; the relay (``bench.relay``) and REST API
-(``bench.api``) parts run when their modules exist. A part's ``main()`` may
-print its section or return it as a str; either way it lands in the file.
+The local bus always runs; the relay (``bench.relay``), REST API
+(``bench.api``) and broker-sink (``bench.brokers``) parts run when their
+modules exist. A part's ``main()`` may print its section or return it as a
+str; either way it lands in the file.
 Progress goes to stderr.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-PARTS = ("bench.bus", "bench.journal", "bench.relay", "bench.api", "bench.attack")
+PARTS = ("bench.bus", "bench.journal", "bench.relay", "bench.api", "bench.attack", "bench.forward", "bench.brokers")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 
 

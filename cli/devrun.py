@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from eventbus import config, control
+from eventbus import config, control, forwardconf
 from eventbus.errors import BusUnavailableError, EventBusError
 
 EVENTBUS = str(Path(sys.executable).parent / "eventbus")
@@ -140,6 +140,10 @@ def main(argv: list[str]) -> int:
     try:
         _wait_bus(children.start("master", config_dir), master.sock_dir, "master")
         _wait_bus(children.start("minion", config_dir), minion.sock_dir, "minion")
+        forward = None
+        if (config_dir / "forward").exists():
+            forward = forwardconf.load(config_dir / "forward")
+            _wait_bus(children.start("forward", config_dir), forward.sock_dir, "forwarder")
         api_text = ""
         if (config_dir / "api").exists():
             api = config.load(config.ApiConfig, config_dir / "api")
@@ -154,6 +158,9 @@ def main(argv: list[str]) -> int:
 """
         cli = Path(EVENTBUS).relative_to(Path.cwd()) if Path(EVENTBUS).is_relative_to(Path.cwd()) else EVENTBUS
         conf = config_dir.relative_to(Path.cwd()) if config_dir.is_relative_to(Path.cwd()) else config_dir
+        forward_text = "" if forward is None else f"""  forwarders' health:      {cli} forward --status -c {conf}
+  (brokers: {', '.join(f"{b.name} ({b.type})" for b in forward.brokers)})
+"""
         print(f"""
 eventbus is running: master on {master.sock_dir}, minion {minion.id!r} on {minion.sock_dir}.
 In another terminal:
@@ -161,7 +168,7 @@ In another terminal:
   fire onto it:            {cli} fire '{{"message": "It works!"}}' myco/event/success --node master -c {conf}
   accept the minion's key: {cli} key --accept {minion.id} -c {conf}
   relay from the minion:   {cli} send myco/hello who=me -c {conf}
-{api_text}Ctrl-C stops everything.
+{forward_text}{api_text}Ctrl-C stops everything.
 """, flush=True)
         while all(p.poll() is None for p in children.procs):
             time.sleep(0.5)

@@ -18,6 +18,7 @@ COMMANDS = {
     "key": ("cli.key", "list, accept, reject and delete minion keys"),
     "api": ("cli.api", "run the REST API"),
     "user": ("cli.user", "manage REST API users (user add NAME)"),
+    "forward": ("cli.forward", "run the forwarder: the master bus into brokers (--status: their health)"),
 }
 
 

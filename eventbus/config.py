@@ -308,7 +308,13 @@ def load(cls: type[C], path: str | os.PathLike | None) -> C:
     return _check(cls, raw, label, source)
 
 
-def _check(cls: type[C], raw: Mapping[str, Any], label: str, source: Path | None) -> C:
+def from_mapping(cls: type[C], raw: Mapping[str, Any], source: Path | None, label: str,
+                 **extra: Any) -> C:
+    """Check the raw YAML values of one file into ``cls`` (``extra``: internal fields already typed)."""
+    return _check(cls, raw, label, source, **extra)
+
+
+def _check(cls: type[C], raw: Mapping[str, Any], label: str, source: Path | None, **extra: Any) -> C:
     """``raw`` (a YAML file's mapping or an opts dict) checked into ``cls``; errors name ``label``."""
     keys = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind") != "internal"}
     for name in raw:
@@ -324,9 +330,9 @@ def _check(cls: type[C], raw: Mapping[str, Any], label: str, source: Path | None
         raise ConfigError(f"{label}: key 'root_dir' has value {root_value!r}; expected a directory path",
                           file=label, key="root_dir", value=root_value)
     reader = _Reader(label, config_dir, root)
-    values: dict[str, Any] = {"source": source, "root_dir": root}
+    values: dict[str, Any] = {"source": source, "root_dir": root, **extra}
     for name, spec in keys.items():
-        if name != "root_dir":
+        if name != "root_dir" and name not in extra:
             values[name] = reader.read(spec, raw.get(name, spec.default))
     return cls(**values)
 

@@ -23,6 +23,8 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     ├── UnknownKeyError             a key operation named a minion id not held in that state
     ├── JournalError                the event journal cannot be used (path)
     ├── CursorError                 a reader's saved position cannot be read or saved (path)
+    ├── OutboxError                 a forwarder's on-disk outbox cannot be used (path)
+    ├── SinkError                   a forwarder's broker did not accept a batch (broker)
     └── ApiError                    a REST request refused (status, reason)
         ├── AuthenticationError     missing, bad or expired credentials (401)
         └── TooManyRequestsError    a client over a rate limit, e.g. login_rate (429, retry_after)
@@ -158,6 +160,22 @@ class CursorError(EventBusError):
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
+        super().__init__(message)
+
+
+class OutboxError(EventBusError):
+    """A forwarder's on-disk outbox at ``path`` cannot be opened or written."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class SinkError(EventBusError):
+    """A broker did not accept a batch (unreachable, refused, not ready); the batch is retried."""
+
+    def __init__(self, message: str, *, broker: str | None = None) -> None:
+        self.broker = broker
         super().__init__(message)
 
 

@@ -147,8 +147,8 @@ def test_a_runner_stopped_by_a_supervisor_or_a_closed_terminal_leaves_nothing_ru
     children: list[psutil.Process] = []
     try:
         children = psutil.Process(run.proc.pid).children(recursive=True)
-        commands = sorted(next(arg for arg in c.cmdline() if arg in ("master", "minion", "api")) for c in children)
-        assert commands == ["api", "master", "minion"], commands
+        commands = sorted(next(arg for arg in c.cmdline() if arg in ("master", "minion", "api", "forward")) for c in children)
+        assert commands == ["api", "forward", "master", "minion"], commands
         ports = run.ports()
         assert not any(port_is_free(port) for port in ports)  # the daemons hold them while running
         # Only the runner gets the signal, as from `timeout`, systemd or `kill`; not its process group.

@@ -1,0 +1,1 @@
+"""``eventbus forward``: the master bus into brokers, through a durable outbox per broker (SPEC 8)."""

@@ -1,0 +1,186 @@
+"""``eventbus forward``: run the reader, one drain per broker, and the control socket until a signal.
+
+The main thread answers control requests (``ping``, ``stats``) on
+``sock_dir/ctl.ipc`` and fires the health events the other threads report,
+so no bus handle is shared between threads.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+from typing import Any
+
+import zmq
+
+from daemon.forward import registry
+from daemon.forward.reader import BusReader, Lane
+from daemon.forward.worker import BrokerWorker, redact
+from daemon.ownership import SockDirLock
+from eventbus import config, control, wire
+from eventbus.errors import ConfigError, EventBusError, SinkError
+from eventbus.event import MasterEvent
+from eventbus.forwardconf import BrokerConfig, ForwardConfig
+from eventbus.outbox import Outbox
+from eventbus.sink import Sink
+
+log = logging.getLogger(__name__)
+
+VERB_STATS = wire.VERB_STATS
+STOP_GRACE = 10.0
+
+
+def _bus_head(master: config.MasterConfig, stopping: threading.Event) -> int | None:
+    """The master bus's head seq, waiting for the master to answer (``None`` if stopped first)."""
+    said = False
+    while not stopping.is_set():
+        try:
+            return int(control.ping(master.sock_dir, timeout=2.0)["seq"])
+        except EventBusError as exc:
+            if not said:
+                log.warning("waiting for the master bus at %s to learn where new brokers start: %s",
+                            master.sock_dir, exc)
+                said = True
+            stopping.wait(0.5)
+    return None
+
+
+class Forwarder:
+    """The forwarder's parts for one ``forward`` config."""
+
+    def __init__(self, settings: ForwardConfig) -> None:
+        self.settings = settings
+        self.master = config.load(config.MasterConfig, settings.master_config)
+        # Every broker's class and keys are checked before anything starts: a bad one stops us here.
+        self.classes = {b.name: registry.sink_class(b.type, b.name) for b in settings.brokers}
+        self.sinks: dict[str, Sink | None] = {}
+        for broker in settings.brokers:
+            self.sinks[broker.name] = self._make_sink(broker)
+        self.reports: queue.SimpleQueue[tuple[str, dict]] = queue.SimpleQueue()
+        self.stopping = threading.Event()
+        self.workers: list[BrokerWorker] = []
+        self.reader: BusReader | None = None
+
+    def _make_sink(self, broker: BrokerConfig) -> Sink | None:
+        """The broker's sink; a bad key stops the forwarder, a broker that cannot be reached does not."""
+        cls = self.classes[broker.name]
+        cls.options(dict(broker.options))
+        try:
+            return cls.from_endpoint_config(dict(broker.options))
+        except ConfigError:
+            raise
+        except SinkError as exc:
+            if broker.type in registry.BUILTIN:  # built-in sinks raise SinkError only for a bad value
+                raise ConfigError(f"forward: broker {broker.name!r} (type {broker.type}): "
+                                  f"{redact(str(exc), broker.secrets)}", key="type") from None
+            log.warning("broker %s: its sink could not be made yet, retrying: %s", broker.name,
+                        redact(str(exc), broker.secrets))
+        except Exception as exc:  # a custom class may connect here; its broker may just be away
+            log.warning("broker %s: its sink could not be made yet, retrying: %s: %s", broker.name,
+                        type(exc).__name__, redact(str(exc), broker.secrets))
+        return None
+
+    def report(self, tag: str, data: dict) -> None:
+        self.reports.put((tag, data))
+
+    def open(self) -> bool:
+        """Open outboxes (new brokers start at the bus head) and start the threads; ``False`` if stopped."""
+        lanes = []
+        head = None
+        for broker in self.settings.brokers:
+            outbox = Outbox(self.settings.state_dir / f"{broker.name}.outbox", broker.outbox_max_events)
+            if outbox.intake is None:
+                if head is None:
+                    head = _bus_head(self.master, self.stopping)
+                    if head is None:
+                        return False
+                outbox.start_at(head)
+                log.info("broker %s is new: it starts at the bus head, seq %d", broker.name, head)
+            worker = BrokerWorker(broker, self.classes[broker.name], outbox, self.report, self.sinks[broker.name])
+            self.workers.append(worker)
+            lanes.append(Lane(broker, outbox, worker.wake))
+        for worker in self.workers:
+            worker.start()
+        if lanes:
+            self.reader = BusReader(self.master, lanes, self.report)
+            self.reader.start()
+        return True
+
+    def stats(self, _args: Any = None) -> dict:
+        reader = self.reader
+        return {"pid": os.getpid(), "brokers": [w.stats() for w in self.workers],
+                "reader": {"seq": reader.last_seq if reader else 0, "lost": reader.lost if reader else 0}}
+
+    def serve(self, context: zmq.Context, endpoints: wire.Endpoints) -> int:
+        """Answer control requests and fire reports until stopped; the exit code."""
+        router = context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(endpoints.ctl)
+        os.chmod(endpoints.files[2], 0o600)
+        verbs = {wire.VERB_PING: lambda _a: {"node": "forward", "pid": os.getpid()}, VERB_STATS: self.stats}
+        firer = MasterEvent(self.master.sock_dir, opts=self.master, listen=False)
+        log.warning("eventbus forward ready: %d brokers (%s), control socket %s", len(self.workers),
+                    ", ".join(w.broker.name for w in self.workers), endpoints.ctl)
+        try:
+            while not self.stopping.is_set():
+                if router.poll(200):
+                    frames = router.recv_multipart()
+                    identity, body = frames[:-2], frames[-2:]
+                    handler = verbs.get(body[0])
+                    if handler is None:
+                        reply = wire.reply(f"{body[0].decode(errors='replace')}: unknown verb", ok=False)
+                    else:
+                        reply = wire.reply(handler(None))
+                    router.send_multipart([*identity, *reply])
+                while not self.reports.empty():
+                    tag, data = self.reports.get()
+                    try:
+                        fired = firer.fire_event(data, tag, timeout=1000)
+                    except EventBusError as exc:
+                        fired, data = False, {"error": str(exc)}
+                    if not fired:
+                        log.warning("could not fire %s on the master bus (master not answering)", tag)
+                if self.reader is not None and self.reader.failed:
+                    return 1
+            return 0
+        finally:
+            router.close(0)
+            firer.destroy()
+
+    def close(self) -> None:
+        self.stopping.set()
+        if self.reader is not None:
+            self.reader.stop()
+        for worker in self.workers:
+            worker.stop()
+        if self.reader is not None:
+            self.reader.join(STOP_GRACE)
+        for worker in self.workers:
+            if worker.join(STOP_GRACE):
+                worker.outbox.close()
+
+
+def run(settings: ForwardConfig) -> int:
+    """Run ``eventbus forward`` until SIGTERM/SIGINT; the exit code."""
+    forwarder = Forwarder(settings)
+    endpoints = wire.endpoints(settings.sock_dir)
+    lock = SockDirLock(endpoints, "forward")
+    lock.acquire()
+    context = zmq.Context()
+
+    def stop(signum: int, _frame: Any) -> None:
+        forwarder.stopping.set()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if not forwarder.open():
+            return 0
+        return forwarder.serve(context, endpoints)
+    finally:
+        forwarder.close()
+        lock.release()
+        context.destroy(linger=0)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        log.info("eventbus forward stopped")

@@ -1,0 +1,113 @@
+"""``type: sql``: rows in table ``events`` of SQLite or PostgreSQL (SQLAlchemy 2, psycopg 3).
+
+One transaction per batch; ``seq`` is unique and inserts skip seqs already
+there, so a batch delivered again after a crash or an outage inserts nothing.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg  # noqa: F401  the driver of the postgresql+psycopg URLs below; missing it fails here, clearly
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from eventbus.errors import SinkError
+from eventbus.sink import Outgoing, Sink
+
+metadata = sa.MetaData()
+EVENTS = sa.Table(
+    "events", metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),  # primary key: unique
+    sa.Column("tag", sa.Text, nullable=False),
+    sa.Column("minion_id", sa.Text, nullable=True),
+    sa.Column("time", sa.Text, nullable=False),
+    sa.Column("data", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+)
+DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+
+
+def engine_url(options: dict) -> sa.URL | str:
+    """The SQLAlchemy URL of a broker block: ``url`` as given, or built from dialect/db/host/..."""
+    if options.get("url"):
+        url = sa.make_url(options["url"])
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return url
+    dialect = options["dialect"]
+    if dialect not in DIALECTS:
+        raise SinkError(f"key 'dialect' has value {dialect!r}; expected sqlite or postgresql")
+    if dialect == "sqlite":
+        db = Path(str(options.get("db") or "events.db")).expanduser()
+        if not db.is_absolute():
+            db = Path(options.get("root_dir") or ".") / db
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return sa.URL.create("sqlite", database=str(db))
+    return sa.URL.create(DIALECTS[dialect], username=options.get("username"), password=options.get("password"),
+                         host=options.get("host") or "127.0.0.1", port=options.get("port"),
+                         database=options.get("db"))
+
+
+class SqlSink(Sink):
+    KEYS = {"dialect": "sqlite", "db": "events.db", "host": None, "port": None, "username": None,
+            "password": None, "url": None, "query": None}
+
+    def __init__(self, url: sa.URL | str) -> None:
+        self.url = url
+        self.engine: sa.Engine | None = None
+        self._insert: Any = None
+
+    @classmethod
+    def from_endpoint_config(cls, cfg: dict) -> "SqlSink":
+        return cls(engine_url(cls.options(cfg)))
+
+    def _connect(self) -> sa.Engine:
+        if self.engine is None:
+            # default=str: bus data may hold bytes (msgpack bin), which JSON cannot; keep them readable.
+            engine = sa.create_engine(self.url, pool_pre_ping=True,
+                                      json_serializer=lambda value: json.dumps(value, default=str))
+            if engine.dialect.name == "sqlite":
+                sa.event.listen(engine, "connect", _sqlite_pragmas)
+            try:
+                metadata.create_all(engine)
+            except SQLAlchemyError as exc:
+                engine.dispose()
+                raise SinkError(_reason(exc)) from None
+            insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(EVENTS)
+            self._insert = insert.on_conflict_do_nothing(index_elements=["seq"])
+            self.engine = engine
+        return self.engine
+
+    def publish(self, batch: list[Outgoing]) -> None:
+        engine = self._connect()
+        rows = [{"seq": o.seq, "tag": o.tag, "minion_id": o.minion_id, "time": o.time,
+                 "data": o.data} for o in batch]
+        try:
+            with engine.begin() as connection:
+                connection.execute(self._insert, rows)
+        except SQLAlchemyError as exc:
+            raise SinkError(_reason(exc)) from None
+
+    def is_ready(self) -> bool:
+        return self.engine is not None
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's own words, without SQLAlchemy's statement and parameter dump."""
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip().splitlines()
+    return " ".join(line.strip() for line in text[:2]) or type(exc).__name__

@@ -1,0 +1,161 @@
+"""``eventbus forward`` with a real master: file and SQLite delivery, kill -9, master restarts, the outbox bound."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+from eventbus import control
+from eventbus.event import MasterEvent
+from tests.forwardkit import Forwarder, fire_many, read_lines
+from tests.helpers import run_cli, wait_for
+
+
+def sqlite_rows(path) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT seq, tag, minion_id, time, data FROM events ORDER BY seq").fetchall()
+
+
+def test_file_and_sqlite_get_every_matching_event_in_bus_order(master):
+    fire_many(master, 3, tag="before/start")  # a broker seen for the first time starts at the head
+    brokers = [{"name": "all", "type": "file", "path": "all.jsonl"},
+               {"name": "only-a", "type": "file", "path": "a.jsonl", "tags": ["a/*"], "format": "cloudevents"},
+               {"name": "db", "type": "sql", "dialect": "sqlite", "db": "events.db"}]
+    forward = Forwarder(master, brokers).start()
+    try:
+        fire_many(master, 100, tag="a/x")
+        fire_many(master, 100, tag="b/y", start=100)
+        forward.wait_delivered("all", 200)
+        forward.wait_delivered("only-a", 100)
+        forward.wait_delivered("db", 200)
+        everything = read_lines(master.root / "all.jsonl")
+        assert [r["data"]["n"] for r in everything] == list(range(200))
+        assert [r["seq"] for r in everything] == sorted(r["seq"] for r in everything)
+        assert {r["tag"] for r in everything} == {"a/x", "b/y"}
+        only_a = read_lines(master.root / "a.jsonl")
+        assert [e["data"]["n"] for e in only_a] == list(range(100))
+        assert only_a[0]["specversion"] == "1.0" and only_a[0]["type"] == "a/x"
+        assert only_a[0]["id"] == str(everything[0]["seq"])
+        rows = sqlite_rows(master.root / "events.db")
+        assert [r[0] for r in rows] == [r["seq"] for r in everything]
+        assert rows[0][1] == "a/x" and rows[0][2] is None and rows[0][3].endswith("Z")
+        status = run_cli("forward", "--status", "-c", str(forward.config_dir))
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.splitlines() == ["all file up delivered=200 pending=0 dropped=0",
+                                              "only-a file up delivered=100 pending=0 dropped=0",
+                                              "db sql up delivered=200 pending=0 dropped=0"]
+    finally:
+        assert forward.stop() == 0
+    assert "Traceback" not in forward.log
+    status = run_cli("forward", "--status", "-c", str(forward.config_dir))
+    assert status.returncode != 0 and "eventbus forward is not running" in status.stderr
+
+
+def test_kill_9_mid_stream_loses_nothing_and_sql_holds_no_duplicate(master):
+    brokers = [{"name": "file", "type": "file", "path": "out.jsonl"},
+               {"name": "db", "type": "sql", "dialect": "sqlite", "db": "events.db"}]
+    forward = Forwarder(master, brokers).start()
+    total = 4000
+    firing = threading.Thread(target=fire_many, args=(master, total))
+    firing.start()
+    try:
+        forward.wait_delivered("db", 300)
+        forward.daemon.kill()
+        firing.join(60)
+        forward.start()
+        forward.wait_delivered("file", 1)
+        wait_for(lambda: len(sqlite_rows(master.root / "events.db")) >= total, 60, what="every row in SQLite")
+        wait_for(lambda: len(read_lines(master.root / "out.jsonl")) >= total, 60, what="every line in the file")
+        rows = sqlite_rows(master.root / "events.db")
+        assert len(rows) == total == len({r[0] for r in rows})
+        lines = read_lines(master.root / "out.jsonl")
+        assert [r["data"]["n"] for r in lines] == list(range(total)), "every event once, in bus order"
+    finally:
+        firing.join(60)
+        forward.stop()
+
+
+def test_a_master_restart_mid_stream_loses_nothing(master):
+    forward = Forwarder(master, [{"name": "file", "type": "file", "path": "out.jsonl"}]).start()
+    try:
+        head = control.ping(master.sock_dir)["seq"]
+        fire_many(master, 500)
+        # Fired events are the bus's once the master has numbered them; stop it right after that.
+        wait_for(lambda: control.ping(master.sock_dir)["seq"] >= head + 500, 30, what="the master to take 500")
+        master.stop()
+        master.start()
+        fire_many(master, 500, start=500)
+        wait_for(lambda: len(read_lines(master.root / "out.jsonl")) >= 1000, 60, what="1000 lines")
+        assert [r["data"]["n"] for r in read_lines(master.root / "out.jsonl")] == list(range(1000))
+    finally:
+        forward.stop()
+
+
+def test_past_the_outbox_bound_the_oldest_are_dropped_and_reported_and_other_brokers_keep_going(master):
+    brokers = [{"name": "dead", "type": "webhook", "url": "http://127.0.0.1:9/hook", "timeout": 1,
+                "retries": 0, "outbox_max_events": 10},
+               {"name": "file", "type": "file", "path": "out.jsonl"}]
+    with MasterEvent(master.sock_dir, opts=master.settings) as bus:
+        bus.subscribe("eventbus/forward/dead/")  # keep the drop reports that come before the down one
+        forward = Forwarder(master, brokers).start()
+        try:
+            fire_many(master, 30)
+            down = bus.get_event(wait=30, tag="eventbus/forward/dead/down")
+            assert down is not None and "127.0.0.1:9" in down["error"]
+            lost = 0
+            while lost < 20:
+                dropped = bus.get_event(wait=30, tag="eventbus/forward/dead/dropped")
+                assert dropped is not None, f"only {lost} drops reported"
+                lost += dropped["lost"]
+            assert lost == 20
+            forward.wait_delivered("file", 30)
+            status = run_cli("forward", "--status", "-c", str(forward.config_dir)).stdout.splitlines()
+            assert status[0] == "dead webhook down delivered=0 pending=10 dropped=20"
+            assert status[1] == "file file up delivered=30 pending=0 dropped=0"
+            # The forwarder's own reports are never forwarded.
+            assert {r["tag"] for r in read_lines(master.root / "out.jsonl")} == {"test/fwd"}
+        finally:
+            forward.stop()
+    assert "dropped the" in forward.log and "outbox_max_events 10" in forward.log
+
+
+def test_a_custom_sink_class_gets_batches(master, tmp_path):
+    package = tmp_path / "mysinks"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "jsonfile.py").write_text(
+        "from eventbus.sink import Sink\n"
+        "class Lines(Sink):\n"
+        "    def __init__(self, path):\n        self.path = path\n"
+        "    @classmethod\n"
+        "    def from_endpoint_config(cls, cfg):\n        return cls(cfg['target'])\n"
+        "    def publish(self, batch):\n"
+        "        with open(self.path, 'ab') as out:\n"
+        "            out.write(b''.join(o.body + b'\\n' for o in batch))\n")
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    target = tmp_path / "custom.jsonl"
+    forward = Forwarder(master, [{"name": "mine", "type": "mysinks.jsonfile.Lines", "target": str(target)}])
+    forward.start(env=env)
+    try:
+        fire_many(master, 50)
+        forward.wait_delivered("mine", 50)
+        assert [r["data"]["n"] for r in read_lines(target)] == list(range(50))
+    finally:
+        forward.stop()
+
+
+def test_a_forwarder_started_while_the_master_is_down_delivers_once_it_is_up(master):
+    forward = Forwarder(master, [{"name": "file", "type": "file", "path": "out.jsonl"}]).start()
+    fire_many(master, 10)
+    forward.wait_delivered("file", 10)
+    assert forward.stop() == 0
+    master.stop()
+    forward.start()  # with its cursor kept, it waits for the master instead of failing
+    master.start()
+    fire_many(master, 10, start=10)
+    try:
+        wait_for(lambda: len(read_lines(master.root / "out.jsonl")) >= 20, 30, what="20 lines")
+        assert [r["data"]["n"] for r in read_lines(master.root / "out.jsonl")] == list(range(20))
+    finally:
+        assert forward.stop() == 0

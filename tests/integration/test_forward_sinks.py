@@ -1,0 +1,173 @@
+"""Sinks against real services: PostgreSQL (through a proxy we cut), refused credentials, webhooks that fail."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg
+import pytest
+
+from eventbus.event import MasterEvent
+from tests.forwardkit import Forwarder, TcpProxy, fire_many
+from tests.helpers import run_cli, wait_for
+
+PG = ("127.0.0.1", 5432)
+
+
+@pytest.fixture
+def pg_schema():
+    """A schema of its own in database ``test``, so parallel runs never share table ``events``."""
+    name = "fwd_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(host=PG[0], port=PG[1], user="postgres", dbname="test", autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {name}")
+    yield name
+    with psycopg.connect(host=PG[0], port=PG[1], user="postgres", dbname="test", autocommit=True) as db:
+        db.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def pg_rows(schema: str) -> list[tuple]:
+    with psycopg.connect(host=PG[0], port=PG[1], user="postgres", dbname="test") as db:
+        try:
+            return db.execute(f"SELECT seq, tag, minion_id, time, data FROM {schema}.events ORDER BY seq").fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
+def pg_url(schema: str, port: int = PG[1]) -> str:
+    return f"postgresql://postgres@127.0.0.1:{port}/test?options=-csearch_path%3D{schema}"
+
+
+def test_postgresql_gets_every_event_across_an_outage_without_a_duplicate(master, pg_schema):
+    proxy = TcpProxy(PG)
+    forward = Forwarder(master, [{"name": "pg", "type": "sql", "url": pg_url(pg_schema, proxy.port)}])
+    with MasterEvent(master.sock_dir, opts=master.settings) as bus:
+        bus.subscribe("eventbus/forward/pg/")
+        forward.start()
+        try:
+            fire_many(master, 100)
+            forward.wait_delivered("pg", 100)
+            proxy.cut()
+            fire_many(master, 300, start=100)
+            down = bus.get_event(wait=60, tag="eventbus/forward/pg/down")
+            assert down is not None and down["error"]
+            wait_for(lambda: forward.stats()["pg"]["pending"] == 300, 30, what="300 events waiting in the outbox")
+            assert forward.stats()["pg"]["state"] == "down"
+            proxy.restore()
+            assert bus.get_event(wait=60, tag="eventbus/forward/pg/up") is not None
+            forward.wait_delivered("pg", 400)
+        finally:
+            forward.stop()
+            proxy.close()
+    rows = pg_rows(pg_schema)
+    assert [r[4]["n"] for r in rows] == list(range(400))
+    assert rows[0][1] == "test/fwd" and rows[0][2] is None
+    with psycopg.connect(host=PG[0], port=PG[1], user="postgres", dbname="test") as db:
+        kind = db.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = %s "
+                          "AND table_name = 'events' AND column_name = 'data'", (pg_schema,)).fetchone()
+    assert kind == ("jsonb",)
+
+
+def test_kill_9_mid_stream_leaves_no_duplicate_in_postgresql(master, pg_schema):
+    forward = Forwarder(master, [{"name": "pg", "type": "sql", "url": pg_url(pg_schema)}]).start()
+    firing = threading.Thread(target=fire_many, args=(master, 3000))
+    firing.start()
+    try:
+        forward.wait_delivered("pg", 200)
+        forward.daemon.kill()
+        firing.join(60)
+        forward.start()
+        wait_for(lambda: len(pg_rows(pg_schema)) >= 3000, 60, what="3000 rows")
+    finally:
+        firing.join(60)
+        forward.stop()
+    assert [r[4]["n"] for r in pg_rows(pg_schema)] == list(range(3000))
+
+
+def test_refused_credentials_are_a_down_broker_with_the_reason_never_the_password(master):
+    password = "Hunter2-Very-Secret-Pw"
+    broker = {"name": "pg", "type": "sql", "dialect": "postgresql", "host": "127.0.0.1", "port": 5432,
+              "db": "test", "username": "no_such_role_fwd", "password": password}
+    forward = Forwarder(master, [broker])
+    with MasterEvent(master.sock_dir, opts=master.settings) as bus:
+        bus.subscribe("eventbus/forward/pg/")
+        forward.start()
+        try:
+            fire_many(master, 5)
+            down = bus.get_event(wait=60, tag="eventbus/forward/pg/down")
+            assert down is not None and "no_such_role_fwd" in down["error"], down
+            assert password not in json.dumps(down)
+            wait_for(lambda: "no_such_role_fwd" in forward.log, 10, what="the reason in the log")
+            status = run_cli("forward", "--status", "-c", str(forward.config_dir))
+            assert status.stdout.strip() == "pg sql down delivered=0 pending=5 dropped=0"
+            assert forward.daemon.alive()
+        finally:
+            forward.stop()
+    assert password not in forward.log
+    assert forward.log.count("is down") <= 2, "retried with backoff, logged once per reason"
+
+
+class Hook(BaseHTTPRequestHandler):
+    """Answers 500 to the first ``failures`` POSTs, then 200; keeps every request it answered 200."""
+
+    failures = 0
+    received: list = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        server = self.server
+        with server.lock:
+            if server.failures > 0:
+                server.failures -= 1
+                code = 500
+            else:
+                server.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                code = 200
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def hook_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    server.failures = 3
+    server.received = []
+    server.lock = threading.Lock()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhooks_are_signed_retried_until_2xx_and_arrive_once_in_order(master, hook_server):
+    secret = "webhook-shared-secret-123"
+    url = f"http://127.0.0.1:{hook_server.server_address[1]}"
+    brokers = [{"name": "salt", "type": "webhook", "url": url + "/salt", "secret": secret, "retries": 1},
+               {"name": "ce", "type": "webhook", "url": url + "/ce", "format": "cloudevents", "mode": "binary",
+                "tags": ["test/*"]}]
+    forward = Forwarder(master, brokers).start()
+    try:
+        fire_many(master, 20)
+        forward.wait_delivered("salt", 20)
+        forward.wait_delivered("ce", 20)
+    finally:
+        forward.stop()
+    salt = [(h, b) for p, h, b in hook_server.received if p == "/salt"]
+    assert [json.loads(b)["data"]["n"] for _, b in salt] == list(range(20)), "once each, in order"
+    for headers, body in salt:
+        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["x-hub-signature"] == expected
+    ce = [(h, b) for p, h, b in hook_server.received if p == "/ce"]
+    assert [json.loads(b)["n"] for _, b in ce] == list(range(20))
+    headers = ce[0][0]
+    assert headers["ce-specversion"] == "1.0" and headers["ce-type"] == "test/fwd"
+    assert headers["ce-source"] == "/eventbus/master" and int(headers["ce-id"]) > 0
+    assert "x-hub-signature" not in headers
+    assert secret not in forward.log

@@ -1,0 +1,54 @@
+"""The file and SQLite sinks on their own: rotation, a redelivered batch written once, the table's columns."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from daemon.forward.sinks.file import FileSink
+from daemon.forward.sinks.sql import SqlSink
+from eventbus import records
+
+STAMP = "2026-11-21T09:19:17.751376"
+
+
+def batch(first: int, last: int, fmt: str = "salt") -> list:
+    return [records.outgoing(seq, "t/x", {"n": seq, "_stamp": STAMP}, fmt) for seq in range(first, last + 1)]
+
+
+def test_the_file_rotates_by_size_and_keeps_its_backups(tmp_path):
+    sink = FileSink.from_endpoint_config({"path": "out.jsonl", "max_bytes": 1000, "backups": 2,
+                                          "root_dir": str(tmp_path)})
+    for first in range(1, 200, 10):
+        sink.publish(batch(first, first + 9))
+    sink.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["out.jsonl", "out.jsonl.1", "out.jsonl.2"]
+    newest = [json.loads(line)["seq"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    older = [json.loads(line)["seq"] for line in (tmp_path / "out.jsonl.1").read_text().splitlines()]
+    assert older + newest == list(range(older[0], 201)), "consecutive across the rotation"
+    assert (tmp_path / "out.jsonl.1").stat().st_size >= 1000
+
+
+def test_a_batch_delivered_again_after_a_restart_is_not_written_twice(tmp_path):
+    config = {"path": str(tmp_path / "out.jsonl")}
+    first = FileSink.from_endpoint_config(config)
+    first.publish(batch(1, 5))
+    first.close()  # as if killed after writing but before the outbox heard of it
+    again = FileSink.from_endpoint_config(config)
+    again.publish(batch(1, 8))
+    again.close()
+    assert [json.loads(line)["seq"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == list(range(1, 9))
+
+
+def test_sqlite_rows_have_the_spec_columns_and_a_redelivery_inserts_nothing(tmp_path):
+    sink = SqlSink.from_endpoint_config({"dialect": "sqlite", "db": "ev.db", "root_dir": str(tmp_path)})
+    relayed = records.outgoing(9, "myco/hello", {"cmd": "_minion_event", "id": "web1", "_stamp": STAMP})
+    sink.publish(batch(1, 3) + [relayed])
+    sink.publish(batch(2, 3) + [relayed])
+    sink.close()
+    with sqlite3.connect(tmp_path / "ev.db") as db:
+        rows = db.execute("SELECT seq, tag, minion_id, time, data FROM events ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == [1, 2, 3, 9]
+    assert rows[0][1:4] == ("t/x", None, "2026-11-21T09:19:17.751376Z")
+    assert json.loads(rows[0][4]) == {"n": 1, "_stamp": STAMP}
+    assert rows[3][2] == "web1"

@@ -102,6 +102,8 @@ class MasterConfig(BusConfig):
     journal_max_bytes: int = _key(1073741824, "int", min=1 << 20, max=1 << 50)
     journal_max_age: float = _key(604800, "seconds")
     journal_fsync: str = _key("batch", "choice", choices=("batch", "always", "never"))
+    # The reactor (SPEC 10): tag globs to actions, parsed and checked here (eventbus.rules.Rule values).
+    reactor: tuple = _key((), "reactor")
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,13 @@ class _Reader:
         if not isinstance(value, dict):
             raise self.fail(spec.name, value, "a mapping")
         return value
+
+    def _reactor(self, spec: dataclasses.Field, value: Any) -> tuple:
+        if value is None or value == ():
+            return ()
+        from eventbus import rules
+
+        return rules.parse(value, self.source)
 
     def _eauth(self, spec: dataclasses.Field, value: Any) -> Mapping[str, AuthBackend]:
         return external_auth(self._mapping(spec, value), self.root, self.source)
@@ -353,6 +362,8 @@ def to_dict(config: BaseConfig) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     for spec in dataclasses.fields(config):
         value = getattr(config, spec.name)
+        if spec.metadata.get("kind") == "reactor":
+            value = [rule.raw for rule in value]
         if spec.name == "external_auth":
             value = {name: {"users_file": str(backend.users_file), **{u: list(g) for u, g in backend.perms.items()}}
                      for name, backend in value.items()}

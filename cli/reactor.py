@@ -1,0 +1,53 @@
+"""``eventbus reactor --status``: the master's reactor in ``name: value`` lines (rules, in flight, done, failed, lag)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from cli import options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", action="store_true", help="print the reactor's state (the default)")
+    options.add_config_dir(parser)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    from daemon import reactor
+    from eventbus import config, control
+    from eventbus.errors import BusUnavailableError, EventBusError
+
+    settings = options.bus_settings(args.config_dir, "master")
+    assert isinstance(settings, config.MasterConfig)
+    status = reactor.read_status(settings)
+    running = bool(status and status.get("running") and _alive(int(status["pid"])))
+    if not settings.reactor and not running:
+        raise EventBusError(f"the master config {settings.source} has no reactor rules")
+    try:
+        head: int | None = int(control.ping(settings.sock_dir, timeout=2.0)["seq"])
+    except BusUnavailableError:
+        head = None
+    cursor = status.get("cursor") if status else None
+    lines = [
+        ("running", f"yes (pid {status['pid']})" if running else "no"),
+        ("rules", status["rules"] if running else len(settings.reactor)),
+        ("in_flight", status["in_flight"] if running else 0),
+        ("done", status["done"] if status else 0),
+        ("failed", status["failed"] if status else 0),
+        ("lost", status["lost"] if status else 0),
+        ("cursor", cursor if cursor is not None else "none"),
+        ("cursor_lag", max(head - cursor, 0) if head is not None and cursor is not None else "unknown"),
+    ]
+    for name, value in lines:
+        print(f"{name}: {value}")
+    return 0

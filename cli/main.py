@@ -19,6 +19,7 @@ COMMANDS = {
     "api": ("cli.api", "run the REST API"),
     "user": ("cli.user", "manage REST API users (user add NAME)"),
     "forward": ("cli.forward", "run the forwarder: the master bus into brokers (--status: their health)"),
+    "status": ("cli.status", "the running daemons' figures (the same as GET /metrics), one name: value line each"),
     "reactor": ("cli.reactor", "show the master's reactor: rules, in flight, done, failed, cursor lag"),
 }
 

@@ -24,6 +24,7 @@ from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
 from netapi.login import LOGIN_BODY_LIMIT, Logins
+from netapi.metrics import CONTENT_TYPE, Metrics
 from netapi.pump import Pump, Pumped, raw_socket
 from netapi.stream import KEEPALIVE, KEEPALIVE_AFTER, RETRY, parse_last_event_id
 
@@ -62,7 +63,7 @@ class Api:
 
     def __init__(self, settings: ApiConfig, backends: dict[str, Backend], signer: TokenSigner,
                  hub: Hub, feed: BusFeed, pump: Pump | None = None,
-                 on_stream: Callable[[], None] = lambda: None) -> None:
+                 on_stream: Callable[[], None] = lambda: None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.backends = backends
         self.signer = signer
@@ -70,6 +71,7 @@ class Api:
         self.feed = feed
         self.pump = pump
         self.on_stream = on_stream
+        self.collector = metrics
         self.complaints = Complaints(log)
         self.logins = Logins(settings, backends, signer, self.complaints)
         self.secure = settings.ssl_crt is not None
@@ -78,6 +80,8 @@ class Api:
     def close(self) -> None:
         """Let the password-check threads end (the engine's ``stop``: it waits for every thread)."""
         self.logins.close()
+        if self.collector is not None:
+            self.collector.close()
 
     # -- credentials ------------------------------------------------------------------------
 
@@ -120,7 +124,8 @@ class Api:
         _no_subpath(path)
         _allow("GET", "HEAD")
         return _json({"return": "eventbus REST API",
-                      "routes": ["POST /login", "GET /events", "POST /hook/<path>", "GET /ui"]})
+                      "routes": ["POST /login", "GET /events", "POST /hook/<path>", "GET /ui",
+                                 "GET /metrics"]})
 
     @cherrypy.expose
     def login(self, *path: str, **_params: Any) -> bytes:
@@ -286,6 +291,26 @@ class Api:
         _allow("GET", "HEAD")
         cherrypy.serving.response.headers["Content-Type"] = "text/html; charset=utf-8"
         return self._ui_page
+
+    @cherrypy.expose
+    def metrics(self, *path: str, token: str | None = None, **_params: Any) -> bytes:
+        """``GET /metrics``: Prometheus' text format, for an admin or anyone with ``metrics_public``."""
+        _no_subpath(path)
+        _allow("GET", "HEAD")
+        if self.collector is None:
+            raise cherrypy.NotFound()
+        if not self.settings.metrics_public:
+            principal = self.authenticate(token)
+            if "*" not in principal.perms:
+                request = cherrypy.serving.request
+                self.complaints.refuse("metrics", f"refused GET /metrics to {principal.user} from "
+                                                  f"{request.remote.ip}: not an admin")
+                raise cherrypy.HTTPError(403, f"user {principal.user!r} may not read the metrics: "
+                                              "an admin (perms '*' or an admin JWT) may")
+        body = self.collector.render()
+        cherrypy.serving.response.headers["Content-Type"] = CONTENT_TYPE
+        cherrypy.serving.response.headers["Cache-Control"] = "no-store"
+        return body
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from importlib import resources
 from typing import Any, Callable, Iterator
 
@@ -17,23 +16,19 @@ import cherrypy
 
 from eventbus.complaints import Complaints
 from eventbus.config import ApiConfig
-from eventbus.errors import (ApiError, AuthenticationError, BusUnavailableError, EventTooLargeError,
+from eventbus.errors import (ApiError, AuthenticationError, EventTooLargeError,
                              InvalidEventError, TooManyRequestsError)
 from netapi import auth, hooks, jwtauth
 from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
+from netapi.events import EventStreams
 from netapi.hub import Hub
 from netapi.login import LOGIN_BODY_LIMIT, Logins
 from netapi.metrics import CONTENT_TYPE, Metrics
-from netapi.pump import Pump, Pumped, raw_socket
-from netapi.stream import KEEPALIVE, KEEPALIVE_AFTER, RETRY, parse_last_event_id
+from netapi.pump import Pump, raw_socket
+from netapi.stream import parse_last_event_id
 
 log = logging.getLogger(__name__)
-
-# Longest a stream thread sleeps before it checks its token's expiry and the engine state.
-STREAM_TICK = 1.0
-# Resumed records written per chunk.
-RESUME_CHUNK = 500
 
 
 def _json(value: Any) -> bytes:
@@ -74,6 +69,7 @@ class Api:
         self.collector = metrics
         self.complaints = Complaints(log)
         self.logins = Logins(settings, backends, signer, self.complaints)
+        self.streams = EventStreams(hub, feed, pump, self.complaints)
         self.secure = settings.ssl_crt is not None
         self._ui_page = resources.files("netapi").joinpath("static/ui.html").read_bytes()
 
@@ -179,89 +175,10 @@ class Api:
         headers["Connection"] = "close"  # a stream that ends (expiry, drop) ends its connection too
         self.on_stream()
         log.debug("stream opened for %s from %s", principal.user, request.remote.ip)
-        return self._stream(principal, view_key, accepts, last_seen, request.remote.ip)
+        sock = raw_socket(request.rfile) if self.pump is not None else None
+        return self.streams.serve(principal, view_key, accepts, last_seen, request.remote.ip, sock)
 
     events._cp_config = {"response.stream": True}  # type: ignore[attr-defined]
-
-    def _stream(self, principal: Principal, view_key: tuple, accepts: auth.EventFilter | None,
-                last_seen: int | None, peer: str) -> Iterator[bytes]:
-        hub = self.hub
-        view = hub.view(view_key, accepts)
-        stream, head, _epoch = hub.open()
-        try:
-            yield RETRY
-            skip_upto = 0
-            if last_seen is not None:
-                skip_upto = last_seen
-                try:
-                    yield from self._resume(last_seen, head, accepts)
-                except BusUnavailableError as exc:
-                    # Sending live events now would skip what the client missed: end, it will retry.
-                    if not hub.closed:
-                        self.complaints.refuse("resume", f"ended the stream of {principal.user} from {peer}: "
-                                                         f"cannot resume: {exc}")
-                    return
-            sock = raw_socket(cherrypy.serving.request.rfile) if self.pump is not None else None
-            if sock is not None:
-                # Headers and first chunks are out: the pump writes the rest, this thread just waits.
-                pumped = Pumped(sock, stream, view, principal.expire, skip_upto, principal.user, peer)
-                self.pump.adopt(pumped)
-                while not pumped.done.wait(STREAM_TICK) and not hub.closed:
-                    pass
-                log.debug("stream of %s ended: %s", principal.user, pumped.reason)
-                return
-            expire = principal.expire
-            monotonic = time.monotonic
-            last_write = monotonic()
-            read, render = hub.read, view.render
-            while True:
-                left = expire - time.time()
-                if left <= 0:
-                    log.debug("stream of %s ended: token expired", principal.user)
-                    return
-                quiet = monotonic() - last_write
-                span = read(stream, min(STREAM_TICK, left, max(KEEPALIVE_AFTER - quiet, 0.0)))
-                data = None if span is None else render(hub, span[0], span[1], skip_upto)
-                if data is None:
-                    if not hub.closed:
-                        self.complaints.refuse("slow", f"dropped the stream of {principal.user} from {peer}: "
-                                                       f"it fell {hub.capacity} events behind")
-                    return
-                if skip_upto and span[1] > span[0]:
-                    newest = hub.records(span[1] - 1, span[1])
-                    if newest and newest[0].seq > skip_upto:
-                        skip_upto = 0  # past the seam: from here every record is new to the client
-                if data:
-                    yield data
-                    last_write = monotonic()
-                elif monotonic() - last_write >= KEEPALIVE_AFTER:
-                    yield KEEPALIVE
-                    last_write = monotonic()
-        except GeneratorExit:
-            # cheroot closes us when a write failed: the client left, or stopped reading until
-            # the socket timed out with its buffers full.
-            pending = hub.lag(stream)
-            if pending and not hub.closed:
-                self.complaints.refuse("slow", f"dropped the stream of {principal.user} from {peer}: "
-                                               f"the client left or stopped reading ({pending} events unsent)")
-            raise
-        finally:
-            hub.release(stream)
-
-    def _resume(self, last_seen: int, head: int, accepts: auth.EventFilter | None) -> Iterator[bytes]:
-        """What a client that last saw ``last_seen`` missed up to ``head``, from the master's window and
-        journal, in chunks; a gap record first where events are gone."""
-        if last_seen >= head:
-            return
-        chunk: list[bytes] = []
-        for record in self.feed.history(last_seen, head + 1):
-            if record.seq == 0 or accepts is None or accepts(record.tag, record.event_id):
-                chunk.append(record.raw)
-                if len(chunk) >= RESUME_CHUNK:
-                    yield b"".join(chunk)
-                    chunk = []
-        if chunk:
-            yield b"".join(chunk)
 
     @cherrypy.expose
     def hook(self, *path: str, **_params: Any) -> bytes:

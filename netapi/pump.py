@@ -10,8 +10,9 @@ filter by ``hub.View``) and writes them as HTTP chunks with non-blocking
 writes, so a client that stops reading only grows its own backlog until it
 is dropped. The same loop sends keepalives, ends streams whose token
 expired, and notices at once when a client hangs up (its socket turns
-readable at EOF). TLS streams keep the thread path (``netapi.app``): an
-``SSLSocket`` cannot be written without blocking from outside its thread.
+readable at EOF); what is due when lives in ``netapi.streamstate``, shared
+with the TLS path (``netapi.events``): an ``SSLSocket`` cannot be written
+without blocking from outside its thread, so TLS streams keep theirs.
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ from typing import Any
 from cherrypy.process import plugins, wspbus
 
 from eventbus.complaints import Complaints
-from netapi.hub import Hub, Stream, View
-from netapi.stream import KEEPALIVE, KEEPALIVE_AFTER
+from netapi.hub import Hub
+from netapi.stream import KEEPALIVE
+from netapi.streamstate import StreamState
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +48,17 @@ def raw_socket(rfile: Any) -> socket.socket | None:
 
 
 class Pumped:
-    """One stream the pump writes: its socket, place in the hub, filter view, and what is unsent."""
+    """One stream the pump writes: its socket and what is unsent, around the shared ``StreamState``."""
 
-    __slots__ = ("sock", "fd", "stream", "view", "expire", "skip_upto", "out", "last_write", "done",
-                 "reason", "user", "peer", "writing")
+    __slots__ = ("sock", "fd", "state", "out", "done", "reason", "writing")
 
-    def __init__(self, sock: socket.socket, stream: Stream, view: View, expire: float, skip_upto: int,
-                 user: str, peer: str) -> None:
+    def __init__(self, sock: socket.socket, state: StreamState) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.stream = stream
-        self.view = view
-        self.expire = expire
-        self.skip_upto = skip_upto
+        self.state = state
         self.out = b""
-        self.last_write = time.monotonic()
         self.done = threading.Event()
         self.reason = ""
-        self.user = user
-        self.peer = peer
         self.writing = False
 
 
@@ -171,23 +165,11 @@ class Pump(plugins.SimplePlugin):
     def _feed(self, pumped: Pumped) -> None:
         if pumped.out:
             return  # the client has not taken the last write yet; its backlog grows in the hub
-        hub, stream = self.hub, pumped.stream
-        span = hub.take(stream)
-        if span is None:
-            self._drop(pumped, f"it fell {hub.capacity} events behind")
-            return
-        start, end = span
-        if start == end:
-            return
-        data = pumped.view.render(hub, start, end, pumped.skip_upto)
+        hub, state = self.hub, pumped.state
+        data = state.render(hub, hub.take(state.stream))
         if data is None:
-            self._drop(pumped, f"it fell {hub.capacity} events behind")
-            return
-        if pumped.skip_upto:
-            newest = hub.records(end - 1, end)
-            if newest and newest[0].seq > pumped.skip_upto:
-                pumped.skip_upto = 0
-        if data:
+            self._drop(pumped, state.behind(hub))
+        elif data:
             pumped.out = b"%x\r\n%b\r\n" % (len(data), data)
             self._send(pumped)
 
@@ -205,7 +187,7 @@ class Pump(plugins.SimplePlugin):
                 pumped.writing = True
                 self._selector.modify(pumped.fd, selectors.EVENT_READ | selectors.EVENT_WRITE, pumped)
             return
-        pumped.last_write = time.monotonic()
+        pumped.state.wrote()
         if pumped.writing:
             pumped.writing = False
             self._selector.modify(pumped.fd, selectors.EVENT_READ, pumped)
@@ -223,18 +205,20 @@ class Pump(plugins.SimplePlugin):
     def _housekeeping(self, now: float) -> None:
         wall = time.time()
         for pumped in list(self._streams.values()):
+            state = pumped.state
             if pumped.out:
-                if self.hub.lag(pumped.stream) > self.hub.capacity:
-                    self._drop(pumped, f"it fell {self.hub.capacity} events behind")
+                if self.hub.lag(state.stream) > self.hub.capacity:
+                    self._drop(pumped, state.behind(self.hub))
                 continue
-            if wall >= pumped.expire:
+            if state.expired(wall):
                 self._end(pumped, "expired")
-            elif now - pumped.last_write >= KEEPALIVE_AFTER:
+            elif state.keepalive_due(now):
                 pumped.out = b"%x\r\n%b\r\n" % (len(KEEPALIVE), KEEPALIVE)
                 self._send(pumped)
 
     def _drop(self, pumped: Pumped, why: str) -> None:
-        self.complaints.refuse("slow", f"dropped the stream of {pumped.user} from {pumped.peer}: {why}")
+        state = pumped.state
+        self.complaints.refuse("slow", f"dropped the stream of {state.user} from {state.peer}: {why}")
         try:
             pumped.sock.shutdown(socket.SHUT_RDWR)  # a half-written chunk must not look like a clean end
         except OSError:

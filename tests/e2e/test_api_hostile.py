@@ -17,7 +17,8 @@ from contextlib import ExitStack
 import pytest
 import requests
 
-from tests.apinode import PASSWORDS, ApiEnv, SSEReader, running_api
+from tests.apinode import PASSWORDS, ApiEnv, running_api
+from tests.sse import SSEReader
 from tests.helpers import wait_for
 
 FAST = 3.0  # seconds a login may take here at worst (scrypt is ~60 ms; the old API: 9 s, then timeouts)

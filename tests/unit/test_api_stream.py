@@ -117,3 +117,32 @@ def test_hook_tag_and_credential_headers():
     kept = hooks.public_headers({"Authorization": "Bearer x", "X-Auth-Token": "t", "Cookie": "c",
                                  "X-Github-Event": "push", "Content-Type": "application/json"})
     assert kept == {"X-Github-Event": "push", "Content-Type": "application/json"}
+
+
+def test_stream_state_skips_what_the_resume_sent_then_everything_after_the_seam():
+    from netapi.streamstate import StreamState
+
+    hub = Hub(capacity=100)
+    hub.publish(_records(1, 2), epoch=1)
+    stream, _head, _epoch = hub.open()
+    hub.publish(_records(3, 4), epoch=1)  # 3..6; the resume already sent up to 4
+    state = StreamState(stream, hub.view(("all",), None), expire=2e9, skip_upto=4, user="u", peer="p")
+    data = state.render(hub, hub.take(stream))
+    assert [line for line in data.split(b"\n") if line.startswith(b"id: ")] == [b"id: 5", b"id: 6"]
+    assert state.skip_upto == 0, "past the seam nothing is skipped any more"
+    assert state.render(hub, (hub.take(stream) or (0, 0))) == b""
+    assert state.render(hub, None) is None, "a stream the ring left behind is dropped"
+
+
+def test_stream_state_says_when_a_keepalive_is_due_and_when_the_token_expired():
+    from netapi.streamstate import StreamState
+    from netapi.stream import KEEPALIVE_AFTER
+
+    hub = Hub(capacity=10)
+    stream, _head, _epoch = hub.open()
+    state = StreamState(stream, hub.view(("all",), None), expire=1000.0, skip_upto=0, user="u", peer="p")
+    state.wrote(50.0)
+    assert not state.keepalive_due(50.0 + KEEPALIVE_AFTER - 0.1)
+    assert state.keepalive_due(50.0 + KEEPALIVE_AFTER)
+    assert state.quiet_left(50.0 + 5) == KEEPALIVE_AFTER - 5
+    assert not state.expired(999.0) and state.expired(1000.0)

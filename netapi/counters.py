@@ -25,7 +25,7 @@ class IngestCounters:
         with self._lock:
             self._refused[code] = self._refused.get(code, 0) + count
 
-    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(accepted by type, refused by code), copies."""
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{"accepted": {type: n}, "refused": {code: n}}`` (copies): what ``netapi.metrics`` reads."""
         with self._lock:
-            return dict(self._accepted), dict(self._refused)
+            return {"accepted": dict(self._accepted), "refused": dict(self._refused)}

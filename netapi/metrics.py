@@ -39,7 +39,11 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def families(snapshot: figures.Figures, sse_streams: int, ingest: IngestCounters) -> Iterator[Metric]:
+# ``{"accepted": {type: n}, "refused": {code: n}}`` of CloudEvents ingest (``IngestCounters.counts``).
+IngestCounts = Callable[[], dict]
+
+
+def families(snapshot: figures.Figures, sse_streams: int, ingest: dict) -> Iterator[Metric]:
     """Every metric of SPEC section 11 (and a few more) from one snapshot; sans-IO."""
     up = GaugeMetricFamily("eventbus_up", "1 when the daemon answered this scrape, else 0", labels=["daemon"])
     up.add_metric(["master"], 0 if "master" in snapshot.down else 1)
@@ -87,7 +91,7 @@ def families(snapshot: figures.Figures, sse_streams: int, ingest: IngestCounters
         yield _counter("eventbus_reactor_done_total", "Reactor actions done", snapshot.reactor.get("done", 0))
         yield _counter("eventbus_reactor_failed_total", "Reactor actions that failed", snapshot.reactor.get("failed", 0))
         yield _gauge("eventbus_reactor_in_flight", "Reactor actions running", snapshot.reactor.get("in_flight", 0))
-    accepted, refused = ingest.snapshot()
+    accepted, refused = ingest.get("accepted", {}), ingest.get("refused", {})
     accepted_family = CounterMetricFamily("eventbus_cloudevents_accepted", "CloudEvents accepted, by type",
                                           labels=["type"])
     for event_type, count in sorted(accepted.items()):
@@ -104,10 +108,12 @@ class Metrics:
     """The API's registry with one collector; ``render()`` is the body of ``GET /metrics``."""
 
     def __init__(self, master: MasterConfig, sse_streams: Callable[[], int],
-                 ingest: IngestCounters | None = None) -> None:
+                 ingest_counts: IngestCounts | None = None) -> None:
         self.master = master
         self.sse_streams = sse_streams
-        self.ingest = ingest or IngestCounters()
+        self.ingest = IngestCounters()
+        # Where the CloudEvents counts come from: our own counters unless the ingest keeps its own.
+        self.ingest_counts: IngestCounts = ingest_counts or self.ingest.counts
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         # One scrape at a time: concurrent scrapers share nothing, and the daemons are asked once each.
@@ -129,7 +135,7 @@ class Metrics:
         if self._context is None:
             self._context = zmq.Context()
         snapshot = figures.gather(self.master, self.forward_dir(), context=self._context)
-        yield from families(snapshot, self.sse_streams(), self.ingest)
+        yield from families(snapshot, self.sse_streams(), self.ingest_counts())
 
     def close(self) -> None:
         if self._context is not None:

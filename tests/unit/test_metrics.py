@@ -17,7 +17,7 @@ def render(snapshot: Figures, streams: int = 0, ingest: IngestCounters | None = 
 
     class Once:
         def collect(self):
-            return families(snapshot, streams, ingest or IngestCounters())
+            return families(snapshot, streams, (ingest or IngestCounters()).counts())
 
     registry.register(Once())
     text = generate_latest(registry).decode()
@@ -67,4 +67,4 @@ def test_ingest_counters_count_from_many_threads():
         thread.start()
     for thread in threads:
         thread.join()
-    assert counters.snapshot() == ({"t": 8000}, {})
+    assert counters.counts() == {"accepted": {"t": 8000}, "refused": {}}

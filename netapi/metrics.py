@@ -118,18 +118,22 @@ class Metrics:
         self.registry.register(self)
         # One scrape at a time: concurrent scrapers share nothing, and the daemons are asked once each.
         self._lock = threading.Lock()
-        self._forward_dir: tuple[Path | None] | None = None
+        self._forward_dir: tuple[float | None, Path | None] = (None, None)  # (forward file's mtime, sock dir)
         self._context: zmq.Context | None = None
 
     def forward_dir(self) -> Path | None:
-        """The forwarder's control socket dir, from a ``forward`` file beside the master's (read once)."""
-        if self._forward_dir is None:
+        """The forwarder's control socket dir, from a ``forward`` file beside the master's (re-read when it changes)."""
+        try:
+            mtime: float | None = (Path(str(self.master.source)).parent / "forward").stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime != self._forward_dir[0]:
             try:
-                self._forward_dir = (figures.forward_sock_dir(self.master),)
+                self._forward_dir = (mtime, figures.forward_sock_dir(self.master) if mtime is not None else None)
             except EventBusError as exc:
                 log.warning("metrics: cannot read the forwarder's config: %s", exc)
-                return None
-        return self._forward_dir[0]
+                self._forward_dir = (mtime, None)
+        return self._forward_dir[1]
 
     def collect(self) -> Iterator[Metric]:
         if self._context is None:

@@ -67,3 +67,30 @@ def test_dashboard_shows_rates_tags_minions_and_forwarders(chromium, linked_api,
     path.write_bytes(base64.b64decode(shot["data"]))
     print(f"screenshot: {path}")
     assert path.stat().st_size > 10_000
+
+
+def test_a_non_admin_gets_the_stream_figures_and_a_note_instead_of_metrics(chromium):  # noqa: F811
+    from tests.apinode import running_api
+
+    with running_api() as env:
+        chromium.call("Page.enable")
+        chromium.call("Page.navigate", url=env.url("/ui"))
+        wait_for(lambda: chromium.evaluate("document.readyState") == "complete"
+                 and chromium.evaluate("typeof window.eb") == "object", timeout=20, what="the /ui page")
+        chromium.evaluate("""
+            document.getElementById('username').value = 'bob';
+            document.getElementById('password').value = 'bob-secret-pw';
+            document.getElementById('login').requestSubmit();
+        """)
+        wait_for(lambda: chromium.evaluate("window.eb.state") == "open", timeout=20, what="the stream to open")
+        wait_for(lambda: "403" in (chromium.evaluate("window.eb.dash.metricsError") or ""), timeout=20,
+                 what="the refused scrape")
+        env.fire({"n": 1}, "myco/seen")
+        env.fire({"n": 2}, "other/unseen")
+        env.fire({"n": 3}, "myco/seen")
+        wait_for(lambda: chromium.evaluate("window.eb.events.length") >= 2, timeout=20, what="bob's events")
+        wait_for(lambda: chromium.evaluate("document.getElementById('tags').innerText")
+                 .replace("\n", " ").split() == ["myco/seen", "2"], timeout=10, interval=0.2, what="the tag list")
+        assert "metrics unavailable (403" in chromium.evaluate("document.getElementById('metrics-note').innerText")
+        assert chromium.evaluate("document.getElementById('minions').innerText").strip() == \
+            "needs the metrics (an admin login)"

@@ -162,3 +162,22 @@ def test_status_against_running_and_stopped_daemons(linked_api):
     lines = done.stdout.splitlines()
     assert any(line.startswith("master: not running (") for line in lines), done.stdout
     assert any(line.startswith("forward: not running (") for line in lines), done.stdout
+
+
+def test_status_and_metrics_show_the_reactor():
+    from tests.reactorkit import wait_reactor
+
+    rules = [{"react/*": [{"fire": {"tag": "reacted/{{ data.n }}", "data": {"n": "{{ data.n }}"}}}]}]
+    with running_api(master_keys={"reactor": rules}) as env:
+        wait_reactor(env.master)
+        fire_many(env.master, 3, tag="react/go")
+        token = env.login("alice")
+        samples = wait_for(lambda: (s := scrape(env, **{"X-Auth-Token": token})).get(
+            ("eventbus_reactor_done_total", ()), 0) >= 3 and s, 30, interval=0.1, what="3 reactions counted")
+        assert samples[("eventbus_up", (("daemon", "reactor"),))] == 1
+        assert samples[("eventbus_reactor_failed_total", ())] == 0
+        done = run_cli("status", "-c", str(env.config_dir))
+        assert done.returncode == 0, done.stdout + done.stderr
+        lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+        assert lines["reactor"].startswith("running (pid ") and lines["reactor"].endswith(", 1 rules)")
+        assert lines["reactor_done"] == "3" and lines["reactor_failed"] == "0"

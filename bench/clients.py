@@ -143,7 +143,7 @@ def publisher_main(target: Target, index: int, conn: Connection) -> None:
                 i += 1
                 if not i & 63 and time.perf_counter() > deadline:
                     break
-            conn.send(("done", i, time.perf_counter() - start, retries))
+            conn.send(("done", i, time.perf_counter() - start, retries, mono()))
     finally:
         close()
 
@@ -238,6 +238,7 @@ class TrialResult:
     seconds: float
     retries: int
     seen: list[dict]
+    ended_ns: int = 0  # CLOCK_MONOTONIC when the last publisher finished (0: unknown)
 
     @property
     def rate(self) -> float:
@@ -255,6 +256,17 @@ class TrialResult:
     @property
     def disorder(self) -> int:
         return sum(s["disorder"] for s in self.seen)
+
+    @property
+    def lag(self) -> float:
+        """Seconds from the last publisher's end to the slowest subscriber's last event (0 when unknown).
+
+        Listeners that fell behind fetch what they missed from the daemon and
+        still get everything, late: the lag tells a subscriber that kept pace
+        from one that caught up afterwards.
+        """
+        last = max((s["last_ns"] for s in self.seen), default=0)
+        return max(0.0, (last - self.ended_ns) / 1e9) if self.ended_ns and last else 0.0
 
     @property
     def delivered_rate(self) -> float:
@@ -327,7 +339,7 @@ class Crew:
         for conn in self.subs:
             conn.send(("expect", sent))
         seen = [self._expect(conn, "seen", 120)[1] for conn in self.subs]
-        return TrialResult(sent, max(d[2] for d in done), sum(d[3] for d in done), seen)
+        return TrialResult(sent, max(d[2] for d in done), sum(d[3] for d in done), seen, max(d[4] for d in done))
 
     def close(self) -> None:
         for conn in self.pubs + self.subs + self.stalled:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 PARTS = ("bench.bus", "bench.journal", "bench.relay", "bench.api", "bench.metrics", "bench.attack", "bench.forward",
-         "bench.brokers", "bench.reactor")
+         "bench.brokers", "bench.reactor", "bench.cloudevents")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 
 

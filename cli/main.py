@@ -18,6 +18,8 @@ COMMANDS = {
     "key": ("cli.key", "list, accept, reject and delete minion keys"),
     "api": ("cli.api", "run the REST API"),
     "user": ("cli.user", "manage REST API users (user add NAME)"),
+    "eventtype": ("cli.eventtype", "register and finalize CloudEvents types (JSON Schemas, versioned)"),
+    "channel": ("cli.channel", "add, list, remove and rotate CloudEvents channels"),
     "forward": ("cli.forward", "run the forwarder: the master bus into brokers (--status: their health)"),
     "status": ("cli.status", "the running daemons' figures (the same as GET /metrics), one name: value line each"),
     "reactor": ("cli.reactor", "show the master's reactor: rules, in flight, done, failed, cursor lag"),

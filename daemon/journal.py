@@ -131,10 +131,10 @@ class Journal:
         chunks: list[bytes] = []
         add = chunks.append
         for seq, frame in entries:
-            head = pack(seq, now, len(frame))
-            add(head)
-            add(frame)
-            add(crc_pack(crc32(frame, crc32(head))))
+            # One record (head + frame) and its checksum: one crc32 call, two pieces to join.
+            record = pack(seq, now, len(frame)) + frame
+            add(record)
+            add(crc_pack(crc32(record)))
         data = b"".join(chunks)
         try:
             written = os.write(self._fd, data)

@@ -205,7 +205,7 @@ class AsyncBusHandle:
 
     async def fire_event(self, data: dict, tag: str, timeout: int = 1000) -> bool:
         """Hand an event to the daemon: ``True`` if handed, ``False`` if none answered in ``timeout`` ms."""
-        frame = wire.publish_frame(*payload.pack_event(tag, data, self.max_event_size))
+        frame = payload.pack_frame(tag, data, self.max_event_size)
         if self.push is None:
             self.push = open_publisher(self.context, self.endpoints, timeout)  # type: ignore[assignment]
             self._send_timeout = timeout

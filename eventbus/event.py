@@ -18,6 +18,7 @@ import time
 from typing import Any, Iterator, Mapping
 
 import zmq
+from zmq.backend import zmq_poll as _zmq_poll
 from zmq.utils.monitor import recv_monitor_message
 
 from eventbus import config, control, payload, relay, wire
@@ -38,6 +39,18 @@ HEAD_CHECK_EVERY = 1.0
 # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
 # for plain bytes it only adds a call per event.
 _send_bytes = zmq.backend.Socket.send
+_NOTHING = object()
+# zmq's constants are enum members: ``&`` on one runs Python code, and passing one costs a conversion.
+_POLLIN, _NOBLOCK = int(zmq.POLLIN), int(zmq.NOBLOCK)
+
+
+def _readable(poll_items: list[tuple[zmq.Socket, int]]) -> bool:
+    """Whether the socket of ``[(sock, POLLIN)]`` has a message waiting.
+
+    A zero-timeout poll: cheaper than a recv that raises ``zmq.Again``, and
+    than ``sock.get(zmq.EVENTS)``, which looks the option up in an enum.
+    """
+    return bool(_zmq_poll(poll_items, 0))
 
 
 def open_listener(context: zmq.Context, endpoints: wire.Endpoints) -> tuple[zmq.Socket, bytes]:
@@ -86,12 +99,18 @@ class BusHandle:
         self.push: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
         self._poller: zmq.Poller | None = None
+        self._sub_ready: list[tuple[zmq.Socket, int]] = []
         self._sync_token = b""
         self._send_timeout = -2
         self._control: control.Client | None = None
         # When the bus is quiet: when to ask the daemon's head next, and the seq seen at the last check.
         self._next_head_check = 0.0
         self._checked_seq = -1
+        self._quiet = False  # the last look at the listener found nothing queued
+        # The last get_event call's tag and match type (none yet: a value no caller passes), and their matcher.
+        self._want_tag: Any = _NOTHING
+        self._want_type: Any = _NOTHING
+        self._want: Any = None
         self.disconnected = False
         if listen:
             self.connect_pub()
@@ -103,9 +122,10 @@ class BusHandle:
         if self.sub is None:
             self.sub, self._sync_token = open_listener(self.context, self.endpoints)
             self._monitor = self.sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            self._sub_ready = [(self.sub, _POLLIN)]
             self._poller = zmq.Poller()
-            self._poller.register(self.sub, zmq.POLLIN)
-            self._poller.register(self._monitor, zmq.POLLIN)
+            self._poller.register(self.sub, _POLLIN)
+            self._poller.register(self._monitor, _POLLIN)
         if timeout is None:
             if not os.path.exists(self.endpoints.files[1]):
                 return False
@@ -121,7 +141,7 @@ class BusHandle:
         deadline = time.monotonic() + timeout
         while not self.connected:
             try:
-                frame = self.sub.recv(zmq.NOBLOCK)  # type: ignore[union-attr]
+                frame = self.sub.recv(_NOBLOCK)  # type: ignore[union-attr]
             except zmq.Again:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -167,7 +187,9 @@ class BusHandle:
         """
         if self.sub is None:
             self.connect_pub(timeout=0)
-        recv = self.sub.recv  # type: ignore[union-attr]
+        sub = self.sub
+        recv = sub.recv  # type: ignore[union-attr]
+        waited = False
         inbox = self.inbox
         receive, backlog = inbox.receive, inbox.backlog
         deadline = None if wait is None else time.monotonic() + wait
@@ -180,9 +202,19 @@ class BusHandle:
                 self._fetch_page(following)
                 continue
             else:
-                try:
-                    frame = recv(zmq.NOBLOCK)
-                except zmq.Again:
+                # On a quiet bus a recv that finds nothing raises (costly) zmq.Again on every call; so
+                # while quiet, look at the socket first, and recv straight away after a wait said readable.
+                frame = None
+                if waited or not self._quiet or _readable(self._sub_ready):
+                    if not waited:
+                        self._quiet = False  # a frame was queued already: the bus is busy
+                    try:
+                        frame = recv(_NOBLOCK)
+                    except zmq.Again:
+                        pass
+                waited = False
+                if frame is None:
+                    self._quiet = True
                     if no_block:
                         return None
                     now = time.monotonic()
@@ -197,6 +229,7 @@ class BusHandle:
                         self._checked_seq = inbox.last_seq
                         continue
                     self._watch_link(min(remaining, self._next_head_check - now), auto_reconnect)
+                    waited = True
                     continue
             event = receive(frame, want)
             if event is NEED_FILL:
@@ -277,7 +310,11 @@ class BusHandle:
         (``seq`` ``None``, tag ``eventbus/stream/gap``) and asks the daemon's
         head when the bus is quiet, so nothing dropped just before is missed.
         """
-        want = self.inbox.matcher(tag, match_type)
+        if tag == self._want_tag and match_type == self._want_type:
+            want = self._want  # a loop of get_event calls asks for the same tag every time
+        else:
+            want = self.inbox.matcher(tag, match_type)
+            self._want_tag, self._want_type, self._want = tag, match_type, want
         event = self.inbox.take_kept(want) if self.inbox.kept else None
         if event is None:
             event = self._next(want, None if (wait == 0 and not no_block) else wait, no_block, auto_reconnect,
@@ -311,8 +348,7 @@ class BusHandle:
 
     def fire_event(self, data: dict, tag: str, timeout: int = 1000) -> bool:
         """Hand an event to the daemon: ``True`` if handed, ``False`` if none answered in ``timeout`` ms."""
-        raw_tag, raw_data = payload.pack_event(tag, data, self.max_event_size)
-        frame = wire.publish_frame(raw_tag, raw_data)
+        frame = payload.pack_frame(tag, data, self.max_event_size)
         if self.push is None:
             self.connect_pull(timeout)
             if self.sub is not None and not self.connected:

@@ -24,12 +24,15 @@ import logging
 import struct
 from typing import Any, NamedTuple
 
+import msgpack
+
 from eventbus import match, payload, wire
 from eventbus.errors import InvalidEventError
 
 log = logging.getLogger(__name__)
 
 _header = wire.HEADER.unpack_from
+_unpackb = msgpack.unpackb
 _HEADER_SIZE = wire.HEADER_SIZE
 
 GAP_TAG = "eventbus/stream/gap"
@@ -52,6 +55,8 @@ class Event(NamedTuple):
         """``follow``'s shape: ``{"seq", "tag", "data"}``."""
         return {"seq": self.seq, "tag": self.tag, "data": self.data}
 
+
+_new_tuple = tuple.__new__
 
 # ``receive``'s answer when events are missing before the frame: fetch them first (``fill_request``).
 NEED_FILL: Any = Event("", {}, -1)
@@ -163,6 +168,14 @@ class Inbox:
             self.epoch = epoch
         self.last_seq = seq
         if want(tag):
+            try:
+                # The common case inline (a copy of a small frame's data is cheaper than a memoryview);
+                # anything unusual goes through _event for its error.
+                data = _unpackb(frame[cut + 1:], raw=False, strict_map_key=False)
+                if type(data) is dict:
+                    return _new_tuple(Event, (tag, data, seq))  # Event(...) without its Python __new__
+            except Exception:  # msgpack raises many unrelated types on garbage
+                pass
             return self._event(tag, frame, cut, seq)
         for keep in self.subscriptions.values():
             if keep(tag):
@@ -178,7 +191,7 @@ class Inbox:
     @staticmethod
     def _event(tag: str, frame: bytes, cut: int, seq: int) -> Event | None:
         try:
-            return Event(tag, payload.unpack_data(memoryview(frame)[cut + 1:]), seq)
+            return Event(tag, payload.unpack_data(frame[cut + 1:]), seq)
         except InvalidEventError as exc:
             log.debug("ignored event %r from the bus: %s", tag, exc)
             return None

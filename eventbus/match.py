@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import operator
 import re
 from typing import Callable
 
@@ -27,9 +28,9 @@ def matcher(pattern: str, match_type: str = "startswith") -> Matcher:
     if match_type == "startswith":
         if not pattern:
             return _match_all
-        return lambda tag: tag.startswith(pattern)
+        return operator.methodcaller("startswith", pattern)  # in C: no Python frame per event
     if match_type == "endswith":
-        return lambda tag: tag.endswith(pattern)
+        return operator.methodcaller("endswith", pattern)
     if match_type == "find":
         return lambda tag: pattern in tag
     if match_type == "regex":

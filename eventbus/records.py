@@ -10,6 +10,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -19,7 +20,27 @@ from eventbus.sink import Outgoing
 FORMATS = ("salt", "cloudevents")
 RELAY_CMD = "_minion_event"
 _JSON_FORMAT = JSONFormat()
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_std_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def _dumps_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON of ``value``: orjson (ten times the standard library's C encoder, the
+    forwarder's largest per-event cost), the standard library for what orjson refuses (integers
+    past 64 bits); values JSON has no type for (bytes) become their ``str``."""
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return _std_dumps(value).encode()
+
+
+def _dumps(value: Any) -> str:
+    return _dumps_bytes(value).decode()
+
+
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON text (bytes and other non-JSON values as their ``str``)."""
+    return _dumps(value)
 
 
 def minion_id(data: dict) -> str | None:
@@ -49,7 +70,7 @@ def rfc3339(moment: datetime) -> str:
 
 def salt_record(seq: int, tag: str, data: dict) -> bytes:
     """The ``format: salt`` record: ``{"seq", "tag", "data"}`` as compact UTF-8 JSON."""
-    return _dumps({"seq": seq, "tag": tag, "data": data}).encode()
+    return _dumps_bytes({"seq": seq, "tag": tag, "data": data})
 
 
 def cloud_event(seq: int, tag: str, data: dict, moment: datetime | None = None) -> CloudEvent:

@@ -18,7 +18,11 @@ from eventbus.complaints import Complaints
 from eventbus.config import ApiConfig
 from eventbus.errors import (ApiError, AuthenticationError, EventTooLargeError,
                              InvalidEventError, TooManyRequestsError)
+from eventbus.channels import Channels
+from eventbus.eventtypes import EventTypes
 from netapi import auth, hooks, jwtauth
+from netapi.ceingest import Ingest, Refusal
+from netapi.ceoutbound import ErrorReporter
 from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
 from netapi.events import EventStreams
@@ -72,12 +76,22 @@ class Api:
         self.streams = EventStreams(hub, feed, pump, self.complaints)
         self.secure = settings.ssl_crt is not None
         self._ui_page = resources.files("netapi").joinpath("static/ui.html").read_bytes()
+        self.ingest = Ingest(Channels(settings.root_dir), EventTypes(settings.root_dir), settings.max_event_size)
+        self.error_reporter = ErrorReporter()
+        if metrics is not None:
+            # /metrics' eventbus_cloudevents_* come from the ingest's own counts.
+            metrics.ingest_counts = self.cloudevents_counts
 
     def close(self) -> None:
         """Let the password-check threads end (the engine's ``stop``: it waits for every thread)."""
         self.logins.close()
+        self.error_reporter.close()
         if self.collector is not None:
             self.collector.close()
+
+    def cloudevents_counts(self) -> dict:
+        """``{"accepted": {type: n}, "refused": {code: n}}`` of ``/cloudevents`` since start (for metrics)."""
+        return self.ingest.counts()
 
     # -- credentials ------------------------------------------------------------------------
 
@@ -120,8 +134,8 @@ class Api:
         _no_subpath(path)
         _allow("GET", "HEAD")
         return _json({"return": "eventbus REST API",
-                      "routes": ["POST /login", "GET /events", "POST /hook/<path>", "GET /ui",
-                                 "GET /metrics"]})
+                      "routes": ["POST /login", "GET /events", "POST /hook/<path>", "POST /cloudevents/<channel>",
+                                 "GET /ui", "GET /metrics"]})
 
     @cherrypy.expose
     def login(self, *path: str, **_params: Any) -> bytes:
@@ -200,6 +214,49 @@ class Api:
         if not fired:
             raise cherrypy.HTTPError(503, "the master bus is not reachable; the hook was not delivered")
         return _json({"success": True})
+
+    @cherrypy.expose
+    def cloudevents(self, *path: str, **_params: Any) -> bytes:
+        """``POST /cloudevents/<channel>``: signed CloudEvents in (``netapi.ceingest``), fired as ``cloudevents/<type>``."""
+        _allow("POST")
+        request = cherrypy.serving.request
+        ingest = self.ingest
+        channel = None
+        try:
+            if len(path) != 1:
+                raise Refusal(404, None, "no channel in the URL: POST /cloudevents/<channel>")
+            channel = ingest.channel(path[0])
+            too_large = False
+            try:
+                raw = self._read_body(self.settings.max_event_size)
+            except ApiError as exc:
+                if exc.status != 413:
+                    raise Refusal(exc.status, "InvalidParameter", exc.reason) from None
+                raw, too_large = b"", True
+            if too_large:
+                raise Refusal(413, "PayloadTooLarge",
+                              f"the request body is over the limit of {self.settings.max_event_size} bytes")
+            result = ingest.check(channel, raw, request.headers)
+        except Refusal as refusal:
+            ingest.refused(refusal.code, refusal.status)
+            if refusal.code is not None and channel is not None:
+                self.error_reporter.report(channel, refusal.code, refusal.reason)
+            if refusal.status == 404:
+                request.keep_reason = True  # type: ignore[attr-defined]
+            raise cherrypy.HTTPError(refusal.status, refusal.reason) from None
+        try:
+            fired = self.feed.fire_all(result.events)
+        except InvalidEventError as exc:
+            raise cherrypy.HTTPError(413 if isinstance(exc, EventTooLargeError) else 400, str(exc)) from None
+        if fired < len(result.events):
+            # Those fired are on the bus: remember them, so the sender's retry fires only the rest.
+            result.keys = result.keys[:fired]
+            result.events = result.events[:fired]
+            ingest.remember(result)
+            raise cherrypy.HTTPError(503, f"the master bus is not reachable; {fired} of {len(result.accepted)} "
+                                          "events were fired, retry the request (those are answered as duplicates)")
+        ingest.remember(result)
+        return _json({"success": True, "accepted": result.accepted, "duplicates": result.duplicates})
 
     @cherrypy.expose
     def ui(self, *path: str, **_params: Any) -> bytes:

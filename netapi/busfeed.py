@@ -160,3 +160,17 @@ class BusFeed(plugins.SimplePlugin):
                     return False
                 self.publisher = event.MasterEvent(self.master.sock_dir, opts=self.master, listen=False)
             return self.publisher.fire_event(data, tag, timeout=2000)
+
+    def fire_all(self, events: list[tuple[str, dict]]) -> int:
+        """Fire ``(tag, data)`` events in order under one lock (a batch's events stay together); how many
+        the master took before one was not taken."""
+        with self._publish_lock:
+            if self.publisher is None:
+                if self.context is None:
+                    return 0
+                self.publisher = event.MasterEvent(self.master.sock_dir, opts=self.master, listen=False)
+            fire = self.publisher.fire_event
+            for count, (tag, data) in enumerate(events):
+                if not fire(data, tag, timeout=2000):
+                    return count
+            return len(events)

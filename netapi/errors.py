@@ -37,8 +37,9 @@ def error_page(status: str, message: str, traceback: str, version: str) -> str:
     retry_after = getattr(cherrypy.serving.request, "retry_after", None)
     if retry_after is not None:  # CherryPy clears Retry-After from error responses; the route left it here
         cherrypy.serving.response.headers["Retry-After"] = str(retry_after)
-    reason = message if code < 500 and code not in (404, 405) else REASONS.get(code, message)
-    if code == 404:
+    keep = getattr(cherrypy.serving.request, "keep_reason", False)  # a route's own 404 reason
+    reason = message if keep or (code < 500 and code not in (404, 405)) else REASONS.get(code, message)
+    if code == 404 and not keep:
         reason = f"no route {cherrypy.serving.request.path_info[:200]!r}"
     elif code == 405:
         reason = f"method {cherrypy.serving.request.method} is not allowed on " \

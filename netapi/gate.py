@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import json
 import logging
 import os
 import selectors
@@ -41,10 +40,13 @@ import time
 from typing import Any
 
 from cheroot import connections
+from cheroot.server import HeaderReader
 from cheroot.makefile import MakeFile
 from cherrypy._cpwsgi_server import CPWSGIServer
 
 from netapi import limits
+from netapi.gateconn import (Draining, Handshake, Held, Wake, close_quietly, error_response, read_some,
+                             send_now)
 
 log = logging.getLogger(__name__)
 
@@ -56,132 +58,9 @@ MAX_PENDING = 8192
 # Bytes held for unfinished requests in all; past it a request whose head is in goes to a worker at once.
 BUFFER_BUDGET = 64 * 1024 * 1024
 DRAIN_TIME = 2.0
-DRAIN_BYTES = 4 * 1024 * 1024
-READ_SIZE = 65536
 HOUSEKEEPING = 0.25
 ACCEPT_BATCH = 64
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-REASON_PHRASES = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
-                  431: "Request Header Fields Too Large", 503: "Service Unavailable"}
-
-
-def error_response(status: int, reason: str, retry_after: int | None = None) -> bytes:
-    """A complete ``Connection: close`` answer with the API's JSON error body."""
-    body = json.dumps({"status": status, "return": reason}).encode()
-    extra = f"Retry-After: {retry_after}\r\n" if retry_after else ""
-    return (f"HTTP/1.1 {status} {REASON_PHRASES.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n").encode() + body
-
-
-class _Held:
-    """A connection whose request is not all here yet (or which waits, kept alive, for its next one)."""
-
-    __slots__ = ("gate", "sock", "conn", "address", "port", "makefile", "ssl_env", "deadline", "idle", "need",
-                 "buffer", "continued", "chunks")
-
-    def __init__(self, gate: "Gate", sock: socket.socket, conn: Any, address: str, port: int, makefile: Any,
-                 ssl_env: dict, deadline: float, idle: bool) -> None:
-        # A new connection gets its cheroot ``HTTPConnection`` (``conn``) only once its request is whole:
-        # one that never finishes costs a socket and this object, nothing more.
-        self.gate = gate
-        self.sock = sock
-        self.conn = conn
-        self.address = address
-        self.port = port
-        self.makefile = makefile
-        self.ssl_env = ssl_env
-        self.deadline = deadline
-        self.idle = idle
-        self.need = 0
-        self.buffer = bytearray()  # the request so far; given to cheroot's reader when it is whole
-        self.continued = False
-        self.chunks: limits.ChunkedBody | None = None
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()  # counted by ``CountedConnection``
-        else:
-            _close_quietly(self.sock)
-            self.gate.closed(None)
-
-
-class _Handshake:
-    """A TLS connection whose handshake is under way."""
-
-    __slots__ = ("sock", "address", "port", "deadline")
-
-    def __init__(self, sock: ssl.SSLSocket, address: str, port: int, deadline: float) -> None:
-        self.sock = sock
-        self.address = address
-        self.port = port
-        self.deadline = deadline
-
-    def close(self) -> None:
-        _close_quietly(self.sock)
-
-
-class _Draining:
-    """An answered connection whose unwanted upload is read and dropped for a moment before it closes."""
-
-    __slots__ = ("held", "deadline", "left")
-
-    def __init__(self, held: _Held, deadline: float) -> None:
-        self.held = held
-        self.deadline = deadline
-        self.left = DRAIN_BYTES
-
-    def close(self) -> None:
-        self.held.close()
-
-
-class _Wake:
-    """The selector key of the pipe worker threads write to when they return a kept-alive connection."""
-
-    def close(self) -> None:
-        pass
-
-
-def _close_quietly(sock: socket.socket) -> None:
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
-def _send_now(sock: socket.socket, data: bytes) -> None:
-    """Send a short answer if the socket takes it now; never blocks (the selector thread must not)."""
-    try:
-        if isinstance(sock, ssl.SSLSocket):
-            blocking = sock.gettimeout()
-            sock.setblocking(False)
-            try:
-                sock.send(data)
-            finally:
-                sock.settimeout(blocking)
-        else:
-            os.write(sock.fileno(), data)
-    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-        pass
-
-
-def _read_some(sock: socket.socket) -> bytes | None:
-    """What the socket has now (b"" at EOF), ``None`` if nothing yet; never blocks."""
-    if isinstance(sock, ssl.SSLSocket):
-        try:
-            data = sock.recv(READ_SIZE)
-            while data and sock.pending():
-                data += sock.recv(sock.pending())
-            return data
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            return None
-        except ssl.SSLZeroReturnError:
-            return b""
-    try:
-        return os.read(sock.fileno(), READ_SIZE)
-    except (BlockingIOError, InterruptedError):
-        return None
-
 
 class Gate(connections.ConnectionManager):
     """cheroot's ``ConnectionManager`` that reads requests itself and hands workers only whole ones."""
@@ -191,8 +70,8 @@ class Gate(connections.ConnectionManager):
         self.max_body = max_body
         self.max_open = max_open
         self.quiet = limits.OncePerInterval()
-        self._held: dict[int, _Held] = {}
-        self._others: dict[int, _Handshake | _Draining] = {}
+        self._held: dict[int, Held] = {}
+        self._others: dict[int, Handshake | Draining] = {}
         self._pending_by_address: collections.Counter[str] = collections.Counter()
         self._buffered = 0
         self._open = 0
@@ -201,7 +80,7 @@ class Gate(connections.ConnectionManager):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, data=_Wake())
+        self._selector.register(self._wake_r, selectors.EVENT_READ, data=Wake())
         # cheroot's listening socket has a 1 s timeout; a non-blocking twin lets us accept until none is left.
         self._listener = socket.socket(fileno=os.dup(server.socket.fileno()))
         self._listener.setblocking(False)
@@ -244,16 +123,16 @@ class Gate(connections.ConnectionManager):
                     for _ in range(ACCEPT_BATCH):  # a burst of clients costs one select, not one each
                         if not self._accept():
                             break
-                elif isinstance(data, _Wake):
+                elif isinstance(data, Wake):
                     self._take_returned()
                 # An event for a socket closed earlier in this batch may name a descriptor reused since.
-                elif isinstance(data, _Held):
+                elif isinstance(data, Held):
                     if self._held.get(fd) is data:
                         self._on_readable(fd, data)
-                elif isinstance(data, _Handshake):
+                elif isinstance(data, Handshake):
                     if self._others.get(fd) is data:
                         self._on_handshake(fd, data)
-                elif isinstance(data, _Draining):
+                elif isinstance(data, Draining):
                     if self._others.get(fd) is data:
                         self._on_drain(fd, data)
             now = time.monotonic()
@@ -295,10 +174,10 @@ class Gate(connections.ConnectionManager):
             sock.setblocking(False)
             if self.server.ssl_adapter is None:
                 try:
-                    _send_now(sock, error_response(503, f"too many connections: {why}; retry later", retry_after=5))
+                    send_now(sock, error_response(503, f"too many connections: {why}; retry later", retry_after=5))
                 except OSError:
                     pass
-            _close_quietly(sock)
+            close_quietly(sock)
             return
         sock.setblocking(False)
         if self.server.ssl_adapter is not None:
@@ -308,17 +187,17 @@ class Gate(connections.ConnectionManager):
             except (OSError, ValueError):
                 self._forget_socket(sock)
                 return
-            shake = _Handshake(tls, address, port, time.monotonic() + HANDSHAKE_TIMEOUT)
+            shake = Handshake(tls, address, port, time.monotonic() + HANDSHAKE_TIMEOUT)
             self._pending_by_address[address] += 1  # a handshake is an unfinished request too
             self._others[tls.fileno()] = shake
             self._selector.register(tls.fileno(), selectors.EVENT_READ, data=shake)
             self._on_handshake(tls.fileno(), shake)
             return
         sock.settimeout(self.server.timeout)  # what workers expect; the descriptor stays non-blocking
-        self._hold(_Held(self, sock, None, address, port, MakeFile, {}, 0.0, False))
+        self._hold(Held(self, sock, None, address, port, MakeFile, {}, 0.0, False))
 
     def _forget_socket(self, sock: socket.socket) -> None:
-        _close_quietly(sock)
+        close_quietly(sock)
         self.closed(None)
 
     def _connection(self, sock: socket.socket, makefile: Any, address: str, port: int, ssl_env: dict) -> Any:
@@ -328,7 +207,7 @@ class Gate(connections.ConnectionManager):
         conn.ssl_env = ssl_env
         return conn
 
-    def _on_handshake(self, fd: int, shake: _Handshake) -> None:
+    def _on_handshake(self, fd: int, shake: Handshake) -> None:
         try:
             shake.sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -346,7 +225,7 @@ class Gate(connections.ConnectionManager):
         self._unwatch(fd)
         self._uncount(shake.address)
         adapter = self.server.ssl_adapter
-        self._hold(_Held(self, shake.sock, None, shake.address, shake.port, adapter.makefile,
+        self._hold(Held(self, shake.sock, None, shake.address, shake.port, adapter.makefile,
                          adapter.get_environ(shake.sock), 0.0, False))
 
     def _watch(self, fd: int, events: int, data: Any) -> None:
@@ -375,10 +254,10 @@ class Gate(connections.ConnectionManager):
             if not self.server.ready:
                 conn.close()
                 continue
-            self._hold(_Held(self, conn.socket, conn, conn.remote_addr or "", conn.remote_port or 0, None, {}, 0.0,
+            self._hold(Held(self, conn.socket, conn, conn.remote_addr or "", conn.remote_port or 0, None, {}, 0.0,
                              idle=not conn.rfile.has_data()))
 
-    def _hold(self, held: _Held) -> None:
+    def _hold(self, held: Held) -> None:
         """Watch ``held`` until its request is whole (``held.idle``: no byte of it has come yet)."""
         sock = held.sock
         if isinstance(sock, ssl.SSLSocket):
@@ -399,7 +278,7 @@ class Gate(connections.ConnectionManager):
         elif isinstance(sock, ssl.SSLSocket) and sock.pending():
             self._on_readable(fd, held)  # decrypted bytes wait inside the TLS layer: no readiness will come
 
-    def _release(self, fd: int, held: _Held) -> None:
+    def _release(self, fd: int, held: Held) -> None:
         if self._held.pop(fd, None) is None:
             return
         try:
@@ -416,9 +295,9 @@ class Gate(connections.ConnectionManager):
         else:
             self._pending_by_address.pop(address, None)
 
-    def _on_readable(self, fd: int, held: _Held) -> None:
+    def _on_readable(self, fd: int, held: Held) -> None:
         try:
-            data = _read_some(held.sock)
+            data = read_some(held.sock)
         except (OSError, ssl.SSLError):
             data = b""
         if data is None:
@@ -434,7 +313,7 @@ class Gate(connections.ConnectionManager):
         self._buffered += len(data)
         self._advance(fd, held)
 
-    def _advance(self, fd: int, held: _Held) -> None:
+    def _advance(self, fd: int, held: Held) -> None:
         """Hand the request on if it is whole, refuse it if it breaks a limit, else wait for more."""
         if held.need > 0 and len(held.buffer) < held.need and self._buffered <= BUFFER_BUDGET:
             return  # the head was checked; more body to come
@@ -447,7 +326,7 @@ class Gate(connections.ConnectionManager):
             held.need = verdict.need
             if verdict.expect_continue and not held.continued:
                 held.continued = True  # the client waits for this before its body (cheroot may send one more: allowed)
-                _send_now(held.sock, CONTINUE)
+                send_now(held.sock, CONTINUE)
             if not (held.need and self._buffered > BUFFER_BUDGET):
                 return
         elif verdict.status != 200:
@@ -461,21 +340,21 @@ class Gate(connections.ConnectionManager):
         held.sock.settimeout(self.server.timeout)
         self.server.process_conn(conn)
 
-    def _refuse(self, fd: int, held: _Held, status: int, reason: str) -> None:
+    def _refuse(self, fd: int, held: Held, status: int, reason: str) -> None:
         self._release(fd, held)
         self._say(str(status), held.address, f"answered {status} to {held.address}: {reason}")
         try:
-            _send_now(held.sock, error_response(status, reason))
+            send_now(held.sock, error_response(status, reason))
             held.sock.shutdown(socket.SHUT_WR)
         except (OSError, ssl.SSLError):
             held.close()
             return
-        drain = _Draining(held, time.monotonic() + DRAIN_TIME)
+        drain = Draining(held, time.monotonic() + DRAIN_TIME)
         self._watch(fd, selectors.EVENT_READ, drain)
 
-    def _on_drain(self, fd: int, drain: _Draining) -> None:
+    def _on_drain(self, fd: int, drain: Draining) -> None:
         try:
-            data = _read_some(drain.held.sock)
+            data = read_some(drain.held.sock)
         except (OSError, ssl.SSLError):
             data = b""
         if data is None:
@@ -494,7 +373,7 @@ class Gate(connections.ConnectionManager):
             self._say("408", held.address, f"answered 408 to {held.address}: the request was not complete "
                                            f"after {REQUEST_TIMEOUT:g} s")
             try:
-                _send_now(held.sock, error_response(408, f"the request was not complete after "
+                send_now(held.sock, error_response(408, f"the request was not complete after "
                                                           f"{REQUEST_TIMEOUT:g} s"))
             except (OSError, ssl.SSLError):
                 pass
@@ -502,7 +381,7 @@ class Gate(connections.ConnectionManager):
         for fd, other in [(fd, o) for fd, o in self._others.items() if o.deadline <= now]:
             self._unwatch(fd)
             other.close()
-            if isinstance(other, _Handshake):
+            if isinstance(other, Handshake):
                 self._uncount(other.address)
                 self.closed(None)
 
@@ -521,12 +400,35 @@ class Gate(connections.ConnectionManager):
         self._held.clear()
         self._others.clear()
         self._selector.close()
-        _close_quietly(self._listener)
+        close_quietly(self._listener)
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+
+class NoFoldHeaderReader(HeaderReader):
+    """cheroot's header reader, refusing obsolete line folding (RFC 9112 5.2 allows a 400).
+
+    cheroot would replace a folded header's value by its last line, so a
+    ``ce-source`` split over two lines would silently become another source.
+    """
+
+    def __call__(self, rfile: Any, hdict: Any = None) -> Any:
+        wrapped = _FoldCheck(rfile)
+        return super().__call__(wrapped, hdict)
+
+
+class _FoldCheck:
+    def __init__(self, rfile: Any) -> None:
+        self.rfile = rfile
+
+    def readline(self, *args: Any) -> bytes:
+        line = self.rfile.readline(*args)
+        if line[:1] in (b" ", b"\t"):
+            raise ValueError("a header line starts with a space or tab (obsolete line folding)")
+        return line
 
 
 class GatedServer(CPWSGIServer):
@@ -539,10 +441,14 @@ class GatedServer(CPWSGIServer):
         self.keep_alive_conn_limit = None
         base = self.ConnectionClass
 
+        class NoFoldRequest(base.RequestHandlerClass):  # type: ignore[misc, name-defined]
+            header_reader = NoFoldHeaderReader()
+
         class CountedConnection(base):  # type: ignore[misc, valid-type]
             """A connection that tells the gate when it closes, once."""
 
             counted = True
+            RequestHandlerClass = NoFoldRequest
 
             def close(conn) -> None:  # noqa: N805  (``self`` is the server in this scope)
                 if conn.counted:

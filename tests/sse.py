@@ -50,8 +50,10 @@ class SSEParser:
 
 
 def records_of(text: str) -> list[dict]:
-    """The complete records of a whole captured stream (e.g. curl's output)."""
-    return list(SSEParser().records(text.splitlines()))
+    """The complete records of a captured stream (e.g. curl's output, maybe still being written): a
+    record not yet ended by its blank line is left out, not half-parsed."""
+    complete, _, _partial = text.rpartition("\n\n")
+    return list(SSEParser().records((complete + "\n\n").splitlines())) if complete else []
 
 
 class SSEReader:

@@ -15,7 +15,10 @@ from typing import Any
 
 import zmq
 
-from daemon.forward import registry
+import dataclasses
+import time
+
+from daemon.forward import channels, registry
 from daemon.forward.reader import BusReader, Lane
 from daemon.forward.worker import BrokerWorker, redact
 from daemon.ownership import SockDirLock
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 
 VERB_STATS = wire.VERB_STATS
 STOP_GRACE = 10.0
+# How often the channels registry is compared with the brokers made of it.
+CHANNEL_CHECK = 1.0
 
 
 def _bus_head(master: config.MasterConfig, stopping: threading.Event) -> int | None:
@@ -51,7 +56,11 @@ class Forwarder:
     """The forwarder's parts for one ``forward`` config."""
 
     def __init__(self, settings: ForwardConfig) -> None:
+        self.channels_root = channels.api_root(settings)
+        self.published = channels.brokers(settings, self.channels_root) or ()
+        settings = dataclasses.replace(settings, brokers=settings.brokers + self.published)
         self.settings = settings
+        self.reload = False
         self.master = config.load(config.MasterConfig, settings.master_config)
         # Every broker's class and keys are checked before anything starts: a bad one stops us here.
         self.classes = {b.name: registry.sink_class(b.type, b.name) for b in settings.brokers}
@@ -123,8 +132,16 @@ class Forwarder:
         firer = MasterEvent(self.master.sock_dir, opts=self.master, listen=False)
         log.warning("eventbus forward ready: %d brokers (%s), control socket %s", len(self.workers),
                     ", ".join(w.broker.name for w in self.workers), endpoints.ctl)
+        next_check = time.monotonic() + CHANNEL_CHECK
         try:
             while not self.stopping.is_set():
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + CHANNEL_CHECK
+                    now_published = channels.brokers(self.settings, self.channels_root)
+                    if now_published is not None and now_published != self.published:
+                        log.warning("the publishing channels changed: restarting the brokers (cursors kept)")
+                        self.reload = True
+                        return 0
                 if router.poll(200):
                     frames = router.recv_multipart()
                     identity, body = frames[:-2], frames[-2:]
@@ -169,14 +186,21 @@ def run(settings: ForwardConfig) -> int:
     lock = SockDirLock(endpoints, "forward")
     lock.acquire()
     context = zmq.Context()
+    stopped = threading.Event()
 
     def stop(signum: int, _frame: Any) -> None:
+        stopped.set()
         forwarder.stopping.set()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        if not forwarder.open():
-            return 0
-        return forwarder.serve(context, endpoints)
+        while True:
+            if not forwarder.open():
+                return 0
+            code = forwarder.serve(context, endpoints)
+            if not forwarder.reload or stopped.is_set():
+                return code
+            forwarder.close()
+            forwarder = Forwarder(settings)  # the publishing channels changed: same outboxes, new brokers
     finally:
         forwarder.close()
         lock.release()

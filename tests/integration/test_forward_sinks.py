@@ -42,7 +42,7 @@ def pg_url(schema: str, port: int = PG[1]) -> str:
 
 
 def test_postgresql_gets_every_event_across_an_outage_without_a_duplicate(master, pg_schema):
-    proxy = TcpProxy(PG)
+    proxy = TcpProxy(PG[1], PG[0]).start()
     forward = Forwarder(master, [{"name": "pg", "type": "sql", "url": pg_url(pg_schema, proxy.port)}])
     with MasterEvent(master.sock_dir, opts=master.settings) as bus:
         bus.subscribe("eventbus/forward/pg/")

@@ -20,7 +20,7 @@ from eventbus.sink import Outgoing, Sink, SinkError
 from tests.brokers import (NATS_START, RABBITMQ_START, Tansu, ensure_service, kafka_consume, kafka_create_topic,
                            nats_delete_stream, nats_fetch, nats_stream_count, rabbit_delete, rabbit_drain)
 from tests.helpers import short_tmpdir
-from tests.tcpproxy import TcpProxy
+from bench.tcpproxy import TcpProxy
 
 OUTAGE_BOUND = 15.0  # seconds within which publish must give up on a dead broker
 

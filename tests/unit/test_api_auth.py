@@ -15,12 +15,14 @@ SECRET = "unit-test-secret-0123456789-abcdefghijklmnopq"
 
 
 def test_password_hash_is_salted_scrypt_and_verifies():
-    first, second = auth.hash_password("pw"), auth.hash_password("pw")
-    assert first.startswith("scrypt$16384$8$1$") and first != second and "pw" not in first
-    assert auth.verify_password("pw", first)
-    assert not auth.verify_password("pW", first)
-    assert not auth.verify_password("pw", None)           # unknown user: still a full scrypt, then False
-    assert not auth.verify_password("pw", "md5$garbage")  # damaged line
+    # A password no base64 salt or hash can contain, so "not stored in plain" cannot pass by chance.
+    password = "p w!"
+    first, second = auth.hash_password(password), auth.hash_password(password)
+    assert first.startswith("scrypt$16384$8$1$") and first != second and password not in first
+    assert auth.verify_password(password, first)
+    assert not auth.verify_password("p W!", first)
+    assert not auth.verify_password(password, None)           # unknown user: still a full scrypt, then False
+    assert not auth.verify_password(password, "md5$garbage")  # damaged line
 
 
 def test_users_file_is_0600_and_replaces_a_user(tmp_path):

@@ -96,3 +96,19 @@ def test_rate_search_ends_after_its_steps():
     while not search.done:
         search.record(trial(int(search.next_rate), int(search.next_rate) - 10), cpu=0.3)
     assert len(search.trials) == 4 and search.best is None and search.rate == 0
+
+
+def test_a_subscriber_that_caught_up_long_after_the_publishers_stopped_did_not_sustain_the_rate():
+    from bench.bus import Search
+
+    def ended_at(seconds_before_last: float) -> TrialResult:
+        # Every subscriber's last event at 1 s (seen()); the publishers stopped ``seconds_before_last`` before.
+        return TrialResult(100_000, 1.0, 0, [seen(100_000)], ended_ns=int((1 - seconds_before_last) * 1e9))
+
+    assert ended_at(0.6).lossless and ended_at(0.6).lag == 0.6
+    search = Search(steps=5)
+    search.record(ended_at(0.6), cpu=0.3)  # flat out: everything arrived, but 0.6 s late
+    assert search.best is None and search.rate == 0 and "0.60 s behind" in search.trials[0]
+    assert search.next_rate < 100_000
+    search.record(ended_at(0.01), cpu=0.3)  # kept pace
+    assert search.best is not None and search.rate == 100_000

@@ -52,3 +52,14 @@ def test_sqlite_rows_have_the_spec_columns_and_a_redelivery_inserts_nothing(tmp_
     assert rows[0][1:4] == ("t/x", None, "2026-11-21T09:19:17.751376Z")
     assert json.loads(rows[0][4]) == {"n": 1, "_stamp": STAMP}
     assert rows[3][2] == "web1"
+
+
+def test_sqlite_keeps_any_bus_value_as_json_text_that_reads_back(tmp_path):
+    sink = SqlSink.from_endpoint_config({"dialect": "sqlite", "db": "ev.db", "root_dir": str(tmp_path)})
+    data = {"big": 2 ** 70, "name": "Zoë", "raw": b"\x01", "_stamp": STAMP}
+    sink.publish([records.outgoing(1, "t/é", data)])
+    sink.close()
+    with sqlite3.connect(tmp_path / "ev.db") as db:
+        tag, text = db.execute("SELECT tag, data FROM events").fetchone()
+    assert tag == "t/é"
+    assert json.loads(text) == {"big": 2 ** 70, "name": "Zoë", "raw": str(b"\x01"), "_stamp": STAMP}

@@ -120,3 +120,28 @@ def test_split_bus_frame_round_trip():
     seq, epoch, tag, data = wire.split_bus_frame(frame)
     assert (seq, epoch, tag) == (42, 7, b"x/y")
     assert payload.unpack_data(data)["k"] == "v"
+
+
+@pytest.mark.parametrize("data", [{}, {"a": 1}, {"k": 1, "x": "x" * 40}, {str(i): i for i in range(14)},
+                                  {str(i): i for i in range(15)}, {str(i): i for i in range(70_000)},
+                                  {"_stamp": "the caller's", "b": 2}])
+def test_the_stamp_is_the_last_entry_as_if_packed_from_a_copy(data):
+    # The stamp is appended to the packed map; the bytes must be those of {**data, "_stamp": ...}.
+    for frame in (payload.pack_frame("a/b", data, 10_000_000),
+                  wire.publish_frame(*payload.pack_event("a/b", data, 10_000_000))):
+        raw_tag, raw_data = frame.split(b"\x00", 1)
+        back = msgpack.unpackb(raw_data, raw=False)
+        assert raw_tag == b"a/b" and STAMP.match(back["_stamp"])
+        assert raw_data == msgpack.packb({**data, "_stamp": back["_stamp"]}, use_bin_type=True)
+        assert payload.check_published(frame, 10_000_000) == 3
+    assert "_stamp" not in data or data["_stamp"] == "the caller's"
+
+
+def test_a_whole_frame_is_checked_like_an_event():
+    frame = payload.pack_frame("t", {"blob": "x" * 100}, 10_000)
+    payload.pack_frame("t", {"blob": "x" * 100}, len(frame) - 1)
+    with pytest.raises(EventTooLargeError):
+        payload.pack_frame("t", {"blob": "x" * 100}, len(frame) - 2)
+    for tag, data in (("", {}), ("t\x00", {}), ("t", []), ("t", {"o": object()})):
+        with pytest.raises(InvalidEventError):
+            payload.pack_frame(tag, data, 10_000)

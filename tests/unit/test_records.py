@@ -52,3 +52,12 @@ def test_bytes_and_a_bad_stamp_do_not_break_a_record():
 def test_an_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown record format 'xml'"):
         records.outgoing(1, "a", {}, "xml")
+
+
+def test_any_msgpack_value_makes_a_json_record_huge_integers_int_keys_and_non_ascii_included():
+    data = {"big": 2 ** 70, 7: "seven", "name": "Zoë", "raw": b"\x01", "f": 0.1}
+    body = records.outgoing(3, "a/é", data).body
+    assert body.isascii() is False, "UTF-8, not \\u escapes"
+    assert json.loads(body) == {"seq": 3, "tag": "a/é",
+                                "data": {"big": 2 ** 70, "7": "seven", "name": "Zoë", "raw": str(b"\x01"), "f": 0.1}}
+    assert json.loads(records.json_text(data))["big"] == 2 ** 70

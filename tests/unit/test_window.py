@@ -1,6 +1,9 @@
 """The replay window: what a late reader gets, and how many it lost."""
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from daemon.window import Window
 
 EPOCH = 5_000
@@ -47,3 +50,21 @@ def test_the_window_is_bounded_in_bytes_too():
     assert len(window.events) == 10 and window.bytes == 1000
     replay = window.since(EPOCH)
     assert replay.lost == 90 and replay.events[0][0] == EPOCH + 91
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=st.integers(1, 20), max_bytes=st.integers(1, 400),
+       batches=st.lists(st.lists(st.integers(1, 60), max_size=12), max_size=30))
+def test_a_batch_kept_at_once_leaves_the_window_as_one_by_one_would(size, max_bytes, batches):
+    one_by_one, at_once = Window(size, EPOCH, max_bytes), Window(size, EPOCH, max_bytes)
+    seq = EPOCH
+    for lengths in batches:
+        batch = []
+        for length in lengths:
+            seq += 1
+            batch.append((seq, b"x" * length))
+        for entry in batch:
+            one_by_one.add(entry)
+        at_once.extend(batch)
+        assert list(at_once.events) == list(one_by_one.events)
+        assert at_once.bytes == one_by_one.bytes <= max_bytes or len(at_once.events) <= 1

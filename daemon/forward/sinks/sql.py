@@ -11,10 +11,11 @@ from typing import Any
 
 import psycopg  # noqa: F401  the driver of the postgresql+psycopg URLs below; missing it fails here, clearly
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 
 from eventbus.errors import SinkError
+from eventbus.records import json_text
 from eventbus.sink import Outgoing, Sink
 
 metadata = sa.MetaData()
@@ -27,6 +28,12 @@ EVENTS = sa.Table(
     sa.Column("data", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
 )
 DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+INSERT_SQL = {
+    "sqlite": "INSERT INTO events (seq, tag, minion_id, time, data) VALUES (?, ?, ?, ?, ?) "
+              "ON CONFLICT (seq) DO NOTHING",
+    "postgresql": "INSERT INTO events (seq, tag, minion_id, time, data) VALUES (%s, %s, %s, %s, %s::jsonb) "
+                  "ON CONFLICT (seq) DO NOTHING",
+}
 
 
 def engine_url(options: dict) -> sa.URL | str:
@@ -75,18 +82,18 @@ class SqlSink(Sink):
             except SQLAlchemyError as exc:
                 engine.dispose()
                 raise SinkError(_reason(exc)) from None
-            insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(EVENTS)
-            self._insert = insert.on_conflict_do_nothing(index_elements=["seq"])
+            # One plain statement handed to the driver's executemany (psycopg 3 pipelines it): SQLAlchemy's
+            # per-row parameter processing cost more than the inserts themselves (20,000 rows/s on SQLite).
+            self._insert = INSERT_SQL[engine.dialect.name]
             self.engine = engine
         return self.engine
 
     def publish(self, batch: list[Outgoing]) -> None:
         engine = self._connect()
-        rows = [{"seq": o.seq, "tag": o.tag, "minion_id": o.minion_id, "time": o.time,
-                 "data": o.data} for o in batch]
+        rows = [(o.seq, o.tag, o.minion_id, o.time, json_text(o.data)) for o in batch]
         try:
             with engine.begin() as connection:
-                connection.execute(self._insert, rows)
+                connection.exec_driver_sql(self._insert, rows)
         except SQLAlchemyError as exc:
             raise SinkError(_reason(exc)) from None
 

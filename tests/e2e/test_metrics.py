@@ -181,3 +181,36 @@ def test_status_and_metrics_show_the_reactor():
         lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
         assert lines["reactor"].startswith("running (pid ") and lines["reactor"].endswith(", 1 rules)")
         assert lines["reactor_done"] == "3" and lines["reactor_failed"] == "0"
+
+
+def test_cloudevents_counters_follow_what_the_ingest_accepted_and_refused():
+    import json
+
+    from tests.cehelp import ORDER_SCHEMA, sign, structured
+
+    with running_api() as env:
+        conf = str(env.config_dir)
+        schema = env.root / "order.json"
+        schema.write_text(json.dumps(ORDER_SCHEMA))
+        for args in (("eventtype", "add", "com.example.order", "--schema", str(schema)),
+                     ("eventtype", "finalize", "com.example.order", "--version", "1.0"),
+                     ("channel", "add", "shop")):
+            done = run_cli(*args, "-c", conf)
+            assert done.returncode == 0, done.stderr
+        secret = done.stdout.splitlines()[0].split(" ", 1)[1]
+
+        def post(ev: dict) -> int:
+            body = json.dumps(ev).encode()
+            return requests.post(env.url("/cloudevents/shop"), data=body, timeout=10,
+                                 headers={"Content-Type": "application/cloudevents+json",
+                                          "X-Hub-Signature": sign(secret, body)}).status_code
+
+        def accepted() -> bool:
+            return post(structured(id_="probe")) == 200  # the running API sees the new channel within a second
+        wait_for(accepted, 10, interval=0.1, what="the channel to be live")
+        assert post(structured(id_="a-1")) == 200
+        assert post(structured(id_="a-2")) == 200
+        assert post(structured(id_="bad", data={"order": {"qty": 0}})) == 400
+        samples = scrape(env, **{"X-Auth-Token": env.login("alice")})
+        assert samples[("eventbus_cloudevents_accepted_total", (("type", "com.example.order"),))] == 3
+        assert samples[("eventbus_cloudevents_refused_total", (("code", "SchemaViolation"),))] == 1

@@ -21,6 +21,7 @@ COMMANDS = {
     "eventtype": ("cli.eventtype", "register and finalize CloudEvents types (JSON Schemas, versioned)"),
     "channel": ("cli.channel", "add, list, remove and rotate CloudEvents channels"),
     "forward": ("cli.forward", "run the forwarder: the master bus into brokers (--status: their health)"),
+    "status": ("cli.status", "the running daemons' figures (the same as GET /metrics), one name: value line each"),
     "reactor": ("cli.reactor", "show the master's reactor: rules, in flight, done, failed, cursor lag"),
 }
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 from zmq.backend import zmq_poll as _zmq_poll
 
 from eventbus.complaints import Complaints
@@ -82,6 +83,8 @@ class Bus:
         self.started = time.time()
         self.complaints = Complaints(log)
         self.handshakes = 0  # listeners that proved themselves live (see eventbus.wire)
+        self.listeners = 0  # connections on the publisher socket, from its monitor (no per-event work)
+        self.listener_lost = 0  # events listeners asked to replay that were gone everywhere
         self.verbs: dict[bytes, VerbHandler] = {
             wire.VERB_PING: self._ping, wire.VERB_STATS: self._stats, wire.VERB_REPLAY: self._replay}
 
@@ -109,6 +112,9 @@ class Bus:
         loop.add_reader(self.pull_socket, self._on_publish)
         loop.add_reader(self.publisher_socket, self._on_subscription)
         loop.add_reader(self.control_socket, self._on_control)
+        self.monitor_socket = self.publisher_socket.get_monitor_socket(
+            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        loop.add_reader(self.monitor_socket, self._on_monitor)
 
     # -- events in ------------------------------------------------------------------
 
@@ -209,6 +215,17 @@ class Bus:
                 self.publisher_socket.send(wire.SYNC_HEADER + message[1:])
                 self.handshakes += 1
 
+    def _on_monitor(self) -> None:
+        for _ in range(BATCH):
+            try:
+                message = recv_monitor_message(self.monitor_socket, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if message["event"] == zmq.EVENT_ACCEPTED:
+                self.listeners += 1
+            elif message["event"] == zmq.EVENT_DISCONNECTED:
+                self.listeners = max(self.listeners - 1, 0)
+
     # -- control --------------------------------------------------------------------
 
     def register_verb(self, verb: bytes, handler: VerbHandler) -> None:
@@ -248,7 +265,8 @@ class Bus:
 
     def _stats(self, _args: Any) -> dict:
         stats = {**self._ping(None), "uptime": time.time() - self.started, "refused": self.complaints.count,
-                 "handshakes": self.handshakes,
+                 "handshakes": self.handshakes, "events": self.seq - self.epoch,
+                 "listeners": self.listeners, "listener_lost": self.listener_lost,
                  "window": len(self.window.events), "window_size": self.window.size}
         if self.journal is not None:
             journal = self.journal.reader.stats()
@@ -270,12 +288,17 @@ class Bus:
             read = self.journal.reader.read(after, limit, REPLAY_BYTES)
             if read.events or read.lost:
                 answer["events"], answer["lost"] = read.events, read.lost
+                self.listener_lost += read.lost
                 return answer
         replay = self.window.since(after, limit)
         answer.update(lost=replay.lost, restarted=replay.restarted and self.journal is None, events=replay.events)
+        self.listener_lost += replay.lost
         return answer
 
     def close(self) -> None:
+        self.loop.remove_reader(self.monitor_socket)
+        self.publisher_socket.disable_monitor()
+        self.monitor_socket.close(0)
         for sock in (self.pull_socket, self.publisher_socket, self.control_socket):
             sock.close(0)
         if self.journal is not None:

@@ -89,6 +89,7 @@ class MasterSessions:
         self.max_event_size = max_event_size
         self.sessions: dict[str, Session] = {}
         self.presence = Presence(1.5 * heartbeat)
+        self.relayed = 0  # relayed events put on the bus, for the metrics (counted per batch)
         self.fire_jobs = fire_jobs or FireJobs()
 
     # -- messages from minions ----------------------------------------------------------
@@ -159,6 +160,7 @@ class MasterSessions:
         verdict = session.stream.batch(first, floor, message.frames, self.max_event_size)  # type: ignore[union-attr]
         actions: list[Action] = [Refuse("relay", reason) for reason in verdict.refused]
         if verdict.published:
+            self.relayed += len(verdict.published)
             actions.insert(0, PublishFrames(verdict.published))
         actions.append(Send(session.route, verdict.reply))
         return actions
@@ -210,4 +212,4 @@ class MasterSessions:
 
     def status(self) -> dict:
         return {"sessions": len(self.sessions), "accepted": sum(s.accepted for s in self.sessions.values()),
-                "present": self.presence.present()}
+                "present": self.presence.present(), "relayed": self.relayed}

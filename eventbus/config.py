@@ -145,6 +145,8 @@ class ApiConfig(BaseConfig):
     stream_queue: int = _key(10000, "int", min=100, max=10_000_000)
     # Failed logins per client address per minute; one more is answered 429 with Retry-After.
     login_rate: int = _key(10, "int", min=1, max=1_000_000)
+    # GET /metrics without a token (else only for an admin: perms '*' or an admin JWT).
+    metrics_public: bool = _key(False, "bool")
 
 
 C = TypeVar("C", bound=BaseConfig)

@@ -25,9 +25,10 @@ from netapi.ceingest import Ingest, Refusal
 from netapi.ceoutbound import ErrorReporter
 from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
+from netapi.events import EventStreams
 from netapi.hub import Hub
 from netapi.login import LOGIN_BODY_LIMIT, Logins
-from netapi.events import EventStreams
+from netapi.metrics import CONTENT_TYPE, Metrics
 from netapi.pump import Pump, raw_socket
 from netapi.stream import parse_last_event_id
 
@@ -61,7 +62,7 @@ class Api:
 
     def __init__(self, settings: ApiConfig, backends: dict[str, Backend], signer: TokenSigner,
                  hub: Hub, feed: BusFeed, pump: Pump | None = None,
-                 on_stream: Callable[[], None] = lambda: None) -> None:
+                 on_stream: Callable[[], None] = lambda: None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.backends = backends
         self.signer = signer
@@ -69,6 +70,7 @@ class Api:
         self.feed = feed
         self.pump = pump
         self.on_stream = on_stream
+        self.collector = metrics
         self.complaints = Complaints(log)
         self.logins = Logins(settings, backends, signer, self.complaints)
         self.streams = EventStreams(hub, feed, pump, self.complaints)
@@ -76,11 +78,16 @@ class Api:
         self._ui_page = resources.files("netapi").joinpath("static/ui.html").read_bytes()
         self.ingest = Ingest(Channels(settings.root_dir), EventTypes(settings.root_dir), settings.max_event_size)
         self.error_reporter = ErrorReporter()
+        if metrics is not None:
+            # /metrics' eventbus_cloudevents_* come from the ingest's own counts.
+            metrics.ingest_counts = self.cloudevents_counts
 
     def close(self) -> None:
         """Let the password-check threads end (the engine's ``stop``: it waits for every thread)."""
         self.logins.close()
         self.error_reporter.close()
+        if self.collector is not None:
+            self.collector.close()
 
     def cloudevents_counts(self) -> dict:
         """``{"accepted": {type: n}, "refused": {code: n}}`` of ``/cloudevents`` since start (for metrics)."""
@@ -128,7 +135,7 @@ class Api:
         _allow("GET", "HEAD")
         return _json({"return": "eventbus REST API",
                       "routes": ["POST /login", "GET /events", "POST /hook/<path>", "POST /cloudevents/<channel>",
-                                 "GET /ui"]})
+                                 "GET /ui", "GET /metrics"]})
 
     @cherrypy.expose
     def login(self, *path: str, **_params: Any) -> bytes:
@@ -258,6 +265,26 @@ class Api:
         _allow("GET", "HEAD")
         cherrypy.serving.response.headers["Content-Type"] = "text/html; charset=utf-8"
         return self._ui_page
+
+    @cherrypy.expose
+    def metrics(self, *path: str, token: str | None = None, **_params: Any) -> bytes:
+        """``GET /metrics``: Prometheus' text format, for an admin or anyone with ``metrics_public``."""
+        _no_subpath(path)
+        _allow("GET", "HEAD")
+        if self.collector is None:
+            raise cherrypy.NotFound()
+        if not self.settings.metrics_public:
+            principal = self.authenticate(token)
+            if "*" not in principal.perms:
+                request = cherrypy.serving.request
+                self.complaints.refuse("metrics", f"refused GET /metrics to {principal.user} from "
+                                                  f"{request.remote.ip}: not an admin")
+                raise cherrypy.HTTPError(403, f"user {principal.user!r} may not read the metrics: "
+                                              "an admin (perms '*' or an admin JWT) may")
+        body = self.collector.render()
+        cherrypy.serving.response.headers["Content-Type"] = CONTENT_TYPE
+        cherrypy.serving.response.headers["Cache-Control"] = "no-store"
+        return body
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from netapi import auth, errors, gate, login
 from netapi.app import Api, cors_hook
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
+from netapi.metrics import Metrics
 from netapi.pump import Pump
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,8 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
     pump.subscribe()
     cherrypy.tools.eventbus_unpad = cherrypy.Tool("before_finalize", errors.unpad)
     cherrypy.tools.eventbus_unpad_500 = cherrypy.Tool("after_error_response", errors.unpad)
-    app = Api(settings, backends, signer, hub, feed, pump, on_stream=keeper.poke)
+    metrics = Metrics(master, lambda: hub.streams)
+    app = Api(settings, backends, signer, hub, feed, pump, on_stream=keeper.poke, metrics=metrics)
     cherrypy.engine.subscribe("stop", app.close)
     global_config = {
         "environment": "production",

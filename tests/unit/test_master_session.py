@@ -71,7 +71,7 @@ def test_an_accepted_hello_fires_auth_welcomes_with_the_last_seq_and_announces_t
     assert published(actions)[1][1]["data"].startswith("Minion web1 started at ")
     assert [(msg.kind, msg.value) for msg in sent(actions)] == [
         (linkproto.WELCOME, {"result": "accept", "last": 0, "heartbeat": HEARTBEAT})]
-    assert m.status() == {"sessions": 1, "accepted": 1, "present": ["web1"]}
+    assert m.status() == {"sessions": 1, "accepted": 1, "present": ["web1"], "relayed": 0}
 
 
 def test_a_pending_minion_relays_nothing_until_an_operator_accepts_it(tmp_path):
@@ -114,6 +114,7 @@ def test_a_batch_resent_after_a_lost_ack_is_not_published_twice(tmp_path):
     assert relayed(again) == [] and sent(again)[0] == (linkproto.ACK, 3, ())
     overlap = batch(m, key, 1, frames)
     assert relayed(overlap) == [4, 5] and sent(overlap)[0].value == 5
+    assert m.status()["relayed"] == 5, "the metrics count each relayed event once"
 
 
 def test_a_duplicate_after_a_master_restart_is_dropped(tmp_path):

@@ -1,0 +1,141 @@
+"""``eventbus status [-c DIR]``: the figures of ``/metrics`` for a person, one ``name: value`` line each.
+
+Asks the running daemons of DIR: the master (``stats``, ``link``), the
+local minion and the forwarder when DIR configures them, the reactor when
+the master has rules, and the API (its ``/metrics``, for its streams and
+CloudEvents counters) when DIR has an ``api`` file. A daemon that is not
+running is one ``NAME: not running (why)`` line; the exit status is then 1.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Iterator
+
+from cli import options
+
+TIMEOUT = 3.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_config_dir(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from eventbus import config
+
+    master = options.bus_settings(args.config_dir, "master")
+    assert isinstance(master, config.MasterConfig)
+    lines = list(_master_lines(master))
+    minion_path = config.config_path(args.config_dir, "minion")
+    if minion_path is not None and minion_path.is_file():
+        lines += _minion_lines(config.load(config.MinionConfig, minion_path))
+    api_path = config.config_path(args.config_dir, "api")
+    if api_path is not None and api_path.is_file():
+        lines += _api_lines(config.load(config.ApiConfig, api_path))
+    for name, value in lines:
+        print(f"{name}: {value}", flush=True)
+    return 1 if any(isinstance(value, str) and value.startswith("not running") for _, value in lines) else 0
+
+
+def _master_lines(master: Any) -> Iterator[tuple[str, Any]]:
+    from eventbus import figures
+
+    forward_dir = figures.forward_sock_dir(master)
+    snapshot = figures.gather(master, forward_dir, timeout=TIMEOUT)
+    stats, link = snapshot.master, snapshot.link
+    if stats is None or link is None:
+        yield "master", f"not running ({snapshot.down['master']})"
+    else:
+        yield "master", f"running (pid {stats['pid']}, up {_duration(stats['uptime'])})"
+        yield "events_total", stats.get("events", 0)
+        yield "listeners", stats.get("listeners", 0)
+        yield "listener_lost_total", stats.get("listener_lost", 0)
+        yield "minions_connected", link.get("accepted", 0)
+        yield "minions_present", len(link.get("present", []))
+        yield "present", ", ".join(sorted(link.get("present", []))) or "none"
+        yield "relay_spooled_total", link.get("relayed", 0)
+        yield "journal_bytes", snapshot.journal_bytes
+    if forward_dir is not None:
+        if snapshot.brokers is None:
+            yield "forward", f"not running ({snapshot.down['forward']})"
+        else:
+            yield "forward", "running"
+            for broker in snapshot.brokers:
+                yield (f"forward.{broker.name}", f"{broker.type} {broker.state} delivered={broker.delivered} "
+                                                 f"pending={broker.pending} dropped={broker.dropped}")
+    if master.reactor:
+        reactor = snapshot.reactor
+        if reactor is None:
+            yield "reactor", f"not running ({snapshot.down['reactor']})"
+        else:
+            yield "reactor", f"running (pid {reactor['pid']}, {reactor['rules']} rules)"
+            for key in ("in_flight", "done", "failed", "lost"):
+                yield f"reactor_{key}", reactor.get(key, 0)
+
+
+def _minion_lines(minion: Any) -> Iterator[tuple[str, Any]]:
+    from eventbus import control, wire
+    from eventbus.errors import EventBusError
+
+    try:
+        link = control.request(minion.sock_dir, wire.VERB_LINK, None, TIMEOUT)
+    except EventBusError as exc:
+        yield "minion", f"not running ({exc})"
+        return
+    yield "minion", f"running (id {minion.id}, link {link['state']})"
+    yield "minion_spooled", link.get("spooled", 0)
+    yield "minion_spool_dropped", link.get("dropped", 0)
+
+
+def _api_lines(api: Any) -> Iterator[tuple[str, Any]]:
+    """The API's own figures from its ``/metrics``: public, or with an admin JWT made from ``jwt_secret``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
+    scheme = "https" if api.ssl_crt else "http"
+    url = f"{scheme}://{host}:{api.port}/metrics"
+    request = urllib.request.Request(url)
+    if not api.metrics_public:
+        if api.jwt_secret is None:
+            yield "api", "running? (its /metrics needs an admin token: set metrics_public or jwt_secret)"
+            return
+        import jwt
+
+        claims = {"user": {"username": "eventbus-status", "role": "admin"}, "exp": int(time.time()) + 60}
+        request.add_header("Authorization", "Bearer " + jwt.encode(claims, api.jwt_secret, algorithm="HS256"))
+    context = None
+    if scheme == "https":
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(api.ssl_crt))
+        context.check_hostname = False
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as answer:
+            text = answer.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        yield "api", f"running, but /metrics answered {exc.code}"
+        return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        yield "api", f"not running (nothing answers on {url}: {reason})"
+        return
+    yield "api", f"running on {scheme}://{host}:{api.port}"
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "eventbus_sse_streams":
+                yield "sse_streams", int(sample.value)
+            elif sample.name.startswith("eventbus_cloudevents_"):
+                label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                yield f"{sample.name[len('eventbus_'):]}{{{label}}}", int(sample.value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -1,0 +1,112 @@
+"""The running system's figures, asked of each daemon when someone looks (``/metrics``, ``eventbus status``).
+
+Nothing here is counted per event: the master answers ``stats`` and ``link``
+from counters it keeps anyway (its sequence numbers, its publisher socket's
+monitor, replay answers), the forwarder answers ``stats`` with its brokers,
+and the reactor writes a status file. A daemon that does not answer is a
+``down`` entry with the reason, never an exception for the caller.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from eventbus import control, wire
+from eventbus.config import MasterConfig
+from eventbus.errors import EventBusError
+
+TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class Broker:
+    """One forwarder broker: name, type, up/down and its three counts."""
+
+    name: str
+    type: str
+    state: str
+    delivered: int
+    pending: int
+    dropped: int
+
+
+@dataclass
+class Figures:
+    """A snapshot: ``master``/``forward``/``reactor`` are ``None`` when that daemon did not answer (see ``down``)."""
+
+    master: dict[str, Any] | None = None
+    link: dict[str, Any] | None = None
+    brokers: list[Broker] | None = None
+    reactor: dict[str, Any] | None = None
+    down: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def journal_bytes(self) -> int:
+        journal = (self.master or {}).get("journal")
+        return int(journal["bytes"]) if journal else 0
+
+
+def forward_sock_dir(master: MasterConfig) -> Path | None:
+    """Where a forwarder of the config dir of ``master`` keeps its control socket (its ``forward`` file beside ``master``)."""
+    source = Path(str(master.source))
+    path = source.parent / "forward"
+    if not path.is_file():
+        return None
+    from eventbus import forwardconf  # only when a forwarder is configured: it pulls in its schema
+
+    return forwardconf.load(path).sock_dir
+
+
+def reactor_status_path(master: MasterConfig) -> Path:
+    """The status file the master's reactor writes (see ``daemon.reactor``)."""
+    return master.cachedir / "reactor" / "status.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_reactor(master: MasterConfig) -> dict[str, Any] | None:
+    """The reactor's status if it is running, else ``None``."""
+    try:
+        status = json.loads(reactor_status_path(master).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(status, dict) or not status.get("running") or not _alive(int(status.get("pid", 0))):
+        return None
+    return status
+
+
+def gather(master: MasterConfig, forward_dir: Path | None = None, *,
+           context: zmq.Context | None = None, timeout: float = TIMEOUT) -> Figures:
+    """Ask the master, the forwarder (control socket in ``forward_dir``, if any) and the reactor."""
+    figures = Figures()
+    try:
+        figures.master = control.request(master.sock_dir, wire.VERB_STATS, None, timeout, context)
+        figures.link = control.request(master.sock_dir, wire.VERB_LINK, None, timeout, context)
+    except EventBusError as exc:
+        figures.master = figures.link = None
+        figures.down["master"] = str(exc)
+    if forward_dir is not None:
+        try:
+            stats = control.request(forward_dir, wire.VERB_STATS, None, timeout, context)
+            figures.brokers = [Broker(str(b["name"]), str(b["type"]), str(b["state"]), int(b["delivered"]),
+                                      int(b["pending"]), int(b["dropped"])) for b in stats.get("brokers", [])]
+        except EventBusError as exc:
+            figures.down["forward"] = str(exc)
+    if master.reactor:
+        figures.reactor = read_reactor(master)
+        if figures.reactor is None:
+            figures.down["reactor"] = "the reactor is not running"
+    return figures

@@ -1,0 +1,70 @@
+"""The metric families from one snapshot of the daemons' figures, and the ingest counters (no sockets)."""
+from __future__ import annotations
+
+import threading
+
+from prometheus_client.core import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from eventbus.figures import Broker, Figures
+from netapi.counters import IngestCounters
+from netapi.metrics import families
+
+
+def render(snapshot: Figures, streams: int = 0, ingest: IngestCounters | None = None) -> dict:
+    registry = CollectorRegistry(auto_describe=False)
+
+    class Once:
+        def collect(self):
+            return families(snapshot, streams, (ingest or IngestCounters()).counts())
+
+    registry.register(Once())
+    text = generate_latest(registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_every_figure_becomes_its_metric():
+    snapshot = Figures(master={"events": 12, "listeners": 3, "listener_lost": 2, "journal": {"bytes": 4096}},
+                       link={"accepted": 2, "present": ["b", "a"], "relayed": 7},
+                       brokers=[Broker("out", "file", "up", 10, 2, 1), Broker("db", "sql", "down", 0, 12, 0)])
+    ingest = IngestCounters()
+    ingest.accepted("com.example.order")
+    ingest.accepted("com.example.order")
+    ingest.refused("SchemaViolation")
+    samples = render(snapshot, streams=5, ingest=ingest)
+    assert samples[("eventbus_events_total", ())] == 12
+    assert samples[("eventbus_listeners", ())] == 3
+    assert samples[("eventbus_listener_lost_total", ())] == 2
+    assert samples[("eventbus_minions_connected", ())] == 2
+    assert samples[("eventbus_minions_present", ())] == 2
+    assert samples[("eventbus_minion_present", (("minion", "a"),))] == 1
+    assert samples[("eventbus_relay_spooled_total", ())] == 7
+    assert samples[("eventbus_journal_bytes", ())] == 4096
+    assert samples[("eventbus_sse_streams", ())] == 5
+    assert samples[("eventbus_forward_delivered_total", (("broker", "out"),))] == 10
+    assert samples[("eventbus_forward_pending", (("broker", "db"),))] == 12
+    assert samples[("eventbus_forward_dropped_total", (("broker", "out"),))] == 1
+    assert samples[("eventbus_forward_up", (("broker", "db"),))] == 0
+    assert samples[("eventbus_cloudevents_accepted_total", (("type", "com.example.order"),))] == 2
+    assert samples[("eventbus_cloudevents_refused_total", (("code", "SchemaViolation"),))] == 1
+    assert samples[("eventbus_up", (("daemon", "master"),))] == 1
+
+
+def test_a_daemon_down_is_up_zero_and_its_metrics_are_left_out():
+    samples = render(Figures(down={"master": "no daemon", "forward": "no daemon"}))
+    assert samples[("eventbus_up", (("daemon", "master"),))] == 0
+    assert samples[("eventbus_up", (("daemon", "forward"),))] == 0
+    assert not any(name.startswith(("eventbus_events", "eventbus_forward")) for name, _ in samples)
+    assert samples[("eventbus_sse_streams", ())] == 0
+
+
+def test_ingest_counters_count_from_many_threads():
+    counters = IngestCounters()
+    threads = [threading.Thread(target=lambda: [counters.accepted("t") for _ in range(1000)]) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert counters.counts() == {"accepted": {"t": 8000}, "refused": {}}

@@ -20,7 +20,6 @@ from prometheus_client.exposition import generate_latest
 from eventbus import figures
 from eventbus.config import MasterConfig
 from eventbus.errors import EventBusError
-from netapi.counters import IngestCounters
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -39,7 +38,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-# ``{"accepted": {type: n}, "refused": {code: n}}`` of CloudEvents ingest (``IngestCounters.counts``).
+# ``{"accepted": {type: n}, "refused": {code: n}}`` of CloudEvents ingest (``netapi.ceingest.Ingest.counts``).
 IngestCounts = Callable[[], dict]
 
 
@@ -104,6 +103,10 @@ def families(snapshot: figures.Figures, sse_streams: int, ingest: dict) -> Itera
     yield refused_family
 
 
+def _no_ingest() -> dict:
+    return {"accepted": {}, "refused": {}}
+
+
 class Metrics:
     """The API's registry with one collector; ``render()`` is the body of ``GET /metrics``."""
 
@@ -111,9 +114,8 @@ class Metrics:
                  ingest_counts: IngestCounts | None = None) -> None:
         self.master = master
         self.sse_streams = sse_streams
-        self.ingest = IngestCounters()
-        # Where the CloudEvents counts come from: our own counters unless the ingest keeps its own.
-        self.ingest_counts: IngestCounts = ingest_counts or self.ingest.counts
+        # The CloudEvents ingest's own counts (set by the API app); none until it says.
+        self.ingest_counts: IngestCounts = ingest_counts or _no_ingest
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         # One scrape at a time: concurrent scrapers share nothing, and the daemons are asked once each.

@@ -1,23 +1,21 @@
 """The metric families from one snapshot of the daemons' figures, and the ingest counters (no sockets)."""
 from __future__ import annotations
 
-import threading
 
 from prometheus_client.core import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus.figures import Broker, Figures
-from netapi.counters import IngestCounters
 from netapi.metrics import families
 
 
-def render(snapshot: Figures, streams: int = 0, ingest: IngestCounters | None = None) -> dict:
+def render(snapshot: Figures, streams: int = 0, ingest: dict | None = None) -> dict:
     registry = CollectorRegistry(auto_describe=False)
 
     class Once:
         def collect(self):
-            return families(snapshot, streams, (ingest or IngestCounters()).counts())
+            return families(snapshot, streams, ingest or {"accepted": {}, "refused": {}})
 
     registry.register(Once())
     text = generate_latest(registry).decode()
@@ -29,10 +27,7 @@ def test_every_figure_becomes_its_metric():
     snapshot = Figures(master={"events": 12, "listeners": 3, "listener_lost": 2, "journal": {"bytes": 4096}},
                        link={"accepted": 2, "present": ["b", "a"], "relayed": 7},
                        brokers=[Broker("out", "file", "up", 10, 2, 1), Broker("db", "sql", "down", 0, 12, 0)])
-    ingest = IngestCounters()
-    ingest.accepted("com.example.order")
-    ingest.accepted("com.example.order")
-    ingest.refused("SchemaViolation")
+    ingest = {"accepted": {"com.example.order": 2}, "refused": {"SchemaViolation": 1}}
     samples = render(snapshot, streams=5, ingest=ingest)
     assert samples[("eventbus_events_total", ())] == 12
     assert samples[("eventbus_listeners", ())] == 3
@@ -58,13 +53,3 @@ def test_a_daemon_down_is_up_zero_and_its_metrics_are_left_out():
     assert samples[("eventbus_up", (("daemon", "forward"),))] == 0
     assert not any(name.startswith(("eventbus_events", "eventbus_forward")) for name, _ in samples)
     assert samples[("eventbus_sse_streams", ())] == 0
-
-
-def test_ingest_counters_count_from_many_threads():
-    counters = IngestCounters()
-    threads = [threading.Thread(target=lambda: [counters.accepted("t") for _ in range(1000)]) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert counters.counts() == {"accepted": {"t": 8000}, "refused": {}}

@@ -26,8 +26,8 @@ import zmq.asyncio
 
 from eventbus import config, control, payload, wire
 from eventbus.errors import EventBusError, InvalidArgumentError, InvalidEventError
-from eventbus.event import (CONNECT_TIMEOUT, HEAD_CHECK_EVERY, HEAD_CHECK_MAX, REPLAY_TIMEOUT, open_listener,
-                            open_publisher)
+from eventbus.event import (CONNECT_TIMEOUT, HEAD_CHECK_EVERY, HEAD_CHECK_MAX, REPLAY_TIMEOUT,
+                            open_listener, open_publisher)
 from eventbus.inbox import NEED_FILL, Event, Inbox
 
 log = logging.getLogger(__name__)
@@ -149,13 +149,13 @@ class AsyncBusHandle:
             self._head_interval = min(self._head_interval * 2, HEAD_CHECK_MAX)
         self._next_head_check = now + self._head_interval
 
-    async def _ask(self, verb: bytes, args: Any) -> Any:
+    async def _ask(self, verb: bytes, args: Any, timeout: float = REPLAY_TIMEOUT) -> Any:
         """A control request in a worker thread; ``None`` (logged) when the daemon does not answer."""
         if self._control is None:
             self._control = control.Client(zmq.Context.instance(), self.endpoints.sock_dir)
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                None, self._control.request, verb, args, REPLAY_TIMEOUT)
+                None, self._control.request, verb, args, timeout)
         except EventBusError as exc:
             log.debug("no answer from the %s bus to %s: %s", self.node, verb.decode(), exc)
             return None

@@ -33,6 +33,8 @@ PUBLISH_QUEUE = 10_000
 CONNECT_TIMEOUT = 5.0
 # A replay page the daemon does not answer within this is given up (get_event) or retried (follow).
 REPLAY_TIMEOUT = 5.0
+# A head check is advisory: a daemon that does not answer it quickly is asked again later.
+HEAD_TIMEOUT = 1.0
 # While following a quiet bus, ask the daemon this often whether events were dropped just before.
 HEAD_CHECK_EVERY = 0.5
 HEAD_CHECK_MAX = 8.0
@@ -267,7 +269,7 @@ class BusHandle:
         """
         inbox = self.inbox
         try:
-            head = self._controller().request(wire.VERB_PING, None, REPLAY_TIMEOUT)
+            head = self._controller().request(wire.VERB_PING, None, HEAD_TIMEOUT)
         except EventBusError as exc:
             log.debug("no head from the %s bus: %s", self.node, exc)
         else:
@@ -470,30 +472,6 @@ class MinionEvent(BusHandle):
             self.relay_push.close()
             self.relay_push = None
         super().destroy()
-
-
-def read_history(client: control.Client, after: int, until: int | None = None) -> Iterator[Event]:
-    """Retained events after seq ``after`` and before ``until`` (``None``: up to the head), page by page.
-
-    The one reader's history part without a live stream (a resuming SSE
-    client): gap notices (``seq`` ``None``) where events are gone.
-    ``BusUnavailableError`` when the daemon does not answer.
-    """
-    inbox = Inbox(keep_limit=0)
-    inbox.start_from(after, until)
-    everything = inbox.matcher("", "startswith")
-    while True:
-        gap = inbox.take_gap()
-        if gap is not None:
-            yield gap
-        elif inbox.backlog:
-            event = inbox.receive(inbox.backlog.popleft(), everything)
-            if event is not None and event is not NEED_FILL:
-                yield event
-        elif inbox.filling:
-            inbox.accept_page(client.request(wire.VERB_REPLAY, inbox.fill_request(), REPLAY_TIMEOUT))
-        else:
-            return
 
 
 def get_event(node: str, sock_dir: str | os.PathLike | None = None, transport: str = "zeromq",

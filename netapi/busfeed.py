@@ -20,7 +20,7 @@ from typing import Iterator
 import zmq
 from cherrypy.process import plugins, wspbus
 
-from eventbus import control, event, wire
+from eventbus import control, event, history, wire
 from eventbus.config import MasterConfig
 from eventbus.errors import BusUnavailableError, EventBusError
 from eventbus.inbox import Event
@@ -141,7 +141,7 @@ class BusFeed(plugins.SimplePlugin):
             raise BusUnavailableError("the API is stopping", sock_dir=str(self.master.sock_dir))
         client = control.Client(context, self.master.sock_dir)
         try:
-            for ev in event.read_history(client, after, until):
+            for ev in history.read_history(client, after, until):
                 yield record_of(ev)
         except zmq.ZMQError as exc:
             raise BusUnavailableError(f"cannot ask the master bus: {exc}", sock_dir=str(self.master.sock_dir)) from None

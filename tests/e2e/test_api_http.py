@@ -206,7 +206,10 @@ def test_resume_survives_a_master_restart_and_reaches_past_the_window():
             env.fire({"n": n}, "mr/x")
         wait_for(lambda: control.ping(env.master.sock_dir)["seq"] > control.ping(env.master.sock_dir)["epoch"] + 19,
                  what="the restarted master to number 20 events")
-        again = SSEReader(env, params={"token": token, "tag": "mr/*"}, headers={"Last-Event-ID": str(last)})
+        # The API's own feed rides through the master's restart too; on a loaded machine it may take a
+        # few seconds to catch up, so this reader waits longer than the default for the live part.
+        again = SSEReader(env, params={"token": token, "tag": "mr/*"}, headers={"Last-Event-ID": str(last)},
+                          timeout=30)
         got = again.records(60)
         env.fire({"n": 61}, "mr/x")
         got += again.records(1)

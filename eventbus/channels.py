@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import os
+import logging
 import re
 import secrets as random_secrets
 import threading
@@ -21,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import logging
-
 from eventbus.errors import ConfigError, InvalidArgumentError
+from eventbus.jsonfile import read_object, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,25 +45,7 @@ def _secret_path(root_dir: Path, name: str) -> Path:
 
 
 def _write_private(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(temp, path)
-
-
-def _read(path: Path) -> dict:
-    """The JSON object in ``path`` (``{}`` when absent); ``ConfigError`` naming the file when it is not one."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read it: {exc}", file=str(path)) from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: expected a JSON object", file=str(path))
-    return value
+    write_atomic(path, value, mode=0o600, dir_mode=0o700)
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -87,7 +67,7 @@ def add(root_dir: Path, name: str, outbound_url: str | None = None, publish: tup
     if publish and outbound_url is None:
         raise InvalidArgumentError("--publish needs --outbound-url (where to publish)", argument="publish")
     path = _registry_path(root_dir)
-    registry = _read(path)
+    registry = read_object(path)
     if name in registry:
         raise InvalidArgumentError(f"channel {name!r} exists; remove it first or rotate its secret",
                                    argument="name")
@@ -102,7 +82,7 @@ def add(root_dir: Path, name: str, outbound_url: str | None = None, publish: tup
 
 def remove(root_dir: Path, name: str) -> None:
     path = _registry_path(root_dir)
-    registry = _read(path)
+    registry = read_object(path)
     if name not in registry:
         raise InvalidArgumentError(f"no channel {name!r}", argument="name")
     del registry[name]
@@ -115,14 +95,14 @@ def remove(root_dir: Path, name: str) -> None:
 
 def rotate(root_dir: Path, name: str) -> str:
     """A new secret for ``name``; the old one stays valid for ``ROTATE_GRACE`` seconds."""
-    if name not in _read(_registry_path(root_dir)):
+    if name not in read_object(_registry_path(root_dir)):
         raise InvalidArgumentError(f"no channel {name!r}", argument="name")
     path = _secret_path(root_dir, name)
-    old = _read(path).get("secret")
+    old = read_object(path).get("secret")
     secret = random_secrets.token_urlsafe(32)
     _write_private(path, {"secret": secret, "previous": old, "previous_until": time.time() + ROTATE_GRACE})
     # Touch the registry so a running API's change check (one stat) sees the rotation too.
-    _write_private(_registry_path(root_dir), _read(_registry_path(root_dir)))
+    _write_private(_registry_path(root_dir), read_object(_registry_path(root_dir)))
     return secret
 
 
@@ -150,8 +130,8 @@ class Channel:
 def load_all(root_dir: Path) -> dict[str, Channel]:
     """Every channel with its secrets."""
     found = {}
-    for name, entry in _read(_registry_path(root_dir)).items():
-        keys = _read(_secret_path(root_dir, name))
+    for name, entry in read_object(_registry_path(root_dir)).items():
+        keys = read_object(_secret_path(root_dir, name))
         if not keys.get("secret"):
             continue
         found[name] = Channel(name, entry.get("outbound_url"), tuple(entry.get("publish") or ()),
@@ -163,7 +143,7 @@ def load_all(root_dir: Path) -> dict[str, Channel]:
 def listing(root_dir: Path) -> list[tuple[str, str, tuple[str, ...]]]:
     """``(name, outbound_url or "-", publish globs)`` per channel, sorted; never secrets."""
     return sorted((name, entry.get("outbound_url") or "-", tuple(entry.get("publish") or ()))
-                  for name, entry in _read(_registry_path(root_dir)).items())
+                  for name, entry in read_object(_registry_path(root_dir)).items())
 
 
 class Channels:

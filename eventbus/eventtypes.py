@@ -8,8 +8,7 @@ size changes (checked at most every ``RELOAD_EVERY`` seconds).
 """
 from __future__ import annotations
 
-import json
-import os
+import logging
 import re
 import threading
 import time
@@ -19,9 +18,8 @@ from typing import Any, Callable
 from jsonschema import exceptions as schema_exceptions
 from jsonschema import validators as schema_validators
 
-import logging
-
 from eventbus.errors import ConfigError, InvalidArgumentError
+from eventbus.jsonfile import read_object, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -69,26 +67,6 @@ def compile_schema(schema: Any) -> Any:
     return cls(schema)
 
 
-def _read(path: Path) -> dict:
-    """The JSON object in ``path`` (``{}`` when absent); ``ConfigError`` naming the file when it is not one."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read it: {exc}", file=str(path)) from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: expected a JSON object", file=str(path))
-    return value
-
-
-def _write(path: Path, registry: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(f".tmp{os.getpid()}")
-    temp.write_text(json.dumps(registry, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(temp, path)
-
-
 def add(root_dir: Path, name: str, schema: Any, version: str = "1.0", description: str = "") -> None:
     """Register ``name`` ``version`` as a draft; refused if the schema is invalid or the version is finalized."""
     if not NAME_RE.match(name or ""):
@@ -97,29 +75,29 @@ def add(root_dir: Path, name: str, schema: Any, version: str = "1.0", descriptio
         raise InvalidArgumentError(f"version {version!r} must match {VERSION_RE.pattern}", argument="version")
     compile_schema(schema)
     path = registry_path(root_dir)
-    registry = _read(path)
+    registry = read_object(path)
     existing = registry.get(name, {}).get(version)
     if existing is not None and existing.get("finalized"):
         raise InvalidArgumentError(f"event type {name} version {version} is finalized and cannot change; "
                                    "add a new version instead", argument="version", value=version)
     registry.setdefault(name, {})[version] = {"schema": schema, "description": description, "finalized": False}
-    _write(path, registry)
+    write_atomic(path, registry)
 
 
 def finalize(root_dir: Path, name: str, version: str) -> None:
     """Make ``name`` ``version`` usable (and immutable)."""
     path = registry_path(root_dir)
-    registry = _read(path)
+    registry = read_object(path)
     entry = registry.get(name, {}).get(version)
     if entry is None:
         raise InvalidArgumentError(f"no event type {name} version {version}", argument="name")
     entry["finalized"] = True
-    _write(path, registry)
+    write_atomic(path, registry)
 
 
 def listing(root_dir: Path) -> list[tuple[str, str, bool]]:
     """``(name, version, finalized)`` of every registered version, sorted."""
-    registry = _read(registry_path(root_dir))
+    registry = read_object(registry_path(root_dir))
     return sorted((name, version, bool(entry.get("finalized")))
                   for name, versions in registry.items() for version, entry in versions.items())
 
@@ -157,7 +135,7 @@ class EventTypes:
                 stamp = (0, 0)
             if stamp != self._stamp:
                 try:
-                    self._registry = _read(self.path) if stamp != (0, 0) else {}
+                    self._registry = read_object(self.path) if stamp != (0, 0) else {}
                 except ConfigError as exc:  # hand-edited badly: keep serving what we had
                     log.warning("event types not reloaded: %s", exc)
                 self._stamp = stamp

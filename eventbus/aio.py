@@ -26,8 +26,7 @@ import zmq.asyncio
 
 from eventbus import config, control, payload, wire
 from eventbus.errors import EventBusError, InvalidArgumentError, InvalidEventError
-from eventbus.event import (CONNECT_TIMEOUT, HEAD_CHECK_EVERY, HEAD_CHECK_MAX, REPLAY_TIMEOUT,
-                            open_listener, open_publisher)
+from eventbus.event import CONNECT_TIMEOUT, HEAD_TIMEOUT, REPLAY_TIMEOUT, open_listener, open_publisher
 from eventbus.inbox import NEED_FILL, Event, Inbox
 
 log = logging.getLogger(__name__)
@@ -59,9 +58,6 @@ class AsyncBusHandle:
         # blocking handle's, kept off the event loop.
         self._control: control.Client | None = None
         # When the bus is quiet: when to ask the daemon's head next, and the seq seen at the last check.
-        self._next_head_check = 0.0
-        self._checked_seq = -1
-        self._head_interval = HEAD_CHECK_EVERY
 
     @property
     def connected(self) -> bool:
@@ -118,14 +114,10 @@ class AsyncBusHandle:
                     remaining = 3600.0 if deadline is None else deadline - now
                     if remaining <= 0:
                         return None
-                    if inbox.last_seq != self._checked_seq:
-                        self._checked_seq, self._head_interval = inbox.last_seq, HEAD_CHECK_EVERY
-                        self._next_head_check = now + HEAD_CHECK_EVERY
-                    elif inbox.last_seq and now >= self._next_head_check:
+                    if inbox.head_due(now):
                         await self._head_check(now)
                         continue
-                    if inbox.last_seq:
-                        remaining = min(remaining, max(self._next_head_check - now, 0.001))
+                    remaining = inbox.head_wait(now, remaining)
                     await sub.poll(int(remaining * 1000) + 1, zmq.POLLIN)  # type: ignore[union-attr]
                     continue
             event = receive(frame, want)
@@ -138,16 +130,11 @@ class AsyncBusHandle:
     async def _head_check(self, now: float) -> None:
         """As the blocking handle's: the bus was quiet since the last event; ask the daemon's head."""
         inbox = self.inbox
-        head = await self._ask(wire.VERB_PING, None)
-        if head is not None:
-            inbox.check_head(int(head["seq"]))
+        head = await self._ask(wire.VERB_PING, None, HEAD_TIMEOUT)
+        inbox.check_head(None if head is None else int(head["seq"]), now)
         if inbox.filling:
             log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
                      self.node, inbox.last_seq)
-            self._head_interval = HEAD_CHECK_EVERY
-        else:
-            self._head_interval = min(self._head_interval * 2, HEAD_CHECK_MAX)
-        self._next_head_check = now + self._head_interval
 
     async def _ask(self, verb: bytes, args: Any, timeout: float = REPLAY_TIMEOUT) -> Any:
         """A control request in a worker thread; ``None`` (logged) when the daemon does not answer."""

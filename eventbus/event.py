@@ -36,8 +36,6 @@ REPLAY_TIMEOUT = 5.0
 # A head check is advisory: a daemon that does not answer it quickly is asked again later.
 HEAD_TIMEOUT = 1.0
 # While following a quiet bus, ask the daemon this often whether events were dropped just before.
-HEAD_CHECK_EVERY = 0.5
-HEAD_CHECK_MAX = 8.0
 
 # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
 # for plain bytes it only adds a call per event.
@@ -107,9 +105,6 @@ class BusHandle:
         self._send_timeout = -2
         self._control: control.Client | None = None
         # When the bus is quiet: when to ask the daemon's head next, and the seq seen at the last check.
-        self._next_head_check = 0.0
-        self._checked_seq = -1
-        self._head_interval = HEAD_CHECK_EVERY
         self._quiet = False  # the last look at the listener found nothing queued
         # The last get_event call's tag and match type (none yet: a value no caller passes), and their matcher.
         self._want_tag: Any = _NOTHING
@@ -225,15 +220,10 @@ class BusHandle:
                     remaining = 3600.0 if deadline is None else deadline - now
                     if remaining <= 0:
                         return None
-                    if inbox.last_seq != self._checked_seq:
-                        # Events came since the last look: ask the head once the bus has been quiet a while.
-                        self._checked_seq, self._head_interval = inbox.last_seq, HEAD_CHECK_EVERY
-                        self._next_head_check = now + HEAD_CHECK_EVERY
-                    elif inbox.last_seq and now >= self._next_head_check:
+                    if inbox.head_due(now):
                         self._head_check(now)
                         continue
-                    if inbox.last_seq:
-                        remaining = min(remaining, max(self._next_head_check - now, 0.001))
+                    remaining = inbox.head_wait(now, remaining)
                     self._watch_link(remaining, auto_reconnect)
                     waited = True
                     continue
@@ -263,24 +253,17 @@ class BusHandle:
             time.sleep(0.5)
 
     def _head_check(self, now: float) -> None:
-        """The bus has been quiet since the last event: were events dropped for us just before? Ask the head.
-
-        While nothing turns out missing, the checks come further apart, up to ``HEAD_CHECK_MAX`` s.
-        """
+        """The bus has been quiet since the last event: were events dropped for us just before? Ask the head."""
         inbox = self.inbox
         try:
-            head = self._controller().request(wire.VERB_PING, None, HEAD_TIMEOUT)
+            head: int | None = int(self._controller().request(wire.VERB_PING, None, HEAD_TIMEOUT)["seq"])
         except EventBusError as exc:
             log.debug("no head from the %s bus: %s", self.node, exc)
-        else:
-            inbox.check_head(int(head["seq"]))
+            head = None
+        inbox.check_head(head, now)
         if inbox.filling:
             log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
                      self.node, inbox.last_seq)
-            self._head_interval = HEAD_CHECK_EVERY
-        else:
-            self._head_interval = min(self._head_interval * 2, HEAD_CHECK_MAX)
-        self._next_head_check = now + self._head_interval
 
     def start_following(self, since: int) -> None:
         """Make the next ``get_event_record(following=True)`` calls read from after seq ``since``."""

@@ -38,6 +38,10 @@ _HEADER_SIZE = wire.HEADER_SIZE
 GAP_TAG = "eventbus/stream/gap"
 # Events asked for per replay request: big enough to stream fast, small enough for one reply.
 PAGE = 2000
+# A listener quiet this long after its last event asks the daemon's head (were events dropped just
+# before?); while nothing turns out missing the asks come further apart, up to HEAD_CHECK_MAX.
+HEAD_CHECK_EVERY = 0.5
+HEAD_CHECK_MAX = 8.0
 
 
 class Event(NamedTuple):
@@ -84,6 +88,9 @@ class Inbox:
         self.unreported_restart = False
         self._fill: tuple[int, int | None] | None = None  # (after, until) still to fetch
         self._pending: bytes | None = None  # the live frame that revealed the gap being filled
+        self._next_head_check = 0.0
+        self._checked_seq = -1  # last_seq at the previous look at a quiet socket
+        self._head_interval = HEAD_CHECK_EVERY
         self._filled_upto = 0  # gaps before this seq were fetched already: what is still missing is lost
 
     # -- subscriptions --------------------------------------------------------------------
@@ -252,10 +259,26 @@ class Inbox:
             # Caught up and nothing was fetched: live frames from the head on are the new ones.
             self.last_seq, self.epoch = head, int(answer["epoch"])
 
-    def check_head(self, seq: int) -> None:
-        """The daemon's newest seq, asked while the bus was quiet: fetch what was dropped just before."""
-        if self._fill is None and seq > self.last_seq > 0:
+    def head_due(self, now: float) -> bool:
+        """The socket had nothing: whether to ask the daemon's head now (quiet long enough since the last event)."""
+        if self.last_seq != self._checked_seq:
+            self._checked_seq, self._head_interval = self.last_seq, HEAD_CHECK_EVERY
+            self._next_head_check = now + HEAD_CHECK_EVERY
+            return False
+        return bool(self.last_seq) and now >= self._next_head_check
+
+    def head_wait(self, now: float, remaining: float) -> float:
+        """How long a quiet handle may wait for the socket before its next head check is due."""
+        return min(remaining, max(self._next_head_check - now, 0.001)) if self.last_seq else remaining
+
+    def check_head(self, seq: int | None, now: float) -> None:
+        """The daemon's newest seq (``None``: it did not answer): fetch what was dropped just before, and
+        schedule the next ask (sooner again when something was missing)."""
+        if seq is not None and self._fill is None and seq > self.last_seq > 0:
             self._fill = (self.last_seq, seq + 1)
+        self._head_interval = (HEAD_CHECK_EVERY if self._fill is not None
+                               else min(self._head_interval * 2, HEAD_CHECK_MAX))
+        self._next_head_check = now + self._head_interval
 
     @property
     def filling(self) -> bool:

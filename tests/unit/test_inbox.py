@@ -113,7 +113,7 @@ def drive(inbox: Inbox, daemon: Daemon, live: list[int], following: bool = True)
             raw = queue.pop(0)
         elif following and not quiet_checked and daemon.history:
             quiet_checked = True
-            inbox.check_head(daemon.history[-1][0])
+            inbox.check_head(daemon.history[-1][0], 0.0)
             continue
         else:
             return out
@@ -225,3 +225,16 @@ def test_any_interleaving_of_history_and_live_yields_each_seq_once_in_order(data
     assert set(handed) <= set(wanted)
     assert inbox.lost == len(wanted) - len(handed)
     assert sum(e.data["lost"] for e in got if e.seq is None) == inbox.lost
+
+
+def test_the_head_is_asked_only_after_a_quiet_spell_and_less_often_while_nothing_is_missing():
+    inbox = Inbox()
+    inbox.receive(frame(EPOCH + 1, "t"), inbox.matcher("", None))
+    assert not inbox.head_due(10.0), "an event just came: wait first"
+    assert not inbox.head_due(10.4)
+    assert inbox.head_due(10.5)
+    inbox.check_head(EPOCH + 1, 10.5)           # nothing missing: the next ask is further away
+    assert not inbox.head_due(11.4) and inbox.head_due(11.5)
+    inbox.check_head(EPOCH + 4, 11.5)           # dropped just before the lull: fetch them
+    assert inbox.filling and inbox.fill_request() == {"after": EPOCH + 1, "limit": 3}
+    assert Inbox().head_wait(0.0, 5.0) == 5.0, "a handle that never got an event never asks"

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import Node, run_cli, wait_for
 from tests.linkkit import Site
-from tests.reactorkit import RESULT, Results, reactor_master, set_rules, status, wait_reactor
+from tests.reactorkit import Results, reactor_master, set_rules, status, wait_reactor
 
 
 @pytest.fixture

@@ -7,17 +7,15 @@ later (with backoff), so a sink that can de-duplicate by ``seq`` should.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from eventbus.errors import ConfigError, SinkError
 
 __all__ = ["REQUIRED", "Outgoing", "Sink", "SinkError"]
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """One bus event on its way to a broker."""
+class Outgoing(NamedTuple):
+    """One bus event on its way to a broker (immutable; a named tuple, since one is built per event)."""
 
     seq: int
     tag: str

@@ -13,6 +13,7 @@ import re
 import threading
 from typing import Callable
 
+from daemon.forward.reader import READ_BATCH
 from eventbus import records
 from eventbus.errors import EventBusError
 from eventbus.forwardconf import BrokerConfig
@@ -21,7 +22,7 @@ from eventbus.sink import Outgoing, Sink
 
 log = logging.getLogger(__name__)
 
-BATCH = 1000
+BATCH = READ_BATCH  # the reader's batch: a read takes whole outbox rows
 BACKOFF_FIRST = 0.2
 BACKOFF_CAP = 5.0  # a recovered broker waits at most this long for its next try
 

@@ -63,3 +63,57 @@ def test_an_outbox_that_cannot_be_opened_is_one_clear_error(tmp_path):
     (tmp_path / "b.outbox").write_text("not a database, just text " * 100)
     with pytest.raises(OutboxError, match="cannot open outbox .*b.outbox"):
         Outbox(tmp_path / "b.outbox", 100)
+
+
+def test_an_ack_inside_a_batch_keeps_the_rest_of_it_across_a_reopen(tmp_path):
+    box = Outbox(tmp_path / "b.outbox", 100)
+    box.append(rows(1, 10), intake=10)
+    box.append(rows(11, 20), intake=20)
+    assert [seq for seq, _, _ in box.read(13)] == list(range(1, 14))
+    box.ack(13, 13)
+    assert box.pending == 7
+    box.close()
+    again = Outbox(tmp_path / "b.outbox", 100)
+    assert (again.pending, again.delivered) == (7, 13)
+    assert again.read(100) == rows(14, 20)
+
+
+def test_the_bound_cuts_through_a_batch_and_keeps_its_newest_events(tmp_path):
+    box = Outbox(tmp_path / "b.outbox", 12)
+    box.append(rows(1, 10), intake=10)
+    assert box.append(rows(11, 15), intake=15) == 3
+    assert box.pending == 12 and box.dropped == 3
+    assert box.read(100) == rows(4, 15)
+    box.close()
+    assert Outbox(tmp_path / "b.outbox", 12).read(100) == rows(4, 15)
+
+
+def test_reads_of_a_batch_in_pieces_hand_out_each_event_once_and_rewind_starts_over(tmp_path):
+    box = Outbox(tmp_path / "b.outbox", 1000)
+    box.append(rows(1, 500), intake=500)
+    pieces = [box.read(64) for _ in range(9)]
+    assert [seq for piece in pieces for seq, _, _ in piece] == list(range(1, 501))
+    assert box.read(64) == []
+    box.rewind()
+    assert [seq for seq, _, _ in box.read(3)] == [1, 2, 3]
+
+
+def test_an_outbox_written_one_row_per_event_is_read_on(tmp_path):
+    """An outbox left by a forwarder from before batch rows keeps its events, order and counters."""
+    import sqlite3
+
+    import msgpack
+
+    path = tmp_path / "b.outbox"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript("CREATE TABLE events (seq INTEGER PRIMARY KEY, tag TEXT NOT NULL, data BLOB NOT NULL);"
+                     "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);")
+    db.executemany("INSERT INTO events VALUES (?, ?, ?)",
+                   [(seq, tag, msgpack.packb(data)) for seq, tag, data in rows(3, 7)])
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [("intake", 9), ("delivered", 2)])
+    db.close()
+    box = Outbox(path, 100)
+    assert (box.intake, box.pending, box.delivered) == (9, 5, 2)
+    assert box.read(100) == rows(3, 7)
+    box.ack(7, 5)
+    assert Outbox(path, 100).pending == 0

@@ -103,12 +103,15 @@ def _stamp_time(data: dict) -> str:
     return rfc3339(event_time(data))
 
 
-def outgoing(seq: int, tag: str, data: dict, fmt: str = "salt") -> Outgoing:
-    """One bus event, ready for a sink: fields plus ``body`` in ``fmt`` (``salt`` or ``cloudevents``)."""
+def outgoing(seq: int, tag: str, data: dict, fmt: str | None = "salt") -> Outgoing:
+    """One bus event, ready for a sink: fields plus ``body`` in ``fmt`` (``salt`` or ``cloudevents``;
+    ``None``: no body, for a sink that does not send it)."""
     if fmt == "salt":
         body = salt_record(seq, tag, data)
     elif fmt == "cloudevents":
         body = cloudevents_record(seq, tag, data)
+    elif fmt is None:
+        body = b""
     else:
         raise ValueError(f"unknown record format {fmt!r}; expected one of {', '.join(FORMATS)}")
     return Outgoing(seq, tag, data, minion_id(data), _stamp_time(data), body)

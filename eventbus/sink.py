@@ -39,6 +39,8 @@ class Sink:
     """
 
     KEYS: ClassVar[dict[str, Any] | None] = None
+    BODY: ClassVar[bool] = True
+    """``False`` for a sink that writes an event's fields, not its ``body``: ``body`` is then ``b""`` (not encoded)."""
 
     @classmethod
     def from_endpoint_config(cls, cfg: dict) -> "Sink":

@@ -79,7 +79,7 @@ class BrokerWorker:
                 "dropped": self.outbox.dropped, "error": self.error}
 
     def _batch(self) -> list[Outgoing]:
-        fmt = self.broker.format
+        fmt = self.broker.format if self.sink_class.BODY else None
         return [records.outgoing(seq, tag, data, fmt) for seq, tag, data in self.outbox.read(BATCH)]
 
     def _failed(self, exc: BaseException, backoff: Backoff) -> None:

@@ -60,6 +60,7 @@ def engine_url(options: dict) -> sa.URL | str:
 class SqlSink(Sink):
     KEYS = {"dialect": "sqlite", "db": "events.db", "host": None, "port": None, "username": None,
             "password": None, "url": None, "query": None}
+    BODY = False  # rows of the fields; the record's JSON would be encoded for nothing
 
     def __init__(self, url: sa.URL | str) -> None:
         self.url = url

@@ -39,7 +39,8 @@ from typing import Any
 import psutil
 import yaml
 
-from bench.api import PASSWORD, _pct, _raise_fd_limit, _wait, fire, stream_readers
+from bench.api import PASSWORD, _pct, fire, stream_readers
+from bench.procs import raise_fd_limit, wait_for
 
 BEFORE = "23a3b3a"
 REPO = Path(__file__).resolve().parents[1]
@@ -121,13 +122,13 @@ class Site:
                 return True
             except BusUnavailableError:
                 return False
-        _wait(up, "master")
+        wait_for(up, 30, interval=0.05, what="the master")
 
     def start_api(self, which: str) -> psutil.Process:
         tree = REPO if which == "after" else self.before_tree
         env = dict(os.environ, PYTHONPATH=str(tree))
         self.api = subprocess.Popen(_eventbus("api", "-c", str(self.conf)), cwd=str(tree), env=env)
-        _wait(lambda: login(self.port, timeout=2)[0] == 200, f"the {which} API", timeout=60)
+        wait_for(lambda: login(self.port, timeout=2)[0] == 200, 60, interval=0.05, what=f"the {which} API")
         return psutil.Process(self.api.pid)
 
     def stop_api(self) -> None:
@@ -180,7 +181,7 @@ class PeakRss:
 def hold_half_open(port: int, count: int, attackers: int, ready: Any, stop: Any, results: Any,
                    deadline_s: float) -> None:
     """Keep ``count`` connections sending half a head from 127.0.0.10..; reopen each one the server ends."""
-    _raise_fd_limit()
+    raise_fd_limit()
     selector = selectors.DefaultSelector()
     sources = [f"127.0.0.{10 + n}" for n in range(attackers)]
     opened = refused = 0
@@ -219,7 +220,7 @@ def hold_half_open(port: int, count: int, attackers: int, ready: Any, stop: Any,
 
 def flood_logins(port: int, count: int, ready: Any, results: Any, deadline_s: float) -> None:
     """Send ``count`` wrong-password logins at once, one connection each, from FLOOD_ADDRESS; tally the answers."""
-    _raise_fd_limit()
+    raise_fd_limit()
     body = json.dumps({"username": "bench", "password": "wrong-guess", "eauth": "file"}).encode()
     request = (b"POST /login HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nConnection: close\r\n"
                b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
@@ -402,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("before", "after"), help="measure one API only (no ratios)")
     parser.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     args = parser.parse_args(argv)
-    _raise_fd_limit()
+    raise_fd_limit()
     site = Site(args.streams)
     figures: dict[str, dict] = {}
     try:

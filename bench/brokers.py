@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bench import report
-from bench.measure import Daemon, load_note, median, short_tmpdir, wait_until
+from bench.measure import load_note, median, wait_until
+from bench.procs import Daemon, short_tmpdir
 from bench.report import Row
 from eventbus.sink import Outgoing, Sink
 

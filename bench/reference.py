@@ -14,8 +14,9 @@ from pathlib import Path
 import msgpack
 import zmq
 
-# The same queue sizes as the bus: daemon in and out, a listener's receive queue.
-DAEMON_QUEUE = 10_000
+# The same queue sizes as the bus: daemon in (per publisher) and out, a publisher's and a listener's queue.
+DAEMON_QUEUE = 1000
+PUBLISH_QUEUE = 10_000
 SUBSCRIBER_QUEUE = 10_000
 LISTEN_QUEUE = 100_000
 
@@ -44,7 +45,7 @@ class Publisher:
     def __init__(self, directory: str | Path) -> None:
         self.context = zmq.Context()
         self.push = self.context.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.SNDHWM, DAEMON_QUEUE)
+        self.push.setsockopt(zmq.SNDHWM, PUBLISH_QUEUE)
         self.push.setsockopt(zmq.LINGER, 5000)
         self.push.connect(endpoints(directory)[0])
         self.pack = msgpack.Packer(use_bin_type=True).pack

@@ -15,7 +15,7 @@ import msgpack
 import zmq
 
 # The same queue sizes as the bus: daemon in (per publisher) and out, a publisher's and a listener's queue.
-DAEMON_QUEUE = 1000
+DAEMON_QUEUE = 10_000
 PUBLISH_QUEUE = 10_000
 SUBSCRIBER_QUEUE = 10_000
 LISTEN_QUEUE = 100_000

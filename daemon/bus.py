@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 # Events handled per wake-up before other sockets get their turn.
 BATCH = 256
-# Events queued in the daemon per publisher connection before the publisher's own queue takes them: at
-# 10,000 a 1 KB flat-out load held 20+ MB here (measured), and bursts are absorbed on the publisher side.
-INTAKE_QUEUE = 1000
+# Events queued in the daemon per publisher connection. Most of the daemon's peak RSS under a flat-out
+# 1 KB load is here (measured: 96 MB at 10,000, 60 MB at 1,000), but at 1,000 libzmq dropped events a
+# publisher still held when its handle closed (fire_event had said yes): keep 10,000 (see docs/bench.md).
+INTAKE_QUEUE = 10_000
 # Frames a little over max_event_size are refused with a log line; far bigger ones zmq cuts off.
 FRAME_SLACK = 4096
 # Events (and bytes) one replay answer carries at most; readers ask page after page.

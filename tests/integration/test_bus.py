@@ -104,6 +104,24 @@ def stall_and_drain(master_node, monkeypatch, count: int) -> tuple[list[int], ev
     return received, stalled
 
 
+def test_every_event_fire_event_accepted_arrives_after_a_flat_out_burst_and_destroy(master):
+    """A publisher that fires faster than the daemon takes and closes at once still delivers all it was told
+    yes to (libzmq's linger); with a small daemon intake queue it once lost some at close."""
+    from eventbus import control
+
+    before = control.ping(master.sock_dir)["seq"]
+    handle = event.MasterEvent(master.sock_dir, opts=master.opts(), listen=False)
+    count = 150_000
+    try:
+        for n in range(count):
+            assert handle.fire_event({"n": n}, "burst/x", timeout=5000)
+    finally:
+        handle.destroy()
+    wait_for(lambda: control.ping(master.sock_dir)["seq"] - before >= count, 30, interval=0.1,
+             what=f"the daemon to number all {count} events")
+    assert control.ping(master.sock_dir)["seq"] - before == count
+
+
 def test_a_stalled_subscriber_slows_no_one_and_catches_up_from_the_journal(master_node, monkeypatch):
     master_node.path.write_text(master_node.path.read_text() + "subscriber_queue: 1000\n")
     received, stalled = stall_and_drain(master_node, monkeypatch, 20_000)

@@ -227,8 +227,13 @@ class Reactor:
                     with self.lock:
                         self.lock.wait(READ_WAIT)
                     continue
-                event = handle.get_event_record(wait=READ_WAIT, auto_reconnect=True, following=True)
+                event = handle.get_event_record(wait=READ_WAIT, auto_reconnect=True, following=True,
+                                                match=self._wanted)
                 if event is None:
+                    # Events no rule matches were read (never unpacked): the cursor may pass them.
+                    seen = handle.inbox.last_seq
+                    if seen > self.last_read and not handle.inbox.filling:
+                        self.last_read = seen
                     continue
                 if event.seq is None:
                     lost = int((event.data or {}).get("lost", 0))
@@ -262,6 +267,10 @@ class Reactor:
             except OSError as exc:
                 log.error("reactor: cannot write its ledger or status (retrying): %s", exc)
             time.sleep(SAVE_EVERY)
+
+    def _wanted(self, tag: str) -> bool:
+        """Whether any rule matches ``tag`` (the reader's filter: other events are not even unpacked)."""
+        return bool(self.rules.match(tag))
 
     def dispatch(self, seq: int, tag: str, data: Any) -> None:
         """Hand every action of every rule matching ``tag`` (and not yet run) to its pool."""

@@ -24,6 +24,7 @@ from zmq.utils.monitor import recv_monitor_message
 from eventbus import config, control, payload, relay, wire
 from eventbus.errors import BusDisconnectedError, EventBusError, InvalidArgumentError, InvalidEventError
 from eventbus.inbox import NEED_FILL, Event, Inbox
+from eventbus.match import Matcher
 
 log = logging.getLogger(__name__)
 
@@ -300,15 +301,20 @@ class BusHandle:
 
     def get_event_record(self, wait: float = 5, tag: str = "", match_type: str | None = None,
                          no_block: bool = False, auto_reconnect: bool = False,
-                         following: bool = False) -> Event | None:
+                         following: bool = False, match: Matcher | None = None) -> Event | None:
         """Like ``get_event`` but the ``Event(tag, data, seq)`` record, ``seq`` being its bus number.
 
         For readers that resume by sequence number (the REST API's ``id:``).
         ``following`` (after ``start_following``) also returns gap notices
         (``seq`` ``None``, tag ``eventbus/stream/gap``) and asks the daemon's
         head when the bus is quiet, so nothing dropped just before is missed.
+        ``match``, a ``tag -> bool`` test, replaces ``tag`` and ``match_type``
+        (a reactor's compiled rules): an event it refuses is counted but never
+        unpacked, and ``inbox.last_seq`` says how far the reader has read.
         """
-        if tag == self._want_tag and match_type == self._want_type:
+        if match is not None:
+            want = match
+        elif tag == self._want_tag and match_type == self._want_type:
             want = self._want  # a loop of get_event calls asks for the same tag every time
         else:
             want = self.inbox.matcher(tag, match_type)

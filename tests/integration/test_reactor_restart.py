@@ -92,6 +92,9 @@ def test_a_burst_the_bus_drops_for_the_reactor_is_fetched_again_not_lost() -> No
     try:
         node.start()
         reactor = wait_reactor(node)
+        # Its status says running a moment before its listener is on the bus: stopped in between, it would
+        # read the whole burst as history when it joins, and the bus would never drop for it.
+        wait_for(lambda: node.handshakes() >= 1, 15, what="the reactor to listen on the bus")
         os.kill(reactor["pid"], signal.SIGSTOP)  # a reactor that does not read: the bus must drop for it
         try:
             handle = MasterEvent(node.sock_dir, opts=node.opts(), listen=False)

@@ -160,11 +160,13 @@ def test_resume_past_what_the_master_keeps_gets_a_gap_record_first():
         reader = SSEReader(env, params={"token": token})
         env.fire({"n": 0}, "gap/test")
         start = reader.records(1)[0]["id"]
-        reader.close()
         for n in range(1, 51):
             env.fire({"n": n}, "gap/test")
-        # Fired is not yet numbered: resume only once the master's head has all 50.
+        # Resume only once the master numbered all 50 and this API's own feed has them too (the open
+        # stream read them): this checks resuming past the master's window, not an API behind its feed.
         wait_for(lambda: control.ping(env.master.sock_dir)["seq"] >= start + 50, what="the master to number 50 events")
+        assert [r["data"]["data"]["n"] for r in reader.records(50)] == list(range(1, 51))
+        reader.close()
         again = SSEReader(env, params={"token": token}, headers={"Last-Event-ID": str(start)})
         got = again.records(21)
         again.close()

@@ -113,16 +113,16 @@ class Bus:
         self._pull_ready = [(self.pull_socket, _POLLIN)]
         self._pub_ready = [(self.publisher_socket, _POLLIN)]
         self._ctl_ready = [(self.control_socket, _POLLIN)]
-        loop.add_reader(self.pull_socket, self._on_publish)
-        loop.add_reader(self.publisher_socket, self._on_subscription)
-        loop.add_reader(self.control_socket, self._on_control)
+        loop.add_reader(self.pull_socket, self._on_publish, own=True)
+        loop.add_reader(self.publisher_socket, self._on_subscription, own=True)
+        loop.add_reader(self.control_socket, self._on_control, own=True)
         self.monitor_socket = self.publisher_socket.get_monitor_socket(
             zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
-        loop.add_reader(self.monitor_socket, self._on_monitor)
+        loop.add_reader(self.monitor_socket, self._on_monitor, own=True)
 
     # -- events in ------------------------------------------------------------------
 
-    def _on_publish(self) -> None:
+    def _on_publish(self) -> bool:
         pull = self.pull_socket
         recv = pull.recv
         header = wire.HEADER.pack
@@ -132,15 +132,18 @@ class Bus:
         seq = self.seq
         batch: list[tuple[int, bytes]] = []
         add = batch.append
+        full = True
         try:
             for index in range(BATCH):
-                # The poll said readable, so the first recv finds a frame; after it, one cheap look at
-                # the socket decides whether to drain on. A quiet wake-up ends without an exception.
+                # The socket signalled, so the first recv almost always finds a frame; after it, one cheap
+                # look at the socket decides whether to drain on. A quiet wake-up ends without an exception.
                 if index == 1 and not _readable(self._pull_ready):
+                    full = False
                     break
                 try:
                     frame = recv(_NOBLOCK)
                 except zmq.Again:
+                    full = False
                     break
                 try:
                     check(frame, limit)
@@ -153,6 +156,7 @@ class Bus:
             self.seq = seq
             if batch:
                 self._out(batch)
+        return full  # a full batch: more may wait, the loop calls again on its next turn
 
     def _out(self, batch: list[tuple[int, bytes]]) -> None:
         """Journal (one write), send and keep numbered events."""
@@ -163,6 +167,8 @@ class Bus:
         for entry in batch:
             send(entry[1])
         self.window.extend(batch)
+        # A send may take the socket's signal of a subscription that arrived: the loop asks before it sleeps.
+        self.loop.touched(self.publisher_socket)
 
     def publish(self, tag: str, data: dict) -> int:
         """Fire an event of the daemon's own (stamped, size-checked); return its seq."""
@@ -205,7 +211,7 @@ class Bus:
 
     # -- subscriptions --------------------------------------------------------------
 
-    def _on_subscription(self) -> None:
+    def _on_subscription(self) -> bool | None:
         recv = self.publisher_socket.recv
         for index in range(BATCH):
             if index and not _readable(self._pub_ready):
@@ -218,8 +224,9 @@ class Bus:
             if message[:1] == b"\x01" and message[1:].startswith(wire.SYNC_PREFIX):
                 self.publisher_socket.send(wire.SYNC_HEADER + message[1:])
                 self.handshakes += 1
+        return True
 
-    def _on_monitor(self) -> None:
+    def _on_monitor(self) -> bool | None:
         for _ in range(BATCH):
             try:
                 message = recv_monitor_message(self.monitor_socket, zmq.NOBLOCK)
@@ -229,6 +236,7 @@ class Bus:
                 self.listeners += 1
             elif message["event"] == zmq.EVENT_DISCONNECTED:
                 self.listeners = max(self.listeners - 1, 0)
+        return True
 
     # -- control --------------------------------------------------------------------
 
@@ -236,7 +244,7 @@ class Bus:
         """Answer control requests ``verb`` with ``handler(args)``; it raises ValueError to refuse."""
         self.verbs[verb] = handler
 
-    def _on_control(self) -> None:
+    def _on_control(self) -> bool | None:
         for index in range(BATCH):
             if index and not _readable(self._ctl_ready):
                 return
@@ -263,6 +271,7 @@ class Bus:
             except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
                 result, ok = f"{verb.decode(errors='replace')}: {exc}", False
             self.control_socket.send_multipart(route + wire.reply(result, ok=ok))
+        return True
 
     def _ping(self, _args: Any) -> dict:
         return {"node": self.settings.node, "pid": os.getpid(), "epoch": self.epoch, "seq": self.seq}

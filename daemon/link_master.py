@@ -78,8 +78,8 @@ class MasterLink:
             self.zap.close()
             raise
 
-        loop.add_reader(self.link_socket, self._on_link)
-        loop.add_reader(self.offer_socket, self._on_offer)
+        loop.add_reader(self.link_socket, self._on_link, own=True)
+        loop.add_reader(self.offer_socket, self._on_offer, own=True)
         loop.call_every(self.heartbeat / 4, lambda: self._run(self.machine.check_presence(time.monotonic())))
         loop.call_every(FIRE_JOB_TTL / 8, lambda: self.machine.fire_jobs.expire(time.monotonic()))
         if settings.presence_events:
@@ -100,15 +100,16 @@ class MasterLink:
 
     # -- messages from minions ------------------------------------------------------
 
-    def _on_offer(self) -> None:
+    def _on_offer(self) -> bool | None:
         for _ in range(64):
             try:
                 frames = self.offer_socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self.offer_socket.send_multipart([frames[0], linkproto.KEY_OFFER, self.public_key])
+        return True  # 64 answered: the loop calls again on its next turn
 
-    def _on_link(self) -> None:
+    def _on_link(self) -> bool | None:
         recv = self.link_socket.recv_multipart
         receive = self.machine.receive
         run = self._run
@@ -124,6 +125,7 @@ class MasterLink:
             except zmq.ZMQError:
                 key = ""
             run(receive(frames[0].bytes, key, [f.bytes for f in frames[1:]], time.monotonic()))
+        return True
 
     def _run(self, actions: list[ms.Action]) -> None:
         """Carry out the machine's actions, in order."""
@@ -133,6 +135,7 @@ class MasterLink:
                 self.bus.publish_frames(action.frames)  # type: ignore[union-attr]
             elif kind is ms.Send:
                 self.link_socket.send_multipart([action.route, *action.frames])  # type: ignore[union-attr]
+                self.loop.touched(self.link_socket)  # a send may take the socket's signal (daemon.loop)
             elif kind is ms.Publish:
                 self.bus.publish(action.tag, action.data)  # type: ignore[union-attr]
             elif kind is ms.Refuse:

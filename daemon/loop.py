@@ -1,47 +1,102 @@
 """A small single-threaded reactor over zmq sockets, file descriptors and timers.
 
-The bus's per-event path runs straight from ``poll`` into a socket handler,
-with nothing in between, which is what keeps the daemon's CPU per event low.
+The bus's per-event path runs straight from one ``poll`` system call into a
+socket handler, with nothing in between, which is what keeps the daemon's
+CPU per event low.
+
+It waits on each zmq socket's ``ZMQ_FD`` with the OS's ``poll``, not with
+``zmq_poll``: ``zmq_poll`` makes two passes over every socket, each asking
+its ``ZMQ_EVENTS`` with a system call of its own, so on a quiet bus a
+wake-up cost two to three times the proxy's system calls. A ``ZMQ_FD``
+only signals a change, though, and any operation on the socket may take
+that signal. So a reader is one of two kinds:
+
+- **shared** (the default): its readiness is asked (``ZMQ_EVENTS``) on every
+  turn, so code anywhere may use the socket. This is ``zmq_poll``'s level
+  semantics at one system call per socket and turn.
+- **own** (``own=True``): the callback reads until the socket says it is
+  empty, or returns ``True`` to be called again on the next turn; code that
+  uses the socket outside its callback calls ``touched(sock)`` afterwards,
+  and the loop asks its readiness before it sleeps.
 """
 from __future__ import annotations
 
 import heapq
 import itertools
 import logging
+import select
 import signal
 import socket
 import time
 from typing import Any, Callable
 
 import zmq
+from zmq.backend import zmq_poll as _zmq_poll
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[], Any]
-# An int, not zmq's enum member: the poller passes it to zmq_poll on every wake-up.
+# Ints, not zmq's enum members: these go to zmq_poll on the per-event path.
 _POLLIN = int(zmq.POLLIN)
+_FD_IN = select.POLLIN | select.POLLERR | select.POLLHUP
+# Longest sleep without a timer: the loop notices ``running = False`` set from outside within this.
+MAX_SLEEP_MS = 1000
+
+
+class _Reader:
+    __slots__ = ("callback", "socket", "ready", "own")
+
+    def __init__(self, callback: Callback, sock: zmq.Socket | None, own: bool) -> None:
+        self.callback = callback
+        self.socket = sock
+        self.ready = [(sock, _POLLIN)] if sock is not None else []  # zmq_poll's item list, made once
+        self.own = own
 
 
 class Loop:
     """Poll sockets and run timers until ``stop()`` or a registered signal."""
 
     def __init__(self) -> None:
-        self.poller = zmq.Poller()
-        self.readers: dict[Any, Callback] = {}
+        self._poll = select.poll()
+        self._by_fd: dict[int, _Reader] = {}
+        self._by_source: dict[Any, int] = {}
+        self._shared: list[_Reader] = []
+        self._touched: dict[int, _Reader] = {}
+        self._again: dict[int, _Reader] = {}
         self.timers: list[tuple[float, int, Callback]] = []
         self._order = itertools.count()
         self.running = False
         self._wake_reader: socket.socket | None = None
         self._wake_writer: socket.socket | None = None
 
-    def add_reader(self, source: Any, callback: Callback) -> None:
-        """Call ``callback`` whenever ``source`` (a zmq socket or an fd) is readable."""
-        self.readers[source] = callback
-        self.poller.register(source, _POLLIN)
+    def add_reader(self, source: Any, callback: Callback, own: bool = False) -> None:
+        """Call ``callback`` whenever ``source`` (a zmq socket or an fd) is readable (see the module doc)."""
+        if isinstance(source, zmq.Socket):
+            fd, reader = source.getsockopt(zmq.FD), _Reader(callback, source, own)
+        else:
+            fd, reader = int(source), _Reader(callback, None, False)
+        self._by_fd[fd] = reader
+        self._by_source[source] = fd
+        self._poll.register(fd, select.POLLIN)
+        if reader.socket is not None and not own:
+            self._shared.append(reader)
 
     def remove_reader(self, source: Any) -> None:
-        if self.readers.pop(source, None) is not None:
-            self.poller.unregister(source)
+        fd = self._by_source.pop(source, None)
+        if fd is None:
+            return
+        reader = self._by_fd.pop(fd)
+        self._poll.unregister(fd)
+        if reader in self._shared:
+            self._shared.remove(reader)
+        self._touched.pop(fd, None)
+        self._again.pop(fd, None)
+
+    def touched(self, source: zmq.Socket) -> None:
+        """``source``, an own reader's socket, was used outside its callback: ask its readiness before sleeping."""
+        fd = self._by_source.get(source)
+        if fd is not None:
+            self._touched[fd] = self._by_fd[fd]
 
     def call_later(self, delay: float, callback: Callback) -> None:
         heapq.heappush(self.timers, (time.monotonic() + delay, next(self._order), callback))
@@ -80,30 +135,54 @@ class Loop:
 
     def run(self) -> None:
         self.running = True
-        poll = self.poller.poll
-        readers = self.readers
+        poll = self._poll.poll
+        by_fd = self._by_fd
+        shared = self._shared
         timers = self.timers
         monotonic = time.monotonic
+        busy = False  # a shared socket was readable last turn: it may hold more, look again at once
         while self.running:
-            timeout = 1000
+            again = self._again
+            if busy or again:
+                timeout = 0
+            else:
+                timeout = MAX_SLEEP_MS
+                if timers:
+                    # Plain comparisons: min() and max() cost more than the rest of a quiet wake-up's turn.
+                    delay = timers[0][0] - monotonic()
+                    if delay < 1.0:
+                        timeout = int(delay * 1000) + 1 if delay > 0 else 0
+            fired = poll(timeout)
+            if again:
+                self._again = {}
+                for fd, reader in again.items():
+                    if reader.callback():
+                        self._again[fd] = reader
+            for fd, _ in fired:
+                reader = by_fd.get(fd)
+                if reader is None or (reader.socket is not None and not reader.own):
+                    continue  # a shared socket is asked below
+                if reader.callback() and reader.own:
+                    self._again[fd] = reader
             if timers:
-                # Plain comparisons: min() and max() cost more than the rest of a quiet wake-up's turn.
-                delay = timers[0][0] - monotonic()
-                if delay < 1.0:
-                    timeout = int(delay * 1000) + 1 if delay > 0 else 0
-            for source, _ in poll(timeout):
-                callback = readers.get(source)
-                if callback is not None:
+                now = monotonic()
+                while timers and timers[0][0] <= now and self.running:
+                    _, _, callback = heapq.heappop(timers)
                     callback()
-            now = monotonic()
-            while timers and timers[0][0] <= now and self.running:
-                _, _, callback = heapq.heappop(timers)
-                callback()
+            busy = False
+            for reader in shared:
+                if _zmq_poll(reader.ready, 0):
+                    reader.callback()
+                    busy = True
+            while self._touched:
+                fd, reader = self._touched.popitem()
+                if _zmq_poll(reader.ready, 0) and reader.callback():
+                    self._again[fd] = reader
 
     def close(self) -> None:
         if self._wake_reader is not None:
             signal.set_wakeup_fd(-1)
+            self.remove_reader(self._wake_reader.fileno())
             self._wake_reader.close()
             self._wake_writer.close()  # type: ignore[union-attr]
             self._wake_reader = self._wake_writer = None
-

@@ -49,9 +49,9 @@ class ZapHandler:
         self.socket = context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(ZAP_ENDPOINT)
-        loop.add_reader(self.socket, self._on_request)
+        loop.add_reader(self.socket, self._on_request, own=True)
 
-    def _on_request(self) -> None:
+    def _on_request(self) -> bool | None:
         for _ in range(256):
             try:
                 request = self.socket.recv_multipart(zmq.NOBLOCK)
@@ -65,6 +65,7 @@ class ZapHandler:
             if reply[-4] != b"200":
                 self.complaints.refuse("zap", f"refused a link connection: {reply[-3].decode()}")
             self.socket.send_multipart(reply)
+        return True  # 256 answered: the loop calls again on its next turn
 
     def close(self) -> None:
         self.loop.remove_reader(self.socket)

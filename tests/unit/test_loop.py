@@ -1,0 +1,121 @@
+"""The daemon's loop over real zmq sockets: every message is handled, whichever operation took a socket's signal."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import zmq
+
+from daemon.loop import Loop
+
+
+@pytest.fixture
+def pair(zmq_context):
+    """Two connected PAIR sockets (inproc): ``ours`` is read by the loop, ``peer`` plays the other side."""
+    ours, peer = zmq_context.socket(zmq.PAIR), zmq_context.socket(zmq.PAIR)
+    ours.bind("inproc://loop-test")
+    peer.connect("inproc://loop-test")
+    yield ours, peer
+    ours.close(0)
+    peer.close(0)
+
+
+def run_until(loop: Loop, done, limit: float = 5.0) -> float:
+    """Run the loop until ``done()``; fail after ``limit`` seconds. The seconds it took."""
+    started = time.monotonic()
+
+    def check() -> None:
+        if done() or time.monotonic() - started > limit:
+            loop.stop()
+        else:
+            loop.call_later(0.005, check)
+    loop.call_later(0, check)
+    loop.run()
+    assert done(), f"not done after {limit} s"
+    return time.monotonic() - started
+
+
+def test_an_own_reader_that_stops_at_its_batch_is_called_again_without_a_new_signal(pair):
+    ours, peer = pair
+    got: list[bytes] = []
+
+    def read_ten() -> bool:
+        for _ in range(10):
+            try:
+                got.append(ours.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return False
+        return True  # ten read: more may wait
+
+    loop = Loop()
+    loop.add_reader(ours, read_ten, own=True)
+    for n in range(1000):
+        peer.send(b"%d" % n)
+    run_until(loop, lambda: len(got) == 1000)
+    assert got == [b"%d" % n for n in range(1000)]
+
+
+def test_an_own_socket_used_elsewhere_and_touched_still_has_its_message_read(pair):
+    """A send on the socket takes its signal of a message that just arrived; ``touched`` makes the loop look."""
+    ours, peer = pair
+    got: list[bytes] = []
+
+    def read_all() -> None:
+        while True:
+            try:
+                got.append(ours.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+
+    loop = Loop()
+    loop.add_reader(ours, read_all, own=True)
+
+    def send_from_a_timer() -> None:
+        peer.send(b"hello")
+        time.sleep(0.05)  # the message is queued for ``ours``, its signal pending
+        ours.send(b"ping")  # processes the socket's commands: the signal is taken
+        loop.touched(ours)
+
+    loop.call_later(0.01, send_from_a_timer)
+    run_until(loop, lambda: got == [b"hello"], limit=3.0)
+    assert peer.recv() == b"ping"
+
+
+def test_a_shared_socket_used_anywhere_needs_no_touch(pair):
+    ours, peer = pair
+    got: list[bytes] = []
+    loop = Loop()
+    loop.add_reader(ours, lambda: got.append(ours.recv(zmq.NOBLOCK)))
+
+    def send_from_a_timer() -> None:
+        peer.send(b"hello")
+        time.sleep(0.05)
+        ours.send(b"ping")  # no touched(): a shared socket is asked on every turn
+
+    loop.call_later(0.01, send_from_a_timer)
+    run_until(loop, lambda: got == [b"hello"], limit=3.0)
+
+
+def test_a_plain_fd_wakes_the_loop_at_once(tmp_path):
+    read_end, write_end = os.pipe()
+    got: list[bytes] = []
+    loop = Loop()
+    loop.add_reader(read_end, lambda: got.append(os.read(read_end, 100)))
+    loop.call_later(0.01, lambda: os.write(write_end, b"x"))
+    took = run_until(loop, lambda: got == [b"x"])
+    assert took < 1.0, "woken by the fd, not by the loop's longest sleep"
+    loop.remove_reader(read_end)
+    os.close(read_end)
+    os.close(write_end)
+
+
+def test_timers_run_in_order_and_every_repeats():
+    loop = Loop()
+    seen: list[str] = []
+    loop.call_later(0.03, lambda: seen.append("late"))
+    loop.call_later(0.01, lambda: seen.append("early"))
+    loop.call_every(0.005, lambda: seen.append("tick"))
+    run_until(loop, lambda: "late" in seen)
+    assert seen.index("early") < seen.index("late")
+    assert seen.count("tick") >= 3

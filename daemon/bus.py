@@ -13,6 +13,7 @@ come in on a ROUTER socket.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import time
@@ -33,12 +34,17 @@ from eventbus.errors import InvalidEventError
 
 log = logging.getLogger(__name__)
 
+BARRIER_PREFIX = wire.BARRIER_PREFIX
+BARRIER_MAX = len(BARRIER_PREFIX) + 64
+BARRIERS_KEPT = 4096
+
 # Events handled per wake-up before other sockets get their turn.
 BATCH = 256
 # Events queued in the daemon per publisher connection. Most of the daemon's peak RSS under a flat-out
-# 1 KB load is here (measured: 96 MB at 10,000, 60 MB at 1,000), but at 1,000 libzmq dropped events a
-# publisher still held when its handle closed (fire_event had said yes): keep 10,000 (see docs/bench.md).
-INTAKE_QUEUE = 10_000
+# 1 KB load is here (measured: 96 MB at 10,000, 60 MB at 1,000). A publisher holds up to its own
+# queue (eventbus.event.PUBLISH_QUEUE) beyond this; closing its handle waits until the daemon has
+# read it all (the barrier, eventbus.wire), so a small intake loses nothing.
+INTAKE_QUEUE = 1_000
 # Frames a little over max_event_size are refused with a log line; far bigger ones zmq cuts off.
 FRAME_SLACK = 4096
 # Events (and bytes) one replay answer carries at most; readers ask page after page.
@@ -90,7 +96,10 @@ class Bus:
         self.listeners = 0  # connections on the publisher socket, from its monitor (no per-event work)
         self.listener_lost = 0  # events listeners asked to replay that were gone everywhere
         self.verbs: dict[bytes, VerbHandler] = {
-            wire.VERB_PING: self._ping, wire.VERB_STATS: self._stats, wire.VERB_REPLAY: self._replay}
+            wire.VERB_PING: self._ping, wire.VERB_STATS: self._stats, wire.VERB_REPLAY: self._replay,
+            wire.VERB_BARRIER: self._barrier}
+        # Barrier tokens of closing publishers, newest last (see eventbus.wire): a few thousand at most.
+        self._barriers: collections.OrderedDict[bytes, None] = collections.OrderedDict()
 
         old_umask = os.umask(0o077)
         try:
@@ -148,7 +157,10 @@ class Bus:
                 try:
                     check(frame, limit)
                 except InvalidEventError as exc:
-                    self.complaints.refuse(exc.reason, f"refused an event on {self.endpoints.pull}: {exc}")
+                    if frame.startswith(BARRIER_PREFIX) and len(frame) <= BARRIER_MAX:
+                        self._note_barrier(frame[len(BARRIER_PREFIX):])  # a closing publisher's last frame
+                    else:
+                        self.complaints.refuse(exc.reason, f"refused an event on {self.endpoints.pull}: {exc}")
                     continue
                 seq += 1
                 add((seq, header(seq, epoch) + frame))
@@ -272,6 +284,17 @@ class Bus:
                 result, ok = f"{verb.decode(errors='replace')}: {exc}", False
             self.control_socket.send_multipart(route + wire.reply(result, ok=ok))
         return True
+
+    def _note_barrier(self, token: bytes) -> None:
+        self._barriers[token] = None
+        if len(self._barriers) > BARRIERS_KEPT:
+            self._barriers.popitem(last=False)
+
+    def _barrier(self, args: Any) -> dict:
+        """Whether the barrier frame with token ``args`` was read: every frame its publisher sent before is numbered."""
+        if not isinstance(args, bytes):
+            raise ValueError("expected the barrier token (bytes)")
+        return {"taken": self._barriers.pop(args, False) is None, "seq": self.seq}
 
     def _ping(self, _args: Any) -> dict:
         return {"node": self.settings.node, "pid": os.getpid(), "epoch": self.epoch, "seq": self.seq}

@@ -26,7 +26,7 @@ import zmq.asyncio
 
 from eventbus import config, control, payload, wire
 from eventbus.errors import EventBusError, InvalidArgumentError, InvalidEventError
-from eventbus.event import CONNECT_TIMEOUT, HEAD_TIMEOUT, REPLAY_TIMEOUT, open_listener, open_publisher
+from eventbus.event import CONNECT_TIMEOUT, HEAD_TIMEOUT, REPLAY_TIMEOUT, hand_over, open_listener, open_publisher
 from eventbus.inbox import NEED_FILL, Event, Inbox
 
 log = logging.getLogger(__name__)
@@ -230,10 +230,17 @@ class AsyncBusHandle:
             self._control.close()
         if self.sub is not None:
             self.sub.close(0)
-        if self.push is not None:
-            self.push.close()
-        # term() waits for the publisher's queue to drain (bounded by its linger): off the loop.
-        await asyncio.get_running_loop().run_in_executor(None, self.context.term)
+        push = self.push
+        # The hand-over waits for the daemon to read what the publisher holds, and term() for the
+        # sockets to close: both off the loop.
+        await asyncio.get_running_loop().run_in_executor(None, self._close_blocking, push)
+
+    def _close_blocking(self, push: zmq.Socket | None) -> None:
+        if push is not None:
+            blocking = zmq.Context.shadow(self.context.underlying)
+            hand_over(push, blocking, self.endpoints.sock_dir)
+            push.close()
+        self.context.term()
 
     async def __aenter__(self) -> "AsyncBusHandle":
         if self.listen:

@@ -14,6 +14,13 @@ single frames (multipart costs more per event than the whole payload check):
 - ``ctl.ipc`` (daemon ROUTER, clients DEALER or REQ): ``[verb, msgpack args]``
   to ``[status, msgpack result]``, status ``ok`` or ``error``.
 
+A publisher that closes sends a barrier frame last (``BARRIER_PREFIX`` +
+token) and asks the daemon's ``barrier`` verb until it has read it: as one
+connection's frames arrive in order, every event it fired before has then
+been numbered. So closing a handle hands over everything it accepted, and
+two publishers used one after the other (``eventbus fire a; eventbus fire
+b``) keep their order on the bus.
+
 Subscribers subscribe to everything, then to a unique ``SYNC_PREFIX`` +
 token. The daemon answers that subscription with a sync message (header
 seq 0, then the token). As one socket's subscriptions are applied in order,
@@ -39,10 +46,12 @@ HEADER_SIZE = HEADER.size
 SEPARATOR = b"\x00"
 SYNC_PREFIX = b"\x00sync:"
 SYNC_HEADER = HEADER.pack(0, 0)
+BARRIER_PREFIX = b"\x00barrier:"
 
 VERB_PING = b"ping"
 VERB_STATS = b"stats"
 VERB_REPLAY = b"replay"
+VERB_BARRIER = b"barrier"            # every bus: whether a publisher's barrier frame was read
 # Verbs the link components add (the client side is eventbus.admin and eventbus.relay).
 VERB_LINK = b"link"                  # master and minion: the link's state
 VERB_KEY = b"key"                    # master: list, accept, reject, delete minion keys

@@ -51,6 +51,9 @@ FRAME_SLACK = 4096
 REPLAY_PAGE = 5000
 REPLAY_BYTES = 1 << 20  # a reply per lagging listener may sit in its queue: keep each small
 JOURNAL_ERROR_TAG = "eventbus/journal/error"
+# At a stop, the daemon takes in what its intake holds for at most this long before it closes.
+CLOSE_DRAIN = 5.0
+CLOSE_QUIET = 0.05
 
 VerbHandler = Callable[[Any], Any]
 
@@ -331,7 +334,25 @@ class Bus:
         self.listener_lost += replay.lost
         return answer
 
+    def _drain_intake(self) -> None:
+        """At a stop: number, journal and send what publishers still have on the way in (their
+        ``fire_event`` said yes), until the intake has been quiet for a moment or ``CLOSE_DRAIN`` passed."""
+        now = time.monotonic()
+        deadline, quiet_until = now + CLOSE_DRAIN, now + CLOSE_QUIET
+        taken = self.seq
+        while now < deadline and now < quiet_until:
+            before = self.seq
+            if not self._on_publish():
+                if self.seq == before:
+                    time.sleep(0.002)
+            if self.seq != before:
+                quiet_until = time.monotonic() + CLOSE_QUIET
+            now = time.monotonic()
+        if self.seq != taken:
+            log.info("took in %d events still on their way in before stopping", self.seq - taken)
+
     def close(self) -> None:
+        self._drain_intake()
         self.loop.remove_reader(self.monitor_socket)
         self.publisher_socket.disable_monitor()
         self.monitor_socket.close(0)

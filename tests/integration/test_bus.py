@@ -136,6 +136,42 @@ def test_publishers_used_one_after_another_keep_their_order(master):
     assert got == list(range(300))
 
 
+def test_a_master_stopped_with_events_on_their_way_in_numbers_them_before_it_exits(master):
+    """Events a publisher handed over while the daemon was busy (here: stopped) are taken in at a stop, not
+    dropped with the sockets; after a restart the journal has every one, in order."""
+    import os
+    import signal
+
+    from eventbus import control
+
+    handle = event.MasterEvent(master.sock_dir, opts=master.opts(), listen=False)
+    try:
+        assert handle.fire_event({"n": -1}, "inflight/x", timeout=5000)
+        first = control.ping(master.sock_dir)["seq"]
+        pid = master.daemon.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for n in range(2000):
+                assert handle.fire_event({"n": n}, "inflight/x", timeout=5000)
+            os.kill(pid, signal.SIGTERM)  # delivered when it runs again, mid-stream
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert master.daemon.proc.wait(15) == 0
+        assert "took in" in master.daemon.log
+    finally:
+        handle.destroy()
+    master.start()
+    with event.MasterEvent(master.sock_dir, opts=master.opts()) as reader:
+        reader.start_following(first)
+        got: list[int] = []
+        while len(got) < 2000:
+            record = reader.get_event_record(wait=10, tag="inflight/", following=True)
+            assert record is not None, f"the journal has {len(got)} of the 2000"
+            assert record.seq is not None, f"a gap after {got[-1:] or 'the start'}: {record}"
+            got.append(record.data["n"])
+    assert got == list(range(2000))
+
+
 def test_a_stalled_subscriber_slows_no_one_and_catches_up_from_the_journal(master_node, monkeypatch):
     master_node.path.write_text(master_node.path.read_text() + "subscriber_queue: 1000\n")
     received, stalled = stall_and_drain(master_node, monkeypatch, 20_000)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Iterator
 
 import zmq
@@ -98,28 +99,22 @@ class BusFeed(plugins.SimplePlugin):
     def _run(self) -> None:
         handle, hub = self.handle, self.hub
         assert handle is not None
-        get = handle.get_event_record
-        inbox = handle.inbox
         if hub.last_seq:
             # From the head the API saw at start; without one, from the first live event.
             handle.start_following(hub.last_seq)
-        restarts = inbox.restarts
+        restarts = handle.inbox.restarts
         while self._running:
-            delay = hub.flush_delay()
+            batch: list[Record] = []
             try:
-                ev = get(wait=IDLE_WAIT if delay is None else max(delay, 0.001), auto_reconnect=True,
-                         following=True)
+                self._read(handle, batch)
             except zmq.ZMQError as exc:
                 if not self._running:
                     return
                 log.error("bus feed: %s", exc)
-                continue
-            batch: list[Record] = []
-            while ev is not None:
-                batch.append(record_of(ev))
-                if len(batch) >= BATCH:
-                    break
-                ev = get(no_block=True, auto_reconnect=True, following=True)
+            except Exception:  # every stream depends on this thread: never let it end
+                log.exception("bus feed: unexpected error (the feed goes on)")
+                time.sleep(0.1)
+            inbox = handle.inbox
             if inbox.restarts != restarts:
                 restarts = inbox.restarts
                 log.info("the master bus restarted (epoch %d)", inbox.epoch)
@@ -127,6 +122,17 @@ class BusFeed(plugins.SimplePlugin):
                 hub.publish(batch, inbox.epoch or hub.epoch)
             else:
                 hub.flush()
+
+    def _read(self, handle: event.BusHandle, batch: list[Record]) -> None:
+        """Read the next events into ``batch`` (up to ``BATCH``): wait for the first, take the rest queued."""
+        get = handle.get_event_record
+        delay = self.hub.flush_delay()
+        ev = get(wait=IDLE_WAIT if delay is None else max(delay, 0.001), auto_reconnect=True, following=True)
+        while ev is not None:
+            batch.append(record_of(ev))
+            if len(batch) >= BATCH:
+                return
+            ev = get(no_block=True, auto_reconnect=True, following=True)
 
     # -- used by request threads ------------------------------------------------------------
 

@@ -98,6 +98,12 @@ def running_api(master_keys: dict | None = None, **api_keys: Any) -> Iterator[Ap
         env.start_master()
         env.start_api()
         yield env
+    except BaseException:
+        # pytest shows what a failed test printed: the daemons' own account of what happened.
+        for name, daemon in (("api", env.api), ("master", env.master.daemon)):
+            if daemon is not None:
+                print(f"--- the {name}'s log (end) ---\n{daemon.log[-6000:]}")
+        raise
     finally:
         env.stop_api()
         env.master.stop()

@@ -78,8 +78,13 @@ class Loop:
         self._by_fd[fd] = reader
         self._by_source[source] = fd
         self._poll.register(fd, select.POLLIN)
-        if reader.socket is not None and not own:
-            self._shared.append(reader)
+        if reader.socket is not None:
+            if own:
+                # Messages may be queued already, their signal taken by an earlier operation (a connect, a
+                # bind): asked once before the first sleep, after which the signal is the socket's own.
+                self._touched[fd] = reader
+            else:
+                self._shared.append(reader)
 
     def remove_reader(self, source: Any) -> None:
         fd = self._by_source.pop(source, None)

@@ -82,6 +82,26 @@ def test_an_own_socket_used_elsewhere_and_touched_still_has_its_message_read(pai
     assert peer.recv() == b"ping"
 
 
+def test_an_own_socket_with_messages_queued_before_it_was_added_is_read(pair):
+    """The socket's signal was taken before the loop knew it (a monitor socket's first events): asked once."""
+    ours, peer = pair
+    peer.send(b"early")
+    time.sleep(0.05)
+    assert ours.getsockopt(zmq.EVENTS) & zmq.POLLIN  # processes the socket's commands: the signal is taken
+    got: list[bytes] = []
+
+    def read_all() -> None:
+        while True:
+            try:
+                got.append(ours.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+
+    loop = Loop()
+    loop.add_reader(ours, read_all, own=True)
+    run_until(loop, lambda: got == [b"early"], limit=3.0)
+
+
 def test_a_shared_socket_used_anywhere_needs_no_touch(pair):
     ours, peer = pair
     got: list[bytes] = []

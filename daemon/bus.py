@@ -161,7 +161,7 @@ class Bus:
                     check(frame, limit)
                 except InvalidEventError as exc:
                     if frame.startswith(BARRIER_PREFIX) and len(frame) <= BARRIER_MAX:
-                        self._note_barrier(frame[len(BARRIER_PREFIX):])  # a closing publisher's last frame
+                        self.note_barrier(frame[len(BARRIER_PREFIX):])  # a closing publisher's last frame
                     else:
                         self.complaints.refuse(exc.reason, f"refused an event on {self.endpoints.pull}: {exc}")
                     continue
@@ -288,7 +288,8 @@ class Bus:
             self.control_socket.send_multipart(route + wire.reply(result, ok=ok))
         return True
 
-    def _note_barrier(self, token: bytes) -> None:
+    def note_barrier(self, token: bytes) -> None:
+        """A closing publisher's barrier frame was read (here or by a component's intake, e.g. the relay)."""
         self._barriers[token] = None
         if len(self._barriers) > BARRIERS_KEPT:
             self._barriers.popitem(last=False)

@@ -216,9 +216,17 @@ class MinionLink:
         frames = []
         for _ in range(INTAKE_BATCH):
             try:
-                frames.append(recv(zmq.NOBLOCK))
+                frame = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            if frame.startswith(wire.BARRIER_PREFIX):
+                # A closing fire_master handle's last frame: what it sent before is spooled first.
+                if frames:
+                    self._run(self.machine.intake(frames))
+                    frames = []
+                self.bus.note_barrier(frame[len(wire.BARRIER_PREFIX):len(wire.BARRIER_PREFIX) + 64])
+                continue
+            frames.append(frame)
         if frames:
             self._run(self.machine.intake(frames))
 

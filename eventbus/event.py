@@ -502,6 +502,7 @@ class MinionEvent(BusHandle):
 
     def destroy(self) -> None:
         if self.relay_push is not None and not self.context.closed:
+            hand_over(self.relay_push, self.context, self.endpoints.sock_dir)  # spooled before we go
             self.relay_push.close()
             self.relay_push = None
         super().destroy()

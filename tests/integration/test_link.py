@@ -264,6 +264,25 @@ def test_minion_restart_keeps_a_non_empty_spool(site):
     wait_for(lambda: link_state(minion)["spooled"] == 0, what="spool emptied")
 
 
+def test_fire_master_handles_closed_one_after_another_spool_everything_in_order(site):
+    """A closed ``fire_master`` handle's events are in the spool when ``destroy`` returns (no waiting), so
+    the next handle's come after them, and a burst from one handle is all there."""
+    master = site.master()
+    master.start()
+    minion = site.minion("m1", spool_max_events=5000)
+    minion.start()
+    wait_link(minion, "pend")
+    for n in range(100):
+        relay(minion, ("myco/inorder", {"n": n}))
+        assert link_state(minion)["spooled"] == n + 1
+    relay(minion, *[("myco/inorder", {"n": n}) for n in range(100, 3000)])
+    assert link_state(minion)["spooled"] == 3000
+    with event.get_event("master", opts=master.opts()) as bus:
+        assert cli(master, "key", "--accept", "m1").returncode == 0
+        got = collect(bus, "myco/inorder", 3000, wait=5)
+    assert [e["data"]["data"]["n"] for e in got] == list(range(3000))
+
+
 def test_a_full_spool_drops_the_oldest_and_says_so(site):
     master = site.master()
     master.start()

@@ -7,6 +7,7 @@ records one at a time. Comments (``: keepalive``) and ``retry:`` are kept.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Iterable, Iterator
 
 import requests
@@ -71,7 +72,15 @@ class SSEReader:
         lines = self.response.iter_lines(chunk_size=1, decode_unicode=True) \
             if self.response.status_code == 200 else iter(())
         self.parser = SSEParser()
-        self._records = self.parser.records(lines)
+        self.deadline: float | None = None
+        self._records = self.parser.records(self._until_deadline(lines))
+
+    def _until_deadline(self, lines: Iterator[str]) -> Iterator[str]:
+        # Keepalives keep a quiet stream's reads from timing out: the deadline is checked on every line.
+        for line in lines:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise TimeoutError
+            yield line
 
     @property
     def comments(self) -> list[str]:
@@ -85,14 +94,22 @@ class SSEReader:
         """The next record (``None`` when the stream ends)."""
         return next(self._records, None)
 
-    def records(self, count: int) -> list[dict]:
-        """The next ``count`` records (fewer if the stream ends first)."""
-        got = []
-        while len(got) < count:
-            record = self.next_record()
-            if record is None:
-                break
-            got.append(record)
+    def records(self, count: int, within: float = 90.0) -> list[dict]:
+        """The next ``count`` records (fewer if the stream ends first); ``AssertionError`` naming what came
+        if they have not all come within ``within`` seconds (a stream that only sends keepalives)."""
+        got: list[dict] = []
+        self.deadline = time.monotonic() + within
+        try:
+            while len(got) < count:
+                record = self.next_record()
+                if record is None:
+                    break
+                got.append(record)
+        except TimeoutError:
+            shown = [r.get("data", {}).get("data", r.get("data")) for r in got]
+            raise AssertionError(f"{len(got)} of {count} records within {within:g} s: {shown}") from None
+        finally:
+            self.deadline = None
         return got
 
     def __iter__(self) -> Iterator[dict]:

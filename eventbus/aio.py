@@ -26,7 +26,8 @@ import zmq.asyncio
 
 from eventbus import config, control, payload, wire
 from eventbus.errors import EventBusError, InvalidArgumentError, InvalidEventError
-from eventbus.event import CONNECT_TIMEOUT, HEAD_TIMEOUT, REPLAY_TIMEOUT, hand_over, open_listener, open_publisher
+from eventbus.event import CONNECT_TIMEOUT, HEAD_TIMEOUT, REPLAY_TIMEOUT, open_listener, open_publisher
+from eventbus.handover import hand_over
 from eventbus.inbox import NEED_FILL, Event, Inbox
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from eventbus import config, control, payload, relay, wire
 from eventbus.errors import BusDisconnectedError, EventBusError, InvalidArgumentError, InvalidEventError
+from eventbus.handover import hand_over
 from eventbus.inbox import NEED_FILL, Event, Inbox
 from eventbus.match import Matcher
 
@@ -36,9 +37,6 @@ CONNECT_TIMEOUT = 5.0
 REPLAY_TIMEOUT = 5.0
 # A head check is advisory: a daemon that does not answer it quickly is asked again later.
 HEAD_TIMEOUT = 1.0
-# A closing publisher waits at most this long for the daemon to read what it still holds.
-HAND_OVER_TIMEOUT = 30.0
-
 # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
 # for plain bytes it only adds a call per event.
 _send_bytes = zmq.backend.Socket.send
@@ -82,48 +80,6 @@ def open_publisher(context: zmq.Context, endpoints: wire.Endpoints, timeout_ms: 
     push.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
     push.connect(endpoint or endpoints.pull)
     return push
-
-
-def hand_over(push: zmq.Socket, context: zmq.Context, sock_dir: str | os.PathLike,
-              timeout: float = HAND_OVER_TIMEOUT) -> bool:
-    """Before a publisher closes: wait until the daemon has read every frame ``push`` sent.
-
-    Sends a barrier frame last and asks the daemon's ``barrier`` verb until
-    it was read (see ``eventbus.wire``). ``True`` when it was; ``False`` when
-    no daemon is connected or answering (what ``push`` still held is lost
-    with the connection) or after ``timeout`` seconds of a daemon that
-    answers but does not read. ``context`` is a blocking context (the
-    control requests are made on it).
-    """
-    token = os.urandom(12)
-    frame = wire.BARRIER_PREFIX + token
-    client = control.Client(context, sock_dir)
-    deadline = time.monotonic() + timeout
-    pause = 0.0005
-    try:
-        while True:
-            try:
-                _send_bytes(push, frame, _NOBLOCK)  # queued behind every event this socket holds
-                break
-            except zmq.Again:
-                # No daemon connected, or our queue is full: a daemon that still answers will read it.
-                client.request(wire.VERB_PING, None, HEAD_TIMEOUT)
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.01)
-        while not client.request(wire.VERB_BARRIER, token, HEAD_TIMEOUT)["taken"]:
-            if time.monotonic() > deadline:
-                log.warning("the daemon on %s did not read this publisher's last events within %g s",
-                            sock_dir, timeout)
-                return False
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-        return True
-    except EventBusError as exc:
-        log.debug("no hand-over to the daemon on %s: %s", sock_dir, exc)
-        return False
-    finally:
-        client.close()
 
 
 class BusHandle:

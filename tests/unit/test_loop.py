@@ -21,6 +21,17 @@ def pair(zmq_context):
     peer.close(0)
 
 
+def draining(sock: zmq.Socket, got: list[bytes]):
+    """An own reader's callback: read ``sock`` into ``got`` until it is empty."""
+    def read_all() -> None:
+        while True:
+            try:
+                got.append(sock.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+    return read_all
+
+
 def run_until(loop: Loop, done, limit: float = 5.0) -> float:
     """Run the loop until ``done()``; fail after ``limit`` seconds. The seconds it took."""
     started = time.monotonic()
@@ -61,15 +72,8 @@ def test_an_own_socket_used_elsewhere_and_touched_still_has_its_message_read(pai
     ours, peer = pair
     got: list[bytes] = []
 
-    def read_all() -> None:
-        while True:
-            try:
-                got.append(ours.recv(zmq.NOBLOCK))
-            except zmq.Again:
-                return
-
     loop = Loop()
-    loop.add_reader(ours, read_all, own=True)
+    loop.add_reader(ours, draining(ours, got), own=True)
 
     def send_from_a_timer() -> None:
         peer.send(b"hello")
@@ -90,15 +94,8 @@ def test_an_own_socket_with_messages_queued_before_it_was_added_is_read(pair):
     assert ours.getsockopt(zmq.EVENTS) & zmq.POLLIN  # processes the socket's commands: the signal is taken
     got: list[bytes] = []
 
-    def read_all() -> None:
-        while True:
-            try:
-                got.append(ours.recv(zmq.NOBLOCK))
-            except zmq.Again:
-                return
-
     loop = Loop()
-    loop.add_reader(ours, read_all, own=True)
+    loop.add_reader(ours, draining(ours, got), own=True)
     run_until(loop, lambda: got == [b"early"], limit=3.0)
 
 

@@ -34,8 +34,7 @@ from eventbus.errors import InvalidEventError
 
 log = logging.getLogger(__name__)
 
-BARRIER_PREFIX = wire.BARRIER_PREFIX
-BARRIER_MAX = len(BARRIER_PREFIX) + 64
+# Barrier tokens of closing publishers the daemon remembers until they are asked for.
 BARRIERS_KEPT = 4096
 
 # Events handled per wake-up before other sockets get their turn.
@@ -160,8 +159,9 @@ class Bus:
                 try:
                     check(frame, limit)
                 except InvalidEventError as exc:
-                    if frame.startswith(BARRIER_PREFIX) and len(frame) <= BARRIER_MAX:
-                        self.note_barrier(frame[len(BARRIER_PREFIX):])  # a closing publisher's last frame
+                    token = wire.barrier_token(frame)
+                    if token is not None:
+                        self.note_barrier(token)  # a closing publisher's last frame
                     else:
                         self.complaints.refuse(exc.reason, f"refused an event on {self.endpoints.pull}: {exc}")
                     continue

@@ -219,12 +219,13 @@ class MinionLink:
                 frame = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if frame.startswith(wire.BARRIER_PREFIX):
+            token = wire.barrier_token(frame)
+            if token is not None:
                 # A closing fire_master handle's last frame: what it sent before is spooled first.
                 if frames:
                     self._run(self.machine.intake(frames))
                     frames = []
-                self.bus.note_barrier(frame[len(wire.BARRIER_PREFIX):len(wire.BARRIER_PREFIX) + 64])
+                self.bus.note_barrier(token)
                 continue
             frames.append(frame)
         if frames:

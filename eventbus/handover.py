@@ -36,7 +36,7 @@ def hand_over(push: zmq.Socket, context: zmq.Context, sock_dir: str | os.PathLik
     control requests are made on it).
     """
     token = os.urandom(12)
-    frame = wire.BARRIER_PREFIX + token
+    frame = wire.barrier_frame(token)
     client = control.Client(context, sock_dir)
     deadline = time.monotonic() + timeout
     pause = 0.0005

@@ -47,6 +47,7 @@ SEPARATOR = b"\x00"
 SYNC_PREFIX = b"\x00sync:"
 SYNC_HEADER = HEADER.pack(0, 0)
 BARRIER_PREFIX = b"\x00barrier:"
+BARRIER_TOKEN_MAX = 64
 
 VERB_PING = b"ping"
 VERB_STATS = b"stats"
@@ -106,6 +107,18 @@ def parse_reply(frames: list[bytes]) -> tuple[bool, Any]:
         raise MalformedFrameError("malformed control reply: expected [ok|error, msgpack result]",
                                   what="control reply")
     return frames[0] == STATUS_OK, msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
+
+
+def barrier_frame(token: bytes) -> bytes:
+    """A closing publisher's last frame (see the module doc)."""
+    return BARRIER_PREFIX + token
+
+
+def barrier_token(frame: bytes) -> bytes | None:
+    """The token of a barrier frame; ``None`` if ``frame`` is not one."""
+    if frame.startswith(BARRIER_PREFIX) and len(frame) <= len(BARRIER_PREFIX) + BARRIER_TOKEN_MAX:
+        return frame[len(BARRIER_PREFIX):]
+    return None
 
 
 def publish_frame(raw_tag: bytes, raw_data: bytes) -> bytes:

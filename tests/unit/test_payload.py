@@ -145,3 +145,11 @@ def test_a_whole_frame_is_checked_like_an_event():
     for tag, data in (("", {}), ("t\x00", {}), ("t", []), ("t", {"o": object()})):
         with pytest.raises(InvalidEventError):
             payload.pack_frame(tag, data, 10_000)
+
+
+def test_a_barrier_frame_gives_back_its_token_and_nothing_else_passes_for_one():
+    token = b"\x01" * 12
+    assert wire.barrier_token(wire.barrier_frame(token)) == token
+    assert wire.barrier_token(b"myco/tag\x00\x80") is None  # an event
+    assert wire.barrier_token(wire.BARRIER_PREFIX[:-1] + token) is None
+    assert wire.barrier_token(wire.barrier_frame(b"x" * 65)) is None  # longer than any token

@@ -1,13 +1,18 @@
 """The reference: the strongest bare design of this bus, a pyzmq PULL->PUB proxy with msgpack.
 
 ``python -m bench.reference DIR`` runs the proxy: ``zmq.proxy`` forwards
-frames in C, with no checks, numbering or replay. Publishers PUSH the same
+frames in C, with no checks, numbering or replay. ``python -m
+bench.reference --python DIR`` runs the *Python floor* instead: the least a
+Python daemon can do per event (one ``poll`` on the socket's ``ZMQ_FD``,
+``recv`` until empty, ``send``), which is what ``bench.floor`` measures the
+bus and the proxy against. Publishers PUSH the same
 single frame our bus takes (``tag NUL msgpack``) with a reused msgpack
 Packer; subscribers split the tag and unpack the data. Queue sizes are the
 bus's own defaults, so both designs absorb the same bursts.
 """
 from __future__ import annotations
 
+import select
 import sys
 from pathlib import Path
 
@@ -26,8 +31,8 @@ def endpoints(directory: str | Path) -> tuple[str, str]:
     return f"ipc://{directory}/in.ipc", f"ipc://{directory}/out.ipc"
 
 
-def serve(directory: str | Path) -> None:
-    """Run the proxy until killed."""
+def _bound(directory: str | Path) -> tuple[zmq.Socket, zmq.Socket]:
+    """The proxy's PULL and PUB sockets, bound in ``directory`` with the bus's queue sizes."""
     pull_endpoint, pub_endpoint = endpoints(directory)
     context = zmq.Context()
     pull = context.socket(zmq.PULL)
@@ -36,7 +41,28 @@ def serve(directory: str | Path) -> None:
     pub = context.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, SUBSCRIBER_QUEUE)
     pub.bind(pub_endpoint)
-    zmq.proxy(pull, pub)
+    return pull, pub
+
+
+def serve(directory: str | Path) -> None:
+    """Run the proxy until killed."""
+    zmq.proxy(*_bound(directory))
+
+
+def serve_python(directory: str | Path) -> None:
+    """Forward frames in a Python loop, with nothing else per event, until killed."""
+    pull, pub = _bound(directory)
+    poller = select.poll()
+    poller.register(pull.getsockopt(zmq.FD), select.POLLIN)
+    recv, send, noblock = pull.recv, zmq.backend.Socket.send.__get__(pub), int(zmq.NOBLOCK)
+    while True:
+        poller.poll(1000)
+        while True:
+            try:
+                frame = recv(noblock)
+            except zmq.Again:
+                break
+            send(frame)
 
 
 class Publisher:
@@ -86,4 +112,7 @@ class Subscriber:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    if sys.argv[1] == "--python":
+        serve_python(sys.argv[2])
+    else:
+        serve(sys.argv[1])

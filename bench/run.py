@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-PARTS = ("bench.bus", "bench.journal", "bench.relay", "bench.api", "bench.metrics", "bench.attack", "bench.forward",
+PARTS = ("bench.bus", "bench.floor", "bench.journal", "bench.relay", "bench.api", "bench.metrics", "bench.attack", "bench.forward",
          "bench.brokers", "bench.reactor", "bench.cloudevents")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 

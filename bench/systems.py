@@ -36,9 +36,9 @@ def _bus_daemon(root: Path, **master_keys: object) -> tuple[Daemon, Target, Path
     return daemon, Target("bus", str(config_path)), root / "s"
 
 
-def _reference_daemon(root: Path) -> tuple[Daemon, Target]:
-    daemon = Daemon([sys.executable, "-m", "bench.reference", str(root)], root / "reference.log",
-                    cwd=Path(__file__).resolve().parent.parent)
+def _reference_daemon(root: Path, python: bool = False) -> tuple[Daemon, Target]:
+    daemon = Daemon([sys.executable, "-m", "bench.reference", *(["--python"] if python else []), str(root)],
+                    root / "reference.log", cwd=Path(__file__).resolve().parent.parent)
     return daemon, Target("reference", str(root))
 
 
@@ -69,10 +69,10 @@ def running_bus(**master_keys: object) -> Iterator[tuple[Daemon, Target]]:
 
 
 @contextlib.contextmanager
-def running_reference() -> Iterator[tuple[Daemon, Target]]:
-    """The reference proxy, ready (both sockets bound), stopped and removed after."""
+def running_reference(python: bool = False) -> Iterator[tuple[Daemon, Target]]:
+    """The reference proxy (``python``: the Python floor), ready (both sockets bound), stopped and removed after."""
     root = short_tmpdir("ebr")
-    daemon, target = _reference_daemon(root)
+    daemon, target = _reference_daemon(root, python)
 
     def bound() -> bool:
         daemon.check_alive()

@@ -6,13 +6,18 @@ that a subscriber that never reads costs the daemon bounded memory.
 """
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from bench.clients import Crew
 from bench.systems import first_round_trip, running_bus, running_reference
 
+python_floor = functools.partial(running_reference, python=True)
 
-@pytest.mark.parametrize("running", [running_bus, running_reference], ids=["bus", "reference"])
+
+@pytest.mark.parametrize("running", [running_bus, running_reference, python_floor],
+                         ids=["bus", "reference", "python-floor"])
 def test_a_paced_trial_counts_every_event_at_every_subscriber(running):
     with running() as (_daemon, target), Crew(target, publishers=2, subscribers=2) as crew:
         crew.warm()

@@ -1,0 +1,150 @@
+"""The bus, the bare proxy and the Python floor, in one run: ``python -m bench.floor``.
+
+Issue 14 asks for the bus's daemon CPU per event at 500 and 2,000
+events/s to be at most 1.3× the proxy's, and for its zero-loss 1→1 rate to
+be at least 70% of the proxy's. This benchmark adds a third system between
+the two: the *Python floor* (``python -m bench.reference --python``), a
+Python daemon that does nothing per event but wait on the socket, ``recv``
+and ``send``, with the proxy's bare clients. What the floor costs over the
+proxy no Python daemon can avoid; what the bus costs over the floor is its
+own work (checks, numbering, window, journal) and its client library's.
+
+Figures, all 1→1 with 100 B events, the systems taking turns trial by trial:
+
+- CPU per event at a fixed 500 and 2,000 events/s, the daemon's main
+  thread and its other threads (libzmq's I/O thread, the journal's sync
+  thread) apart, from ``/proc``;
+- the zero-loss rate, searched as ``bench.bus`` does.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import psutil
+
+from bench.bus import zero_loss_rates
+from bench.clients import Crew
+from bench.measure import load_note
+from bench.systems import running_bus, running_reference
+
+KINDS = ("reference", "floor", "bus")
+NAMES = {"reference": "bare proxy (C)", "floor": "Python floor", "bus": "eventbus"}
+RATES = (500, 2000)
+SEGMENTS = 6
+TARGET_QUIET_CPU = 1.3  # issue 14, as in bench.bus
+TARGET_THROUGHPUT = 0.7
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class ThreadCpu:
+    """CPU µs per event of a daemon's main thread and of its other threads."""
+
+    main: float
+    others: float
+
+    @property
+    def total(self) -> float:
+        return self.main + self.others
+
+
+def _thread_seconds(process: psutil.Process) -> dict[int, float]:
+    return {thread.id: thread.user_time + thread.system_time for thread in process.threads()}
+
+
+def quiet_cpu(crews: dict[str, Crew], processes: dict[str, psutil.Process], rate: int,
+              seconds: float) -> dict[str, ThreadCpu]:
+    """CPU per event of each daemon while 100 B events come at a fixed ``rate``, in alternating segments."""
+    main = dict.fromkeys(crews, 0.0)
+    others = dict.fromkeys(crews, 0.0)
+    sent = dict.fromkeys(crews, 0)
+    for segment in range(SEGMENTS):
+        for kind in crews if segment % 2 else reversed(list(crews)):
+            process = processes[kind]
+            before = _thread_seconds(process)
+            sent[kind] += crews[kind].trial(100, rate, seconds / SEGMENTS).sent
+            for tid, used in _thread_seconds(process).items():
+                spent = used - before.get(tid, 0.0)
+                if tid == process.pid:
+                    main[kind] += spent
+                else:
+                    others[kind] += spent
+    return {kind: ThreadCpu(main[kind] / sent[kind] * 1e6, others[kind] / sent[kind] * 1e6) for kind in crews}
+
+
+def _row(figure: str, unit: str, values: dict[str, float], target: str = "") -> str:
+    def shown(value: float) -> str:
+        return f"{value:,.0f}" if unit == "events/s" else f"{value:.1f}"
+    proxy, floor, bus = (values[kind] for kind in KINDS)
+    return (f"| {figure} | {unit} | {shown(proxy)} | {shown(floor)} | {shown(bus)} | "
+            f"{floor / proxy:.2f} | {bus / proxy:.2f} | {bus / floor:.2f} | {target} |")
+
+
+def measure(seconds: float, quiet_seconds: float, steps: int) -> tuple[list[str], list[str]]:
+    """Every figure on the three systems; the table's rows and a log of the searches."""
+    rows: list[str] = []
+    log: list[str] = []
+    with running_reference() as (proxy, proxy_target), running_reference(python=True) as (floor, floor_target), \
+            running_bus() as (bus, bus_target):
+        daemons = {"reference": proxy, "floor": floor, "bus": bus}
+        targets = {"reference": proxy_target, "floor": floor_target, "bus": bus_target}
+        crews = {kind: Crew(targets[kind], 1, 1) for kind in KINDS}
+        try:
+            for crew in crews.values():
+                crew.warm()
+            processes = {kind: psutil.Process(daemons[kind].pid) for kind in KINDS}
+            for rate in RATES:
+                progress(f"CPU per event at {rate:,}/s")
+                found = quiet_cpu(crews, processes, rate, quiet_seconds)
+                for kind, cpu in found.items():
+                    log.append(f"{rate:,}/s {NAMES[kind]}: main thread {cpu.main:.1f} µs, "
+                               f"other threads {cpu.others:.1f} µs per event")
+                rows.append(_row(f"daemon CPU per event at {rate:,}/s, all threads", "µs",
+                                 {kind: cpu.total for kind, cpu in found.items()},
+                                 f"eventbus ≤ {TARGET_QUIET_CPU:g}× proxy"))
+                rows.append(_row("the same, main thread only", "µs", {kind: cpu.main for kind, cpu in found.items()}))
+            progress("zero-loss throughput 1->1 100 B")
+            meters = {kind: daemons[kind].meter() for kind in KINDS}
+            searches = zero_loss_rates(crews, meters, 100, seconds, steps, KINDS)
+            for kind, search in searches.items():
+                log.append(f"zero-loss {NAMES[kind]}: {search.rate:,.0f}/s ({'; '.join(search.trials)})")
+            rows.append(_row("zero-loss throughput 1→1, 100 B", "events/s",
+                             {kind: search.rate for kind, search in searches.items()},
+                             f"eventbus ≥ {TARGET_THROUGHPUT:.0%} of proxy"))
+        finally:
+            for crew in crews.values():
+                crew.close()
+    return rows, log
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Run the floor benchmark; print and return its Markdown section."""
+    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.5, help="length of one throughput trial (1.5)")
+    parser.add_argument("--quiet-seconds", type=float, default=12.0, help="time at each fixed rate, per system (12)")
+    parser.add_argument("--steps", type=int, default=5, help="paced trials after the flat-out probe (5)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    load_before = load_note()
+    rows, log = measure(args.seconds, args.quiet_seconds, args.steps)
+    lines = ["## The bus against the proxy and the Python floor (same run)", "",
+             "| figure | unit | bare proxy | Python floor | eventbus | floor ÷ proxy | eventbus ÷ proxy "
+             "| eventbus ÷ floor | target |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|", *rows, "",
+             f"Host: {load_before} at the start, {load_note()} at the end; "
+             f"took {time.perf_counter() - started:.0f} s.", "",
+             *[f"- {line}" for line in log], ""]
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+if __name__ == "__main__":
+    main()

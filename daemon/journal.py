@@ -29,7 +29,7 @@ from eventbus.errors import JournalError
 from eventbus.journal import JournalReader
 from eventbus.journalformat import (CRC, INDEX_STEP, INDEX_SUFFIX, PURGED_MAX, PURGED_NAME, RECORD_HEAD,
                                     SEGMENT_HEADER, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SEGMENT_SUFFIX, VERSION,
-                                    Segment, epoch_of, parse_purged, purged_bytes, read_header, segment_name)
+                                    Segment, parse_purged, purged_bytes, read_header, segment_name)
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Journal:
         if contiguous and segment.runs:
             segment.runs[-1][1] = entries[-1][0]
         else:
-            _learn_runs(segment, entries, last_seq)
+            segment.learn_runs(entries, last_seq)
         segment.count += len(entries)
         segment.last_seq = self._last_seq = entries[-1][0]
         segment.last_time = self._last_time = now
@@ -478,21 +478,6 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _learn_runs(segment: Segment, entries: list[tuple[int, bytes]], prev: int) -> None:
-    """Extend the segment's runs by ``entries`` that are not contiguous: a restart starts a new run."""
-    runs = segment.runs
-    for seq, frame in entries:
-        if seq != prev + 1 or not runs:
-            start = max(prev, epoch_of(seq, frame))
-            if runs and start <= prev:
-                runs[-1][1] = seq
-            else:
-                runs.append([min(start, seq - 1), seq])
-        else:
-            runs[-1][1] = seq
-        prev = seq
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -97,6 +97,25 @@ class Segment:
         self.runs: list[list[int]] = []  # [start_exclusive, last]: every seq in between existed
         self.complete = False  # read from a valid .idx: nothing more to scan
 
+    def new_run(self, seq: int, prev: int, frame: bytes) -> None:
+        """Learn ``seq`` (of bus frame ``frame``, its first 16 bytes at least), which does not follow ``prev``:
+        one more run, unless ``frame``'s epoch shows no event between them was ever numbered."""
+        start = max(prev, epoch_of(seq, frame))
+        if self.runs and start <= prev:
+            self.runs[-1][1] = seq
+        else:
+            self.runs.append([min(start, seq - 1), seq])
+
+    def learn_runs(self, entries: list[tuple[int, bytes]], prev: int) -> None:
+        """Extend the runs by ``entries`` (seq ascending, after ``prev``), not all contiguous."""
+        runs = self.runs
+        for seq, frame in entries:
+            if seq != prev + 1 or not runs:
+                self.new_run(seq, prev, frame)
+            else:
+                runs[-1][1] = seq
+            prev = seq
+
     def scan(self, fd: int, prev: int, *, until: int | None = None) -> tuple[str | None, int]:
         """Walk the records from ``end`` on, learning them; return (the problem that stopped it, bytes left).
 
@@ -145,11 +164,7 @@ class Segment:
                     self.index_offsets.append(at)
                     self.indexed_at = at
                 if seq != prev + 1 or not self.runs:
-                    start = max(prev, epoch_of(seq, buf[i + RECORD_HEAD_SIZE:i + RECORD_HEAD_SIZE + min(16, length)]))
-                    if self.runs and start <= prev:
-                        self.runs[-1][1] = seq
-                    else:
-                        self.runs.append([min(start, seq - 1), seq])
+                    self.new_run(seq, prev, buf[i + RECORD_HEAD_SIZE:i + RECORD_HEAD_SIZE + min(16, length)])
                 else:
                     self.runs[-1][1] = seq
                 self.count += 1

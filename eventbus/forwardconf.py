@@ -1,9 +1,12 @@
-"""The ``forward`` config file (SPEC 8): the forwarder's keys and its list of brokers, typed and checked.
+"""The ``forward`` config file (SPEC 8): the forwarder's keys and its brokers, typed and checked.
 
-Any key, at the top or in a broker, may be given as ``KEY_file: PATH`` (the
-file's text, stripped) or ``KEY_env: VARNAME`` instead, so secrets need not
-sit in the file. Broker type keys are checked later by the sink class of the
-type (``eventbus.sink.Sink.options``); here only the common keys are.
+Brokers come as a ``brokers`` list and/or as Rasa's ``event_broker``
+mapping (one broker, ``name`` defaulting to its type lower-cased), so a
+Rasa ``endpoints.yml`` block works pasted as it is. Secrets may be given
+as ``NAME_file``/``NAME_env`` (``eventbus.secretref``): the keys a block
+knows are the top-level keys of ``ForwardConfig`` and, in a broker, the
+common keys plus its type's ``KEYS``. So a broker's type is found (and a
+custom class imported) before its block is resolved and checked.
 """
 from __future__ import annotations
 
@@ -14,15 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from eventbus import config
+from eventbus import brokertypes, config, secretref
 from eventbus.errors import ConfigError
 from eventbus.records import FORMATS
+from eventbus.sink import COMMON_KEYS, check_keys
 
 NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
-# Keys whose values are secrets wherever they appear (never logged, never in events).
-SECRET_KEYS = ("password", "secret", "sasl_password", "token", "api_key")
-COMMON_KEYS = ("name", "type", "tags", "format", "outbox_max_events")
 DEFAULT_OUTBOX_MAX = 1_000_000
+RASA_KEY = "event_broker"
 
 
 @dataclass(frozen=True)
@@ -57,44 +59,6 @@ class ForwardConfig(config.BaseConfig):
         return self.root_dir / "var/run/eventbus/forward"
 
 
-def _resolve_indirect(block: dict, label: str, where: str) -> tuple[dict, list[str]]:
-    """``block`` with ``KEY_file``/``KEY_env`` replaced by ``KEY``; and the secret values in it."""
-    resolved: dict[str, Any] = {}
-    secrets: list[str] = []
-    for key, value in block.items():
-        key = str(key)
-        name, indirect = key, None
-        for suffix in ("_file", "_env"):
-            if key.endswith(suffix) and key != suffix:
-                name, indirect = key[: -len(suffix)], suffix
-        if indirect is None or name == "path":
-            resolved[key] = value
-            if key in SECRET_KEYS and isinstance(value, str):
-                secrets.append(value)
-            continue
-        if name in block:
-            raise ConfigError(f"{label}: {where}both {name!r} and {key!r} are given; keep one", file=label, key=key)
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{label}: {where}key {key!r} has value {value!r}; expected "
-                              f"{'a file path' if indirect == '_file' else 'an environment variable name'}",
-                              file=label, key=key, value=value)
-        if indirect == "_file":
-            try:
-                text = Path(value).expanduser().read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"{label}: {where}key {key!r}: cannot read {value}: {exc.strerror}",
-                                  file=label, key=key, value=value) from None
-        else:
-            if value not in os.environ:
-                raise ConfigError(f"{label}: {where}key {key!r}: environment variable {value} is not set",
-                                  file=label, key=key, value=value)
-            text = os.environ[value]
-        resolved[name] = text
-        if text:
-            secrets.append(text)
-    return resolved, secrets
-
-
 def _url_password(url: Any) -> str | None:
     if isinstance(url, str):
         found = re.search(r"://[^/@:]*:([^/@]+)@", url)
@@ -103,22 +67,28 @@ def _url_password(url: Any) -> str | None:
     return None
 
 
-def _broker(raw: Any, index: int, label: str, root: Path) -> BrokerConfig:
+def _broker(raw: Any, where: str, label: str, root: Path) -> BrokerConfig:
+    """One broker block (``where``: ``brokers[3]: `` or ``event_broker: ``), resolved and checked."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{label}: brokers[{index}] has value {raw!r}; expected a mapping with name and type",
+        raise ConfigError(f"{label}: {where.removesuffix(': ')} has value {raw!r}; expected a mapping with "
+                          f"name and type",
                           file=label, key="brokers")
-    where = f"brokers[{index}]: "
-    block, secrets = _resolve_indirect(raw, label, where)
+    given_name = raw.get("name")
+    if isinstance(given_name, str) and given_name:
+        where = f"broker {given_name!r}: "
+    kind = raw.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(f"{label}: {where}missing key 'type'" if kind is None else
+                          f"{label}: {where}key 'type' has value {kind!r}; expected a broker type",
+                          file=label, key="type", value=kind)
+    kind, type_keys = brokertypes.keys_of_type(kind, f"{label}: {where.removesuffix(': ')}")
+    block, secrets = secretref.resolve(raw, {*COMMON_KEYS, *(type_keys or ())}, label, where)
+    block["type"] = kind
     name = block.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise ConfigError(f"{label}: {where}key 'name' has value {name!r}; expected a name of "
                           f"letters, digits, '_', '.' and '-'", file=label, key="name", value=name)
     where = f"broker {name!r}: "
-    kind = block.get("type")
-    if not isinstance(kind, str) or not kind:
-        raise ConfigError(f"{label}: {where}missing key 'type'" if kind is None else
-                          f"{label}: {where}key 'type' has value {kind!r}; expected a broker type",
-                          file=label, key="type", value=kind)
     tags = block.get("tags", ["*"])
     if isinstance(tags, str):
         tags = [tags]
@@ -133,6 +103,11 @@ def _broker(raw: Any, index: int, label: str, root: Path) -> BrokerConfig:
     if isinstance(bound, bool) or not isinstance(bound, int) or not 1 <= bound <= 1_000_000_000:
         raise ConfigError(f"{label}: {where}key 'outbox_max_events' has value {bound!r}; expected an "
                           f"integer from 1 to 1000000000", file=label, key="outbox_max_events", value=bound)
+    if type_keys is not None:
+        try:
+            check_keys(type_keys, block, f"{label}: broker {name!r} (type {kind})")
+        except ConfigError as exc:
+            raise ConfigError(str(exc), file=label, key=exc.key) from None
     password = _url_password(block.get("url"))
     if password:
         secrets.append(password)
@@ -140,20 +115,35 @@ def _broker(raw: Any, index: int, label: str, root: Path) -> BrokerConfig:
     return BrokerConfig(name, kind, tuple(tags), fmt, bound, block, tuple(secrets))
 
 
+def _rasa_broker(raw: Any, label: str) -> Any:
+    """Rasa's ``event_broker`` mapping as a broker block: its ``name`` defaults to its type, lower-cased."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{label}: key {RASA_KEY!r} has value {raw!r}; expected a mapping with a type "
+                          f"(Rasa's endpoints.yml form)", file=label, key=RASA_KEY, value=raw)
+    if "name" not in raw and isinstance(raw.get("type"), str):
+        return {"name": raw["type"].lower(), **raw}
+    return raw
+
+
 def load(path: str | os.PathLike) -> ForwardConfig:
     """Read and check the ``forward`` file; ``ConfigError`` naming file, key and value."""
     source = Path(path).absolute()
     label = str(path)
     raw = config._read_yaml(source)
-    raw, _ = _resolve_indirect(raw, label, "")
+    known = {spec.name for spec in dataclasses.fields(ForwardConfig)} | {RASA_KEY}
+    raw, _ = secretref.resolve(raw, known, label)
     brokers_raw = raw.pop("brokers", None)
+    rasa_raw = raw.pop(RASA_KEY, None)
     settings = config.from_mapping(ForwardConfig, raw, source, label)
     if brokers_raw is None:
         brokers_raw = []
     if not isinstance(brokers_raw, list):
         raise ConfigError(f"{label}: key 'brokers' has value {brokers_raw!r}; expected a list of brokers",
                           file=label, key="brokers", value=brokers_raw)
-    brokers = tuple(_broker(b, i, label, settings.root_dir) for i, b in enumerate(brokers_raw))
+    blocks = [(f"brokers[{i}]: ", b) for i, b in enumerate(brokers_raw)]
+    if rasa_raw is not None:
+        blocks.append((f"{RASA_KEY}: ", _rasa_broker(rasa_raw, label)))
+    brokers = tuple(_broker(b, where, label, settings.root_dir) for where, b in blocks)
     seen: set[str] = set()
     for broker in brokers:
         if broker.name in seen:

@@ -8,14 +8,22 @@ outbox and the cursor agree, so the reader resumes exactly after ``intake``
 and nothing is lost or queued twice. Past ``max_events`` waiting, the oldest
 are dropped and counted.
 
+Every event is either delivered (acknowledged) or dropped, never both: the
+events ``read`` handed to the broker, until they are acknowledged or handed
+back (``rewind``, after a failed publish), are being delivered, not waiting.
+The bound counts and drops only waiting events, so the outbox may hold the
+handed batch beyond it (a read hands out at most ``max_events``); events
+handed back wait again, the oldest of all, and go first at the next drop.
+
 A row holds one reader batch (``first``..``last``, ``count`` events, packed
 as one msgpack array), not one event: one insert, one pack and one unpack
 per batch instead of per event, which was most of the forwarder's cost.
 Reads, acknowledgements and drops still work per event: a row they cut
 through is rewritten with the events it keeps.
 
-Threads: the bus reader calls ``append``; the broker's drain calls ``read``
-and ``ack``. Each side uses its own connection.
+Threads: the bus reader calls ``append``; the broker's drain calls ``read``,
+``ack`` and ``rewind``. Each side uses its own connection; a lock keeps a
+drop from passing a read, so the handed events are known to every drop.
 """
 from __future__ import annotations
 
@@ -70,7 +78,10 @@ class Outbox:
         self.intake: int | None = meta.get("intake")
         self.delivered: int = meta.get("delivered", 0)
         self.dropped: int = meta.get("dropped", 0)
-        self._handed = 0  # the last seq ``read`` returned, so the next read continues after it
+        # The last seq ``read`` returned: the next read continues after it, and the bound never drops an
+        # event up to it (handed to the broker) until ``ack`` forgets them or ``rewind`` takes them back.
+        self._handed = 0
+        self._handed_count = 0  # how many of the held events are handed (all with seq <= _handed)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -118,13 +129,14 @@ class Outbox:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     dropped_old = dropped_new = 0
-                    over = self.pending + len(fresh) - self.max_events
+                    waiting = self.pending - self._handed_count
+                    over = waiting + len(fresh) - self.max_events
                     if over > 0:
-                        dropped_old = self._drop_oldest(min(over, self.pending))
+                        dropped_old = self._drop_oldest(min(over, waiting))
                         dropped_new = over - dropped_old  # more new events than the bound: keep the newest
                         fresh = fresh[dropped_new:]
                         db.execute("INSERT INTO meta VALUES ('dropped', ?) ON CONFLICT(key) DO UPDATE "
-                                   "SET value = value + excluded.value", (over,))
+                                   "SET value = value + excluded.value", (dropped_old + dropped_new,))
                     if fresh:
                         db.execute("INSERT INTO batches VALUES (?, ?, ?, ?)",
                                    (fresh[0][0], fresh[-1][0], len(fresh), _pack(fresh)))
@@ -144,17 +156,28 @@ class Outbox:
         return dropped
 
     def _drop_oldest(self, count: int) -> int:
-        """Delete the ``count`` oldest waiting events (inside the writer's transaction); how many went."""
+        """Delete the ``count`` oldest waiting events, never one handed to the broker (inside the writer's
+        transaction); ``count``."""
         db = self._writer
+        handed = self._handed
         gone = 0
-        for first, last, held in db.execute("SELECT first, last, count FROM batches ORDER BY first").fetchall():
+        for first, last, held in db.execute("SELECT first, last, count FROM batches WHERE last > ? "
+                                            "ORDER BY first", (handed,)).fetchall():
             if gone >= count:
                 break
-            if held <= count - gone:
+            if first > handed and held <= count - gone:
                 db.execute("DELETE FROM batches WHERE first = ?", (first,))
                 gone += held
-            else:
-                gone += self._trim(db, first, count - gone)
+                continue
+            blob, = db.execute("SELECT events FROM batches WHERE first = ?", (first,)).fetchone()
+            events = _unpack(blob)
+            kept_handed = [row for row in events if row[0] <= handed]
+            rest = events[len(kept_handed):]
+            cut = min(count - gone, len(rest))
+            kept = kept_handed + rest[cut:]
+            db.execute("UPDATE batches SET first = ?, count = ?, events = ? WHERE first = ?",
+                       (kept[0][0], len(kept), _pack(kept), first))
+            gone += cut
         return gone
 
     @staticmethod
@@ -167,29 +190,36 @@ class Outbox:
         return cut
 
     def read(self, limit: int) -> list[Row]:
-        """The next (at most ``limit``) waiting events after those already handed out, oldest first."""
-        handed = self._handed
+        """The next (at most ``limit``, at most ``max_events``) waiting events after those already handed
+        out, oldest first; they are the broker's until ``ack`` or ``rewind``."""
+        limit = min(limit, self.max_events)
         taken: list[Row] = []
         try:
-            query = self._reader.execute("SELECT first, events FROM batches WHERE last > ? ORDER BY first",
-                                         (handed,))
-            for first, blob in query:
-                events = _unpack(blob)
-                if first <= handed:
-                    events = [row for row in events if row[0] > handed]
-                taken.extend(events[:limit - len(taken)])
-                if len(taken) >= limit:
-                    break
-            query.close()
+            with self._lock:
+                handed = self._handed
+                query = self._reader.execute("SELECT first, events FROM batches WHERE last > ? ORDER BY first",
+                                             (handed,))
+                for first, blob in query:
+                    events = _unpack(blob)
+                    if first <= handed:
+                        events = [row for row in events if row[0] > handed]
+                    taken.extend(events[:limit - len(taken)])
+                    if len(taken) >= limit:
+                        break
+                query.close()
+                if taken:
+                    self._handed = taken[-1][0]
+                    self._handed_count += len(taken)
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot read outbox {self.path}: {exc}", path=str(self.path)) from None
-        if taken:
-            self._handed = taken[-1][0]
         return taken
 
     def rewind(self) -> None:
-        """Hand out the waiting events again from the oldest (after a failed delivery)."""
-        self._handed = 0
+        """Take back the events handed out (their delivery failed): the bound may drop them now, and the
+        next read starts again from the oldest waiting."""
+        with self._lock:
+            self._handed = 0
+            self._handed_count = 0
 
     def ack(self, seq: int, count: int) -> None:
         """The broker accepted every event up to ``seq`` (``count`` of them): forget them."""
@@ -213,6 +243,7 @@ class Outbox:
                     db.execute("ROLLBACK")
                     raise
                 self.pending -= removed
+                self._handed_count = max(0, self._handed_count - removed)
                 self.delivered += count
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot write outbox {self.path}: {exc}", path=str(self.path)) from None

@@ -11,14 +11,14 @@ import logging
 import random
 import re
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 from daemon.forward.reader import READ_BATCH
 from eventbus import records
 from eventbus.errors import EventBusError
 from eventbus.forwardconf import BrokerConfig
 from eventbus.outbox import Outbox
-from eventbus.sink import Outgoing, Sink
+from eventbus.sink import Outgoing, wants_body
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,13 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
 
 
 class BrokerWorker:
-    """Drains ``outbox`` into the sink made by ``sink_class`` for ``broker``."""
+    """Drains ``outbox`` into the sink made by ``sink_class`` (any class with ``eventbus.sink.METHODS``)."""
 
-    def __init__(self, broker: BrokerConfig, sink_class: type[Sink], outbox: Outbox, report: Report,
-                 sink: Sink | None = None) -> None:
+    def __init__(self, broker: BrokerConfig, sink_class: type, outbox: Outbox, report: Report,
+                 sink: Any = None) -> None:
         self.broker = broker
         self.sink_class = sink_class
+        self.format = broker.format if wants_body(sink_class) else None
         self.outbox = outbox
         self.report = report
         self.sink = sink
@@ -79,7 +80,7 @@ class BrokerWorker:
                 "dropped": self.outbox.dropped, "error": self.error}
 
     def _batch(self) -> list[Outgoing]:
-        fmt = self.broker.format if self.sink_class.BODY else None
+        fmt = self.format
         return [records.outgoing(seq, tag, data, fmt) for seq, tag, data in self.outbox.read(BATCH)]
 
     def _failed(self, exc: BaseException, backoff: Backoff) -> None:
@@ -108,6 +109,11 @@ class BrokerWorker:
                         continue
                 self.sink.publish(batch)
             except Exception as exc:  # any failure of a sink means "not delivered": report, back off, retry
+                if batch:
+                    # Back to the outbox: while we wait, the bound may drop some of it; the retry reads
+                    # again what is still there (an event is delivered or dropped, never both).
+                    self.outbox.rewind()
+                    batch = []
                 self._failed(exc, backoff)
                 continue
             try:

@@ -6,7 +6,7 @@ import threading
 
 from eventbus import control
 from eventbus.event import MasterEvent
-from tests.forwardkit import Forwarder, fire_many, read_lines
+from tests.forwardkit import Forwarder, fire_many, hook_receiver, read_lines
 from tests.helpers import run_cli, wait_for
 
 
@@ -159,3 +159,63 @@ def test_a_forwarder_started_while_the_master_is_down_delivers_once_it_is_up(mas
         assert [r["data"]["n"] for r in read_lines(master.root / "out.jsonl")] == list(range(20))
     finally:
         assert forward.stop() == 0
+
+
+def test_log_file_and_secrets_from_a_file_and_the_environment(master, tmp_path):
+    """``log_file`` is the forwarder's log (not the key ``log`` read from a file); ``secret_file`` and
+    ``secret_env`` are the webhook's ``secret``, which signs every POST and never reaches the log."""
+    import hashlib
+    import hmac
+    import json
+    import os
+
+    file_secret, env_secret = "file-secret-7f3a9c", "env-secret-2b8d4e"
+    (tmp_path / "hook.secret").write_text(file_secret + "\n")
+    with hook_receiver() as hook:
+        url = f"http://127.0.0.1:{hook.server_address[1]}"
+        forward = Forwarder(master, [
+            {"name": "from-file", "type": "webhook", "url": url + "/f", "secret_file": str(tmp_path / "hook.secret")},
+            {"name": "from-env", "type": "webhook", "url": url + "/e", "secret_env": "FWD_TEST_HOOK_SECRET"}],
+            log_file="forward.log")
+        forward.start(env=dict(os.environ, FWD_TEST_HOOK_SECRET=env_secret))
+        try:
+            fire_many(master, 3)
+            forward.wait_delivered("from-file", 3)
+            forward.wait_delivered("from-env", 3)
+        finally:
+            assert forward.stop() == 0
+    log = (master.root / "forward.log").read_text()
+    assert "eventbus forward ready: 2 brokers" in log and "Traceback" not in forward.log
+    for path, secret in (("/f", file_secret), ("/e", env_secret)):
+        posts = [(h, b) for p, h, b in hook.received if p == path]
+        assert [json.loads(b)["data"]["n"] for _, b in posts] == [0, 1, 2]
+        for headers, body in posts:
+            signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            assert headers["x-hub-signature"] == f"sha256={signature}"
+        assert secret not in log and secret not in forward.log
+
+
+def test_a_custom_class_that_does_not_subclass_sink_gets_batches(master, tmp_path):
+    """SPEC 8 asks only for the four methods; no ``KEYS``, no ``BODY``: it gets every key and the body."""
+    (tmp_path / "plainsinks.py").write_text(
+        "import json\n"
+        "class Lines:\n"
+        "    def __init__(self, path):\n        self.path = path\n"
+        "    @classmethod\n"
+        "    def from_endpoint_config(cls, cfg):\n        return cls(cfg['target'])\n"
+        "    def publish(self, batch):\n"
+        "        with open(self.path, 'ab') as out:\n"
+        "            out.write(b''.join(o.body + b'\\n' for o in batch))\n"
+        "    def is_ready(self):\n        return True\n"
+        "    def close(self):\n        pass\n")
+    import os
+
+    forward = Forwarder(master, [{"name": "plain", "type": "plainsinks.Lines", "target": str(tmp_path / "plain.jsonl")}])
+    forward.start(env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    try:
+        fire_many(master, 30)
+        forward.wait_delivered("plain", 30)
+        assert [r["data"]["n"] for r in read_lines(tmp_path / "plain.jsonl")] == list(range(30))
+    finally:
+        assert forward.stop() == 0
+    assert "Traceback" not in forward.log

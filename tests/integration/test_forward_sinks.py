@@ -6,13 +6,12 @@ import hmac
 import json
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
 
 from eventbus.event import MasterEvent
-from tests.forwardkit import Forwarder, TcpProxy, fire_many
+from tests.forwardkit import Forwarder, TcpProxy, fire_many, hook_receiver
 from tests.helpers import run_cli, wait_for
 
 PG = ("127.0.0.1", 5432)
@@ -110,40 +109,10 @@ def test_refused_credentials_are_a_down_broker_with_the_reason_never_the_passwor
     assert forward.log.count("is down") <= 2, "retried with backoff, logged once per reason"
 
 
-class Hook(BaseHTTPRequestHandler):
-    """Answers 500 to the first ``failures`` POSTs, then 200; keeps every request it answered 200."""
-
-    failures = 0
-    received: list = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        server = self.server
-        with server.lock:
-            if server.failures > 0:
-                server.failures -= 1
-                code = 500
-            else:
-                server.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                code = 200
-        self.send_response(code)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def hook_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    server.failures = 3
-    server.received = []
-    server.lock = threading.Lock()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with hook_receiver(failures=3) as server:
+        yield server
 
 
 def test_webhooks_are_signed_retried_until_2xx_and_arrive_once_in_order(master, hook_server):
@@ -171,3 +140,38 @@ def test_webhooks_are_signed_retried_until_2xx_and_arrive_once_in_order(master, 
     assert headers["ce-source"] == "/eventbus/master" and int(headers["ce-id"]) > 0
     assert "x-hub-signature" not in headers
     assert secret not in forward.log
+
+
+def test_an_outbox_past_its_bound_delivers_or_drops_each_event_never_both(master):
+    """Webhook down (503), ``outbox_max_events: 5``, 20 events fired, then the webhook answers 200: every
+    event is delivered or counted dropped, and the ``dropped`` events, ``--status`` and what arrived agree."""
+    with hook_receiver(down=True) as hook, MasterEvent(master.sock_dir, opts=master.settings) as bus:
+        bus.subscribe("eventbus/forward/hook/")
+        url = f"http://127.0.0.1:{hook.server_address[1]}/hook"
+        forward = Forwarder(master, [{"name": "hook", "type": "webhook", "url": url, "retries": 0, "timeout": 5,
+                                      "outbox_max_events": 5}]).start()
+        try:
+            fire_many(master, 1)  # event 0 goes to the webhook, which answers 503
+            assert bus.get_event(wait=30, tag="eventbus/forward/hook/down") is not None
+            fire_many(master, 19, start=1)
+            wait_for(lambda: forward.stats()["hook"]["dropped"] >= 14, 30, what="the bound to drop")
+            with hook.lock:
+                hook.down = False
+            wait_for(lambda: forward.stats()["hook"]["pending"] == 0, 60, what="the outbox to empty")
+            stats = forward.stats()["hook"]
+            status = run_cli("forward", "--status", "-c", str(forward.config_dir)).stdout.strip()
+            lost = 0
+            while lost < stats["dropped"]:
+                dropped = bus.get_event(wait=30, tag="eventbus/forward/hook/dropped")
+                assert dropped is not None, f"only {lost} of {stats['dropped']} drops reported"
+                lost += dropped["lost"]
+        finally:
+            forward.stop()
+    received = [json.loads(body)["data"]["n"] for _, _, body in hook.received]
+    assert len(received) == len(set(received)) == stats["delivered"], received
+    assert stats["delivered"] + stats["dropped"] == 20, (received, stats)
+    assert lost == stats["dropped"]
+    assert status == f"hook webhook up delivered={stats['delivered']} pending=0 dropped={stats['dropped']}"
+    # The oldest waiting were dropped: what arrived is the newest 5, in bus order, after the batch that was
+    # being posted when the bound was passed, if one was.
+    assert received == sorted(received) and received[-5:] == [15, 16, 17, 18, 19]

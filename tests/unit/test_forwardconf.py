@@ -92,3 +92,89 @@ def test_backoff_grows_to_its_cap_with_jitter():
     assert 0.05 <= delays[0] <= 0.1 and all(1.0 <= d <= 2.0 for d in delays[6:])
     backoff.reset()
     assert backoff.next() <= 0.1
+
+
+# -- KEY_file / KEY_env: a key that is itself a known key of its block keeps its own meaning -----------------
+
+
+def sink_module(tmp_path, monkeypatch, name: str, source: str) -> str:
+    """A module ``name`` in ``tmp_path`` (on sys.path for this test only) holding ``source``."""
+    import sys
+
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return name
+
+
+def test_log_file_is_the_log_file_not_the_key_log_read_from_a_file(tmp_path):
+    settings = forwardconf.load(write(tmp_path, root_dir=".", log_file="forward.log",
+                                      brokers=[{"name": "f", "type": "file"}]))
+    assert settings.log_file == tmp_path.resolve() / "forward.log"
+
+
+def test_a_top_key_may_itself_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("FWD_LOG_FILE", "from-env.log")
+    settings = forwardconf.load(write(tmp_path, root_dir=".", log_file_env="FWD_LOG_FILE"))
+    assert settings.log_file == tmp_path.resolve() / "from-env.log"
+
+
+def test_a_key_and_its_indirect_form_together_are_refused(tmp_path):
+    (tmp_path / "pw").write_text("x")
+    with pytest.raises(ConfigError, match="both 'password' and 'password_file' are given"):
+        forwardconf.load(write(tmp_path, brokers=[{"name": "s", "type": "sql", "password": "y",
+                                                   "password_file": str(tmp_path / "pw")}]))
+    with pytest.raises(ConfigError, match="both 'password_env' and 'password_file' are given"):
+        forwardconf.load(write(tmp_path, brokers=[{"name": "s", "type": "sql", "password_env": "HOME",
+                                                   "password_file": str(tmp_path / "pw")}]))
+
+
+def test_a_file_path_key_may_come_from_a_file(tmp_path):
+    (tmp_path / "where").write_text("elsewhere.jsonl\n")
+    settings = forwardconf.load(write(tmp_path, brokers=[{"name": "f", "type": "file",
+                                                          "path_file": str(tmp_path / "where")}]))
+    assert settings.brokers[0].options["path"] == "elsewhere.jsonl"
+
+
+def test_a_custom_class_key_ending_in_file_is_its_own_key_when_the_class_declares_it(tmp_path, monkeypatch):
+    module = sink_module(tmp_path, monkeypatch, "fwd_certsink", (
+        "from eventbus.sink import Sink\n"
+        "class Declared(Sink):\n"
+        "    KEYS = {'cert_file': None, 'token': None}\n"
+        "class Open(Sink):\n"
+        "    pass\n"))
+    (tmp_path / "token.txt").write_text("tok-from-file\n")
+    settings = forwardconf.load(write(tmp_path, brokers=[
+        {"name": "declared", "type": f"{module}.Declared", "cert_file": "/etc/ssl/client.pem",
+         "token_file": str(tmp_path / "token.txt")},
+        {"name": "open", "type": f"{module}.Open", "cert_file": str(tmp_path / "token.txt")}]))
+    declared, open_ = settings.brokers
+    assert declared.options["cert_file"] == "/etc/ssl/client.pem" and "cert" not in declared.options
+    assert declared.options["token"] == "tok-from-file" and "tok-from-file" in declared.secrets
+    assert open_.options["cert"] == "tok-from-file" and "cert_file" not in open_.options
+
+
+def test_the_resolver_is_one_function_of_a_block_and_its_known_keys(tmp_path, monkeypatch):
+    from eventbus import secretref
+
+    (tmp_path / "s").write_text(" s3cret \n")
+    monkeypatch.setenv("FWD_TOKEN", "t0ken")
+    block, secrets = secretref.resolve(
+        {"log_file": "x.log", "secret_file": str(tmp_path / "s"), "token_env": "FWD_TOKEN", "plain": 1},
+        {"log_file"}, "forward", "")
+    assert block == {"log_file": "x.log", "secret": "s3cret", "token": "t0ken", "plain": 1}
+    assert set(secrets) == {"s3cret", "t0ken"}
+
+
+# -- custom classes that do not subclass Sink ---------------------------------------------------------------
+
+
+def test_a_plain_class_missing_a_method_is_named_with_the_method(tmp_path, monkeypatch):
+    module = sink_module(tmp_path, monkeypatch, "fwd_halfsink", (
+        "class Half:\n"
+        "    @classmethod\n"
+        "    def from_endpoint_config(cls, cfg):\n        return cls()\n"
+        "    def publish(self, batch):\n        pass\n"
+        "    def close(self):\n        pass\n"))
+    with pytest.raises(ConfigError, match=rf"class '{module}.Half' is not a sink: it has no is_ready$"):
+        forwardconf.load(write(tmp_path, brokers=[{"name": "h", "type": f"{module}.Half"}]))

@@ -117,3 +117,53 @@ def test_an_outbox_written_one_row_per_event_is_read_on(tmp_path):
     assert box.read(100) == rows(3, 7)
     box.ack(7, 5)
     assert Outbox(path, 100).pending == 0
+
+
+# -- the bound and the batch a broker is being handed: delivered or dropped, never both ----------------------
+
+
+def test_the_batch_being_published_is_not_dropped_the_oldest_waiting_are(tmp_path):
+    box = Outbox(tmp_path / "b.outbox", 5)
+    box.append(rows(1, 1), intake=1)
+    assert [seq for seq, _, _ in box.read(100)] == [1]          # in the broker's hands now
+    assert box.append(rows(2, 20), intake=20) == 14             # 5 may wait besides it
+    assert box.pending == 6
+    box.ack(1, 1)                                               # ... and the broker took it
+    assert (box.delivered, box.dropped, box.pending) == (1, 14, 5)
+    assert [seq for seq, _, _ in box.read(100)] == [16, 17, 18, 19, 20]
+    box.ack(20, 5)
+    assert box.delivered + box.dropped == 20 and box.pending == 0
+
+
+def test_a_batch_handed_back_waits_again_and_goes_first_at_the_next_drop(tmp_path):
+    box = Outbox(tmp_path / "b.outbox", 5)
+    box.append(rows(1, 5), intake=5)
+    box.read(100)
+    assert box.append(rows(6, 7), intake=7) == 0                # 1..5 are handed: 6, 7 wait
+    box.rewind()                                                # the publish failed
+    assert box.append(rows(8, 8), intake=8) == 3
+    assert [seq for seq, _, _ in box.read(100)] == [4, 5, 6, 7, 8]
+    box.ack(8, 5)
+    assert (box.delivered, box.dropped, box.pending) == (5, 3, 0)
+
+
+def test_a_read_hands_out_at_most_the_bound(tmp_path):
+    box = Outbox(tmp_path / "b.outbox", 3)
+    box.append(rows(1, 6), intake=6)
+    assert box.dropped == 3 and [seq for seq, _, _ in box.read(100)] == [4, 5, 6]
+    assert box.append(rows(7, 12), intake=12) == 3              # 3 handed, 3 waiting: 10, 11, 12
+    box.ack(6, 3)
+    assert [seq for seq, _, _ in box.read(100)] == [10, 11, 12]
+    assert (box.delivered, box.dropped, box.pending) == (3, 6, 3)
+
+
+def test_the_bound_keeps_the_handed_events_of_a_row_it_cuts_through(tmp_path):
+    box = Outbox(tmp_path / "b.outbox", 6)
+    box.append(rows(1, 6), intake=6)
+    assert [seq for seq, _, _ in box.read(2)] == [1, 2]
+    assert box.append(rows(7, 9), intake=9) == 1                # 3 goes: the oldest waiting
+    box.ack(2, 2)
+    assert box.read(100) == rows(4, 9)
+    box.close()
+    again = Outbox(tmp_path / "b.outbox", 6)
+    assert (again.pending, again.delivered, again.dropped) == (6, 2, 1)

@@ -9,12 +9,14 @@ import json
 import os
 from pathlib import Path
 
+from daemon.forward.sinks import keys
+from eventbus.brokertypes import BUILTIN
 from eventbus.errors import SinkError
 from eventbus.sink import Outgoing, Sink
 
 
 class FileSink(Sink):
-    KEYS = {"path": "forwarded_events.log", "max_bytes": 100 * 1024 * 1024, "backups": 5}
+    KEYS = BUILTIN["file"]
 
     def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
         self.path = path
@@ -27,7 +29,7 @@ class FileSink(Sink):
     @classmethod
     def from_endpoint_config(cls, cfg: dict) -> "FileSink":
         options = cls.options(cfg)
-        path = Path(os.path.expanduser(str(options["path"])))
+        path = Path(os.path.expanduser(keys.text(options, "path", required=True) or ""))
         if not path.is_absolute():
             path = Path(options.get("root_dir") or ".") / path
         for key in ("max_bytes", "backups"):

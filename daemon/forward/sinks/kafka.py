@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from daemon.forward.sinks import keys
+from eventbus.brokertypes import BUILTIN
+from eventbus.errors import ConfigError
 from eventbus.sink import Outgoing, Sink, SinkError
+
+DEFAULTS = BUILTIN["kafka"]
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +56,22 @@ class KafkaSettings:
         servers = keys.text_list(cfg, "url")
         if not servers:
             keys.text(cfg, "url", required=True)
-        partition_by = cfg.get("partition_by")
-        if isinstance(partition_by, str) and partition_by.lower() in ("none", ""):
-            partition_by = None
+        partition_by = _partition_by(cfg)
         return cls(name=keys.broker_name(cfg),
                    bootstrap_servers=",".join(servers),
                    topic=keys.text(cfg, "topic", required=True) or "",
                    partition_by=keys.choice({**cfg, "partition_by": partition_by}, "partition_by", None,
                                             ("id", "tag", None)),
                    client_id=keys.text(cfg, "client_id"),
-                   security_protocol=keys.choice(cfg, "security_protocol", "PLAINTEXT", PROTOCOLS) or "PLAINTEXT",
+                   security_protocol=keys.choice(cfg, "security_protocol", DEFAULTS["security_protocol"],
+                                                 PROTOCOLS) or DEFAULTS["security_protocol"],
                    sasl_mechanism=keys.text(cfg, "sasl_mechanism"),
                    sasl_username=keys.text(cfg, "sasl_username"),
                    sasl_password=keys.text(cfg, "sasl_password", secret=True),
                    ssl_cafile=keys.text(cfg, "ssl_cafile"),
                    ssl_certfile=keys.text(cfg, "ssl_certfile"),
                    ssl_keyfile=keys.text(cfg, "ssl_keyfile"),
-                   ssl_check_hostname=keys.flag(cfg, "ssl_check_hostname", True))
+                   ssl_check_hostname=keys.flag(cfg, "ssl_check_hostname", DEFAULTS["ssl_check_hostname"]))
 
     def producer_config(self) -> dict:
         """The librdkafka configuration: idempotence, ``acks=all``, bounded delivery, SASL/SSL passed through."""
@@ -104,6 +107,20 @@ class KafkaSettings:
         return f"Kafka at {self.bootstrap_servers} topic {self.topic!r}"
 
 
+def _partition_by(cfg: dict) -> str | None:
+    """``partition_by``, or Rasa's ``partition_by_sender: true`` (the sender of a bus event is its minion)."""
+    partition_by = cfg.get("partition_by")
+    if isinstance(partition_by, str) and partition_by.lower() in ("none", ""):
+        partition_by = None
+    if cfg.get("partition_by_sender") is None:
+        return partition_by
+    by_sender = keys.flag(cfg, "partition_by_sender", DEFAULTS["partition_by_sender"])
+    if partition_by is not None:
+        raise ConfigError(f"broker {keys.broker_name(cfg)!r}: keys 'partition_by' and 'partition_by_sender' "
+                          "are both given; keep one", key="partition_by_sender")
+    return "id" if by_sender else None
+
+
 class _LibrdkafkaLog:
     """librdkafka's log lines at debug: a broker outage would repeat them every second, and
     ``error_cb`` already keeps the reason for the ``SinkError`` (and so the ``down`` event)."""
@@ -114,6 +131,8 @@ class _LibrdkafkaLog:
 
 class KafkaSink(Sink):
     """``type: kafka``: value = the JSON record, key per ``partition_by``, header ``seq``."""
+
+    KEYS = DEFAULTS
 
     def __init__(self, cfg: dict) -> None:
         self.settings = KafkaSettings.from_config(cfg)

@@ -1,6 +1,6 @@
 """Reading one broker entry's type keys (SPEC 8's table) into typed values, with errors naming the key.
 
-Secrets arrive already resolved (``KEY_file``/``KEY_env`` are the caller's
+Secrets arrive already resolved (``NAME_file``/``NAME_env`` are the caller's
 job); these helpers never put a value of a secret key in a message.
 """
 from __future__ import annotations

@@ -25,7 +25,10 @@ import nats.js.errors
 from nats.aio.client import Client
 
 from daemon.forward.sinks import keys
+from eventbus.brokertypes import BUILTIN
 from eventbus.sink import Outgoing, Sink, SinkError
+
+DEFAULTS = BUILTIN["nats"]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,8 @@ class NatsSettings:
     @classmethod
     def from_config(cls, cfg: dict) -> "NatsSettings":
         return cls(name=keys.broker_name(cfg),
-                   url=keys.text(cfg, "url", "nats://127.0.0.1:4222", required=True) or "",
-                   subject_prefix=keys.text(cfg, "subject_prefix", "eventbus", required=True) or "",
+                   url=keys.text(cfg, "url", DEFAULTS["url"], required=True) or "",
+                   subject_prefix=keys.text(cfg, "subject_prefix", DEFAULTS["subject_prefix"], required=True) or "",
                    stream=keys.text(cfg, "stream"))
 
     def where(self) -> str:
@@ -67,6 +70,8 @@ def subject_for(prefix: str, tag: str) -> str:
 
 class NatsSink(Sink):
     """``type: nats``: JetStream, subject per tag, de-duplicated by ``Nats-Msg-Id``."""
+
+    KEYS = DEFAULTS
 
     def __init__(self, cfg: dict) -> None:
         self.settings = NatsSettings.from_config(cfg)

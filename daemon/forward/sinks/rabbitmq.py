@@ -20,7 +20,10 @@ import pika.exceptions
 from pika.spec import Basic
 
 from daemon.forward.sinks import keys
+from eventbus.brokertypes import BUILTIN
 from eventbus.sink import Outgoing, Sink, SinkError
+
+DEFAULTS = BUILTIN["pika"]
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +48,14 @@ class RabbitMQSettings:
     @classmethod
     def from_config(cls, cfg: dict) -> "RabbitMQSettings":
         return cls(name=keys.broker_name(cfg),
-                   host=keys.text(cfg, "url", "localhost", required=True) or "localhost",
-                   port=keys.integer(cfg, "port", 5672),
-                   username=keys.text(cfg, "username", "guest") or "guest",
-                   password=keys.text(cfg, "password", "guest", secret=True) or "",
-                   vhost=keys.text(cfg, "vhost", "/") or "/",
-                   queues=keys.text_list(cfg, "queues"),
-                   exchange_name=keys.text(cfg, "exchange_name", "eventbus", required=True) or "eventbus",
+                   host=keys.text(cfg, "url", DEFAULTS["url"], required=True) or DEFAULTS["url"],
+                   port=keys.integer(cfg, "port", DEFAULTS["port"]),
+                   username=keys.text(cfg, "username", DEFAULTS["username"]) or DEFAULTS["username"],
+                   password=keys.text(cfg, "password", DEFAULTS["password"], secret=True) or "",
+                   vhost=keys.text(cfg, "vhost", DEFAULTS["vhost"]) or DEFAULTS["vhost"],
+                   queues=keys.text_list(cfg, "queues", tuple(DEFAULTS["queues"])),
+                   exchange_name=keys.text(cfg, "exchange_name", DEFAULTS["exchange_name"], required=True)
+                   or DEFAULTS["exchange_name"],
                    content_type="application/cloudevents+json" if cfg.get("format") == "cloudevents"
                    else "application/json")
 
@@ -238,6 +242,8 @@ def describe(exc: BaseException) -> str:
 
 class RabbitMQSink(Sink):
     """``type: pika``: a durable fanout exchange bound to durable queues; persistent messages, header ``seq``."""
+
+    KEYS = DEFAULTS
 
     def __init__(self, cfg: dict) -> None:
         self.settings = RabbitMQSettings.from_config(cfg)

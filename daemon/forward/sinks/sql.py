@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 
+from daemon.forward.sinks import keys
+from eventbus.brokertypes import BUILTIN
 from eventbus.errors import SinkError
 from eventbus.records import json_text
 from eventbus.sink import Outgoing, Sink
@@ -36,33 +38,53 @@ INSERT_SQL = {
 }
 
 
-def engine_url(options: dict) -> sa.URL | str:
-    """The SQLAlchemy URL of a broker block: ``url`` as given, or built from dialect/db/host/..."""
-    if options.get("url"):
-        url = sa.make_url(options["url"])
+def _query(options: dict) -> dict[str, str]:
+    """``query``: options for the dialect and driver, as in the URL's query string (Rasa's SQL key)."""
+    query = options.get("query") or {}
+    if not isinstance(query, dict) or not all(isinstance(v, (str, int)) for v in query.values()):
+        raise SinkError(f"key 'query' has value {query!r}; expected a mapping of option names to values")
+    return {str(k): str(v) for k, v in query.items()}
+
+
+def engine_url(options: dict) -> sa.URL:
+    """The SQLAlchemy URL of a broker block: ``url`` as given (an SQLAlchemy URL), or built from
+    dialect/db/host/...; a ``url`` without ``://`` is the database host, as in Rasa's SQL broker."""
+    url_value = options.get("url")
+    if url_value and "://" in str(url_value):
+        try:
+            url = sa.make_url(url_value)
+        except (SQLAlchemyError, ValueError):
+            raise SinkError("key 'url' is not an SQLAlchemy URL (dialect://user:password@host:port/db)") from None
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
-        return url
+        return url.update_query_dict(_query(options)) if options.get("query") else url
+    host = options.get("host")
+    if url_value:
+        if host and host != url_value:
+            raise SinkError(f"keys 'url' ({url_value!r}, a host without '://') and 'host' ({host!r}) "
+                            f"both name the database host; keep one")
+        host = url_value
     dialect = options["dialect"]
     if dialect not in DIALECTS:
         raise SinkError(f"key 'dialect' has value {dialect!r}; expected sqlite or postgresql")
     if dialect == "sqlite":
-        db = Path(str(options.get("db") or "events.db")).expanduser()
+        db = Path(keys.text(options, "db", "events.db") or "events.db").expanduser()
         if not db.is_absolute():
             db = Path(options.get("root_dir") or ".") / db
         db.parent.mkdir(parents=True, exist_ok=True)
-        return sa.URL.create("sqlite", database=str(db))
-    return sa.URL.create(DIALECTS[dialect], username=options.get("username"), password=options.get("password"),
-                         host=options.get("host") or "127.0.0.1", port=options.get("port"),
-                         database=options.get("db"))
+        return sa.URL.create("sqlite", database=str(db), query=_query(options))
+    return sa.URL.create(DIALECTS[dialect], username=keys.text(options, "username"),
+                         password=keys.text(options, "password", secret=True), host=host or "127.0.0.1",
+                         port=None if options.get("port") is None else keys.integer(options, "port", 5432),
+                         database=keys.text(options, "db"),
+                         query=_query(options))
 
 
 class SqlSink(Sink):
-    KEYS = {"dialect": "sqlite", "db": "events.db", "host": None, "port": None, "username": None,
-            "password": None, "url": None, "query": None}
+    KEYS = BUILTIN["sql"]
     BODY = False  # rows of the fields; the record's JSON would be encoded for nothing
 
-    def __init__(self, url: sa.URL | str) -> None:
+    def __init__(self, url: sa.URL) -> None:
         self.url = url
         self.engine: sa.Engine | None = None
         self._insert: Any = None

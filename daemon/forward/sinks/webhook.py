@@ -20,15 +20,16 @@ import ssl
 from urllib.parse import urlsplit
 
 from eventbus import records
+from daemon.forward.sinks import keys
+from eventbus.brokertypes import BUILTIN
 from eventbus.errors import SinkError
-from eventbus.sink import REQUIRED, Outgoing, Sink
+from eventbus.sink import Outgoing, Sink
 
 MODES = ("structured", "binary")
 
 
 class WebhookSink(Sink):
-    KEYS = {"url": REQUIRED, "secret": None, "mode": "structured", "timeout": 10, "retries": 3,
-            "format": "salt"}
+    KEYS = BUILTIN["webhook"]
 
     def __init__(self, url: str, secret: str | None, mode: str, timeout: float, retries: int,
                  fmt: str) -> None:
@@ -54,8 +55,11 @@ class WebhookSink(Sink):
             raise SinkError(f"key 'url' has value {url!r}; expected an http:// or https:// URL")
         if options["mode"] not in MODES:
             raise SinkError(f"key 'mode' has value {options['mode']!r}; expected structured or binary")
-        return cls(url, options["secret"], options["mode"], options["timeout"], int(options["retries"]),
-                   options.get("format", "salt"))
+        timeout = options["timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise SinkError(f"key 'timeout' has value {timeout!r}; expected seconds, a number above 0")
+        return cls(url, keys.text(options, "secret", secret=True), options["mode"], timeout,
+                   keys.integer(options, "retries", 3, low=0, high=100), options.get("format", "salt"))
 
     def request_for(self, event: Outgoing) -> tuple[dict[str, str], bytes]:
         """(headers, body) of the POST for one event."""

@@ -1,7 +1,7 @@
 """The reactor process: reads the master bus with its own durable cursor and runs the rules' actions.
 
 Run by the master as a child (``daemon.reactor_child``) as
-``python -m daemon.reactor MASTER_CONFIG``; see docs/reactor.md.
+``python -m daemon.reactor MASTER_CONFIG [--after SEQ]``; see docs/reactor.md.
 
 - One thread reads the bus through the resuming reader (``MasterEvent``
   following from the cursor), matches each event and hands every action to
@@ -14,9 +14,12 @@ Run by the master as a child (``daemon.reactor_child``) as
   unfinished action; every ``SAVE_EVERY`` s the ledger is synced and then
   the cursor saved (record before acknowledging). After a restart the reader
   resumes at the cursor and skips every (rule, seq, action) in the ledger.
-- SIGHUP re-reads the rules from the master config between two events (a
-  bad config keeps the old rules and logs one line); SIGTERM stops reading,
-  lets running actions finish for ``SHUTDOWN_GRACE`` s, saves, exits.
+- ``--after SEQ`` (a master that took its first rules on SIGHUP): events up
+  to SEQ are not reacted to; the cursor starts there unless it is past it.
+- SIGHUP (forwarded by the master once it has checked the config) re-reads
+  the rules between two events (a bad config keeps the old rules and logs
+  one line); SIGTERM stops reading, lets running actions finish for
+  ``SHUTDOWN_GRACE`` s, saves, exits.
 """
 from __future__ import annotations
 
@@ -24,7 +27,6 @@ import collections
 import json
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
@@ -35,10 +37,11 @@ from typing import Any
 
 from daemon import reactor_actions as actions
 from daemon.reactor_ledger import Ledger
+from daemon.reactor_results import Publisher
 from eventbus import config, control, logsetup, rules
 from eventbus.admin import Admin
 from eventbus.cursor import Cursor
-from eventbus.errors import EventBusError, EventTooLargeError
+from eventbus.errors import EventBusError
 from eventbus.event import MasterEvent
 
 log = logging.getLogger(__name__)
@@ -65,60 +68,12 @@ def read_status(settings: config.MasterConfig) -> dict | None:
         return None
 
 
-class Publisher:
-    """One thread owning the bus handle that fires the result events (off the actions' threads)."""
-
-    def __init__(self, settings: config.MasterConfig) -> None:
-        self.settings = settings
-        self.queue: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name="reactor-publisher", daemon=True)
-        self.thread.start()
-
-    def publish(self, tag: str, data: dict) -> None:
-        self.queue.put((tag, data))
-
-    def _run(self) -> None:
-        handle = MasterEvent(self.settings.sock_dir, opts=self.settings, listen=False)
-        try:
-            while True:
-                item = self.queue.get()
-                if item is None:
-                    return
-                tag, data = item
-                try:
-                    self._fire(handle, tag, data)
-                except EventTooLargeError as exc:
-                    if not data.get("stdout"):
-                        log.error("reactor: cannot report %s: %s", tag, exc)
-                        continue
-                    # A big stdout must not cost the result itself: report it without.
-                    try:
-                        self._fire(handle, tag, {**data, "stdout": "", "stdout_dropped": str(exc)})
-                    except EventBusError as again:
-                        log.error("reactor: cannot report %s: %s", tag, again)
-                except EventBusError as exc:
-                    log.error("reactor: cannot report %s: %s", tag, exc)
-        finally:
-            handle.destroy()
-
-    @staticmethod
-    def _fire(handle: MasterEvent, tag: str, data: dict) -> None:
-        for _ in range(5):
-            if handle.fire_event(data, tag, timeout=1000):
-                return
-        log.error("reactor: the master bus did not take %s for 5 s; result of seq %s not reported", tag,
-                  data.get("seq"))
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(10)
-
-
 class Reactor:
     """The rules of one master applied to its bus, each (rule, seq, action) once."""
 
-    def __init__(self, settings: config.MasterConfig) -> None:
+    def __init__(self, settings: config.MasterConfig, after: int | None = None) -> None:
         self.settings = settings
+        self.after = after
         self.rules = rules.RuleSet(settings.reactor)
         directory = state_dir(settings)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -152,6 +107,8 @@ class Reactor:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._want_reload)
+        # The master starts us with SIGHUP blocked (see ``daemon.reactor_child``): one sent meanwhile arrives now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
     def _stop(self, _signum: int, _frame: Any) -> None:
         self.running = False
@@ -168,13 +125,17 @@ class Reactor:
             log.error("reactor: rules not reloaded, keeping the %d current ones: %s", len(self.rules), exc)
             return
         self.rules = rules.RuleSet(fresh.reactor)
-        log.warning("reactor: reloaded %d rules from %s", len(self.rules), self.settings.source)
+        # The master's SIGHUP line already says so.
+        log.debug("reactor: reloaded %d rules from %s", len(self.rules), self.settings.source)
 
     # -- position -------------------------------------------------------------------
 
     def start_seq(self) -> int:
-        """The saved cursor; for a first run, the start of the master's current run."""
+        """The saved cursor (or ``after`` when that is later); for a first run, the start of the master's current run."""
         saved = self.cursor.load()
+        if self.after is not None and (saved is None or saved < self.after):
+            self.cursor.save(self.after)  # saved before reading: a restart must not go back past it
+            return self.after
         if saved is not None:
             return saved
         deadline = time.monotonic() + 30
@@ -276,7 +237,7 @@ class Reactor:
         """Hand every action of every rule matching ``tag`` (and not yet run) to its pool."""
         matched = self.rules.match(tag)
         if matched:
-            context = {"tag": tag, "data": data, "seq": seq}
+            context = rules.context(seq, tag, data)
             ledger = self.ledger
             jobs = [(rule, action) for rule in matched for action in rule.actions
                     if (rule.key, seq, action.index) not in ledger]
@@ -382,11 +343,12 @@ def hold_lock(path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m daemon.reactor MASTER_CONFIG``: run the reactor until SIGTERM."""
+    """``python -m daemon.reactor MASTER_CONFIG [--after SEQ]``: run the reactor until SIGTERM."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        sys.stderr.write("usage: python -m daemon.reactor MASTER_CONFIG\n")
+    if not (len(argv) == 1 or (len(argv) == 3 and argv[1] == "--after" and argv[2].isdigit())):
+        sys.stderr.write("usage: python -m daemon.reactor MASTER_CONFIG [--after SEQ]\n")
         return 2
+    after = int(argv[2]) if len(argv) == 3 else None
     try:
         settings = config.load(config.MasterConfig, argv[0])
     except EventBusError as exc:
@@ -397,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     # for the reader's time slice to run out.
     sys.setswitchinterval(0.0005)
     hold_lock(state_dir(settings) / "lock")  # the fd stays open, and locked, until this process exits
-    reactor = Reactor(settings)
+    reactor = Reactor(settings, after)
     reactor.install_signals()
     try:
         reactor.run()

@@ -1,10 +1,13 @@
-"""The master's reactor child: started with the master when it has rules, restarted if it dies, stopped with it.
+"""The master's reactor child: runs while the master has rules, restarted if it dies, stopped with the master.
 
 The reactor runs in its own process (``daemon.reactor``) so a slow action,
 a big template or a thousand running commands never touch the bus loop; the
-master only starts it, watches it once a second, forwards SIGHUP to it (rule
-reload) and stops it (SIGTERM, then SIGKILL after ``STOP_TIMEOUT``) before
-its bus closes, so the reactor saves its position while the bus still runs.
+master only starts it, watches it once a second, and stops it (SIGTERM,
+then SIGKILL after ``STOP_TIMEOUT``) before its bus closes, so the reactor
+saves its position while the bus still runs. On SIGHUP the master hands it
+the re-read rules (``reload``): changed rules reach it as its own SIGHUP, the
+first rules of a master that had none start it (reacting to events after the
+current head only), and no rules left stop it.
 """
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
 
 import zmq
 
@@ -29,52 +31,103 @@ RESTART_DELAY = 1.0
 
 
 class ReactorChild:
-    """The reactor process of a master with rules (nothing at all for a master without)."""
+    """The reactor process of a master with rules (none while the master has no rules)."""
+
+    RELOADS = ("reactor",)
 
     def __init__(self, settings: MasterConfig, context: zmq.Context, loop: Loop, bus: Bus) -> None:
         self.settings = settings
+        self.bus = bus
+        self.rules = len(settings.reactor)
         self.proc: subprocess.Popen | None = None
+        # A reactor started by a reload reacts to events after this seq only, not to the master's past.
+        self.after: int | None = None
+        self.stopping = False  # terminated on purpose: its rules were removed
         self.closing = False
         self.restart_at = 0.0
-        if not settings.reactor:
-            return
-        if settings.source is None:
+        loop.call_every(CHECK_EVERY, self._check)
+        if self.rules:
+            self._start("started")
+
+    def _start(self, how: str) -> subprocess.Popen | None:
+        """Start the reactor process and log it as ``how`` (started, restarted; empty: the caller says it)."""
+        if self.settings.source is None:
             log.error("reactor: the master was started without a config file; its rules cannot be read "
                       "by the reactor process")
-            return
-        signal.signal(signal.SIGHUP, self._forward_hup)
-        self._start()
-        loop.call_every(CHECK_EVERY, self._check)
+            return None
+        argv = [sys.executable, "-m", "daemon.reactor", str(self.settings.source)]
+        if self.after is not None:
+            argv += ["--after", str(self.after)]
+        # Born with SIGHUP blocked (the mask survives exec): one sent before the reactor has its handler
+        # waits for it instead of killing it (``Reactor.install_signals`` unblocks it).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if how:
+            log.info("reactor %s (pid %d, %d rules)", how, self.proc.pid, self.rules)
+        return self.proc
 
-    def _start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "daemon.reactor", str(self.settings.source)],
-                                     stdin=subprocess.DEVNULL)
-        log.info("reactor started (pid %d, %d rules)", self.proc.pid, len(self.settings.reactor))
+    def _live(self) -> subprocess.Popen | None:
+        """The reactor process while it runs."""
+        return self.proc if self.proc is not None and self.proc.poll() is None else None
 
-    def _forward_hup(self, _signum: int, _frame: Any) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGHUP)
+    def reload(self, fresh: MasterConfig) -> str:
+        """Apply the re-read rules of ``fresh``; what was done, for the master's SIGHUP line."""
+        had, self.rules = self.rules, len(fresh.reactor)
+        live = self._live()
+        if not self.rules:
+            if live is None:
+                self.proc, self.restart_at = None, 0.0
+            elif not self.stopping:
+                self.stopping = True
+                live.terminate()
+            return "reactor stopped (no rules)"
+        if had:
+            if live is not None and not self.stopping:
+                live.send_signal(signal.SIGHUP)
+            # else a restart is due, and the restarted reactor reads these rules
+            return f"reactor rules reloaded ({self.rules} rules)"
+        self.after = self.bus.seq
+        if live is not None:
+            return f"reactor starting ({self.rules} rules) once the stopping one has exited"
+        self.stopping, self.restart_at = False, 0.0
+        started = self._start("")
+        if started is None:
+            return "reactor not started (no config file)"
+        return f"reactor started (pid {started.pid}, {self.rules} rules)"
 
     def _check(self) -> None:
-        if self.closing or self.proc is None or self.proc.poll() is None:
+        proc = self.proc
+        if self.closing or proc is None or proc.poll() is None:
+            return
+        if self.stopping:
+            self.stopping = False
+            log.info("reactor (pid %d) stopped", proc.pid)
+            if self.rules:
+                self._start("started")  # rules came back while it was stopping
+            else:
+                self.proc = None
             return
         now = time.monotonic()
         if not self.restart_at:
-            log.error("reactor (pid %d) exited with %s; restarting it in %g s", self.proc.pid,
-                      self.proc.returncode, RESTART_DELAY)
+            log.error("reactor (pid %d) exited with %s; restarting it in %g s", proc.pid, proc.returncode,
+                      RESTART_DELAY)
             self.restart_at = now + RESTART_DELAY
         elif now >= self.restart_at:
             self.restart_at = 0.0
-            self._start()
+            self._start("restarted")
 
     def close(self) -> None:
         self.closing = True
-        if self.proc is None or self.proc.poll() is not None:
+        live = self._live()
+        if live is None:
             return
-        self.proc.terminate()
+        live.terminate()
         try:
-            self.proc.wait(STOP_TIMEOUT)
+            live.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            log.error("reactor (pid %d) did not stop within %g s; killing it", self.proc.pid, STOP_TIMEOUT)
-            self.proc.kill()
-            self.proc.wait()
+            log.error("reactor (pid %d) did not stop within %g s; killing it", live.pid, STOP_TIMEOUT)
+            live.kill()
+            live.wait()

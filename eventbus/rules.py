@@ -4,7 +4,7 @@ Sans-IO: nothing here runs an action. ``parse`` turns the YAML list into
 ``Rule`` values (a bad glob, an unknown action, a missing field or a
 template that does not compile is one ``ConfigError`` line naming the rule),
 ``RuleSet.match(tag)`` finds the rules of a tag without trying every rule,
-and ``render`` fills an action's templates from one event.
+and ``render`` fills an action's templates from one event's ``context``.
 
 Templates are Jinja2, sandboxed (``SandboxedEnvironment``: no attribute
 access to internals, no file or module access), with ``StrictUndefined``: a
@@ -110,8 +110,24 @@ def _compile(value: Any, where: str) -> Any:
     return value
 
 
+def context(seq: int, tag: str, data: Any) -> dict:
+    """The names templates see for one event: ``tag``, ``data``, ``seq``, plus ``id`` and ``payload``.
+
+    A relayed minion event's data wraps what the minion sent (SPEC 5:
+    ``{"id", "tag", "data", "cmd": "_minion_event"}``): ``id`` is then that
+    minion's id and ``payload`` its own dict (``data.data``). For any other
+    event ``id`` is ``None`` and ``payload`` is ``data``.
+    """
+    # Imported here: records pulls in the CloudEvents SDK, which only the reactor process (it renders) needs.
+    from eventbus.records import minion_id
+
+    relayed = minion_id(data) if isinstance(data, dict) else None
+    inner = data.get("data") if relayed is not None else None
+    return {"tag": tag, "data": data, "seq": seq, "id": relayed, "payload": inner if isinstance(inner, dict) else data}
+
+
 def render(value: Any, context: dict) -> Any:
-    """``value`` with every ``Template`` in it rendered over ``context`` (``tag``, ``data``, ``seq``)."""
+    """``value`` with every ``Template`` in it rendered over ``context`` (see ``context``)."""
     if isinstance(value, Template):
         try:
             return value.render(context)

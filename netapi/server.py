@@ -25,10 +25,12 @@ from typing import Any
 import cherrypy
 from cherrypy.process import plugins
 
-from eventbus import config
+from eventbus import config, figures
 from eventbus.config import ApiConfig
 from eventbus.errors import ConfigError, EventBusError
+from eventbus.reload import Reloader
 from netapi import auth, errors, gate, login
+from netapi.apistatus import StatusFile
 from netapi.app import Api, cors_hook
 from netapi.busfeed import BusFeed
 from netapi.hub import Hub
@@ -126,6 +128,9 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
     metrics = Metrics(master, lambda: hub.streams)
     app = Api(settings, backends, signer, hub, feed, pump, on_stream=keeper.poke, metrics=metrics)
     cherrypy.engine.subscribe("stop", app.close)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"{'https' if settings.ssl_crt else 'http'}://{host}:{settings.port}"
+    StatusFile(cherrypy.engine, figures.api_status_path(settings), url, app.own_figures).subscribe()
     global_config = {
         "environment": "production",
         "engine.autoreload.on": False,
@@ -198,7 +203,7 @@ def _raise_fd_limit() -> None:
 
 
 def serve(settings: ApiConfig) -> None:
-    """Run the API in the foreground until SIGTERM or SIGINT."""
+    """Run the API in the foreground until SIGTERM or SIGINT (SIGHUP: see ``eventbus.reload``)."""
     app, global_config, app_config = build(settings)
     _raise_fd_limit()
     _check_port(settings.host, settings.port)
@@ -216,9 +221,13 @@ def serve(settings: ApiConfig) -> None:
     cherrypy.tree.mount(app, "/", app_config)
     engine = cherrypy.engine
     stopper = Stopper(engine)
-    # CherryPy's own SignalHandler installs (and on exit restores) the handlers; SIGHUP keeps its default.
-    engine.signal_handler.handlers = {"SIGTERM": stopper, "SIGINT": stopper}
+    # CherryPy's own SignalHandler installs (and on exit restores) the handlers. Its SIGHUP default
+    # restarts or ends the process; ours only notes the signal, and the main thread (``main`` channel,
+    # every 0.1 s) re-reads the config file and logs what changed.
+    reloader = Reloader(settings, lambda path: config.load(ApiConfig, path))
+    engine.signal_handler.handlers = {"SIGTERM": stopper, "SIGINT": stopper, "SIGHUP": reloader.ask}
     engine.signal_handler.subscribe()
+    engine.subscribe("main", reloader.reload_if_asked)
     engine.start()
     scheme = "https" if settings.ssl_crt else "http"
     log.info("REST API ready on %s://%s:%d", scheme, settings.host, settings.port)

@@ -11,7 +11,7 @@ import os
 import queue
 import signal
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -22,12 +22,12 @@ from daemon.forward import channels, registry
 from daemon.forward.reader import BusReader, Lane
 from daemon.forward.worker import BrokerWorker, redact
 from daemon.ownership import SockDirLock
-from eventbus import config, control, wire
+from eventbus import config, control, forwardconf, wire
 from eventbus.errors import ConfigError, EventBusError, SinkError
 from eventbus.event import MasterEvent
 from eventbus.forwardconf import BrokerConfig, ForwardConfig
 from eventbus.outbox import Outbox
-from eventbus.sink import Sink
+from eventbus.reload import Reloader
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,10 @@ class Forwarder:
         self.settings = settings
         self.reload = False
         self.master = config.load(config.MasterConfig, settings.master_config)
-        # Every broker's class and keys are checked before anything starts: a bad one stops us here.
+        # Every broker's class is found before anything starts (its keys were checked when the file was
+        # read); a bad one stops us here.
         self.classes = {b.name: registry.sink_class(b.type, b.name) for b in settings.brokers}
-        self.sinks: dict[str, Sink | None] = {}
+        self.sinks: dict[str, Any] = {}
         for broker in settings.brokers:
             self.sinks[broker.name] = self._make_sink(broker)
         self.reports: queue.SimpleQueue[tuple[str, dict]] = queue.SimpleQueue()
@@ -72,10 +73,10 @@ class Forwarder:
         self.workers: list[BrokerWorker] = []
         self.reader: BusReader | None = None
 
-    def _make_sink(self, broker: BrokerConfig) -> Sink | None:
-        """The broker's sink; a bad key stops the forwarder, a broker that cannot be reached does not."""
+    def _make_sink(self, broker: BrokerConfig) -> Any:
+        """The broker's sink (``None`` for now if it cannot be made yet); a bad key stops the forwarder,
+        a broker that cannot be reached does not."""
         cls = self.classes[broker.name]
-        cls.options(dict(broker.options))
         try:
             return cls.from_endpoint_config(dict(broker.options))
         except ConfigError:
@@ -122,8 +123,9 @@ class Forwarder:
         return {"pid": os.getpid(), "brokers": [w.stats() for w in self.workers],
                 "reader": {"seq": reader.last_seq if reader else 0, "lost": reader.lost if reader else 0}}
 
-    def serve(self, context: zmq.Context, endpoints: wire.Endpoints) -> int:
-        """Answer control requests and fire reports until stopped; the exit code."""
+    def serve(self, context: zmq.Context, endpoints: wire.Endpoints,
+              each_turn: Callable[[], None] = lambda: None) -> int:
+        """Answer control requests and fire reports until stopped (``each_turn`` runs every turn); the exit code."""
         router = context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.bind(endpoints.ctl)
@@ -135,6 +137,7 @@ class Forwarder:
         next_check = time.monotonic() + CHANNEL_CHECK
         try:
             while not self.stopping.is_set():
+                each_turn()
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + CHANNEL_CHECK
                     now_published = channels.brokers(self.settings, self.channels_root)
@@ -192,11 +195,13 @@ def run(settings: ForwardConfig) -> int:
         stopped.set()
         forwarder.stopping.set()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    reloader = Reloader(settings, forwardconf.load)  # SIGHUP: re-read the file, name what needs a restart
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reloader.ask)
     try:
         while True:
             if not forwarder.open():
                 return 0
-            code = forwarder.serve(context, endpoints)
+            code = forwarder.serve(context, endpoints, reloader.reload_if_asked)
             if not forwarder.reload or stopped.is_set():
                 return code
             forwarder.close()

@@ -98,3 +98,28 @@ def test_a_missing_value_or_a_sandbox_escape_fails_the_render() -> None:
         render("{{ data.__class__.__mro__[1].__subclasses__() }}")
     with pytest.raises(rules.RenderError):
         render("{{ ''.__class__.__mro__ }}")
+
+
+def rendered_for(template: str, tag: str, data: dict) -> object:
+    """``template`` rendered over the context the reactor builds for one event."""
+    compiled = rules.parse([{"t": [{"fire": {"tag": "x", "data": {"v": template}}}]}])[0].actions[0].fields
+    return rules.render(compiled, rules.context(7, tag, data))["data"]["v"]
+
+
+def test_a_relayed_event_gives_templates_its_minion_id_and_the_minions_own_dict() -> None:
+    relayed = {"id": "web1", "tag": "myco/deploy/done", "data": {"app": "web", "version": "7"},
+               "cmd": "_minion_event", "_stamp": "2026-01-01T00:00:00.000000"}
+    assert rendered_for("{{ id }} {{ payload.app }} {{ payload.version }}", "myco/deploy/done", relayed) \
+        == "web1 web 7"
+    assert rendered_for("{{ data.data.app }} {{ tag }} {{ seq }}", "myco/deploy/done", relayed) \
+        == "web myco/deploy/done 7"
+
+
+def test_an_event_of_the_master_itself_has_no_minion_id_and_its_data_is_the_payload() -> None:
+    local = {"app": "shop", "id": "not-a-minion", "_stamp": "2026-01-01T00:00:00.000000"}
+    assert rendered_for("{{ payload.app }} {{ id is none }}", "myco/deploy/x", local) == "shop True"
+    assert rendered_for("{{ id or 'master' }}", "myco/deploy/x", local) == "master"
+    # A minion's start event carries a text, not a dict: the payload stays the whole data.
+    start = {"id": "web1", "cmd": "_minion_event", "data": "Minion web1 started at now"}
+    assert rendered_for("{{ id }} {{ payload.data }}", "salt/minion/web1/start", start) \
+        == "web1 Minion web1 started at now"

@@ -3,29 +3,50 @@ from __future__ import annotations
 
 import argparse
 
+EPILOG = ("Channels and their secrets are kept under the root_dir of the api config in -c DIR "
+          "(ROOT/var/lib/eventbus/cloudevents); a running API sees every change within a second.")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cli import options
 
+    parser.epilog = EPILOG
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add = actions.add_parser("add", help="create a channel; prints its secret once and its inbound URL")
-    add.add_argument("name", metavar="NAME")
-    add.add_argument("--outbound-url", metavar="URL", help="where refusals and published events are POSTed")
+    made: list[argparse.ArgumentParser] = []
+
+    def action(name: str, summary: str, usage: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary, epilog=EPILOG,
+                                 usage=f"eventbus channel {name} {usage}")
+        made.append(sub)
+        return sub
+
+    add = action("add", "create a channel; prints its secret (once) and its inbound URL",
+                 "NAME [--outbound-url URL] [--publish GLOB ...] [-c DIR]")
+    add.add_argument("name", metavar="NAME", help="the channel's name: POST /cloudevents/NAME")
+    add.add_argument("--outbound-url", metavar="URL",
+                     help="where refused events are reported and published events are POSTed (http/https)")
     add.add_argument("--publish", nargs="+", default=[], metavar="GLOB",
-                     help="tag globs of bus events to publish to the outbound URL")
-    listing = actions.add_parser("list", help="NAME<TAB>OUTBOUND_URL<TAB>PUBLISH_GLOBS lines")
-    remove = actions.add_parser("remove", help="delete a channel and its secret")
-    remove.add_argument("name", metavar="NAME")
-    rotate = actions.add_parser("rotate", help="a new secret; the old one stays valid for one hour")
-    rotate.add_argument("name", metavar="NAME")
-    for sub in (add, listing, remove, rotate):
+                     help="tag globs of bus events to publish to the outbound URL (needs --outbound-url)")
+    action("list", "print NAME<TAB>OUTBOUND_URL<TAB>PUBLISH_GLOBS lines (never secrets)", "[-c DIR]")
+    remove = action("remove", "delete a channel and its secret", "NAME [-c DIR]")
+    remove.add_argument("name", metavar="NAME", help="the channel")
+    rotate = action("rotate", "give a channel a new secret; the old one stays valid for the grace period",
+                    "NAME [--grace DURATION] [-c DIR]")
+    rotate.add_argument("name", metavar="NAME", help="the channel")
+    rotate.add_argument("--grace", type=options.duration, default=None, metavar="DURATION",
+                        help="how long the old secret is still accepted: 90s, 10m, 2h, 1d or seconds "
+                             "(default 1h); 0 revokes it at once, e.g. when it leaked")
+    for sub in made:
         options.add_config_dir(sub)
 
 
 def run(args: argparse.Namespace) -> int:
-    from eventbus import channels, config
+    from datetime import datetime, timezone
 
-    settings = config.load(config.ApiConfig, config.config_path(args.config_dir, "api"))
+    from cli import options
+    from eventbus import channels
+
+    settings = options.api_settings(args.config_dir)
     root = settings.root_dir
     scheme = "https" if settings.ssl_crt is not None else "http"
     if args.action == "add":
@@ -33,9 +54,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"secret: {secret}")
         print(f"url: {scheme}://{settings.host}:{settings.port}/cloudevents/{args.name}")
     elif args.action == "rotate":
-        secret = channels.rotate(root, args.name)
+        grace = channels.ROTATE_GRACE if args.grace is None else args.grace
+        secret, until = channels.rotate(root, args.name, grace)
         print(f"secret: {secret}")
-        print(f"the old secret stays valid for {int(channels.ROTATE_GRACE)} s")
+        if until is None:
+            print("old secret revoked")
+        else:
+            when = datetime.fromtimestamp(until, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(f"old secret valid until {when} ({grace:.15g} s)")
     elif args.action == "remove":
         channels.remove(root, args.name)
         print(f"channel {args.name} removed")

@@ -3,32 +3,50 @@ from __future__ import annotations
 
 import argparse
 
+EPILOG = ("The registry is kept under the root_dir of the api config in -c DIR "
+          "(ROOT/var/lib/eventbus/cloudevents/eventtypes.json); a running API sees every change within a "
+          "second. Only finalized versions accept events.")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cli import options
 
+    parser.epilog = EPILOG
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add = actions.add_parser("add", help="register a version of an event type (a draft until finalized)")
-    add.add_argument("name", metavar="NAME")
-    add.add_argument("--schema", required=True, metavar="FILE", help="the JSON Schema of the event's data")
-    add.add_argument("--version", default="1.0", metavar="V", help="the version (default 1.0)")
-    add.add_argument("--description", default="", metavar="TEXT")
-    finalize = actions.add_parser("finalize", help="make a version usable and immutable")
-    finalize.add_argument("name", metavar="NAME")
-    finalize.add_argument("--version", required=True, metavar="V")
-    listing = actions.add_parser("list", help="NAME<TAB>VERSION<TAB>finalized|draft lines")
-    for sub in (add, finalize, listing):
+    made: list[argparse.ArgumentParser] = []
+
+    def action(name: str, summary: str, usage: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary, epilog=EPILOG,
+                                 usage=f"eventbus eventtype {name} {usage}")
+        made.append(sub)
+        return sub
+
+    add = action("add", "register a version of an event type (a draft until finalized)",
+                 "NAME --schema FILE [--version V] [--description TEXT] [-c DIR]")
+    add.add_argument("name", metavar="NAME", help="the CloudEvents 'type' attribute, e.g. com.example.order")
+    add.add_argument("--schema", required=True, metavar="FILE",
+                     help="the JSON Schema of the event's data; its $schema may name any draft the installed "
+                          "jsonschema knows (draft-04 to 2020-12), draft-07 when it names none")
+    add.add_argument("--version", default="1.0", metavar="V",
+                     help="the version, the events' 'version' attribute (default 1.0)")
+    add.add_argument("--description", default="", metavar="TEXT", help="what the type is, for people")
+    finalize = action("finalize", "make a version usable and immutable (change it by adding a new version)",
+                      "NAME --version V [-c DIR]")
+    finalize.add_argument("name", metavar="NAME", help="the event type")
+    finalize.add_argument("--version", required=True, metavar="V", help="the version to finalize")
+    action("list", "print NAME<TAB>VERSION<TAB>finalized|draft lines", "[-c DIR]")
+    for sub in made:
         options.add_config_dir(sub)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from eventbus import config, eventtypes
+    from cli import options
+    from eventbus import eventtypes
     from eventbus.errors import InvalidArgumentError
 
-    settings = config.load(config.ApiConfig, config.config_path(args.config_dir, "api"))
-    root = settings.root_dir
+    root = options.api_settings(args.config_dir).root_dir
     if args.action == "add":
         try:
             with open(args.schema, encoding="utf-8") as handle:

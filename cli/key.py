@@ -28,10 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from eventbus import config
     from eventbus.admin import Admin
-    from eventbus.errors import DaemonRefusedError, EventBusError
+    from eventbus.errors import BusUnavailableError, DaemonRefusedError, EventBusError
 
-    admin = Admin.for_master(options.bus_settings(args.config_dir, "master"))  # type: ignore[arg-type]
+    settings = options.bus_settings(args.config_dir, "master")
+    # Without a config file only a running master is asked: no key directories are made on defaults.
+    admin = Admin.for_master(settings) if settings.source else Admin(settings.sock_dir)  # type: ignore[arg-type]
     try:
         if args.accept:
             op, changed = "accept", admin.accept(args.accept)
@@ -50,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
             return 0
     except DaemonRefusedError as exc:
         raise EventBusError(exc.reason) from None
+    except BusUnavailableError:
+        if settings.source is None:
+            config.config_path(args.config_dir, "master", required=True)  # the error naming the file looked for
+        raise
     if not changed:
         print("No pending keys to accept.", file=sys.stderr)
     for minion_id in changed:

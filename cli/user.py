@@ -31,16 +31,16 @@ def _password(from_stdin: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eventbus import config
+    from cli import options
     from eventbus.errors import ConfigError
     from netapi import auth
 
-    settings = config.load(config.ApiConfig, config.config_path(args.config_dir, "api"))
+    settings = options.api_settings(args.config_dir)
     backend = settings.external_auth.get(args.eauth)
     if backend is None:
         raise ConfigError(f"{settings.source}: no external_auth backend {args.eauth!r}; add "
-                          f"'external_auth: {{{args.eauth}: {{users_file: users, {args.name}: [\"*\"]}}}}'",
-                          key="external_auth")
+                          f"'external_auth: {{{args.eauth}: {{{args.name}: [\"*\"]}}}}' (the users file is "
+                          f"then etc/eventbus/api-users under root_dir)", key="external_auth")
     auth.check_user_name(args.name)
     auth.write_user(backend.users_file, args.name, _password(args.password_stdin))
     note = "" if args.name in backend.perms else (

@@ -4,14 +4,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import sys
 import time
 
 from cli import options
-
-_DURATION = re.compile(r"-(\d+(?:\.\d+)?)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +28,8 @@ def since_value(text: str) -> int | float:
     text = text.strip()
     if text.isdigit():
         return int(text)
-    duration = _DURATION.fullmatch(text)
-    if duration:
-        return time.time() - float(duration.group(1)) * _UNIT_SECONDS[duration.group(2)]
+    if text.startswith("-") and options.DURATION.fullmatch(text[1:]):
+        return time.time() - options.duration(text[1:])
     try:
         when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -1,47 +1,44 @@
 """CloudEvents channels: where outside applications post events and get ours back (SPEC 9).
 
-``ROOT/cloudevents/channels.json`` (0600) holds ``{NAME: {"outbound_url",
-"publish", "created"}}``; each channel's secret is in
-``ROOT/cloudevents/secrets/NAME`` (0600, JSON ``{"secret", "previous",
+``DIR/channels.json`` (0600; DIR is ``eventbus.cedir.directory(ROOT)``,
+``ROOT/var/lib/eventbus/cloudevents``) holds ``{NAME: {"outbound_url",
+"publish", "created", "key"}}``; each channel's secret is in
+``DIR/secrets/NAME`` (0600, JSON ``{"secret", "previous",
 "previous_until"}``). ``rotate`` makes a new secret and keeps the old one
-valid for ``ROTATE_GRACE`` seconds (one hour), so senders can switch over.
-A running API re-reads both when they change (checked every 0.25 s).
+valid for a grace period (``ROTATE_GRACE``, one hour, by default), so
+senders can switch over; a grace of 0 revokes the old one at once (a
+leaked secret). A running API re-reads both when they change (checked
+every 0.25 s).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
+import math
 import re
 import secrets as random_secrets
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from eventbus.errors import ConfigError, InvalidArgumentError
-from eventbus.jsonfile import read_object, write_atomic
+from eventbus.cedir import directory
+from eventbus.errors import InvalidArgumentError
+from eventbus.jsonfile import Reloading, read_object, write_atomic
 
-log = logging.getLogger(__name__)
-
-__all__ = ["Channel", "Channels", "ROTATE_GRACE", "add", "listing", "remove", "rotate", "signature"]
+__all__ = ["Channel", "Channels", "ROTATE_GRACE", "Rotated", "add", "listing", "remove", "rotate", "signature"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ROTATE_GRACE = 3600.0
 RELOAD_EVERY = 0.25
 
 
-def _dir(root_dir: Path) -> Path:
-    return Path(root_dir) / "cloudevents"
-
-
 def _registry_path(root_dir: Path) -> Path:
-    return _dir(root_dir) / "channels.json"
+    return directory(root_dir) / "channels.json"
 
 
 def _secret_path(root_dir: Path, name: str) -> Path:
-    return _dir(root_dir) / "secrets" / name
+    return directory(root_dir) / "secrets" / name
 
 
 def _write_private(path: Path, value: Any) -> None:
@@ -93,17 +90,28 @@ def remove(root_dir: Path, name: str) -> None:
         pass
 
 
-def rotate(root_dir: Path, name: str) -> str:
-    """A new secret for ``name``; the old one stays valid for ``ROTATE_GRACE`` seconds."""
-    if name not in read_object(_registry_path(root_dir)):
+class Rotated(NamedTuple):
+    """What ``rotate`` did: the new secret, and until when (unix time) the old one is accepted (``None``: revoked)."""
+
+    secret: str
+    old_valid_until: float | None
+
+
+def rotate(root_dir: Path, name: str, grace: float = ROTATE_GRACE) -> Rotated:
+    """A new secret for ``name``; the old one stays valid for ``grace`` seconds (0: refused at once)."""
+    if not (isinstance(grace, (int, float)) and math.isfinite(grace) and grace >= 0):
+        raise InvalidArgumentError(f"grace {grace!r} must be 0 or more seconds", argument="grace", value=grace)
+    registry = read_object(_registry_path(root_dir))
+    if name not in registry:
         raise InvalidArgumentError(f"no channel {name!r}", argument="name")
     path = _secret_path(root_dir, name)
     old = read_object(path).get("secret")
     secret = random_secrets.token_urlsafe(32)
-    _write_private(path, {"secret": secret, "previous": old, "previous_until": time.time() + ROTATE_GRACE})
-    # Touch the registry so a running API's change check (one stat) sees the rotation too.
-    _write_private(_registry_path(root_dir), read_object(_registry_path(root_dir)))
-    return secret
+    until = time.time() + grace if grace > 0 else None
+    _write_private(path, {"secret": secret, "previous": old if until else None, "previous_until": until or 0})
+    # Rewrite the registry so a running API's change check (one stat of it) sees the rotation too.
+    _write_private(_registry_path(root_dir), registry)
+    return Rotated(secret, until)
 
 
 @dataclass(frozen=True)
@@ -151,28 +159,8 @@ class Channels:
 
     def __init__(self, root_dir: Path) -> None:
         self.root_dir = Path(root_dir)
-        self.path = _registry_path(root_dir)
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
-        self._checked = 0.0
-        self._channels: dict[str, Channel] = {}
+        self._channels: Reloading[dict[str, Channel]] = Reloading(
+            lambda: _registry_path(self.root_dir), lambda: load_all(self.root_dir), {}, "channels", RELOAD_EVERY)
 
     def get(self, name: str) -> Channel | None:
-        if time.monotonic() - self._checked >= RELOAD_EVERY:
-            with self._lock:
-                now = time.monotonic()
-                if now - self._checked >= RELOAD_EVERY:  # another thread may have just reloaded
-                    try:
-                        status = self.path.stat()
-                        stamp = (status.st_mtime_ns, status.st_size)
-                    except FileNotFoundError:
-                        stamp = (0, 0)
-                    if stamp != self._stamp:
-                        try:
-                            self._channels = load_all(self.root_dir)
-                        except ConfigError as exc:  # hand-edited badly: keep serving what we had
-                            log.warning("channels not reloaded: %s", exc)
-                        self._stamp = stamp
-                    # Set last: until the first load is done, every thread waits for it on the lock.
-                    self._checked = now
-        return self._channels.get(name)
+        return self._channels.current().get(name)

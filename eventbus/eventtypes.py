@@ -1,59 +1,71 @@
 """The CloudEvents type registry: named, versioned JSON Schemas under the API's ``root_dir`` (SPEC 9).
 
-One JSON file, ``ROOT/cloudevents/eventtypes.json``, replaced atomically on
-every change: ``{NAME: {VERSION: {"schema", "description", "finalized"}}}``.
-A finalized version is immutable, so its compiled validator is cached for
-the life of the process; a running API re-reads the file when its mtime or
-size changes (checked at most every ``RELOAD_EVERY`` seconds).
+One JSON file, ``eventtypes.json`` in ``eventbus.cedir.directory(ROOT)``
+(``ROOT/var/lib/eventbus/cloudevents``), replaced atomically on every
+change: ``{NAME: {VERSION: {"schema", "description", "finalized"}}}``.
+A schema's ``$schema`` may name any draft the installed jsonschema
+validates (the list is jsonschema's, not ours). A finalized version is
+immutable, so its compiled validator is cached for the life of the
+process; a running API re-reads the file when it changes (checked at most
+every ``RELOAD_EVERY`` seconds).
 """
 from __future__ import annotations
 
-import logging
 import re
-import threading
-import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
 from jsonschema import exceptions as schema_exceptions
 from jsonschema import validators as schema_validators
 
-from eventbus.errors import ConfigError, InvalidArgumentError
-from eventbus.jsonfile import read_object, write_atomic
+from eventbus.cedir import directory
+from eventbus.errors import InvalidArgumentError
+from eventbus.jsonfile import Reloading, read_object, write_atomic
 
-log = logging.getLogger(__name__)
-
-__all__ = ["EventTypes", "add", "finalize", "listing", "registry_path", "validator_class"]
+__all__ = ["EventTypes", "add", "drafts", "finalize", "listing", "registry_path", "validator_class"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,49}$")
 RELOAD_EVERY = 0.25
 
-# $schema spellings jsonschema does not know by itself (ODA writes the 2019-09 one with '#').
-_DRAFTS = {
-    "http://json-schema.org/draft-04/schema": schema_validators.Draft4Validator,
-    "http://json-schema.org/draft-06/schema": schema_validators.Draft6Validator,
-    "http://json-schema.org/draft-07/schema": schema_validators.Draft7Validator,
-    "http://json-schema.org/draft/2019-09/schema": schema_validators.Draft201909Validator,
-    "https://json-schema.org/draft/2019-09/schema": schema_validators.Draft201909Validator,
-}
+
+def _spelling(uri: str) -> str:
+    """A ``$schema`` URI as looked up: no ``#``, no scheme (ODA writes ``http://.../2019-09/schema#``)."""
+    return uri.strip().rstrip("#").split("://", 1)[-1]
+
+
+def drafts() -> dict[str, type]:
+    """Every draft the installed jsonschema validates: its name (``draft-07``, ``2020-12``) -> validator class."""
+    found = {}
+    for cls in vars(schema_validators).values():
+        meta = getattr(cls, "META_SCHEMA", None)
+        if isinstance(cls, type) and isinstance(meta, dict) and isinstance(meta.get("$schema"), str):
+            path = urllib.parse.urlsplit(meta["$schema"]).path       # /draft-07/schema, /draft/2020-12/schema
+            found[path.removesuffix("/schema").removeprefix("/").removeprefix("draft/")] = cls
+    return dict(sorted(found.items(), key=lambda item: (not item[0].startswith("draft-"), item[0])))
+
+
+_BY_SPELLING = {_spelling(cls.META_SCHEMA["$schema"]): cls for cls in drafts().values()}
 
 
 def registry_path(root_dir: Path) -> Path:
-    return Path(root_dir) / "cloudevents" / "eventtypes.json"
+    return directory(root_dir) / "eventtypes.json"
 
 
 def validator_class(schema: Any) -> type:
-    """The jsonschema validator class for ``schema``'s ``$schema`` (draft 04, 06, 07, 2019-09; 07 if absent)."""
+    """The jsonschema validator class for ``schema``'s ``$schema`` (any draft jsonschema knows; 07 if absent)."""
     if not isinstance(schema, dict):
         raise InvalidArgumentError("a schema must be a JSON object", argument="schema")
     declared = schema.get("$schema")
     if declared is None:
         return schema_validators.Draft7Validator
-    if not isinstance(declared, str) or declared.rstrip("#") not in _DRAFTS:
-        raise InvalidArgumentError(f"$schema {declared!r} is not draft-04, -06, -07 or 2019-09",
+    found = _BY_SPELLING.get(_spelling(declared)) if isinstance(declared, str) else None
+    if found is None:
+        raise InvalidArgumentError(f"$schema {declared!r} is not one of the drafts accepted: "
+                                   f"{', '.join(drafts())} (e.g. https://json-schema.org/draft/2020-12/schema)",
                                    argument="schema", value=declared)
-    return _DRAFTS[declared.rstrip("#")]
+    return found
 
 
 def compile_schema(schema: Any) -> Any:
@@ -114,33 +126,11 @@ class EventTypes:
     """The registry as a running API sees it: re-read on change, validators compiled once per version."""
 
     def __init__(self, root_dir: Path) -> None:
-        self.path = registry_path(root_dir)
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
-        self._checked = 0.0
-        self._registry: dict = {}
+        root = Path(root_dir)
+        self._registry: Reloading[dict] = Reloading(lambda: registry_path(root),
+                                                    lambda: read_object(registry_path(root)), {},
+                                                    "event types", RELOAD_EVERY)
         self._validators: dict[tuple[str, str], Any] = {}
-
-    def _refresh(self) -> None:
-        if time.monotonic() - self._checked < RELOAD_EVERY:
-            return
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked < RELOAD_EVERY:  # another thread has just reloaded
-                return
-            try:
-                status = self.path.stat()
-                stamp = (status.st_mtime_ns, status.st_size)
-            except FileNotFoundError:
-                stamp = (0, 0)
-            if stamp != self._stamp:
-                try:
-                    self._registry = read_object(self.path) if stamp != (0, 0) else {}
-                except ConfigError as exc:  # hand-edited badly: keep serving what we had
-                    log.warning("event types not reloaded: %s", exc)
-                self._stamp = stamp
-            # Set last: until the first load is done, every thread waits for it on the lock.
-            self._checked = now
 
     def validator(self, name: str, version: str) -> Callable[[Any], Any]:
         """The compiled validator of finalized ``name`` ``version``; ``UnknownType`` otherwise."""
@@ -148,8 +138,7 @@ class EventTypes:
         found = self._validators.get(key)
         if found is not None:
             return found
-        self._refresh()
-        versions = self._registry.get(name)
+        versions = self._registry.current().get(name)
         if not versions:
             raise UnknownType(f"unknown event type {name!r}")
         entry = versions.get(version)

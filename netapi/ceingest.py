@@ -5,8 +5,8 @@
 HTTP status, the ``eventbus.error`` code and the one-line reason. The order
 of checks is SPEC 9's: channel 404, signature 401 (HMAC over the raw body,
 constant time, before any parsing), size 413, content type 415, events 400.
-Counters of accepted events per type and refusals per code are kept here
-(``Ingest.counts``) for metrics.
+Counters of accepted events per type and of refusals per status and code
+are kept here (``Ingest.counts``) for metrics.
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ REQUIRED = ("specversion", "id", "source", "type", "version")
 DEDUP_MAX = 100_000
 DEDUP_AGE = 24 * 3600.0
 CODES = {413: "PayloadTooLarge", 415: "UnsupportedMediaType"}
+# The metrics' code of a refusal that has no eventbus.error code (it is not reported outbound).
+UNREPORTED_CODES = {401: "BadSignature", 404: "UnknownChannel"}
 # Binary-mode header names that are HTTP's, not attributes.
 _loads = json.JSONDecoder().decode
 
@@ -112,11 +114,11 @@ class Ingest:
         self.seen = Seen()
         self.lock = threading.Lock()
         self.accepted_by_type: Counter[str] = Counter()
-        self.refused_by_code: Counter[str] = Counter()
+        self.refused_by_status_code: Counter[tuple[int, str]] = Counter()
 
     def counts(self) -> dict:
-        """``{"accepted": {type: n}, "refused": {code: n}}`` since the API started (for metrics)."""
-        return {"accepted": dict(self.accepted_by_type), "refused": dict(self.refused_by_code)}
+        """``{"accepted": {type: n}, "refused": {(status, code): n}}`` since the API started (for metrics)."""
+        return {"accepted": dict(self.accepted_by_type), "refused": dict(self.refused_by_status_code)}
 
     def channel(self, name: str) -> Channel:
         found = self.channels.get(name)
@@ -159,8 +161,9 @@ class Ingest:
                 self.accepted_by_type[data["type"]] += 1
 
     def refused(self, code: str | None, status: int) -> None:
+        """Count one refused request under its HTTP status and its code (``UNREPORTED_CODES`` when ``None``)."""
         with self.lock:
-            self.refused_by_code[code or str(status)] += 1
+            self.refused_by_status_code[status, code or UNREPORTED_CODES.get(status, "Refused")] += 1
 
     @staticmethod
     def _parse_json(raw: bytes, what: str) -> Any:

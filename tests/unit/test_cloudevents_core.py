@@ -27,9 +27,20 @@ def test_each_draft_spelling_gets_its_validator(declared, cls):
     assert eventtypes.validator_class({"$schema": declared}) is cls
 
 
-def test_draft_2020_and_unknown_drafts_are_refused():
-    with pytest.raises(InvalidArgumentError, match="is not draft-04"):
-        eventtypes.validator_class({"$schema": "https://json-schema.org/draft/2020-12/schema"})
+def test_every_draft_jsonschema_knows_is_accepted_and_an_unknown_one_names_them():
+    for cls in (validators.Draft4Validator, validators.Draft6Validator, validators.Draft7Validator,
+                validators.Draft201909Validator, validators.Draft202012Validator):
+        declared = cls.META_SCHEMA["$schema"]
+        assert eventtypes.validator_class({"$schema": declared}) is cls
+        assert eventtypes.validator_class({"$schema": declared.rstrip("#") + "#"}) is cls
+    assert eventtypes.validator_class({"$schema": "http://json-schema.org/draft/2020-12/schema#"}) \
+        is validators.Draft202012Validator
+    assert eventtypes.validator_class({}) is validators.Draft7Validator
+    with pytest.raises(InvalidArgumentError) as refused:
+        eventtypes.validator_class({"$schema": "https://example.com/my-draft"})
+    assert str(refused.value).startswith("$schema 'https://example.com/my-draft' is not one of ")
+    for name in ("draft-04", "draft-06", "draft-07", "2019-09", "2020-12"):
+        assert name in str(refused.value)
 
 
 def _ingest(tmp_path):
@@ -97,7 +108,8 @@ def test_the_first_load_is_seen_by_every_thread_at_once(tmp_path):
 
 def test_a_rotated_secret_keeps_the_old_one_valid_for_the_grace_only(tmp_path, monkeypatch):
     old = channels.add(tmp_path, "c")
-    new = channels.rotate(tmp_path, "c")
+    new, until = channels.rotate(tmp_path, "c")
+    assert abs(until - (time.time() + channels.ROTATE_GRACE)) < 5
     channel = channels.load_all(tmp_path)["c"]
     body = b"{}"
     assert channel.verify(body, channels.signature(new, body))
@@ -129,4 +141,31 @@ def test_counts_accepted_per_type_and_refused_per_code(tmp_path):
     except Refusal as refusal:
         ingest.refused(refusal.code, refusal.status)
     ingest.refused(None, 401)
-    assert ingest.counts() == {"accepted": {"t.order": 1}, "refused": {"SchemaViolation": 1, "401": 1}}
+    ingest.refused(None, 404)
+    assert ingest.counts() == {"accepted": {"t.order": 1},
+                               "refused": {(400, "SchemaViolation"): 1, (401, "BadSignature"): 1,
+                                           (404, "UnknownChannel"): 1}}
+
+
+def test_rotate_with_no_grace_revokes_the_old_secret_at_once(tmp_path):
+    old = channels.add(tmp_path, "c")
+    new, until = channels.rotate(tmp_path, "c", grace=0)
+    assert until is None
+    channel = channels.load_all(tmp_path)["c"]
+    assert not channel.verify(b"{}", channels.signature(old, b"{}"))
+    assert channel.verify(b"{}", channels.signature(new, b"{}"))
+    with pytest.raises(InvalidArgumentError):
+        channels.rotate(tmp_path, "c", grace=-1)
+
+
+def test_state_lives_under_var_lib_and_a_legacy_directory_is_moved_there_once(tmp_path):
+    legacy = tmp_path / "cloudevents"
+    eventtypes.add(tmp_path, "t.order", SCHEMA)
+    secret = channels.add(tmp_path, "c")
+    state = tmp_path / "var/lib/eventbus/cloudevents"
+    assert sorted(p.name for p in state.iterdir()) == ["channels.json", "eventtypes.json", "secrets"]
+    assert not legacy.exists()
+    state.rename(legacy)   # as an earlier version left it
+    assert channels.load_all(tmp_path)["c"].secret == secret
+    assert not legacy.exists() and (state / "secrets" / "c").is_file()
+    assert eventtypes.listing(tmp_path) == [("t.order", "1.0", False)]

@@ -154,7 +154,7 @@ def main(argv: list[str]) -> int:
   {api.root_dir / 'etc/eventbus/api-dev-password'}); API token:
   {token}
   stream the bus:          curl -N '{scheme}://{api.host}:{api.port}/events?token={token}'
-  live view:               {scheme}://{api.host}:{api.port}/ui
+  live view:               {scheme}://{api.host}:{api.port}/ui?token={token}
 """
         cli = Path(EVENTBUS).relative_to(Path.cwd()) if Path(EVENTBUS).is_relative_to(Path.cwd()) else EVENTBUS
         conf = config_dir.relative_to(Path.cwd()) if config_dir.is_relative_to(Path.cwd()) else config_dir
@@ -168,6 +168,7 @@ In another terminal:
   fire onto it:            {cli} fire '{{"message": "It works!"}}' myco/event/success --node master -c {conf}
   accept the minion's key: {cli} key --accept {minion.id} -c {conf}
   relay from the minion:   {cli} send myco/hello who=me -c {conf}
+  every daemon's figures:  {cli} status -c {conf}
 {forward_text}{api_text}Ctrl-C stops everything.
 """, flush=True)
         while all(p.poll() is None for p in children.procs):

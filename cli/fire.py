@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from cli import options
@@ -54,4 +56,17 @@ def run(args: argparse.Namespace) -> int:
         if not bus.fire_event(data, args.tag, timeout=2000):
             raise BusUnavailableError(f"no {args.node} daemon answered on sock_dir {settings.sock_dir}",
                                       sock_dir=str(settings.sock_dir))
+    if sys.stderr.isatty():
+        sys.stderr.write(which_bus(args.node, settings.sock_dir, args.config_dir) + "\n")
     return 0
+
+
+def which_bus(node: str, sock_dir: Path, config_dir: str | None) -> str:
+    """Where the event went, for a person: ``fire`` defaults to the minion's bus, ``watch`` to the master's."""
+    try:
+        shown = sock_dir.relative_to(Path.cwd())
+    except ValueError:
+        shown = sock_dir
+    watch = "eventbus watch" + (" --node minion" if node == "minion" else "") + \
+        (f" -c {config_dir}" if config_dir else "")
+    return f"fired on the {node} bus ({shown}); watch it with: {watch}"

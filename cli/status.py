@@ -2,16 +2,15 @@
 
 Asks the running daemons of DIR: the master (``stats``, ``link``), the
 local minion and the forwarder when DIR configures them, the reactor when
-the master has rules, and the API (its ``/metrics``, for its streams and
-CloudEvents counters) when DIR has an ``api`` file. A daemon that is not
-running is one ``NAME: not running (why)`` line; the exit status is then 1.
+the master has rules, and the API when DIR has an ``api`` file (its own
+figures: streams, requests, CloudEvents counts, from the status file it
+keeps; no token needed). A daemon that is not running is one
+``NAME: not running (why)`` line; the exit status is then 1.
 """
 from __future__ import annotations
 
 import argparse
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Iterator
 
 from cli import options
@@ -91,45 +90,24 @@ def _minion_lines(minion: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _api_lines(api: Any) -> Iterator[tuple[str, Any]]:
-    """The API's own figures from its ``/metrics``: public, or with an admin JWT made from ``jwt_secret``."""
-    from prometheus_client.parser import text_string_to_metric_families
+    """The API's own figures from the status file it keeps under its root_dir (no token needed)."""
+    from eventbus import figures
 
-    host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
-    scheme = "https" if api.ssl_crt else "http"
-    url = f"{scheme}://{host}:{api.port}/metrics"
-    request = urllib.request.Request(url)
-    if not api.metrics_public:
-        if api.jwt_secret is None:
-            yield "api", "running? (its /metrics needs an admin token: set metrics_public or jwt_secret)"
-            return
-        import jwt
-
-        claims = {"user": {"username": "eventbus-status", "role": "admin"}, "exp": int(time.time()) + 60}
-        request.add_header("Authorization", "Bearer " + jwt.encode(claims, api.jwt_secret, algorithm="HS256"))
-    context = None
-    if scheme == "https":
-        import ssl
-
-        context = ssl.create_default_context(cafile=str(api.ssl_crt))
-        context.check_hostname = False
+    path = figures.api_status_path(api)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as answer:
-            text = answer.read().decode("utf-8")
-    except urllib.error.HTTPError as exc:
-        yield "api", f"running, but /metrics answered {exc.code}"
+        status = figures.read_api(api)
+    except PermissionError:
+        yield "api", f"unknown (cannot read {path}: run this as the API's user)"
         return
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        yield "api", f"not running (nothing answers on {url}: {reason})"
+    if status is None:
+        yield "api", f"not running (no live status file at {path})"
         return
-    yield "api", f"running on {scheme}://{host}:{api.port}"
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "eventbus_sse_streams":
-                yield "sse_streams", int(sample.value)
-            elif sample.name.startswith("eventbus_cloudevents_"):
-                label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                yield f"{sample.name[len('eventbus_'):]}{{{label}}}", int(sample.value)
+    up = _duration(time.time() - float(status.get("started", time.time())))
+    yield "api", f"running (pid {status['pid']}, up {up}) on {status.get('url', '?')}"
+    yield "api_requests_total", status.get("requests", 0)
+    for name, labels, value in status.get("samples", []):
+        label = "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}" if labels else ""
+        yield f"{name.removeprefix('eventbus_')}{label}", int(value)
 
 
 def _duration(seconds: float) -> str:

@@ -3,8 +3,8 @@
 Nothing here is counted per event: the master answers ``stats`` and ``link``
 from counters it keeps anyway (its sequence numbers, its publisher socket's
 monitor, replay answers), the forwarder answers ``stats`` with its brokers,
-and the reactor writes a status file. A daemon that does not answer is a
-``down`` entry with the reason, never an exception for the caller.
+and the reactor and the REST API write status files. A daemon that does not
+answer is a ``down`` entry with the reason, never an exception for the caller.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import zmq
 
 from eventbus import control, wire
-from eventbus.config import MasterConfig
+from eventbus.config import ApiConfig, MasterConfig
 from eventbus.errors import EventBusError
 
 TIMEOUT = 2.0
@@ -77,15 +77,36 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_reactor(master: MasterConfig) -> dict[str, Any] | None:
-    """The reactor's status if it is running, else ``None``."""
+def read_status_file(path: Path) -> dict[str, Any] | None:
+    """A daemon's status file if the daemon is running (the file says so and its pid is alive), else ``None``."""
     try:
-        status = json.loads(reactor_status_path(master).read_text())
+        status = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if not isinstance(status, dict) or not status.get("running") or not _alive(int(status.get("pid", 0))):
+    if not isinstance(status, dict) or not status.get("running"):
+        return None
+    pid = status.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or not _alive(pid):
         return None
     return status
+
+
+def read_reactor(master: MasterConfig) -> dict[str, Any] | None:
+    """The reactor's status if it is running, else ``None``."""
+    return read_status_file(reactor_status_path(master))
+
+
+def api_status_path(api: ApiConfig) -> Path:
+    """The status file a running REST API keeps with its own figures (``netapi.apistatus``), in a 0700 dir."""
+    return api.root_dir / "var/run/eventbus/api/status.json"
+
+
+def read_api(api: ApiConfig) -> dict[str, Any] | None:
+    """The REST API's own figures (streams, requests, CloudEvents counts) if it is running, else ``None``.
+
+    A status file the CLI can read with no token: ``/metrics`` may need an admin's login.
+    """
+    return read_status_file(api_status_path(api))
 
 
 def gather(master: MasterConfig, forward_dir: Path | None = None, *,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from importlib import resources
 from typing import Any, Callable, Iterator
 
@@ -27,8 +28,8 @@ from netapi.auth import Backend, Principal, TokenSigner
 from netapi.busfeed import BusFeed
 from netapi.events import EventStreams
 from netapi.hub import Hub
-from netapi.login import LOGIN_BODY_LIMIT, Logins
-from netapi.metrics import CONTENT_TYPE, Metrics
+from netapi.login import LOGIN_BODY_LIMIT, Logins, Session
+from netapi.metrics import CONTENT_TYPE, Metrics, api_families, samples
 from netapi.pump import Pump, raw_socket
 from netapi.stream import parse_last_event_id
 
@@ -57,6 +58,16 @@ def _refuse(exc: ApiError) -> cherrypy.HTTPError:
     return cherrypy.HTTPError(exc.status, exc.reason)
 
 
+# Where /ui?token= puts the token's login record for the page's script (netapi/static/ui.html).
+UI_SESSION = '<script id="session" type="application/json">{}</script>'
+UI_SESSION_SLOT = UI_SESSION.format("null").encode()
+
+
+def _script_json(value: Any) -> str:
+    """``value`` as JSON that cannot end the ``<script>`` element it is put in."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 class Api:
     """The REST API's routes."""
 
@@ -81,6 +92,10 @@ class Api:
         if metrics is not None:
             # /metrics' eventbus_cloudevents_* come from the ingest's own counts.
             metrics.ingest_counts = self.cloudevents_counts
+        self._requests = 0
+        self._requests_lock = threading.Lock()
+        # CherryPy merges a handler object's _cp_config into each request's: every request is counted.
+        self._cp_config = {"hooks.on_start_resource": self._count_request}
 
     def close(self) -> None:
         """Let the password-check threads end (the engine's ``stop``: it waits for every thread)."""
@@ -92,6 +107,16 @@ class Api:
     def cloudevents_counts(self) -> dict:
         """``{"accepted": {type: n}, "refused": {code: n}}`` of ``/cloudevents`` since start (for metrics)."""
         return self.ingest.counts()
+
+    def own_figures(self) -> dict:
+        """The API's own figures, for ``eventbus status`` (``netapi.apistatus``): requests answered, and the
+        samples of its own metrics (streams, CloudEvents counts) as ``/metrics`` has them."""
+        own = api_families(self.hub.streams, self.cloudevents_counts())
+        return {"requests": self._requests, "samples": samples(own)}
+
+    def _count_request(self) -> None:
+        with self._requests_lock:
+            self._requests += 1
 
     # -- credentials ------------------------------------------------------------------------
 
@@ -259,12 +284,30 @@ class Api:
         return _json({"success": True, "accepted": result.accepted, "duplicates": result.duplicates})
 
     @cherrypy.expose
-    def ui(self, *path: str, **_params: Any) -> bytes:
-        """``GET /ui``: the live view page."""
+    def ui(self, *path: str, token: str | None = None, **_params: Any) -> bytes:
+        """``GET /ui``: the live view page; ``?token=`` (the address ``make run`` prints) logs it in."""
         _no_subpath(path)
         _allow("GET", "HEAD")
-        cherrypy.serving.response.headers["Content-Type"] = "text/html; charset=utf-8"
-        return self._ui_page
+        headers = cherrypy.serving.response.headers
+        headers["Content-Type"] = "text/html; charset=utf-8"
+        if token is None:
+            return self._ui_page
+        # The page then holds the token: keep it out of caches and of Referer headers.
+        headers["Cache-Control"] = "no-store"
+        headers["Referrer-Policy"] = "no-referrer"
+        session = self._ui_session(token if isinstance(token, str) else "")
+        return self._ui_page.replace(UI_SESSION_SLOT, UI_SESSION.format(_script_json(session)).encode())
+
+    def _ui_session(self, token: str) -> dict:
+        """The login record of ``token`` for the page (as ``POST /login`` answers it), or ``{"error": why}``."""
+        request = cherrypy.serving.request
+        try:
+            principal = self._login_principal(token)
+        except AuthenticationError as exc:
+            self.complaints.refuse("auth", f"refused GET /ui?token= from {request.remote.ip}: {exc.reason}")
+            return {"error": exc.reason}
+        return Session(token, principal.start, principal.expire, principal.user, principal.eauth,
+                       principal.perms).record()
 
     @cherrypy.expose
     def metrics(self, *path: str, token: str | None = None, **_params: Any) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import zmq
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -38,7 +38,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-# ``{"accepted": {type: n}, "refused": {code: n}}`` of CloudEvents ingest (``netapi.ceingest.Ingest.counts``).
+# ``{"accepted": {type: n}, "refused": {(status, code): n}}``: CloudEvents ingest's (``ceingest.Ingest.counts``).
 IngestCounts = Callable[[], dict]
 
 
@@ -71,7 +71,6 @@ def families(snapshot: figures.Figures, sse_streams: int, ingest: dict) -> Itera
                        "Events minions relayed from their spools onto the master bus since the master started",
                        link.get("relayed", 0))
         yield _gauge("eventbus_journal_bytes", "Bytes of the master's event journal on disk", snapshot.journal_bytes)
-    yield _gauge("eventbus_sse_streams", "Open /events streams of this API", sse_streams)
     if snapshot.brokers is not None:
         delivered = CounterMetricFamily("eventbus_forward_delivered", "Events a broker acknowledged",
                                         labels=["broker"])
@@ -90,17 +89,29 @@ def families(snapshot: figures.Figures, sse_streams: int, ingest: dict) -> Itera
         yield _counter("eventbus_reactor_done_total", "Reactor actions done", snapshot.reactor.get("done", 0))
         yield _counter("eventbus_reactor_failed_total", "Reactor actions that failed", snapshot.reactor.get("failed", 0))
         yield _gauge("eventbus_reactor_in_flight", "Reactor actions running", snapshot.reactor.get("in_flight", 0))
+    yield from api_families(sse_streams, ingest)
+
+
+def api_families(sse_streams: int, ingest: dict) -> Iterator[Metric]:
+    """The API's own metrics: its open streams and CloudEvents counts (``eventbus status`` shows them too)."""
+    yield _gauge("eventbus_sse_streams", "Open /events streams of this API", sse_streams)
     accepted, refused = ingest.get("accepted", {}), ingest.get("refused", {})
     accepted_family = CounterMetricFamily("eventbus_cloudevents_accepted", "CloudEvents accepted, by type",
                                           labels=["type"])
     for event_type, count in sorted(accepted.items()):
         accepted_family.add_metric([event_type], count)
-    refused_family = CounterMetricFamily("eventbus_cloudevents_refused", "CloudEvents refused, by code",
-                                         labels=["code"])
-    for code, count in sorted(refused.items()):
-        refused_family.add_metric([code], count)
+    refused_family = CounterMetricFamily("eventbus_cloudevents_refused",
+                                         "CloudEvents requests refused, by HTTP status and error code",
+                                         labels=["status", "code"])
+    for (status, code), count in sorted(refused.items()):
+        refused_family.add_metric([str(status), code], count)
     yield accepted_family
     yield refused_family
+
+
+def samples(metric_families: Iterable[Metric]) -> list[list]:
+    """``[[name, labels, value], ...]`` of ``metric_families``: the same figures as JSON (``netapi.apistatus``)."""
+    return [[sample.name, sample.labels, sample.value] for family in metric_families for sample in family.samples]
 
 
 def _no_ingest() -> dict:

@@ -133,3 +133,32 @@ def test_browser_eventsource_misses_nothing_across_an_api_restart(chromium):
     assert ids == sorted(set(ids)), "ids must grow with no duplicate"
     assert all(tag == "ui/test" for _, tag, _ in collected)
     assert reconnects >= 1 and lost == 0
+
+
+def open_ui(chromium: DevTools, url: str) -> None:
+    chromium.call("Page.enable")
+    chromium.call("Page.navigate", url=url)
+    wait_for(lambda: chromium.evaluate("document.readyState") == "complete"
+             and chromium.evaluate("typeof window.eb") == "object", timeout=20, what="the /ui page")
+
+
+def test_ui_with_a_token_in_the_address_logs_in_with_it_and_drops_it_from_the_address(chromium):
+    with running_api() as env:
+        token = env.login("alice")
+        open_ui(chromium, env.url(f"/ui?token={token}"))
+        wait_for(lambda: chromium.evaluate("window.eb.state") == "open", timeout=20, what="the stream to open")
+        env.fire({"n": 1}, "ui/token")
+        wait_for(lambda: chromium.evaluate("window.eb.events.filter(e => e.tag === 'ui/token').length") == 1,
+                 timeout=20, interval=0.1, what="the fired event on the page")
+        assert chromium.evaluate("document.getElementById('login').hidden") is True
+        assert chromium.evaluate("document.getElementById('who').textContent").startswith("alice")
+        # Out of the address bar, hence out of history and bookmarks.
+        assert token not in chromium.evaluate("location.href")
+        assert "token" not in chromium.evaluate("location.search")
+        # A token that is not (or no longer) valid: the login form, saying why, and the address cleaned too.
+        open_ui(chromium, env.url("/ui?token=not-a-token"))
+        wait_for(lambda: "refused" in chromium.evaluate("document.getElementById('error').textContent"),
+                 timeout=20, what="the refusal on the page")
+        assert chromium.evaluate("document.getElementById('login').hidden") is False
+        assert chromium.evaluate("window.eb.state") == "off"
+        assert chromium.evaluate("location.search") == ""

@@ -105,6 +105,43 @@ def test_fire_json_and_yaml_onto_the_master(master):
         assert data["message"] == "from yaml" and data["n"] == 3
 
 
+def run_on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Run ``eventbus ARGS`` with stderr on a real terminal (a pty), stdout on a pipe: (code, stdout, terminal)."""
+    import os
+    import pty
+
+    main_fd, terminal_fd = pty.openpty()
+    try:
+        proc = subprocess.Popen([EVENTBUS, *args], stdout=subprocess.PIPE, stderr=terminal_fd, text=True)
+        os.close(terminal_fd)
+        out, _ = proc.communicate(timeout=30)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main_fd, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(main_fd)
+    return proc.returncode, out, shown.decode()
+
+
+def test_fire_tells_a_person_on_a_terminal_which_bus_it_used_and_scripts_nothing(minion):
+    conf = str(minion.config_dir)
+    code, out, shown = run_on_a_terminal("fire", '{"n": 1}', "tty/one", "-c", conf)
+    assert code == 0 and out == ""
+    lines = shown.strip().splitlines()
+    assert len(lines) == 1, shown
+    assert lines[0].startswith("fired on the minion bus (") and str(minion.sock_dir) in lines[0]
+    assert lines[0].endswith(f"watch it with: eventbus watch --node minion -c {conf}")
+    # On a pipe, as in a script: nothing on either stream.
+    piped = run_cli("fire", '{"n": 2}', "tty/two", "-c", conf)
+    assert (piped.returncode, piped.stdout, piped.stderr) == (0, "", "")
+
+
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()

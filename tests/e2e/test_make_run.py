@@ -11,12 +11,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import pytest
 import yaml
 
-from tests.helpers import free_port, run_cli, short_tmpdir
+from tests.helpers import free_port, run_cli, short_tmpdir, wait_for
 from tests.sse import SSEReader
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,9 +58,11 @@ def read_until(stream, marker: str, timeout: float) -> str:
 class MakeRun:
     """``make run``'s runner on a copy of conf/ (free ports), its printout read until it says it is ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, prepare: Callable[[Path], object] | None = None) -> None:
         self.root = short_tmpdir("ebr")
         self.conf = sample_conf_with_free_ports(self.root)
+        if prepare is not None:  # edits the copied conf/ before the start (tests/e2e/test_readme_tour.py)
+            prepare(self.conf)
         self.log_path = self.root / "devrun.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, str(self.conf)], cwd=REPO,
@@ -119,6 +122,8 @@ def test_make_run_starts_master_minion_and_api_that_work_together():
         token = re.search(r"API token:\s+(\S+)", printed).group(1)
         url = re.search(r"curl -N '(\S+)'", printed).group(1)
         assert token in url
+        # The live view's address logs the page in (tests/e2e/test_api_browser.py drives it).
+        assert re.search(r"live view: +(\S+)", printed).group(1) == url.replace("/events?", "/ui?")
         # The minion's key is pending, as in Salt, until accepted.
         accepted = run_cli("key", "--accept", "local-minion", "-c", str(conf))
         assert accepted.returncode == 0, accepted.stderr
@@ -132,6 +137,16 @@ def test_make_run_starts_master_minion_and_api_that_work_together():
                 seen[record["tag"]] = record["data"]["data"]
                 if "myco/event/success" in seen and "myco/hello" in seen:
                     break
+            # `eventbus status` on what `make run` started: every daemon, the API's figures with no token
+            # (its status file is at most a second old).
+            def status() -> dict[str, str]:
+                done = run_cli("status", "-c", str(conf))
+                assert done.returncode == 0, done.stdout + done.stderr
+                return dict(line.split(": ", 1) for line in done.stdout.splitlines())
+            lines = wait_for(lambda: (now := status())["sse_streams"] == "1" and now, 20, interval=0.2,
+                             what="the open stream in eventbus status")
+            assert lines["api"].startswith("running (pid ") and int(lines["api_requests_total"]) >= 2
+            assert lines["minion"].startswith("running (id local-minion") and lines["forward"] == "running"
         assert seen["myco/event/success"]["message"] == "It works!"
         assert seen["myco/hello"]["id"] == "local-minion" and seen["myco/hello"]["data"]["who"] == "me"
         assert run.stop(signal.SIGINT) == 0
@@ -147,8 +162,9 @@ def test_a_runner_stopped_by_a_supervisor_or_a_closed_terminal_leaves_nothing_ru
     children: list[psutil.Process] = []
     try:
         children = psutil.Process(run.proc.pid).children(recursive=True)
-        commands = sorted(next(arg for arg in c.cmdline() if arg in ("master", "minion", "api", "forward")) for c in children)
-        assert commands == ["api", "forward", "master", "minion"], commands
+        commands = sorted(next(arg for arg in c.cmdline() if arg in ("master", "minion", "api", "forward",
+                                                                         "daemon.reactor")) for c in children)
+        assert commands == ["api", "daemon.reactor", "forward", "master", "minion"], commands
         ports = run.ports()
         assert not any(port_is_free(port) for port in ports)  # the daemons hold them while running
         # Only the runner gets the signal, as from `timeout`, systemd or `kill`; not its process group.

@@ -1,6 +1,7 @@
 """``GET /metrics`` and ``eventbus status`` against real daemons: a master, a minion, a forwarder, the API."""
 from __future__ import annotations
 
+import stat
 import time
 from typing import Iterator
 
@@ -12,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.apinode import JWT_SECRET, ApiEnv, running_api
 from tests.forwardkit import Forwarder, fire_many
 from tests.helpers import Node, run_cli, short_tmpdir, wait_for
+from tests.sse import SSEReader
 
 
 def scrape(env: ApiEnv, **headers: str) -> dict[tuple[str, tuple], float]:
@@ -152,7 +154,8 @@ def test_status_against_running_and_stopped_daemons(linked_api):
     assert lines["present"] == "m1"
     assert int(lines["journal_bytes"]) > 0
     assert lines["forward"] == "running"
-    assert lines["api"] == f"running on http://127.0.0.1:{env.port}" and lines["sse_streams"] == "0"
+    assert lines["api"].startswith(f"running (pid {env.api.proc.pid}, up ")
+    assert lines["api"].endswith(f") on http://127.0.0.1:{env.port}") and lines["sse_streams"] == "0"
     assert lines["forward.out"].startswith("file up delivered=") and "pending=0 dropped=0" in lines["forward.out"]
     forward.stop()
     env.master.stop()
@@ -162,6 +165,41 @@ def test_status_against_running_and_stopped_daemons(linked_api):
     lines = done.stdout.splitlines()
     assert any(line.startswith("master: not running (") for line in lines), done.stdout
     assert any(line.startswith("forward: not running (") for line in lines), done.stdout
+
+
+def status_lines(config_dir) -> tuple[int, dict[str, str]]:
+    """``eventbus status -c DIR`` as a person runs it: (exit code, {name: value})."""
+    done = run_cli("status", "-c", str(config_dir))
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done.returncode, dict(line.split(": ", 1) for line in done.stdout.splitlines())
+
+
+def test_status_reads_the_apis_own_figures_with_no_token():
+    # As conf/api: neither metrics_public nor jwt_secret, so /metrics is for an admin's login only.
+    with running_api(jwt_secret=None) as env:
+        code, lines = status_lines(env.config_dir)
+        assert code == 0, lines
+        assert lines["api"].startswith(f"running (pid {env.api.proc.pid}, up ")
+        assert lines["api"].endswith(f" on http://127.0.0.1:{env.port}")
+        assert lines["sse_streams"] == "0"
+        requests_before = int(lines["api_requests_total"])
+        with SSEReader(env, headers={"X-Auth-Token": env.login("alice")}) as stream:
+            assert stream.response.status_code == 200
+            lines = wait_for(lambda: (seen := status_lines(env.config_dir)[1])["sse_streams"] == "1" and seen,
+                             20, interval=0.2, what="the open stream in eventbus status")
+        assert int(lines["api_requests_total"]) >= requests_before + 2  # the login and the stream
+        # CloudEvents counts as /metrics labels them: one post to a channel that does not exist.
+        assert requests.post(env.url("/cloudevents/nosuch"), data=b"{}", timeout=10).status_code == 404
+        refused = wait_for(lambda: [value for name, value in status_lines(env.config_dir)[1].items()
+                                    if name.startswith("cloudevents_refused_total{")], 20, interval=0.2,
+                           what="the refused CloudEvent in eventbus status")
+        assert refused == ["1"]
+        # The figures are the API's own business: its directory is the owner's alone.
+        assert stat.S_IMODE((env.root / "var/run/eventbus/api").stat().st_mode) == 0o700
+        env.stop_api()
+        code, lines = status_lines(env.config_dir)
+        assert code == 1 and lines["api"].startswith("not running ("), lines
+        assert "sse_streams" not in lines
 
 
 def test_status_and_metrics_show_the_reactor():
@@ -213,4 +251,4 @@ def test_cloudevents_counters_follow_what_the_ingest_accepted_and_refused():
         assert post(structured(id_="bad", data={"order": {"qty": 0}})) == 400
         samples = scrape(env, **{"X-Auth-Token": env.login("alice")})
         assert samples[("eventbus_cloudevents_accepted_total", (("type", "com.example.order"),))] == 3
-        assert samples[("eventbus_cloudevents_refused_total", (("code", "SchemaViolation"),))] == 1
+        assert samples[("eventbus_cloudevents_refused_total", (("code", "SchemaViolation"), ("status", "400")))] == 1

@@ -27,7 +27,7 @@ def test_every_figure_becomes_its_metric():
     snapshot = Figures(master={"events": 12, "listeners": 3, "listener_lost": 2, "journal": {"bytes": 4096}},
                        link={"accepted": 2, "present": ["b", "a"], "relayed": 7},
                        brokers=[Broker("out", "file", "up", 10, 2, 1), Broker("db", "sql", "down", 0, 12, 0)])
-    ingest = {"accepted": {"com.example.order": 2}, "refused": {"SchemaViolation": 1}}
+    ingest = {"accepted": {"com.example.order": 2}, "refused": {(400, "SchemaViolation"): 1}}
     samples = render(snapshot, streams=5, ingest=ingest)
     assert samples[("eventbus_events_total", ())] == 12
     assert samples[("eventbus_listeners", ())] == 3
@@ -43,7 +43,7 @@ def test_every_figure_becomes_its_metric():
     assert samples[("eventbus_forward_dropped_total", (("broker", "out"),))] == 1
     assert samples[("eventbus_forward_up", (("broker", "db"),))] == 0
     assert samples[("eventbus_cloudevents_accepted_total", (("type", "com.example.order"),))] == 2
-    assert samples[("eventbus_cloudevents_refused_total", (("code", "SchemaViolation"),))] == 1
+    assert samples[("eventbus_cloudevents_refused_total", (("code", "SchemaViolation"), ("status", "400")))] == 1
     assert samples[("eventbus_up", (("daemon", "master"),))] == 1
 
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONF ?= conf
 
-.PHONY: run test bench install clean chromium
+.PHONY: run test bench install clean chromium docs
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ chromium:
 
 bench: install
 	$(PY) -m bench.run
+
+# The config key tables of README.md and docs/*.md, rendered from eventbus/configkeys.py.
+docs: install
+	$(PY) -m eventbus.configdoc --write
 
 clean:
 	rm -rf $(VENV) run *.egg-info

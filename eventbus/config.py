@@ -1,5 +1,8 @@
 """Configuration: YAML files read and checked once, into frozen dataclasses.
 
+The keys of each file (name, type, default, limits, meaning) are declared in
+``eventbus.configkeys``; this module reads YAML and opts dicts into them.
+
 Inside eventbus the typed objects (``MasterConfig``, ``MinionConfig``,
 ``ApiConfig``) are passed around. For Salt users the contract keeps
 ``master_config(path)``, ``minion_config(path)`` and ``client_config(path)``,
@@ -17,27 +20,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import yaml
 
 from eventbus import minionid
 from eventbus.errors import ConfigError
-from eventbus.match import MATCH_TYPES
-
-LOG_LEVELS = ("all", "garbage", "trace", "debug", "info", "warning", "error",
-              "critical", "quiet")
+# Each file's keys are declared in eventbus.configkeys; the classes are part of this module's API.
+from eventbus.configkeys import (LOG_LEVELS, ApiConfig, BaseConfig, BusConfig, MasterConfig,  # noqa: F401
+                                 MinionConfig)
+from eventbus.configkeys import key as _key  # noqa: F401  (eventbus.forwardconf declares its keys with it)
 
 DEFAULT_CONFIG_DIR = "/etc/eventbus"
 # The label of errors in an opts dict (there is no file to name).
 OPTS_LABEL = "opts"
-
-
-def _key(default: Any, kind: str, **rules: Any) -> Any:
-    """Declare a config key: its default, how to read it, and its limits."""
-    return field(default=default, metadata={"kind": kind, **rules})
 
 
 @dataclass(frozen=True)
@@ -47,106 +45,6 @@ class AuthBackend:
     name: str
     users_file: Path
     perms: Mapping[str, tuple[str, ...]]
-
-
-@dataclass(frozen=True)
-class BaseConfig:
-    """Keys every config file has."""
-
-    node: ClassVar[str] = ""
-    source: Path | None = field(default=None, metadata={"kind": "internal"})
-    root_dir: Path = _key(None, "root")
-    max_event_size: int = _key(1048576, "int", min=256, max=256 * 1024 * 1024)
-    event_match_type: str = _key("startswith", "choice", choices=MATCH_TYPES)
-    log_level: str = _key("warning", "choice", choices=LOG_LEVELS)
-    log_file: Path | None = _key(None, "path")
-
-
-@dataclass(frozen=True)
-class BusConfig(BaseConfig):
-    """Keys of a daemon that runs a local bus (master and minion)."""
-
-    sock_dir: Path = _key("var/run/eventbus/bus", "path")
-    pki_dir: Path = _key("etc/eventbus/pki", "path")
-    publish_port: int = _key(4505, "port")
-    ret_port: int = _key(4506, "port")
-    # Events queued in the daemon per subscriber; past that the bus drops that subscriber's events
-    # (it learns how many from the sequence gap). It is also the burst a subscriber can absorb:
-    # under a tight send loop libzmq returns pipe credit to the daemon only about every
-    # millisecond, so small queues drop events even for subscribers that keep up.
-    subscriber_queue: int = _key(10000, "int", min=1000, max=10_000_000)
-    # Events the bus keeps for late readers (REST resume), newest last.
-    event_window: int = _key(10000, "int", min=0, max=10_000_000)
-    # ... and at most this many bytes of them, whatever their number.
-    event_window_bytes: int = _key(64 * 1024 * 1024, "int", min=0, max=1 << 40)
-
-
-@dataclass(frozen=True)
-class MasterConfig(BusConfig):
-    """The master daemon's config (file ``master``)."""
-
-    node: ClassVar[str] = "master"
-    sock_dir: Path = _key("var/run/eventbus/master", "path")
-    pki_dir: Path = _key("etc/eventbus/pki/master", "path")
-    interface: str = _key("127.0.0.1", "str")
-    auto_accept: bool = _key(False, "bool")
-    presence_events: bool = _key(False, "bool")
-    loop_interval: float = _key(60, "seconds")
-    # Link (issue 3): a minion silent for 1.5 heartbeats leaves the present set.
-    heartbeat_interval: float = _key(5, "seconds")
-    # Per-minion relay sequence numbers the master has accepted (de-duplication survives restarts).
-    cachedir: Path = _key("var/cache/eventbus/master", "path")
-    # The journal (SPEC 7): every master event on disk, for resume across restarts and catch-up.
-    event_journal: bool = _key(True, "bool")
-    journal_dir: Path = _key("var/cache/eventbus/master/journal", "path")
-    journal_max_bytes: int = _key(1073741824, "int", min=1 << 20, max=1 << 50)
-    journal_max_age: float = _key(604800, "seconds")
-    journal_fsync: str = _key("batch", "choice", choices=("batch", "always", "never"))
-    # The reactor (SPEC 10): tag globs to actions, parsed and checked here (eventbus.rules.Rule values).
-    reactor: tuple = _key((), "reactor")
-
-
-@dataclass(frozen=True)
-class MinionConfig(BusConfig):
-    """The minion daemon's config (file ``minion``)."""
-
-    node: ClassVar[str] = "minion"
-    sock_dir: Path = _key("var/run/eventbus/minion", "path")
-    pki_dir: Path = _key("etc/eventbus/pki/minion", "path")
-    id: str = _key(None, "id")
-    master: str = _key("127.0.0.1", "str")
-    # Link (issue 3): the master's CURVE public key (Z85); unset means pin it on first contact.
-    master_pubkey: str | None = _key(None, "str")
-    heartbeat_interval: float = _key(5, "seconds")
-    # The relay spool lives here; at most spool_max_events wait for the master, oldest dropped first.
-    cachedir: Path = _key("var/cache/eventbus/minion", "path")
-    spool_max_events: int = _key(1_000_000, "int", min=10, max=100_000_000)
-
-
-@dataclass(frozen=True)
-class ApiConfig(BaseConfig):
-    """The REST API's config (file ``api``)."""
-
-    node: ClassVar[str] = "api"
-    host: str = _key("127.0.0.1", "str")
-    port: int = _key(8000, "port")
-    ssl_crt: Path | None = _key(None, "path")
-    ssl_key: Path | None = _key(None, "path")
-    master_config: Path = _key("master", "confpath")
-    external_auth: Mapping[str, AuthBackend] = _key(None, "eauth")
-    token_expire: float = _key(43200, "seconds")
-    jwt_secret: str | None = _key(None, "secret")
-    webhook_disable_auth: bool = _key(False, "bool")
-    events_replay: int = _key(10000, "int", min=0, max=10_000_000)
-    cors_origin: str | None = _key(None, "str")
-    # Concurrent /events streams; one more is answered 503 so /login and /hook keep threads.
-    stream_limit: int = _key(2000, "int", min=1, max=100_000)
-    # Events a stream may fall behind the bus before it is dropped.
-    stream_queue: int = _key(10000, "int", min=100, max=10_000_000)
-    # Failed logins per client address per minute; one more is answered 429 with Retry-After.
-    login_rate: int = _key(10, "int", min=1, max=1_000_000)
-    # GET /metrics without a token (else only for an admin: perms '*' or an admin JWT).
-    metrics_public: bool = _key(False, "bool")
 
 
 C = TypeVar("C", bound=BaseConfig)
@@ -267,7 +165,7 @@ def external_auth(raw: Mapping[str, Any], root: Path, source: str = "api") -> di
         if isinstance(entry, AuthBackend):
             backends[name] = entry
             continue
-        users_file = _fspath(entry.get("users_file", "users")) if isinstance(entry, dict) else None
+        users_file = _fspath(entry.get("users_file", "etc/eventbus/api-users")) if isinstance(entry, dict) else None
         if not isinstance(users_file, str) or not users_file:
             raise ConfigError(f"{source}: external_auth.{name} must be a mapping with a users_file path",
                               file=source, key="external_auth")
@@ -348,11 +246,20 @@ def _check(cls: type[C], raw: Mapping[str, Any], label: str, source: Path | None
     return cls(**values)
 
 
-def config_path(config_dir: str | os.PathLike | None, name: str) -> Path | None:
-    """The file ``name`` in ``-c DIR``; ``None`` when DIR is the default and the file is absent."""
+def config_path(config_dir: str | os.PathLike | None, name: str, required: bool = False) -> Path | None:
+    """The file ``name`` in ``-c DIR``, else in ``$EVENTBUS_CONFIG_DIR`` or ``/etc/eventbus``.
+
+    Without ``-c`` and no such file there: ``None`` (the caller runs on defaults), or,
+    when ``required`` (a command that writes state a daemon reads), ``ConfigError``
+    naming the file looked for.
+    """
     if config_dir is None:
-        candidate = Path(DEFAULT_CONFIG_DIR) / name
-        return candidate if candidate.exists() else None
+        candidate = Path(os.environ.get("EVENTBUS_CONFIG_DIR") or DEFAULT_CONFIG_DIR) / name
+        if candidate.exists():
+            return candidate
+        if required:
+            raise ConfigError(f"no config file {candidate} (give -c DIR)", file=str(candidate))
+        return None
     directory = Path(config_dir)
     if not directory.is_dir():
         raise ConfigError(f"{directory}: config directory does not exist", file=str(directory))

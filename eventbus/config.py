@@ -29,7 +29,7 @@ import yaml
 from eventbus import minionid
 from eventbus.errors import ConfigError
 # Each file's keys are declared in eventbus.configkeys; the classes are part of this module's API.
-from eventbus.configkeys import (LOG_LEVELS, ApiConfig, BaseConfig, BusConfig, MasterConfig,  # noqa: F401
+from eventbus.configkeys import (LOG_LEVELS, ApiConfig, BaseConfig, BusConfig, CommonConfig, MasterConfig,  # noqa: F401
                                  MinionConfig)
 from eventbus.configkeys import key as _key  # noqa: F401  (eventbus.forwardconf declares its keys with it)
 
@@ -47,7 +47,7 @@ class AuthBackend:
     perms: Mapping[str, tuple[str, ...]]
 
 
-C = TypeVar("C", bound=BaseConfig)
+C = TypeVar("C", bound=CommonConfig)
 
 
 class _Reader:
@@ -266,7 +266,7 @@ def config_path(config_dir: str | os.PathLike | None, name: str, required: bool 
     return directory / name
 
 
-def to_dict(config: BaseConfig) -> dict[str, Any]:
+def to_dict(config: CommonConfig) -> dict[str, Any]:
     """The Salt-style opts dict of a typed config: every key, paths as absolute strings."""
     opts: dict[str, Any] = {}
     for spec in dataclasses.fields(config):

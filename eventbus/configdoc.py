@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 from eventbus import configkeys, forwardconf
 from eventbus.errors import ConfigError
 
-FILES: dict[str, type[configkeys.BaseConfig]] = {
+FILES: dict[str, type[configkeys.CommonConfig]] = {
     "master": configkeys.MasterConfig, "minion": configkeys.MinionConfig, "api": configkeys.ApiConfig,
     "forward": forwardconf.ForwardConfig}
 # The files whose keys the generated tables document (forward's are in docs/forward.md).

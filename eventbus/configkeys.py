@@ -36,19 +36,25 @@ def key(default: Any, kind: str, *, doc: str | None = None, detail: str | None =
 
 
 @dataclass(frozen=True)
-class BaseConfig:
-    """Keys every config file has."""
+class CommonConfig:
+    """Keys every config file has (the forwarder's too)."""
 
     node: ClassVar[str] = ""
     source: Path | None = field(default=None, metadata={"kind": "internal"})
     root_dir: Path = key(None, "root", shown="`/` as root, else `~/.eventbus`",
                          doc="every relative path is under it")
+    log_level: str = key("warning", "choice", choices=LOG_LEVELS, doc="logging")
+    log_file: Path | None = key(None, "path", shown="stderr", doc="logging")
+
+
+@dataclass(frozen=True)
+class BaseConfig(CommonConfig):
+    """Keys of the files whose daemon or handles carry events themselves (master, minion, api)."""
+
     max_event_size: int = key(1048576, "int", min=256, max=256 * 1024 * 1024,
                               doc="bytes of a packed event (tag + msgpack data); larger is refused")
     event_match_type: str = key("startswith", "choice", choices=MATCH_TYPES,
                                 doc="default tag match of handles made with this config")
-    log_level: str = key("warning", "choice", choices=LOG_LEVELS, doc="logging")
-    log_file: Path | None = key(None, "path", shown="stderr", doc="logging")
 
 
 @dataclass(frozen=True)

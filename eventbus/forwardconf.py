@@ -41,7 +41,7 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
-class ForwardConfig(config.BaseConfig):
+class ForwardConfig(config.CommonConfig):
     """The forwarder's config (file ``forward``)."""
 
     node: ClassVar[str] = "forward"

@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from eventbus import config
-from eventbus.config import BaseConfig
+from eventbus.config import CommonConfig
 from eventbus.errors import EventBusError
 
 log = logging.getLogger(__name__)
 
-C = TypeVar("C", bound=BaseConfig)
+C = TypeVar("C", bound=CommonConfig)
 # Applies a fresh config's keys to a running part; returns what it did, for the log line.
 Taker = Callable[[Any], "str | None"]
 
 
-def changed_keys(running: BaseConfig, fresh: BaseConfig) -> list[str]:
+def changed_keys(running: CommonConfig, fresh: CommonConfig) -> list[str]:
     """The keys whose values differ between two configs of one file, in declaration order."""
     # Compared as the opts dicts: reactor rules by their raw YAML (compiled templates never compare equal).
     old, new = config.to_dict(running), config.to_dict(fresh)

@@ -17,9 +17,13 @@ from eventbus.sink import METHODS, REQUIRED, declared_keys
 
 __all__ = ["BUILTIN", "builtin", "custom_class", "keys_of_type"]
 
+# Default files follow the usual layout under root_dir (with root_dir / : /var/log/eventbus, /var/lib/eventbus).
+FILE_SINK_PATH = "var/log/eventbus/forwarded_events.log"
+SQLITE_DB = "var/lib/eventbus/forward/events.db"
+
 BUILTIN: dict[str, Mapping[str, Any]] = {
-    "file": {"path": "forwarded_events.log", "max_bytes": 100 * 1024 * 1024, "backups": 5},
-    "sql": {"dialect": "sqlite", "db": "events.db", "host": None, "port": None, "username": None,
+    "file": {"path": FILE_SINK_PATH, "max_bytes": 100 * 1024 * 1024, "backups": 5},
+    "sql": {"dialect": "sqlite", "db": None, "host": None, "port": None, "username": None,
             "password": None, "url": None, "query": None},
     "webhook": {"url": REQUIRED, "secret": None, "mode": "structured", "timeout": 10, "retries": 3,
                 "format": "salt"},

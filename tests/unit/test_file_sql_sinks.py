@@ -6,7 +6,8 @@ import sqlite3
 
 from daemon.forward.sinks.file import FileSink
 from daemon.forward.sinks.sql import SqlSink
-from eventbus import records
+from daemon.forward import registry
+from eventbus import forwardconf, records
 
 STAMP = "2026-11-21T09:19:17.751376"
 
@@ -63,3 +64,17 @@ def test_sqlite_keeps_any_bus_value_as_json_text_that_reads_back(tmp_path):
         tag, text = db.execute("SELECT tag, data FROM events").fetchone()
     assert tag == "t/é"
     assert json.loads(text) == {"big": 2 ** 70, "name": "Zoë", "raw": str(b"\x01"), "_stamp": STAMP}
+
+
+def test_default_files_follow_the_usual_layout_under_root_dir(tmp_path):
+    """With root_dir / these are /var/log/eventbus/... and /var/lib/eventbus/..., never files at the root."""
+    (tmp_path / "forward").write_text("root_dir: root\nbrokers:\n  - {name: f, type: file}\n"
+                                      "  - {name: d, type: sql, dialect: sqlite}\n")
+    settings = forwardconf.load(tmp_path / "forward")
+    for broker in settings.brokers:
+        sink = registry.sink_class(broker.type, broker.name).from_endpoint_config(dict(broker.options))
+        sink.publish(batch(1, 2))
+        sink.close()
+    root = tmp_path / "root"
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        "var/lib/eventbus/forward/events.db", "var/log/eventbus/forwarded_events.log"]

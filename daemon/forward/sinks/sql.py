@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 
 from daemon.forward.sinks import keys
+from eventbus import brokertypes
 from eventbus.brokertypes import BUILTIN
 from eventbus.errors import SinkError
 from eventbus.records import json_text
@@ -68,7 +69,7 @@ def engine_url(options: dict) -> sa.URL:
     if dialect not in DIALECTS:
         raise SinkError(f"key 'dialect' has value {dialect!r}; expected sqlite or postgresql")
     if dialect == "sqlite":
-        db = Path(keys.text(options, "db", "events.db") or "events.db").expanduser()
+        db = Path(keys.text(options, "db") or brokertypes.SQLITE_DB).expanduser()
         if not db.is_absolute():
             db = Path(options.get("root_dir") or ".") / db
         db.parent.mkdir(parents=True, exist_ok=True)

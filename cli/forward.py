@@ -18,10 +18,9 @@ def _settings(config_dir: str | None):  # -> ForwardConfig
     from eventbus import config, forwardconf
     from eventbus.errors import ConfigError
 
-    path = config.config_path(config_dir, "forward")
+    path = config.config_path(config_dir, "forward", required=True)
     if path is None or not path.exists():
-        where = path if path is not None else f"{config.DEFAULT_CONFIG_DIR}/forward"
-        raise ConfigError(f"{where}: no forward config file there", file=str(where))
+        raise ConfigError(f"{path}: no forward config file there", file=str(path))
     return forwardconf.load(path)
 
 

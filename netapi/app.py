@@ -105,7 +105,7 @@ class Api:
             self.collector.close()
 
     def cloudevents_counts(self) -> dict:
-        """``{"accepted": {type: n}, "refused": {code: n}}`` of ``/cloudevents`` since start (for metrics)."""
+        """``{"accepted": {type: n}, "refused": {(status, code): n}}`` of ``/cloudevents`` since start (for metrics)."""
         return self.ingest.counts()
 
     def own_figures(self) -> dict:

@@ -134,8 +134,12 @@ def _api_login(proc: subprocess.Popen, api: config.ApiConfig, user: str, passwor
 
 def main(argv: list[str]) -> int:
     config_dir = Path(argv[0] if argv else "conf").resolve()
-    master = config.load(config.MasterConfig, config_dir / "master")
-    minion = config.load(config.MinionConfig, config_dir / "minion")
+    try:
+        master = config.load(config.MasterConfig, config_dir / "master")
+        minion = config.load(config.MinionConfig, config_dir / "minion")
+    except EventBusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     children = Children()
     try:
         _wait_bus(children.start("master", config_dir), master.sock_dir, "master")

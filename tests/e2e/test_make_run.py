@@ -41,16 +41,25 @@ def sample_conf_with_free_ports(root: Path) -> Path:
 
 
 def read_until(stream, marker: str, timeout: float) -> str:
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)  # the stream ended: the runner exited, so no marker will come
+
+    threading.Thread(target=pump, daemon=True).start()
     seen = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            seen.append(lines.get(timeout=0.5))
+            line = lines.get(timeout=0.5)
         except queue.Empty:
             continue
-        if marker in seen[-1]:
+        if line is None:
+            raise AssertionError(f"the output ended before {marker!r}; printed:\n{''.join(seen)}")
+        seen.append(line)
+        if marker in line:
             return "".join(seen)
     raise AssertionError(f"no {marker!r} within {timeout}s; printed so far:\n{''.join(seen)}")
 
@@ -181,3 +190,18 @@ def test_a_runner_stopped_by_a_supervisor_or_a_closed_terminal_leaves_nothing_ru
             except psutil.NoSuchProcess:
                 pass
         run.cleanup()
+
+
+def test_a_bad_sample_config_stops_the_runner_with_one_error_line():
+    root = short_tmpdir("ebb")
+    try:
+        conf = sample_conf_with_free_ports(root)
+        (conf / "master").write_text((conf / "master").read_text() + "publish_port: many\n")
+        done = subprocess.run([sys.executable, "-m", "cli.devrun", str(conf)], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1
+        assert done.stderr.strip().splitlines() == [
+            f"error: {conf / 'master'}: key 'publish_port' has value 'many'; expected a TCP port number from 1 to 65535"]
+        assert "Traceback" not in done.stdout + done.stderr
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

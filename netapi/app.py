@@ -30,6 +30,7 @@ from netapi.events import EventStreams
 from netapi.hub import Hub
 from netapi.login import LOGIN_BODY_LIMIT, Logins, Session
 from netapi.metrics import CONTENT_TYPE, Metrics, api_families, samples
+from netapi.publisher import Publisher
 from netapi.pump import Pump, raw_socket
 from netapi.stream import parse_last_event_id
 
@@ -52,6 +53,13 @@ def _no_subpath(path: tuple[str, ...]) -> None:
     """404 for ``/route/more/segments`` on a route that has none."""
     if path:
         raise cherrypy.NotFound()
+
+
+def _single(**params: Any) -> None:
+    """400 for a query parameter given more than once (CherryPy hands the route a list of its values)."""
+    for name, value in params.items():
+        if value is not None and not isinstance(value, str):
+            raise cherrypy.HTTPError(400, f"the query parameter {name!r} is given more than once")
 
 
 def _refuse(exc: ApiError) -> cherrypy.HTTPError:
@@ -79,6 +87,7 @@ class Api:
         self.signer = signer
         self.hub = hub
         self.feed = feed
+        self.publisher = Publisher(feed.master)
         self.pump = pump
         self.on_stream = on_stream
         self.collector = metrics
@@ -98,8 +107,9 @@ class Api:
         self._cp_config = {"hooks.on_start_resource": self._count_request}
 
     def close(self) -> None:
-        """Let the password-check threads end (the engine's ``stop``: it waits for every thread)."""
+        """Engine stop (it waits for every thread): let the password-check threads end, close the publisher."""
         self.logins.close()
+        self.publisher.close()
         self.error_reporter.close()
         if self.collector is not None:
             self.collector.close()
@@ -194,6 +204,7 @@ class Api:
         """``GET /events``: the master bus as Server-Sent Events, resumable by ``Last-Event-ID``."""
         _no_subpath(path)
         _allow("GET")
+        _single(token=token, tag=tag, last_event_id=last_event_id)
         principal = self.authenticate(token)
         request = cherrypy.serving.request
         try:
@@ -231,7 +242,7 @@ class Api:
             data = {"body": hooks.parse_body(raw, request.headers.get("Content-Type")),
                     "headers": hooks.public_headers(request.headers)}
             tag = hooks.hook_tag(path)
-            fired = self.feed.fire(data, tag)
+            fired = self.publisher.fire(data, tag)
         except InvalidEventError as exc:
             raise cherrypy.HTTPError(413 if isinstance(exc, EventTooLargeError) else 400, str(exc)) from None
         except ApiError as exc:
@@ -270,7 +281,7 @@ class Api:
                 request.keep_reason = True  # type: ignore[attr-defined]
             raise cherrypy.HTTPError(refusal.status, refusal.reason) from None
         try:
-            fired = self.feed.fire_all(result.events)
+            fired = self.publisher.fire_all(result.events)
         except InvalidEventError as exc:
             raise cherrypy.HTTPError(413 if isinstance(exc, EventTooLargeError) else 400, str(exc)) from None
         if fired < len(result.events):

@@ -2,33 +2,38 @@
 
 The route (``netapi.app``) authenticates and sends the headers; ``serve``
 writes the stream: ``retry:``, what a resuming client missed (the master's
-window and journal, through ``BusFeed.history``), then the live records.
-A plain-HTTP stream's socket goes to the pump, which writes every such
+window and journal, read here through ``eventbus.history``), then the live
+records the hub hands it. Both pass the stream's one filter step, its hub
+view. A plain-HTTP stream's socket goes to the pump, which writes every such
 stream from one thread; a TLS stream is written by its request thread. Both
 keep their state in one ``StreamState``.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import time
 from typing import Iterator
 
+import zmq
+
+from eventbus import control, history
 from eventbus.complaints import Complaints
-from eventbus.errors import BusUnavailableError
+from eventbus.errors import BusUnavailableError, EventBusError
 from netapi import auth
 from netapi.auth import Principal
 from netapi.busfeed import BusFeed
-from netapi.hub import Hub
+from netapi.hub import Hub, Stream
 from netapi.pump import Pump, Pumped
-from netapi.stream import KEEPALIVE, RETRY
+from netapi.stream import KEEPALIVE, RETRY, event_record
 from netapi.streamstate import StreamState
 
 log = logging.getLogger(__name__)
 
 # Longest a stream thread sleeps before it checks its token's expiry and the engine state.
 STREAM_TICK = 1.0
-# Resumed records written per chunk.
+# Resumed records read per chunk.
 RESUME_CHUNK = 500
 
 
@@ -45,14 +50,13 @@ class EventStreams:
               last_seen: int | None, peer: str, sock: socket.socket | None) -> Iterator[bytes]:
         """The stream's body; ``sock`` (plain HTTP) is handed to the pump after the first chunks."""
         hub = self.hub
-        stream, head, _epoch = hub.open()
-        state = StreamState(stream, hub.view(view_key, accepts), principal.expire, last_seen or 0,
-                            principal.user, peer)
+        stream, head, _epoch = hub.open(view_key, accepts, last_seen or 0)
+        state = StreamState(stream, principal.expire, principal.user, peer)
         try:
             yield RETRY
             if last_seen is not None:
                 try:
-                    yield from self._resume(last_seen, head, accepts)
+                    yield from self._resume(stream, last_seen, head)
                 except BusUnavailableError as exc:
                     # Sending live events now would skip what the client missed: end, it will retry.
                     if not hub.closed:
@@ -88,11 +92,11 @@ class EventStreams:
             if left <= 0:
                 log.debug("stream of %s ended: token expired", state.user)
                 return
-            data = state.render(hub, hub.read(state.stream, min(STREAM_TICK, left, state.quiet_left(monotonic()))))
+            data = hub.read(state.stream, min(STREAM_TICK, left, state.quiet_left(monotonic())))
             if data is None:
                 if not hub.closed:
                     self.complaints.refuse("slow", f"dropped the stream of {state.user} from {state.peer}: "
-                                                   f"{state.behind(hub)}")
+                                                   f"{hub.behind()}")
                 return
             if data:
                 yield data
@@ -101,17 +105,30 @@ class EventStreams:
                 yield KEEPALIVE
                 state.wrote()
 
-    def _resume(self, last_seen: int, head: int, accepts: auth.EventFilter | None) -> Iterator[bytes]:
+    def _resume(self, stream: Stream, last_seen: int, head: int) -> Iterator[bytes]:
         """What a client that last saw ``last_seen`` missed up to ``head``, from the master's window and
-        journal, in chunks; a gap record first where events are gone."""
+        journal, in chunks through the stream's view; a gap record first where events are gone.
+
+        Read on the bus feed's zmq context: the feed's stop ends a resume at
+        once. ``BusUnavailableError`` when the master does not answer or the
+        API is stopping.
+        """
         if last_seen >= head:
             return
-        chunk: list[bytes] = []
-        for record in self.feed.history(last_seen, head + 1):
-            if record.seq == 0 or accepts is None or accepts(record.tag, record.event_id):
-                chunk.append(record.raw)
-                if len(chunk) >= RESUME_CHUNK:
-                    yield b"".join(chunk)
-                    chunk = []
-        if chunk:
-            yield b"".join(chunk)
+        context, sock_dir = self.feed.context, str(self.feed.master.sock_dir)
+        if context is None or context.closed:
+            raise BusUnavailableError("the API is stopping", sock_dir=sock_dir)
+        client = control.Client(context, sock_dir)
+        records = (event_record(ev.seq, ev.tag, ev.data) for ev in history.read_history(client, last_seen, head + 1))
+        try:
+            while chunk := list(itertools.islice(records, RESUME_CHUNK)):
+                if data := stream.view.render(chunk):
+                    yield data
+        except zmq.ZMQError as exc:
+            raise BusUnavailableError(f"cannot ask the master bus: {exc}", sock_dir=sock_dir) from None
+        except BusUnavailableError:
+            raise
+        except EventBusError as exc:
+            raise BusUnavailableError(str(exc), sock_dir=sock_dir) from None
+        finally:
+            client.close()

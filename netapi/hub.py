@@ -13,9 +13,12 @@ each wake-up then carries a batch of records in one write. The interval
 grows with the number of streams (20 ms for a few, 100 ms for a thousand):
 latency is traded for CPU only when there are many streams to wake.
 
-Streams with the same filter share a ``View``, which renders a range of
-records once: a thousand streams woken for the same range filter and join
-the records once, not a thousand times.
+The hub hands a stream finished bytes: its new records as its filter's
+``View`` renders them. Streams with the same filter share the view, which
+renders a range of records once: a thousand streams woken for the same
+range filter and join the records once, not a thousand times. The view is
+the stream's one filter step: the resume (``netapi.events``) renders what
+the client missed through it too.
 """
 from __future__ import annotations
 
@@ -32,13 +35,36 @@ FLUSH_MAX = 0.1
 FLUSH_PER_STREAM = 0.00004
 
 
+class View:
+    """One filter (perms and ``?tag=``) and the newest ring range it rendered, shared by its streams."""
+
+    __slots__ = ("accepts", "last", "__weakref__")
+
+    def __init__(self, accepts: EventFilter | None) -> None:
+        self.accepts = accepts
+        self.last: tuple[int, int, bytes] = (-1, -1, b"")
+
+    def render(self, records: list[Record], after_seq: int = 0) -> bytes:
+        """The SSE bytes of the records this filter passes (and, if given, with seq > ``after_seq``); gap
+        notices always pass."""
+        accepts = self.accepts
+        if after_seq:
+            records = [r for r in records if r.seq > after_seq or not r.seq]
+        if accepts is None:
+            return b"".join([r.raw for r in records])
+        return b"".join([r.raw for r in records if not r.seq or accepts(r.tag, r.event_id)])
+
+
 class Stream:
-    """One stream's place in the hub."""
+    """One stream's place in the hub: its cursor, its filter's view, the resume seam."""
 
-    __slots__ = ("cursor",)
+    __slots__ = ("cursor", "view", "skip_upto")
 
-    def __init__(self, cursor: int) -> None:
+    def __init__(self, cursor: int, view: View, skip_upto: int) -> None:
         self.cursor = cursor
+        self.view = view
+        # Live records up to this seq were already sent by the resume: skipped until the seam is passed.
+        self.skip_upto = skip_upto
 
 
 class Hub:
@@ -123,12 +149,16 @@ class Hub:
 
     # -- a stream's side ------------------------------------------------------------------
 
-    def open(self) -> tuple[Stream, int, int]:
-        """A new stream at the live end, with the seq and epoch everything after it follows."""
+    def open(self, key: Hashable, accepts: EventFilter | None, skip_upto: int = 0) -> tuple[Stream, int, int]:
+        """A new stream at the live end, with the seq and epoch everything after it follows; it sees what
+        ``accepts`` passes (one view per ``key``) and no live record up to seq ``skip_upto``."""
         with self._lock:
+            view = self._views.get(key)
+            if view is None:
+                view = self._views[key] = View(accepts)
             self.streams += 1
             self._pace()
-            return Stream(self._head), self.last_seq, self.epoch
+            return Stream(self._head, view, skip_upto), self.last_seq, self.epoch
 
     def release(self, _stream: Stream) -> None:
         """Forget a stream that ended."""
@@ -139,12 +169,9 @@ class Hub:
     def _pace(self) -> None:
         self.flush_interval = min(FLUSH_MAX, max(FLUSH_MIN, self.streams * FLUSH_PER_STREAM))
 
-    def read(self, stream: Stream, timeout: float) -> tuple[int, int] | None:
-        """The range of new records after the stream's cursor, waiting up to ``timeout`` s for some.
-
-        An empty range after a quiet ``timeout``; ``None`` when the stream fell
-        more than ``capacity`` records behind (it is dropped) or the hub is closed.
-        """
+    def read(self, stream: Stream, timeout: float) -> bytes | None:
+        """``take``, after waiting up to ``timeout`` s for new records (``b""`` after a quiet ``timeout``);
+        ``None`` also when the hub is closed."""
         if stream.cursor == self._head and not self.closed:
             waiter = threading.Lock()
             waiter.acquire()
@@ -159,61 +186,34 @@ class Hub:
             return None
         return self.take(stream)
 
-    def take(self, stream: Stream) -> tuple[int, int] | None:
-        """The range of records after the stream's cursor, now; ``None`` if it fell too far behind."""
-        head, cursor = self._head, stream.cursor
-        if head - cursor > self.capacity:
+    def take(self, stream: Stream) -> bytes | None:
+        """The stream's new records as its view renders them (``b""``: none), now; ``None`` if it fell more
+        than ``capacity`` records behind (the ring no longer holds what it has not sent: it is dropped)."""
+        start, end, capacity = stream.cursor, self._head, self.capacity
+        if end - start > capacity:
             return None
-        stream.cursor = head
-        return cursor, head
-
-    def records(self, start: int, end: int) -> list[Record] | None:
-        """Records ``[start, end)``; ``None`` if the ring has already overwritten some of them."""
-        ring, capacity = self._ring, self.capacity
-        records = [ring[i % capacity] for i in range(start, end)]
-        # Copied without the lock: valid only if the feed did not lap ``start`` meanwhile.
-        return records if self._head - start <= capacity else None  # type: ignore[return-value]
+        stream.cursor = end
+        if start == end:
+            return b""
+        view, skip = stream.view, stream.skip_upto
+        last = view.last
+        if last[0] == start and last[1] == end and not skip:
+            return last[2]  # another stream with this view rendered it
+        ring = self._ring
+        records: list[Record] = [ring[i % capacity] for i in range(start, end)]  # type: ignore[misc]
+        if self._head - start > capacity:
+            return None  # copied without the lock, and the feed lapped ``start`` meanwhile
+        data = view.render(records, skip)
+        if not skip:
+            view.last = (start, end, data)
+        elif records[-1].seq > skip:
+            stream.skip_upto = 0  # past the seam: from here every record is new to the client
+        return data
 
     def lag(self, stream: Stream) -> int:
         """Records the stream has not read yet."""
         return self._head - stream.cursor
 
-    def view(self, key: Hashable, accepts: EventFilter | None) -> "View":
-        """The shared view of the filter ``key`` (made on first use, gone when no stream holds it)."""
-        with self._lock:
-            view = self._views.get(key)
-            if view is None:
-                view = self._views[key] = View(accepts)
-            return view
-
-
-class View:
-    """One filter's rendering of record ranges, shared by every stream with that filter."""
-
-    __slots__ = ("accepts", "_last", "__weakref__")
-
-    def __init__(self, accepts: EventFilter | None) -> None:
-        self.accepts = accepts
-        self._last: tuple[int, int, bytes] = (-1, -1, b"")
-
-    def render(self, hub: Hub, start: int, end: int, after_seq: int = 0) -> bytes | None:
-        """The SSE bytes of records ``[start, end)`` this filter passes (and, if given, seq > ``after_seq``).
-
-        ``None`` if the records were overwritten before they could be read.
-        """
-        last = self._last
-        if last[0] == start and last[1] == end and not after_seq:
-            return last[2]
-        records = hub.records(start, end)
-        if records is None:
-            return None
-        accepts = self.accepts
-        if after_seq:
-            records = [r for r in records if r.seq > after_seq or not r.seq]
-        if accepts is None:
-            data = b"".join([r.raw for r in records])
-        else:
-            data = b"".join([r.raw for r in records if not r.seq or accepts(r.tag, r.event_id)])
-        if not after_seq:
-            self._last = (start, end, data)
-        return data
+    def behind(self) -> str:
+        """Why a stream ``take`` refused was dropped."""
+        return f"it fell {self.capacity} events behind"

@@ -5,8 +5,8 @@ for every batch of events costs more CPU than the events themselves (mostly
 thread switches and the GIL hand-offs between them). So once a stream's
 headers and first chunk have gone out through CherryPy, its request thread
 hands the socket to the pump and sleeps until the stream ends; the pump
-wakes once per hub flush, renders each stream's new records (shared per
-filter by ``hub.View``) and writes them as HTTP chunks with non-blocking
+wakes once per hub flush, takes each stream's new bytes from the hub
+(rendered once per filter) and writes them as HTTP chunks with non-blocking
 writes, so a client that stops reading only grows its own backlog until it
 is dropped. The same loop sends keepalives, ends streams whose token
 expired, and notices at once when a client hangs up (its socket turns
@@ -165,10 +165,9 @@ class Pump(plugins.SimplePlugin):
     def _feed(self, pumped: Pumped) -> None:
         if pumped.out:
             return  # the client has not taken the last write yet; its backlog grows in the hub
-        hub, state = self.hub, pumped.state
-        data = state.render(hub, hub.take(state.stream))
+        data = self.hub.take(pumped.state.stream)
         if data is None:
-            self._drop(pumped, state.behind(hub))
+            self._drop(pumped)
         elif data:
             pumped.out = b"%x\r\n%b\r\n" % (len(data), data)
             self._send(pumped)
@@ -208,7 +207,7 @@ class Pump(plugins.SimplePlugin):
             state = pumped.state
             if pumped.out:
                 if self.hub.lag(state.stream) > self.hub.capacity:
-                    self._drop(pumped, state.behind(self.hub))
+                    self._drop(pumped)
                 continue
             if state.expired(wall):
                 self._end(pumped, "expired")
@@ -216,9 +215,9 @@ class Pump(plugins.SimplePlugin):
                 pumped.out = b"%x\r\n%b\r\n" % (len(KEEPALIVE), KEEPALIVE)
                 self._send(pumped)
 
-    def _drop(self, pumped: Pumped, why: str) -> None:
+    def _drop(self, pumped: Pumped) -> None:
         state = pumped.state
-        self.complaints.refuse("slow", f"dropped the stream of {state.user} from {state.peer}: {why}")
+        self.complaints.refuse("slow", f"dropped the stream of {state.user} from {state.peer}: {self.hub.behind()}")
         try:
             pumped.sock.shutdown(socket.SHUT_RDWR)  # a half-written chunk must not look like a clean end
         except OSError:

@@ -7,7 +7,8 @@ A record is Salt's ``rest_cherrypy`` layout plus the bus sequence number as
     tag: salt/job/20130802115730568475/new
     data: {"tag": "salt/job/20130802115730568475/new", "data": {...}}
 
-Records are formatted once per event and shared by every stream.
+The reader's gap notice (``eventbus.inbox``) becomes a record the same way,
+without ``id:``. Records are formatted once per event and shared by every stream.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import base64
 import json
 from typing import Any
 
-GAP_TAG = "eventbus/stream/gap"
+from eventbus import payload
+
 RETRY = b"retry: 400\n\n"
 KEEPALIVE = b": keepalive\n\n"
 KEEPALIVE_AFTER = 15.0
@@ -55,28 +57,25 @@ def _json_default(value: Any) -> Any:
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), default=_json_default).encode
 
 
-def event_record(seq: int, tag: str, data: dict) -> Record:
-    """The record of a bus event (its bytes formatted on first use); the tag is made single-line so it
-    cannot forge SSE fields."""
+def event_record(seq: int | None, tag: str, data: dict) -> Record:
+    """The record of a bus event, or of the reader's gap notice (``seq`` ``None``: no ``id:``, so the
+    client's resume position stays). Its bytes are formatted on first use; the tag is made single-line
+    so it cannot forge SSE fields."""
     body = {"tag": tag, "data": data}  # the JSON keeps the tag as it is
     if "\n" in tag or "\r" in tag:
         tag = tag.replace("\r", "\\r").replace("\n", "\\n")
     event_id = data.get("id")
-    return Record(seq, tag, event_id if isinstance(event_id, str) else None, data=body)
+    return Record(seq or 0, tag, event_id if isinstance(event_id, str) else None, data=body)
 
 
 def _format(seq: int, tag: str, body: dict) -> bytes:
-    """The SSE bytes of a bus event: ``tag`` single-line already, ``body`` its ``{"tag", "data"}``."""
-    return f"id: {seq}\ntag: {tag}\ndata: {_encode(body)}\n\n".encode("utf-8", "surrogatepass")
-
-
-def gap_record(lost: int, restarted: bool = False) -> Record:
-    """The notice that ``lost`` events are gone before what follows (no ``id:``, so resume is unchanged)."""
-    data: dict[str, Any] = {"lost": lost}
-    if restarted:
-        data["restarted"] = True
-    body = _encode({"tag": GAP_TAG, "data": data})
-    return Record(0, GAP_TAG, None, f"tag: {GAP_TAG}\ndata: {body}\n\n".encode())
+    """The SSE bytes of a record: ``tag`` single-line already, ``body`` its ``{"tag", "data"}``."""
+    try:
+        text = _encode(body)
+    except TypeError:  # a map key JSON has no type for (bytes): as text, the way such a value reads
+        text = _encode(payload.json_keys(body, _json_default))
+    head = f"id: {seq}\n" if seq else ""
+    return f"{head}tag: {tag}\ndata: {text}\n\n".encode("utf-8", "surrogatepass")
 
 
 def parse_last_event_id(text: str | None) -> int | None:

@@ -8,9 +8,10 @@ import time
 import pytest
 
 from eventbus.errors import ApiError
+from eventbus.inbox import Inbox
 from netapi import hooks
 from netapi.hub import Hub
-from netapi.stream import KEEPALIVE, RETRY, event_record, gap_record, parse_last_event_id
+from netapi.stream import KEEPALIVE, RETRY, event_record, parse_last_event_id
 from tests.helpers import wait_for
 
 
@@ -30,7 +31,11 @@ def test_a_tag_cannot_forge_sse_fields():
 
 
 def test_gap_record_has_no_id():
-    raw = gap_record(30).raw.decode()
+    inbox = Inbox()
+    inbox.start_from(10, 41)
+    inbox.accept_page({"seq": 50, "epoch": 1, "events": [], "lost": 30})  # 11..40 are gone everywhere
+    notice = inbox.take_gap()
+    raw = event_record(notice.seq, notice.tag, notice.data).raw.decode()
     assert raw == 'tag: eventbus/stream/gap\ndata: {"tag": "eventbus/stream/gap", "data": {"lost": 30}}\n\n'
 
 
@@ -49,40 +54,38 @@ def _records(first: int, count: int) -> list:
 def test_hub_streams_read_what_came_after_they_opened_and_share_views():
     hub = Hub(capacity=100)
     hub.publish(_records(1, 3), epoch=1)
-    first, head, epoch = hub.open()
-    second, _, _ = hub.open()
-    assert (head, epoch, hub.streams) == (3, 1, 2)
+    first, head, epoch = hub.open(("all",), None)
+    second, _, _ = hub.open(("all",), None)
+    only_odd, _, _ = hub.open(("odd",), lambda tag, _id: False)
+    assert (head, epoch, hub.streams) == (3, 1, 3)
+    assert second.view is first.view and only_odd.view is not first.view
     hub.publish(_records(4, 2), epoch=1)
     hub.flush_interval = 0
     hub.flush()
-    view = hub.view(("all",), None)
-    assert hub.view(("all",), None) is view
-    span = hub.read(first, 0.1)
-    data = view.render(hub, *span)
+    data = hub.read(first, 0.1)
     assert data == b"".join(r.raw for r in _records(4, 2))
-    assert view.render(hub, *hub.read(second, 0.1)) is data  # rendered once for both streams
-    assert hub.read(first, 0.05) == (5, 5)  # quiet: an empty range after the timeout
-    only_odd = hub.view(("odd",), lambda tag, _id: False)
-    assert only_odd.render(hub, 3, 5) == b""
-    hub.release(first)
-    hub.release(second)
+    assert hub.read(second, 0.1) is data  # rendered once for both streams
+    assert hub.read(first, 0.05) == b""  # quiet: nothing after the timeout
+    assert hub.take(only_odd) == b""
+    for stream in (first, second, only_odd):
+        hub.release(stream)
     assert hub.streams == 0
 
 
 def test_hub_drops_a_stream_that_falls_behind_its_capacity():
     hub = Hub(capacity=10)
-    slow, _, _ = hub.open()
-    fast, _, _ = hub.open()
+    slow, _, _ = hub.open(("all",), None)
+    fast, _, _ = hub.open(("all",), None)
     hub.publish(_records(1, 8), epoch=1)
-    assert hub.read(fast, 0) == (0, 8)
+    assert hub.read(fast, 0) == b"".join(r.raw for r in _records(1, 8))
     hub.publish(_records(9, 8), epoch=1)
-    assert hub.read(fast, 0) == (8, 16)
+    assert hub.read(fast, 0) == b"".join(r.raw for r in _records(9, 8))
     assert hub.read(slow, 0) is None
 
 
 def test_hub_wakes_a_sleeping_stream_and_closes():
     hub = Hub(capacity=10)
-    stream, _, _ = hub.open()
+    stream, _, _ = hub.open(("all",), None)
     got = []
     reader = threading.Thread(target=lambda: got.append(hub.read(stream, 5)))
     reader.start()
@@ -90,7 +93,7 @@ def test_hub_wakes_a_sleeping_stream_and_closes():
     started = time.monotonic()
     hub.publish(_records(1, 1), epoch=1)
     reader.join(5)
-    assert got == [(0, 1)] and time.monotonic() - started < 2
+    assert got == [_records(1, 1)[0].raw] and time.monotonic() - started < 2
     closer = threading.Thread(target=lambda: got.append(hub.read(stream, 5)))
     closer.start()
     wait_for(lambda: hub._parked, what="the reader to sleep in read()")
@@ -119,19 +122,17 @@ def test_hook_tag_and_credential_headers():
     assert kept == {"X-Github-Event": "push", "Content-Type": "application/json"}
 
 
-def test_stream_state_skips_what_the_resume_sent_then_everything_after_the_seam():
-    from netapi.streamstate import StreamState
-
+def test_a_hub_stream_skips_what_the_resume_sent_then_everything_after_the_seam():
     hub = Hub(capacity=100)
     hub.publish(_records(1, 2), epoch=1)
-    stream, _head, _epoch = hub.open()
+    stream, _head, _epoch = hub.open(("all",), None, skip_upto=4)
     hub.publish(_records(3, 4), epoch=1)  # 3..6; the resume already sent up to 4
-    state = StreamState(stream, hub.view(("all",), None), expire=2e9, skip_upto=4, user="u", peer="p")
-    data = state.render(hub, hub.take(stream))
+    data = hub.take(stream)
     assert [line for line in data.split(b"\n") if line.startswith(b"id: ")] == [b"id: 5", b"id: 6"]
-    assert state.skip_upto == 0, "past the seam nothing is skipped any more"
-    assert state.render(hub, (hub.take(stream) or (0, 0))) == b""
-    assert state.render(hub, None) is None, "a stream the ring left behind is dropped"
+    assert stream.skip_upto == 0, "past the seam nothing is skipped any more"
+    assert hub.take(stream) == b""
+    hub.publish(_records(7, 101), epoch=1)
+    assert hub.take(stream) is None, "a stream the ring left behind is dropped"
 
 
 def test_stream_state_says_when_a_keepalive_is_due_and_when_the_token_expired():
@@ -139,8 +140,8 @@ def test_stream_state_says_when_a_keepalive_is_due_and_when_the_token_expired():
     from netapi.stream import KEEPALIVE_AFTER
 
     hub = Hub(capacity=10)
-    stream, _head, _epoch = hub.open()
-    state = StreamState(stream, hub.view(("all",), None), expire=1000.0, skip_upto=0, user="u", peer="p")
+    stream, _head, _epoch = hub.open(("all",), None)
+    state = StreamState(stream, expire=1000.0, user="u", peer="p")
     state.wrote(50.0)
     assert not state.keepalive_due(50.0 + KEEPALIVE_AFTER - 0.1)
     assert state.keepalive_due(50.0 + KEEPALIVE_AFTER)

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONF ?= conf
 
-.PHONY: run test bench install clean chromium docs
+.PHONY: run test bench install clean chromium docs fuzz
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,17 @@ docs: install
 
 clean:
 	rm -rf $(VENV) run *.egg-info
+
+# Every fuzz target under atheris for FUZZ_SECONDS each, or until FUZZ_INPUTS inputs each (0: no such
+# limit), e.g. `make fuzz FUZZ_SECONDS=0 FUZZ_INPUTS=1000000` (docs/fuzz.md); a summary per target
+# (inputs, coverage, findings) is printed and written to bench/results/fuzz-latest.md.
+FUZZ_SECONDS ?= 15
+FUZZ_INPUTS ?= 0
+FUZZ_TARGETS ?=
+
+$(VENV)/.fuzz-installed: $(VENV)/.installed setup.cfg
+	$(PY) -m pip install --quiet -e '.[fuzz]'
+	touch $@
+
+fuzz: $(VENV)/.fuzz-installed
+	$(PY) -m tests.fuzz.campaign --seconds $(FUZZ_SECONDS) --inputs $(FUZZ_INPUTS) $(FUZZ_TARGETS)

@@ -29,7 +29,7 @@ from eventbus.errors import JournalError
 from eventbus.journal import JournalReader
 from eventbus.journalformat import (CRC, INDEX_STEP, INDEX_SUFFIX, PURGED_MAX, PURGED_NAME, RECORD_HEAD,
                                     SEGMENT_HEADER, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SEGMENT_SUFFIX, VERSION,
-                                    Segment, parse_purged, purged_bytes, read_header, segment_name)
+                                    Segment, parse_purged, purged_bytes, read_header, segment_base, segment_name)
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,7 @@ class Journal:
             reader.purged = parse_purged((self.directory / PURGED_NAME).read_bytes())
         except FileNotFoundError:
             reader.purged = []
-        bases = sorted(int(n[:-len(SEGMENT_SUFFIX)]) for n in names
-                       if n.endswith(SEGMENT_SUFFIX) and n[:-len(SEGMENT_SUFFIX)].isdigit())
+        bases = sorted(base for base in map(segment_base, names) if base is not None)
         if bases and reader.purged and reader.purged[-1][1] >= bases[0]:
             # A crash between writing ``purged`` and deleting the segment: it is still here.
             reader.purged = [run for run in reader.purged if run[1] < bases[0]]
@@ -239,7 +238,7 @@ class Journal:
         index_path = Path(segment.path[:-len(SEGMENT_SUFFIX)] + INDEX_SUFFIX)
         if index_path.name in names and segment.load_index(index_path.read_bytes(), size):
             return True
-        if read_header(fd) is None:
+        if read_header(fd) != segment.base:
             log.warning("journal file %s is not a journal segment; ignoring it", segment.path)
             return False
         problem, _ = segment.scan(fd, prev)
@@ -257,9 +256,9 @@ class Journal:
         one named after its own first seq, which may be below this one's name.
         """
         base = read_header(fd)
-        if base is None:
+        if base != segment.base:  # not a segment, a torn header, or a segment of another name (a copy)
             raw = os.pread(fd, len(SEGMENT_MAGIC), 0)
-            if size >= SEGMENT_HEADER_SIZE or not SEGMENT_MAGIC.startswith(raw):
+            if base is not None or size >= SEGMENT_HEADER_SIZE or not SEGMENT_MAGIC.startswith(raw):
                 log.warning("journal file %s is not a journal segment; ignoring it", segment.path)
                 return False
             log.warning("journal segment %s: cut a torn tail at offset 0 (%d bytes: a short header)",

@@ -18,6 +18,7 @@ the same message, naming ``opts`` instead of a file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ class _Reader:
         return value
 
     def _seconds(self, spec: dataclasses.Field, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise self.fail(spec.name, value, "a positive number of seconds")
         return float(value)
 
@@ -138,16 +139,27 @@ class _Reader:
     def _path(self, spec: dataclasses.Field, value: Any) -> Path | None:
         if value is None:
             return None
-        value = _fspath(value)
-        if not isinstance(value, str) or not value:
+        path = _user_path(_fspath(value))
+        if path is None:
             raise self.fail(spec.name, value, "a file system path")
-        return self.root / Path(value).expanduser()
+        return self.root / path
 
     def _confpath(self, spec: dataclasses.Field, value: Any) -> Path:
-        value = _fspath(value)
-        if not isinstance(value, str) or not value:
+        path = _user_path(_fspath(value))
+        if path is None:
             raise self.fail(spec.name, value, "the path of a config file")
-        return self.config_dir / Path(value).expanduser()
+        return self.config_dir / path
+
+
+def _user_path(value: Any) -> Path | None:
+    """``value`` as a path with ``~`` expanded; ``None`` unless it is a non-empty str without NUL whose
+    ``~user`` names a user of this machine."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return None
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~user of no such user
+        return None
 
 
 def _fspath(value: Any) -> Any:
@@ -186,6 +198,8 @@ def external_auth(raw: Mapping[str, Any], root: Path, source: str = "api") -> di
 def _read_yaml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text (byte {exc.start})", file=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}", file=str(path)) from None
     try:
@@ -195,6 +209,10 @@ def _read_yaml(path: Path) -> dict:
         line = f" at line {where.line + 1}" if where is not None else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise ConfigError(f"{path}: malformed YAML{line}: {problem}", file=str(path)) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deep", file=str(path)) from None
+    except ValueError as exc:  # PyYAML building a scalar its resolver took for a number or a date (0x_, 2001-13-01)
+        raise ConfigError(f"{path}: malformed YAML: {exc}", file=str(path)) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -231,10 +249,11 @@ def _check(cls: type[C], raw: Mapping[str, Any], label: str, source: Path | None
             raise ConfigError(f"{label}: unknown key {name!r}", file=label, key=str(name))
     config_dir = source.parent if source is not None else Path.cwd()
     root_value = _fspath(raw.get("root_dir"))
+    root_path = _user_path(root_value)
     if root_value is None:
         root = _default_root()
-    elif isinstance(root_value, str) and root_value:
-        root = (config_dir / Path(root_value).expanduser()).resolve()
+    elif root_path is not None:
+        root = (config_dir / root_path).resolve()
     else:
         raise ConfigError(f"{label}: key 'root_dir' has value {root_value!r}; expected a directory path",
                           file=label, key="root_dir", value=root_value)

@@ -20,7 +20,7 @@ from typing import Iterator
 from eventbus.errors import JournalError
 from eventbus.journalformat import (CRC, INDEX_SUFFIX, PURGED_NAME, READ_CHUNK, RECORD_HEAD, RECORD_HEAD_SIZE,
                                     RECORD_OVERHEAD, SEGMENT_HEADER_SIZE, SEGMENT_SUFFIX, Segment, epoch_of,
-                                    lost_in_purged, parse_purged, read_header, segment_name)
+                                    lost_in_purged, parse_purged, read_header, segment_base, segment_name)
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class JournalReader:
         start = bisect.bisect_right(segment.index_seqs, after) - 1
         offset = segment.index_offsets[start] if start >= 0 else SEGMENT_HEADER_SIZE
         end = segment.end
+        last = segment.last_seq if segment.last_seq is not None else 2 ** 64
         unpack = RECORD_HEAD.unpack_from
         crc_at = CRC.unpack_from
         crc32 = zlib.crc32
@@ -171,7 +172,8 @@ class JournalReader:
                     stop = i + RECORD_OVERHEAD + length
                     if stop > size and offset + stop <= end:
                         break  # whole, but past this chunk
-                    if stop > size or crc32(view[i:stop - 4]) != crc_at(buf, stop - 4)[0]:
+                    if stop > size or crc32(view[i:stop - 4]) != crc_at(buf, stop - 4)[0] \
+                            or seq <= prev or seq > last:  # out of order behind a good checksum: corrupt too
                         self._complain(segment, offset + i)
                         view.release()
                         return prev, lost, False
@@ -235,8 +237,7 @@ class JournalReader:
         except NotADirectoryError:
             raise JournalError(f"{self.directory} is not a journal directory", path=str(self.directory)) from None
         known = {s.base: s for s in self.segments}
-        bases = sorted(int(n[:-len(SEGMENT_SUFFIX)]) for n in names
-                       if n.endswith(SEGMENT_SUFFIX) and n[:-len(SEGMENT_SUFFIX)].isdigit())
+        bases = sorted(base for base in map(segment_base, names) if base is not None)
         segments = []
         prev = 0  # only orders the scan of a segment nothing precedes; lost counts come from purged
         for number, base in enumerate(bases):
@@ -269,8 +270,8 @@ class JournalReader:
                     raw = b""
                 if segment.load_index(raw, file_size):
                     return
-            if segment.end == SEGMENT_HEADER_SIZE and read_header(fd) is None:
-                segment.end = file_size  # not a segment (yet): nothing to read in it
+            if segment.end == SEGMENT_HEADER_SIZE and read_header(fd) != segment.base:
+                segment.end = file_size  # not a segment (yet), or another one's copy: nothing to read in it
                 return
             if file_size > segment.end:
                 problem, _ = segment.scan(fd, prev, until=file_size)

@@ -68,6 +68,15 @@ def segment_name(base: int) -> str:
     return f"{base:020d}{SEGMENT_SUFFIX}"
 
 
+def segment_base(name: str) -> int | None:
+    """The base seq of the segment file ``name``; ``None`` for any other name (a file that is no segment,
+    e.g. one a person left there, is not read, and two names never stand for one base)."""
+    stem = name[:-len(SEGMENT_SUFFIX)]
+    if not name.endswith(SEGMENT_SUFFIX) or len(stem) != 20 or not (stem.isascii() and stem.isdigit()):
+        return None
+    return int(stem)
+
+
 def epoch_of(seq: int, frame: bytes) -> int:
     """The epoch (run start) of a bus frame; a frame too short to be one starts its own run."""
     if len(frame) >= 16:
@@ -214,7 +223,8 @@ class Segment:
 
 
 def read_header(fd: int) -> int | None:
-    """The base seq in a segment's header; None if the file is too short or not a segment."""
+    """The base seq in a segment's header; None if the file is too short or not a segment. A segment is
+    only the one its name says when the two bases agree (``segment_base``)."""
     raw = os.pread(fd, SEGMENT_HEADER_SIZE, 0)
     if len(raw) < SEGMENT_HEADER_SIZE:
         return None

@@ -51,9 +51,43 @@ def _pack(rows: list[Row]) -> bytes:
     return _packb([field for row in rows for field in row])
 
 
-def _unpack(blob: bytes) -> list[Row]:
-    flat = iter(msgpack.unpackb(blob, raw=False, strict_map_key=False))
-    return list(zip(flat, flat, flat))
+def _unpack(blob: bytes, first: int) -> list[Row]:
+    """The rows of the batch starting at ``first``; ``ValueError`` when the blob is not what ``_pack`` wrote
+    for it (a corrupt file)."""
+    try:
+        flat = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise ValueError(f"a batch row is not msgpack ({type(exc).__name__})") from None
+    if not isinstance(flat, list) or len(flat) % 3:
+        raise ValueError("a batch row is not a list of (seq, tag, data)")
+    fields = iter(flat)
+    rows = list(zip(fields, fields, fields))
+    seqs = [seq for seq, _, _ in rows]
+    if not all(type(seq) is int and isinstance(tag, str) and isinstance(data, dict) for seq, tag, data in rows) \
+            or any(a >= b for a, b in zip(seqs, seqs[1:])) or seqs[:1] != [first]:
+        raise ValueError("a batch row holds events that are not (seq, tag, data) in seq order")
+    return rows
+
+
+def _event_data(blob: bytes) -> dict:
+    """One event's data in the old one-row-per-event table; ``ValueError`` when it is not a msgpack map."""
+    try:
+        data = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise ValueError(f"an event row is not msgpack ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise ValueError("an event row's data is not a map")
+    return data
+
+
+def _rewrite(db: sqlite3.Connection, first: int, kept: list[Row]) -> None:
+    """Rewrite the row starting at ``first`` with the events it keeps (none: the row goes; a row whose
+    ``count`` said more than it held keeps nothing)."""
+    if kept:
+        db.execute("UPDATE batches SET first = ?, count = ?, events = ? WHERE first = ?",
+                   (kept[0][0], len(kept), _pack(kept), first))
+    else:
+        db.execute("DELETE FROM batches WHERE first = ?", (first,))
 
 
 class Outbox:
@@ -73,7 +107,7 @@ class Outbox:
             meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
             self.pending, self._newest = self._writer.execute(
                 "SELECT coalesce(sum(count), 0), coalesce(max(last), 0) FROM batches").fetchone()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}", path=str(self.path)) from None
         self.intake: int | None = meta.get("intake")
         self.delivered: int = meta.get("delivered", 0)
@@ -100,8 +134,7 @@ class Outbox:
         try:
             query = db.execute("SELECT seq, tag, data FROM events ORDER BY seq")
             while chunk := query.fetchmany(2000):
-                rows = [(seq, tag, msgpack.unpackb(data, raw=False, strict_map_key=False))
-                        for seq, tag, data in chunk]
+                rows = [(seq, tag, _event_data(data)) for seq, tag, data in chunk]
                 db.execute("INSERT INTO batches VALUES (?, ?, ?, ?)",
                            (rows[0][0], rows[-1][0], len(rows), _pack(rows)))
             db.execute("DROP TABLE events")
@@ -151,7 +184,7 @@ class Outbox:
                 self.dropped += dropped
                 self.intake = intake
                 self._newest = newest
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
             raise OutboxError(f"cannot write outbox {self.path}: {exc}", path=str(self.path)) from None
         return dropped
 
@@ -170,13 +203,12 @@ class Outbox:
                 gone += held
                 continue
             blob, = db.execute("SELECT events FROM batches WHERE first = ?", (first,)).fetchone()
-            events = _unpack(blob)
+            events = _unpack(blob, first)
             kept_handed = [row for row in events if row[0] <= handed]
             rest = events[len(kept_handed):]
             cut = min(count - gone, len(rest))
             kept = kept_handed + rest[cut:]
-            db.execute("UPDATE batches SET first = ?, count = ?, events = ? WHERE first = ?",
-                       (kept[0][0], len(kept), _pack(kept), first))
+            _rewrite(db, first, kept)
             gone += cut
         return gone
 
@@ -184,9 +216,7 @@ class Outbox:
     def _trim(db: sqlite3.Connection, first: int, cut: int) -> int:
         """Rewrite the row starting at ``first`` without its ``cut`` oldest events; ``cut``."""
         blob, = db.execute("SELECT events FROM batches WHERE first = ?", (first,)).fetchone()
-        kept = _unpack(blob)[cut:]
-        db.execute("UPDATE batches SET first = ?, count = ?, events = ? WHERE first = ?",
-                   (kept[0][0], len(kept), _pack(kept), first))
+        _rewrite(db, first, _unpack(blob, first)[cut:])
         return cut
 
     def read(self, limit: int) -> list[Row]:
@@ -200,9 +230,10 @@ class Outbox:
                 query = self._reader.execute("SELECT first, events FROM batches WHERE last > ? ORDER BY first",
                                              (handed,))
                 for first, blob in query:
-                    events = _unpack(blob)
-                    if first <= handed:
-                        events = [row for row in events if row[0] > handed]
+                    events = _unpack(blob, first)
+                    after = taken[-1][0] if taken else handed
+                    if first <= after:  # rows overlap only in a corrupt file: each event once, in order
+                        events = [row for row in events if row[0] > after]
                     taken.extend(events[:limit - len(taken)])
                     if len(taken) >= limit:
                         break
@@ -210,7 +241,7 @@ class Outbox:
                 if taken:
                     self._handed = taken[-1][0]
                     self._handed_count += len(taken)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
             raise OutboxError(f"cannot read outbox {self.path}: {exc}", path=str(self.path)) from None
         return taken
 
@@ -234,7 +265,7 @@ class Outbox:
                     cut = db.execute("SELECT first, events FROM batches WHERE first <= ?", (seq,)).fetchone()
                     if cut is not None:  # a row the acknowledged events end inside
                         first, blob = cut
-                        inside = sum(1 for row in _unpack(blob) if row[0] <= seq)
+                        inside = sum(1 for row in _unpack(blob, first) if row[0] <= seq)
                         removed += self._trim(db, first, inside)
                     db.execute("INSERT INTO meta VALUES ('delivered', ?) ON CONFLICT(key) DO UPDATE "
                                "SET value = value + excluded.value", (count,))
@@ -245,7 +276,7 @@ class Outbox:
                 self.pending -= removed
                 self._handed_count = max(0, self._handed_count - removed)
                 self.delivered += count
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
             raise OutboxError(f"cannot write outbox {self.path}: {exc}", path=str(self.path)) from None
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from eventbus import payload
 from eventbus.sink import Outgoing
 
 FORMATS = ("salt", "cloudevents")
@@ -27,11 +28,14 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 def _dumps_bytes(value: Any) -> bytes:
     """Compact UTF-8 JSON of ``value``: orjson (ten times the standard library's C encoder, the
     forwarder's largest per-event cost), the standard library for what orjson refuses (integers
-    past 64 bits); values JSON has no type for (bytes) become their ``str``."""
+    past 64 bits); values and map keys JSON has no type for (bytes) become their ``str``."""
     try:
         return orjson.dumps(value, default=str, option=_ORJSON_OPTIONS)
     except TypeError:
-        return _std_dumps(value).encode()
+        try:
+            return _std_dumps(value).encode()
+        except TypeError:
+            return _std_dumps(payload.json_keys(value, str)).encode()
 
 
 def _dumps(value: Any) -> str:

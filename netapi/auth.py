@@ -100,9 +100,10 @@ def check_user_name(name: str) -> str:
 
 
 def read_users(path: Path) -> dict[str, str]:
-    """``{name: hash}`` of a users file; an absent file has no users."""
+    """``{name: hash}`` of a users file; an absent file has no users. A line that is not UTF-8 (an edit
+    in another encoding) names no user it can match; the other lines still count."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8", "replace")
     except FileNotFoundError:
         return {}
     users = {}

@@ -3,7 +3,7 @@
 - ``examine`` looks at the bytes a connection has sent so far and says
   whether its request is complete (head and body in hand), still coming, or
   to be refused (431 head too large or too many header lines, 414 URL too
-  long, 413 body over the limit, 400 unreadable framing).
+  long, 413 body over the limit, 400 unreadable framing or HTTP version).
 - ``LoginGuard`` counts failed logins per client address over a sliding
   minute; an address at ``login_rate`` is refused (429) until its oldest
   failure is a minute old. A check in progress counts as a failure until it
@@ -18,6 +18,7 @@ The adapters are ``netapi.gate`` (cheroot's connection loop) and
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -31,6 +32,7 @@ MAX_URL_BYTES = 8 * 1024
 LOGIN_WINDOW = 60.0
 HEAD_END = b"\r\n\r\n"
 HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+HTTP_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ def examine(data: bytes | bytearray, max_body: int, *, max_head: int = MAX_HEAD_
     request_line = lines[0].split(b" ")
     if len(request_line) == 3 and len(request_line[1]) > max_url:
         return Verdict(414, reason=f"the request URL is {len(request_line[1])} bytes, over the limit of {max_url}")
+    # cheroot reads a version as two numbers of any spelling ("HTTP/1.-1"); CherryPy then fails reading it.
+    parts = lines[0].strip().split(b" ", 2)
+    if len(parts) == 3 and HTTP_VERSION.fullmatch(parts[2]) is None:
+        return Verdict(400, reason="the request line's HTTP version is malformed (expected HTTP/<digit>.<digit>)")
     if len(lines) - 1 > max_lines:
         return Verdict(431, reason=f"the request has {len(lines) - 1} header lines, over the limit of {max_lines}")
     length: int | None = None

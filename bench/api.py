@@ -31,8 +31,8 @@ from typing import Any
 
 import psutil
 
-from bench.measure import percentile
-from bench.procs import EVENTBUS, Daemon, Node, free_port, raise_fd_limit, short_tmpdir, wait_for, write_config
+from bench.measure import percentile, wait_for
+from bench.procs import EVENTBUS, Daemon, Node, free_port, raise_fd_limit, short_tmpdir, write_config
 
 PASSWORD = "bench-password-123"
 ID_MARK = b"\nid: "

@@ -40,7 +40,8 @@ import psutil
 import yaml
 
 from bench.api import PASSWORD, _pct, fire, stream_readers
-from bench.procs import raise_fd_limit, wait_for
+from bench.measure import wait_for
+from bench.procs import raise_fd_limit
 
 BEFORE = "23a3b3a"
 REPO = Path(__file__).resolve().parents[1]

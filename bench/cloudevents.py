@@ -29,8 +29,8 @@ import time
 import uuid
 from typing import Any
 
-from bench.measure import Pacer, percentile
-from bench.procs import EVENTBUS, Daemon, Node, free_port, short_tmpdir, wait_for, write_config
+from bench.measure import Pacer, percentile, wait_for
+from bench.procs import EVENTBUS, Daemon, Node, free_port, short_tmpdir, write_config
 from bench.report import Row, table
 
 PASSWORD = "bench-password-123"

@@ -1,7 +1,8 @@
 """Measuring tools shared by the benchmarks: pacing, percentiles, process CPU and memory.
 
 Nothing here knows about a particular bus: the bus and relay benchmarks
-build their scenarios from these pieces (and start daemons with ``bench.procs``).
+build their scenarios from these pieces, and ``bench.procs`` (the daemons)
+builds on them: this module imports nothing from ``bench``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import psutil
 
@@ -52,10 +53,21 @@ class Pacer:
                 time.sleep(delay)
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.01) -> object:
-    """Poll ``predicate`` until truthy (``bench.procs.wait_for``); ``TimeoutError`` naming ``what`` after ``timeout`` s."""
-    from bench.procs import wait_for
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy and return that; ``AssertionError`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.01) -> object:
+    """``wait_for`` for the benchmarks' own runs: ``TimeoutError`` naming ``what`` after ``timeout`` s."""
     try:
         return wait_for(predicate, timeout, interval, what)
     except AssertionError as exc:

@@ -3,7 +3,8 @@
 Both ``bench/`` and ``tests/`` start daemons as a user would (``eventbus
 master -c DIR``), wait for them to answer on their control socket (never a
 sleep), and stop them with terminate, wait, kill. This module is that one
-way; it imports nothing from ``tests``.
+way; it imports nothing from ``tests``, and its polling (``wait_for``) and
+process meter come from ``bench.measure``.
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import yaml
+
+from bench.measure import ProcessMeter, wait_for
 
 EVENTBUS = str(Path(sys.executable).parent / "eventbus")
 
@@ -40,19 +43,6 @@ def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-             what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy and return that; ``AssertionError`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def write_config(config_dir: Path, name: str, **keys: Any) -> Path:
@@ -122,10 +112,8 @@ class Daemon:
         wait_for(ready, timeout, what=f"{self.name} to answer on {sock_dir}")
         return self
 
-    def meter(self) -> Any:
-        """CPU and memory of the daemon (``bench.measure.ProcessMeter``)."""
-        from bench.measure import ProcessMeter
-
+    def meter(self) -> ProcessMeter:
+        """CPU and memory of the daemon."""
         return ProcessMeter(self.pid)
 
     def signal(self, signum: int) -> None:

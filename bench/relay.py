@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.measure import median, percentile
-from bench.procs import Node, Site, link_state, wait_for, wait_link
+from bench.measure import median, percentile, wait_for
+from bench.procs import Node, Site, link_state, wait_link
 
 PAD = "x" * 60  # with the counter and the tag, about 100 B packed
 

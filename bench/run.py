@@ -1,9 +1,8 @@
 """``make bench``: every benchmark part in one run, as Markdown on stdout and in bench/results/latest.md.
 
-The local bus always runs; the relay (``bench.relay``), REST API
-(``bench.api``) and broker-sink (``bench.brokers``) parts run when their
-modules exist. A part's ``main()`` may print its section or return it as a
-str; either way it lands in the file.
+Each part in ``PARTS`` runs, in order, when its module is in the checkout.
+A part's ``main()`` may print its section or return it as a str; either way
+it lands in the file.
 Progress goes to stderr.
 """
 from __future__ import annotations

@@ -208,6 +208,10 @@ STEPS = [
     Step("docs/bench.md", ".venv/bin/python -m bench.brokers", help=True),
     Step("docs/bench.md", ".venv/bin/python -m bench.forward [", help=True),
     Step("docs/bench.md", ".venv/bin/python -m bench.forward --sinks", help=True),
+    # docs/fuzz.md: campaigns take minutes per target; their flags must be the runner's
+    Step("docs/fuzz.md", "make fuzz ", skip="every fuzz target for minutes (tests/unit/test_fuzz_*.py run the same "
+                                           "targets, bounded, in make test)"),
+    Step("docs/fuzz.md", ".venv/bin/python -m tests.fuzz.run --list", help=True),
     # docs/journal.md
     Step("docs/journal.md", "import eventbus.config, eventbus.event", until=r"^\d+ myco/event/success ",
          feed=(("myco/event/success", {"message": "It works!"}),)),
@@ -324,4 +328,4 @@ def test_what_the_tour_does_not_run_is_the_short_known_list() -> None:
     """Only a whole-suite or half-hour command, and a config for a program not on this machine, go unrun."""
     reasons = {(b.doc, step_for(b).starts.split()[:2][-1]): step_for(b).skip for b in NOT_RUN}
     assert sorted(reasons) == [("README.md", "run"), ("README.md", "test"), ("docs/bench.md", "bench"),
-                               ("docs/metrics.md", "prometheus.yml")], reasons
+                               ("docs/fuzz.md", "fuzz"), ("docs/metrics.md", "prometheus.yml")], reasons

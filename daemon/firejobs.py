@@ -37,9 +37,14 @@ class FireJobs:
         return job_id
 
     def ack(self, job_id: int, minion_id: str) -> bool:
-        """Note that ``minion_id`` has fire ``job_id`` on its bus; ``False`` for an unknown job or a non-target."""
+        """Note that ``minion_id`` has fire ``job_id`` on its bus; ``False`` when that job was never sent to it.
+
+        An answer to an expired job (from a slow minion) is noted nowhere but is no lie: ``True``.
+        """
         job = self.jobs.get(job_id)
-        if job is None or minion_id not in job.targets:
+        if job is None:
+            return 0 < job_id < self._next_id
+        if minion_id not in job.targets:
             return False
         job.acked.add(minion_id)
         return True

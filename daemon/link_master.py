@@ -35,6 +35,16 @@ from eventbus.errors import EventBusError, UnknownKeyError
 log = logging.getLogger(__name__)
 
 FRAME_SLACK = 4096
+# Frames (about events) taken from the link per turn of the loop: about two full batches, a few ms, so
+# a minion flooding the link never holds up the bus, the control socket or the timers for long. Minions
+# take turns at the ROUTER (it reads its connections round-robin), so one that floods delays the others
+# by about one of its batches.
+TURN_FRAMES = 2 * linkproto.MAX_BATCH_EVENTS
+# Frames of a message worth copying (the biggest batch's, and one more): a bigger batch is refused unread.
+MESSAGE_FRAMES = linkproto.MAX_BATCH_EVENTS + 3
+# Messages queued per minion connection before ZeroMQ stops reading it (the minion then waits): a minion's
+# whole window of unacknowledged batches, so that one flooding the link holds a bounded backlog in memory.
+RECEIVE_QUEUE = 256
 
 
 class MasterLink:
@@ -63,9 +73,14 @@ class MasterLink:
         self.link_socket.setsockopt(zmq.MAXMSGSIZE, settings.max_event_size + FRAME_SLACK)
         self.link_socket.setsockopt(zmq.LINGER, 0)
         self.link_socket.setsockopt(zmq.SNDHWM, 10_000)
-        self.link_socket.setsockopt(zmq.RCVHWM, 10_000)
-        self.link_socket.setsockopt(zmq.HEARTBEAT_IVL, int(self.heartbeat * 1000))
-        self.link_socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(self.heartbeat * 3000))
+        self.link_socket.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
+        # Dead connections go by TCP keepalive, not ZeroMQ heartbeats: libzmq 4.3 aborts the whole process
+        # when a heartbeat falls due on a connection whose queue was full when its peer closed it (its
+        # "!_io_error" assertion), which any peer could bring about. Minions' pings keep presence.
+        self.link_socket.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        self.link_socket.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, round(self.heartbeat * 3)))
+        self.link_socket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, max(1, round(self.heartbeat)))
+        self.link_socket.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
         self.offer_socket = context.socket(zmq.ROUTER)
         self.offer_socket.setsockopt(zmq.MAXMSGSIZE, 1024)
         self.offer_socket.setsockopt(zmq.LINGER, 0)
@@ -110,14 +125,15 @@ class MasterLink:
         return True  # 64 answered: the loop calls again on its next turn
 
     def _on_link(self) -> bool | None:
-        recv = self.link_socket.recv_multipart
         receive = self.machine.receive
-        run = self._run
+        run = self._carry_out
+        budget = TURN_FRAMES
         for _ in range(64):
-            try:
-                frames = recv(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+            message = self._next_message()
+            if message is None:
+                return None
+            frames, count = message
+            budget -= count
             if len(frames) < 2:
                 continue
             try:
@@ -125,23 +141,63 @@ class MasterLink:
             except zmq.ZMQError:
                 key = ""
             run(receive(frames[0].bytes, key, [f.bytes for f in frames[1:]], time.monotonic()))
-        return True
+            if budget <= 0:
+                break
+        return True  # more may wait: the loop calls again after the other sockets' turn
+
+    def _next_message(self) -> tuple[list[zmq.Frame], int] | None:
+        """The next message's first ``MESSAGE_FRAMES`` frames (after the route) and its frame count; ``None``: none.
+
+        A part at a time, keeping only what the machine may read: ``recv_multipart``
+        would cost three times as much per frame of a rogue's million-frame message.
+        """
+        recv = self.link_socket.recv
+        try:
+            frame = recv(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        frames = [frame]
+        count = 1
+        while frame.more:
+            try:
+                frame = recv(zmq.NOBLOCK, copy=False)  # the parts of a message arrive together
+            except zmq.Again:
+                break
+            count += 1
+            if count <= 1 + MESSAGE_FRAMES:
+                frames.append(frame)
+        return frames, count
 
     def _run(self, actions: list[ms.Action]) -> None:
-        """Carry out the machine's actions, in order."""
+        """Carry out the machine's actions, in order, from outside ``_on_link``."""
+        if self._carry_out(actions):
+            self.loop.touched(self.link_socket)  # a send may take the socket's signal (daemon.loop)
+
+    def _carry_out(self, actions: list[ms.Action]) -> bool:
+        """Carry out the machine's actions, in order; whether any was a send on the link.
+
+        ``_on_link`` itself never marks its socket touched: it reads until the
+        socket is empty or asks for another turn, and a touched socket that
+        always has more (a flooding minion) would keep the loop from ever
+        sleeping, serving the bus, the control socket or the timers.
+        """
+        sent = False
         for action in actions:
             kind = type(action)
             if kind is ms.PublishFrames:
                 self.bus.publish_frames(action.frames)  # type: ignore[union-attr]
             elif kind is ms.Send:
                 self.link_socket.send_multipart([action.route, *action.frames])  # type: ignore[union-attr]
-                self.loop.touched(self.link_socket)  # a send may take the socket's signal (daemon.loop)
+                sent = True
             elif kind is ms.Publish:
                 self.bus.publish(action.tag, action.data)  # type: ignore[union-attr]
             elif kind is ms.Refuse:
-                self.complaints.refuse(action.kind, action.message)  # type: ignore[union-attr]
+                refusal: ms.Refuse = action  # type: ignore[assignment]
+                group = f"{refusal.kind} {refusal.who}" if refusal.who else refusal.kind
+                self.complaints.refuse(group, refusal.message)
             else:
                 log.log(action.level, "%s", action.message)  # type: ignore[union-attr]
+        return sent
 
     # -- control verbs --------------------------------------------------------------
 

@@ -20,7 +20,10 @@ Master to minion::
 An event frame is the local bus's publisher frame, ``tag NUL msgpack-map``.
 ``floor`` is the minion's spool head: every seq up to it was delivered or
 dropped, so the master may accept a batch that starts after a gap the
-minion itself made (oldest events dropped when its spool was full).
+minion itself made (oldest events dropped when its spool was full). An
+events message carries at most ``MAX_BATCH_EVENTS`` events, all but its
+last under ``MAX_BATCH_BYTES`` in all, and its seqs end by ``MAX_SEQ``
+(they are u64 on the wire, acks included).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from typing import Any, NamedTuple, Sequence
 
 import msgpack
 
-from eventbus import minionid, payload
+from eventbus import minionid, payload, wire
 from eventbus.relay import refused_tag
 from eventbus.errors import EventTooLargeError, InvalidEventError, ProtocolError
 
@@ -54,6 +57,16 @@ KEY_OFFER = b"key"
 
 SEQ = struct.Struct(">Q")
 BATCH_HEADER = struct.Struct(">QQ")
+MAX_SEQ = 2 ** 64 - 1
+# A batch's size: what a minion sends at most and the master takes at most. The master reads its minions'
+# messages in turn, so this bounds how long one minion's batch (a flood's) delays another minion's.
+MAX_BATCH_EVENTS = 100
+MAX_BATCH_BYTES = 512 * 1024
+
+
+def oversize(events: Sequence[bytes]) -> bool:
+    """Whether a batch's events are more than a minion sends at once (its last event may be of any size)."""
+    return len(events) > MAX_BATCH_EVENTS or sum(map(len, events[:-1])) >= MAX_BATCH_BYTES
 
 
 class Message(NamedTuple):
@@ -115,7 +128,10 @@ def parse(frames: list[bytes]) -> Message:
     if kind == EVENTS:
         if len(frames) < 2 or len(frames[1]) != BATCH_HEADER.size:
             raise ProtocolError("events message without its batch header")
-        return Message(kind, BATCH_HEADER.unpack(frames[1]), frames[2:])
+        first, floor = BATCH_HEADER.unpack(frames[1])
+        if first + len(frames) - 3 > MAX_SEQ:
+            raise ProtocolError(f"events message runs past the last sequence number {MAX_SEQ}")
+        return Message(kind, (first, floor), frames[2:])
     if kind in (PING, PONG, WHO):
         return Message(kind)
     if len(frames) < 2:
@@ -157,14 +173,14 @@ class RelayFramer:
 
     def frame(self, event_frame: bytes, max_size: int) -> tuple[str, bytes]:
         """(tag, master-bus frame) of a minion's ``tag NUL data`` frame; ``InvalidEventError`` if refused."""
-        cut = payload.check_published(event_frame, max_size)
-        raw_tag = event_frame[:cut]
+        payload.check_published(event_frame, max_size)
+        raw_tag, _, raw_data = wire.split_publish_frame(event_frame)
         tag = raw_tag.decode("utf-8")
         reason = refused_tag(tag, self.minion_id)
         if reason is not None:
-            raise InvalidEventError(reason, tag=tag)
-        out = b"".join((raw_tag, b"\x00", self._head, _packb(tag), self._middle, event_frame[cut + 1:],
-                        self._tail, _packb(payload.stamp())))
+            raise InvalidEventError(reason, tag=tag, reason="reserved")
+        out = wire.publish_frame(raw_tag, self._head, _packb(tag), self._middle, raw_data,
+                                 self._tail, _packb(payload.stamp()))
         if len(out) - 1 > max_size:
             raise EventTooLargeError(len(out) - 1, max_size, tag=tag)
         return tag, out

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Refuse:
-    """Something was refused: log it (grouped by ``kind``, rate-limited)."""
+    """Something was refused: log it (grouped by ``kind`` and ``who``, rate-limited)."""
 
     kind: str
     message: str
+    who: str = ""  # the accepted minion it is about, so one minion's misbehaviour never hides another's
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,13 @@ One ``Session`` per minion key (its relay de-duplication is ``RelayStream``)::
 
 Every message of an accepted session counts as a heartbeat for ``Presence``;
 fires to minions are tracked by ``FireJobs``.
+
+Whatever a minion does wrong is a ``Refuse`` of one kind (``protocol``,
+``oversize``, ``tag``, ``relay``, ``replay``, ``claim``, ``fired``,
+``unaccepted``) naming it by its accepted id, with ``who`` set to that id:
+the adapter logs each kind once per interval per minion, never per message,
+so a rogue with an accepted key can neither flood the log nor hide another
+minion's refusals behind its own.
 """
 from __future__ import annotations
 
@@ -75,6 +82,16 @@ class Session:
     route: bytes
     accepted: bool = False
     stream: RelayStream | None = None
+    accepted_as: str = ""  # the id this key was accepted under, kept while it says hello as another
+
+    @property
+    def name(self) -> str:
+        """How the log names this session: its accepted id, else its key and the id it said hello as."""
+        if self.accepted:
+            return f"minion {self.minion_id!r}"
+        key = f"key {self.key[:12]}..."
+        known = f"minion {self.accepted_as!r} ({key}, " if self.accepted_as else f"{key} ("
+        return f"{known}hello as {self.minion_id!r})"
 
 
 class MasterSessions:
@@ -96,14 +113,15 @@ class MasterSessions:
 
     def receive(self, route: bytes, key: str, frames: list[bytes], now: float) -> list[Action]:
         """Handle one link message from the connection ``route`` whose proven key is ``key``."""
+        session = self.sessions.get(key)
         try:
             message = linkproto.parse(frames)
         except ProtocolError as exc:
-            return [Refuse("protocol", f"refused a link message from key {key[:12]}...: {exc}")]
+            name, who = _named(session, key)
+            return [Refuse("protocol", f"refused a link message from {name}: {exc}", who)]
         kind = message.kind
         if kind == linkproto.HELLO:
             return self._hello(route, key, message.value["id"], now)
-        session = self.sessions.get(key)
         if session is None:
             return [Send(route, linkproto.WHO_MESSAGE)]
         session.route = route
@@ -114,11 +132,13 @@ class MasterSessions:
         if kind == linkproto.PING:
             return [Send(route, linkproto.PONG_MESSAGE)]
         if kind == linkproto.FIRED:
-            if session.accepted:
-                self.fire_jobs.ack(message.value, session.minion_id)
-            return []
-        return [Refuse("protocol", f"refused a {kind.decode()!r} message from minion "
-                                   f"{session.minion_id!r}: not a minion's message")]
+            # An unaccepted session's answer counts for nothing; it may be honest (rejected since the fire).
+            if not session.accepted or self.fire_jobs.ack(message.value, session.minion_id):
+                return []
+            return [Refuse("fired", f"{session.name} acknowledged fire job {message.value}, which was not sent "
+                                    "to it", session.accepted_as)]
+        return [Refuse("protocol", f"refused a {kind.decode()!r} message from {session.name}: not a minion's "
+                                   "message", session.accepted_as)]
 
     def _hello(self, route: bytes, key: str, minion_id: str, now: float) -> list[Action]:
         if not keys.valid_key(key):
@@ -126,17 +146,19 @@ class MasterSessions:
         decision = self.store.decide(minion_id, key, self.auto_accept)
         actions: list[Action] = [Publish("salt/auth", {"result": decision.accepted, "act": decision.act,
                                                        "id": minion_id, "pub": key})]
-        if decision.act == "denied":
-            actions.append(Note(logging.WARNING, f"denied minion {minion_id!r}: its id is bound to another key"))
-        session = Session(key, minion_id, route)
         old = self.sessions.get(key)
+        if decision.act == "denied":
+            name, who = _named(old, key)
+            actions.append(Refuse("claim", f"{name} claimed the id {minion_id!r}, which is bound to another "
+                                           "key: denied", who))
+        session = Session(key, minion_id, route, accepted_as=old.accepted_as if old is not None else "")
         if old is not None and old.minion_id != minion_id and old.accepted:
             self.presence.forget(old.minion_id)
         self.sessions[key] = session
         if decision.accepted:
             actions += self._admit(session, now)
             return actions
-        if decision.act == "pend":
+        if decision.act == "pend" and (old is None or old.minion_id != minion_id):
             actions.append(Note(logging.INFO, f"minion {minion_id!r} is pending; accept its key with "
                                               f"'eventbus key --accept {minion_id}'"))
         actions.append(Send(route, linkproto.welcome(decision.act, 0, self.heartbeat)))
@@ -145,6 +167,7 @@ class MasterSessions:
     def _admit(self, session: Session, now: float) -> list[Action]:
         """Let an accepted minion relay: tell it where to resume, announce its start."""
         session.accepted = True
+        session.accepted_as = session.minion_id
         session.stream = stream = RelayStream(session.minion_id, self.seqs)
         self.presence.heard(session.minion_id, now)
         return [Send(session.route, linkproto.welcome("accept", stream.last, self.heartbeat)),
@@ -154,11 +177,15 @@ class MasterSessions:
 
     def _events(self, session: Session, message: linkproto.Message) -> list[Action]:
         if not session.accepted:
-            return [Refuse("unaccepted", f"refused events from minion {session.minion_id!r}: "
-                                         "its key is not accepted")]
+            return [Refuse("unaccepted", f"refused events from {session.name}: its key is not accepted for "
+                                         f"{session.minion_id!r}", session.accepted_as)]
+        if linkproto.oversize(message.frames):
+            # Bigger than any minion sends: the whole batch is refused, unread, and its seqs stay unused.
+            return [Refuse("oversize", f"refused a batch over {linkproto.MAX_BATCH_EVENTS} events or "
+                                       f"{linkproto.MAX_BATCH_BYTES} bytes from {session.name}", session.accepted_as)]
         first, floor = message.value
         verdict = session.stream.batch(first, floor, message.frames, self.max_event_size)  # type: ignore[union-attr]
-        actions: list[Action] = [Refuse("relay", reason) for reason in verdict.refused]
+        actions: list[Action] = list(verdict.refused)
         if verdict.published:
             self.relayed += len(verdict.published)
             actions.insert(0, PublishFrames(verdict.published))
@@ -178,6 +205,7 @@ class MasterSessions:
                                                  "pub": change.key}))
             return actions + self._admit(session, now)
         session.accepted = False
+        session.accepted_as = ""
         self.presence.forget(change.minion_id)
         if change.act == "delete":
             del self.sessions[change.key]
@@ -213,3 +241,10 @@ class MasterSessions:
     def status(self) -> dict:
         return {"sessions": len(self.sessions), "accepted": sum(s.accepted for s in self.sessions.values()),
                 "present": self.presence.present(), "relayed": self.relayed}
+
+
+def _named(session: Session | None, key: str) -> tuple[str, str]:
+    """How the log names the sender of a message, and the accepted id its refusals are grouped under."""
+    if session is None:
+        return f"key {key[:12]}...", ""
+    return session.name, session.accepted_as

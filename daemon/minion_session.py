@@ -33,12 +33,12 @@ from typing import Any, NamedTuple, Union
 from daemon import linkproto
 from daemon.logactions import Note, Refuse
 from daemon.spool import Spool
-from eventbus import keys, payload, relay
+from eventbus import keys, payload, relay, wire
 from eventbus.config import MinionConfig
 from eventbus.errors import InvalidEventError, ProtocolError
 
-BATCH_EVENTS = 1000
-BATCH_BYTES = 512 * 1024
+BATCH_EVENTS = linkproto.MAX_BATCH_EVENTS
+BATCH_BYTES = linkproto.MAX_BATCH_BYTES  # the spool stops adding events once the batch has this many bytes
 IN_FLIGHT = 20_000
 KEY_CHECK_EVERY = 30.0
 
@@ -294,7 +294,7 @@ class MinionSession:
         reason = relay.refused_tag(args["tag"], self.minion_id)
         if reason is not None:
             raise InvalidEventError(reason, tag=args["tag"], reason="reserved")
-        actions = self._spool([raw_tag + b"\x00" + raw_data])
+        actions = self._spool([wire.publish_frame(raw_tag, raw_data)])
         return {"seq": self.spool.next_seq - 1, "spooled": len(self.spool), "master": self.state.value}, actions
 
     def _spool(self, frames: list[bytes]) -> list[Action]:

@@ -4,7 +4,7 @@ A minion numbers its relayed events with contiguous seqs. The master keeps
 the newest seq it accepted per minion on disk (``RelaySeqs``), so a batch
 resent after a lost ack, or replayed to a restarted master, publishes
 nothing twice. No sockets: ``RelayStream.batch`` takes a batch and returns
-the frames to publish and the answer to send.
+the frames to publish, the refusals to log and the answer to send.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 from daemon import linkproto
+from daemon.logactions import Refuse
 from eventbus.errors import InvalidEventError
 
 
@@ -26,9 +27,10 @@ class RelaySeqs:
     def load(self, minion_id: str) -> int:
         """The newest seq accepted from ``minion_id``; 0 when none was."""
         try:
-            return int((self.directory / minion_id).read_bytes() or b"0")
+            seq = int((self.directory / minion_id).read_bytes() or b"0")
         except (FileNotFoundError, ValueError):
             return 0
+        return seq if 0 <= seq <= linkproto.MAX_SEQ else 0
 
     def store(self, minion_id: str, seq: int) -> None:
         """Remember ``seq`` as the newest accepted from ``minion_id`` (once per batch, not per event)."""
@@ -43,7 +45,7 @@ class Verdict(NamedTuple):
     """What a batch comes to: master-bus frames to publish, refusals to log, the answer to send."""
 
     published: list[bytes]
-    refused: list[str]
+    refused: list[Refuse]
     reply: list[bytes]
 
 
@@ -54,6 +56,7 @@ class RelayStream:
         self.minion_id = minion_id
         self.seqs = seqs
         self.last = seqs.load(minion_id)
+        self.floor = 0  # the highest spool head this minion has reported since its hello
         self.framer = linkproto.RelayFramer(minion_id)
 
     def batch(self, first: int, floor: int, frames: Sequence[bytes], max_event_size: int) -> Verdict:
@@ -64,13 +67,20 @@ class RelayStream:
         dropped events end at ``floor``): nothing is published, ``resend(last)``.
         Otherwise the new events are framed and checked, ``last`` moves (and
         is stored) and the answer is ``ack(last)``; refused events count as
-        handled.
+        handled. A batch starting at or below a spool head the minion reported
+        is a replay no honest minion sends (its spool holds nothing there): its
+        duplicates are skipped all the same, and it is refused as ``replay``.
         """
         last = self.last
+        refused: list[Refuse] = []
+        if first <= max(self.floor, floor) and frames:
+            refused.append(Refuse("replay", f"minion {self.minion_id!r} replayed relay seqs from {first}, at or "
+                                            f"below its own spool head {max(self.floor, floor)}: what was "
+                                            "relayed before is skipped", self.minion_id))
+        self.floor = max(self.floor, floor)
         if first > max(last, floor) + 1:
-            return Verdict([], [], linkproto.resend(last))
+            return Verdict([], refused, linkproto.resend(last))
         published: list[bytes] = []
-        refused: list[str] = []
         keep = published.append
         make = self.framer.frame
         seq = first - 1
@@ -81,7 +91,8 @@ class RelayStream:
             try:
                 keep(make(frame, max_event_size)[1])
             except InvalidEventError as exc:
-                refused.append(f"refused an event from minion {self.minion_id!r}: {exc}")
+                refused.append(Refuse("tag" if exc.reason == "reserved" else "relay",
+                                      f"refused an event from minion {self.minion_id!r}: {exc}", self.minion_id))
         if seq > last:
             self.last = seq
             self.seqs.store(self.minion_id, seq)

@@ -28,9 +28,21 @@ log = logging.getLogger(__name__)
 
 RECORD = struct.Struct(">IQ")
 SEQ = struct.Struct(">Q")
+# Seqs start from the clock in µs (about 2**51) and go up by one: a spool that numbers past this is corrupt
+# (and the link's u64 seqs must never run out; segments named up to twice this are read, to see that).
+SEQ_LIMIT = 2 ** 62
 SEGMENT_BYTES = 8 * 1024 * 1024
 MEMORY_EVENTS = 200_000
 MAX_FRAME = 256 * 1024 * 1024
+
+
+def _segment_first(name: str) -> int | None:
+    """The first seq of the segment file ``name`` (``seg-`` and 20 digits, as written); ``None`` for other files."""
+    digits = name[4:]
+    if not name.startswith("seg-") or len(digits) != 20 or not (digits.isascii() and digits.isdigit()):
+        return None
+    first = int(digits)
+    return first if 0 < first < 2 * SEQ_LIMIT else None
 
 
 class Spool:
@@ -43,12 +55,17 @@ class Spool:
         self.dropped = 0
         self.dirty = False
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.segments: list[int] = sorted(int(p.name[4:]) for p in directory.glob("seg-*")
-                                          if p.name[4:].isdigit())
+        self.segments: list[int] = sorted(first for first in map(_segment_first, os.listdir(directory))
+                                          if first is not None)
         self._head_fd = os.open(directory / "head", os.O_RDWR | os.O_CREAT, 0o600)
         raw = os.pread(self._head_fd, SEQ.size, 0)
         stored_head = SEQ.unpack(raw)[0] if len(raw) == SEQ.size else None
+        if stored_head is not None and stored_head >= SEQ_LIMIT:
+            log.warning("spool head file holds seq %d, past any a minion numbers; ignored it", stored_head)
+            stored_head = None
         self.next_seq = self._recover_tail(stored_head)
+        if self.next_seq > SEQ_LIMIT:
+            self._start_afresh()
         if stored_head is None:
             stored_head = self.segments[0] - 1 if self.segments else self.next_seq - 1
         self.head = max(stored_head, (self.segments[0] - 1) if self.segments else self.next_seq - 1)
@@ -77,13 +94,24 @@ class Spool:
                 if len(header) < RECORD.size:
                     break
                 length, seq = RECORD.unpack(header)
-                if length > MAX_FRAME or len(segment.read(length)) < length:
+                # A segment's records are numbered on from its name: any other seq is not what append wrote.
+                if length > MAX_FRAME or seq != next_seq or len(segment.read(length)) < length:
                     break
                 next_seq, good = seq + 1, segment.tell()
         if good < path.stat().st_size:
-            log.warning("spool segment %s ended in a half-written record; cut it off", path.name)
+            log.warning("spool segment %s ended in a half-written or corrupt record; cut it off", path.name)
             os.truncate(path, good)
         return next_seq
+
+    def _start_afresh(self) -> None:
+        """The segments number past ``SEQ_LIMIT``: corrupt, as no minion gets there. Drop them and number
+        from the clock again (the master takes a fresh spool's seqs as new)."""
+        log.warning("spool %s numbers its events past seq %d, which no minion does: it is corrupt; dropped "
+                    "its %d segments and started afresh", self.directory, SEQ_LIMIT, len(self.segments))
+        for first in self.segments:
+            self._segment_path(first).unlink(missing_ok=True)
+        self.segments = []
+        self.next_seq = time.time_ns() // 1000 + 1
 
     def __len__(self) -> int:
         return self.next_seq - 1 - self.head
@@ -196,6 +224,7 @@ class Spool:
             cursor = self._cursor
             if cursor is not None and cursor[0] == first and cursor[2] <= start:
                 offset, seq_at = cursor[1], cursor[2]
+            corrupt = False
             with open(self._segment_path(first), "rb") as segment:
                 segment.seek(offset)
                 while len(out) < limit and size < max_bytes:
@@ -203,6 +232,9 @@ class Spool:
                     if len(header) < RECORD.size:
                         break
                     length, seq = RECORD.unpack(header)
+                    if seq != seq_at or length > MAX_FRAME:
+                        corrupt = True  # records are numbered on from the segment's name, as append wrote them
+                        break
                     if seq < start:
                         segment.seek(length, os.SEEK_CUR)
                     else:
@@ -213,8 +245,24 @@ class Spool:
                         size += length
                     offset, seq_at = segment.tell(), seq + 1
             self._cursor = (first, offset, seq_at)
+            if corrupt and index + 1 < len(self.segments):
+                following = self.segments[index + 1]
+                self._drop_corrupt(first, offset, seq_at, following - 1)
+                index = self.segments.index(following)
+                continue
             index += 1
         return out
+
+    def _drop_corrupt(self, first: int, offset: int, seq_at: int, through: int) -> None:
+        """A finished segment holds a corrupt record (where ``seq_at`` was due): its events from there on
+        cannot be sent. Drop every event up to ``through`` (the segment's last seq), as a full spool drops
+        its oldest, so the master takes what follows (a batch's ``floor`` says the minion made that gap)."""
+        lost = through - max(self.head, seq_at - 1)
+        log.warning("spool segment %s has a corrupt record at offset %d; dropped the events up to seq %d "
+                    "(%d still waiting)", self._segment_path(first).name, offset, through, max(lost, 0))
+        if lost > 0:
+            self.dropped += lost
+            self._advance(through)
 
     # -- durability -----------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from cli import options
 
@@ -12,26 +11,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_config_dir(parser)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
-    from daemon import reactor
-    from eventbus import config, control
+    from eventbus import config, control, figures
     from eventbus.errors import BusUnavailableError
 
     settings = options.bus_settings(args.config_dir, "master")
     assert isinstance(settings, config.MasterConfig)
-    status = reactor.read_status(settings)
+    status = figures.read_status_file(figures.reactor_status_path(settings), stale=True)
     # A master without rules has no reactor (``running: no``, ``rules: 0``): a state, not an error.
-    running = bool(status and status.get("running") and _alive(int(status["pid"])))
+    running = figures.is_running(status)
     try:
         head: int | None = int(control.ping(settings.sock_dir, timeout=2.0)["seq"])
     except BusUnavailableError:

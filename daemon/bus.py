@@ -17,18 +17,18 @@ import collections
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
-import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 from zmq.backend import zmq_poll as _zmq_poll
 
 from eventbus.complaints import Complaints
+from eventbus.controlserver import VerbHandler
 from daemon.journal import Journal
 from daemon.loop import Loop
 from daemon.window import Window
-from eventbus import payload, wire
+from eventbus import controlserver, payload, wire
 from eventbus.config import BusConfig, MasterConfig
 from eventbus.errors import InvalidEventError
 
@@ -41,7 +41,7 @@ BARRIERS_KEPT = 4096
 BATCH = 256
 # Events queued in the daemon per publisher connection. Most of the daemon's peak RSS under a flat-out
 # 1 KB load is here (measured: 96 MB at 10,000, 60 MB at 1,000). A publisher holds up to its own
-# queue (eventbus.event.PUBLISH_QUEUE) beyond this; closing its handle waits until the daemon has
+# queue (eventbus.sockets.PUBLISH_QUEUE) beyond this; closing its handle waits until the daemon has
 # read it all (the barrier, eventbus.wire), so a small intake loses nothing.
 INTAKE_QUEUE = 1_000
 # Frames a little over max_event_size are refused with a log line; far bigger ones zmq cuts off.
@@ -53,8 +53,6 @@ JOURNAL_ERROR_TAG = "eventbus/journal/error"
 # At a stop, the daemon takes in what its intake holds for at most this long before it closes.
 CLOSE_DRAIN = 5.0
 CLOSE_QUIET = 0.05
-
-VerbHandler = Callable[[Any], Any]
 
 # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
 # for plain bytes it only adds a call, which is a tenth of the daemon's per-event cost.
@@ -267,25 +265,9 @@ class Bus:
                 frames = self.control_socket.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 return
-            # ROUTER prepends the peer identity; a REQ peer adds an empty delimiter too.
-            route, request = frames[:1], frames[1:]
-            if request and request[0] == b"":
-                route, request = frames[:2], frames[2:]
-            if len(request) != 2:
-                self.complaints.refuse("control-malformed", f"refused a malformed control request on {self.endpoints.ctl}")
-                continue
-            verb, raw_args = request
-            handler = self.verbs.get(verb)
-            if handler is None:
-                self.complaints.refuse("control-verb", f"refused unknown control verb {verb[:40]!r} on {self.endpoints.ctl}")
-                self.control_socket.send_multipart(route + wire.reply(f"unknown verb {verb[:40]!r}", ok=False))
-                continue
-            try:
-                args = msgpack.unpackb(raw_args, raw=False)
-                result, ok = handler(args), True
-            except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-                result, ok = f"{verb.decode(errors='replace')}: {exc}", False
-            self.control_socket.send_multipart(route + wire.reply(result, ok=ok))
+            answer = controlserver.answer(self.verbs, frames, self.complaints, self.endpoints.ctl)
+            if answer is not None:
+                self.control_socket.send_multipart(answer)
         return True
 
     def note_barrier(self, token: bytes) -> None:

@@ -24,7 +24,6 @@ Run by the master as a child (``daemon.reactor_child``) as
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import signal
@@ -38,11 +37,12 @@ from typing import Any
 from daemon import reactor_actions as actions
 from daemon.reactor_ledger import Ledger
 from daemon.reactor_results import Publisher
-from eventbus import config, control, logsetup, rules
+from eventbus import config, control, figures, logsetup, rules
 from eventbus.admin import Admin
 from eventbus.cursor import Cursor
 from eventbus.errors import EventBusError
 from eventbus.event import MasterEvent
+from eventbus.jsonfile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +55,6 @@ SHUTDOWN_GRACE = 5.0
 READ_WAIT = 0.1
 
 
-def state_dir(settings: config.MasterConfig) -> Path:
-    """Where the reactor keeps its cursor, ledger and status file."""
-    return settings.cachedir / "reactor"
-
-
-def read_status(settings: config.MasterConfig) -> dict | None:
-    """The status the running (or last) reactor wrote, or ``None`` if it never ran."""
-    try:
-        return json.loads((state_dir(settings) / "status.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 class Reactor:
     """The rules of one master applied to its bus, each (rule, seq, action) once."""
 
@@ -75,9 +62,9 @@ class Reactor:
         self.settings = settings
         self.after = after
         self.rules = rules.RuleSet(settings.reactor)
-        directory = state_dir(settings)
+        self.status_path = figures.reactor_status_path(settings)
+        directory = self.status_path.parent
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.status_path = directory / "status.json"
         self.cursor = Cursor(directory / "cursor")
         self.ledger = Ledger(directory / "done")
         self.pools = {kind: ThreadPoolExecutor(size, thread_name_prefix=f"reactor-{kind}")
@@ -166,9 +153,7 @@ class Reactor:
         status = {"pid": os.getpid(), "rules": len(self.rules), "in_flight": self.in_flight, "done": self.done,
                   "failed": self.failed, "lost": self.lost, "cursor": self.acked(), "read": self.last_read,
                   "started": self.started, "updated": time.time(), "running": self.running}
-        temporary = self.status_path.with_name(".status.json.tmp")
-        temporary.write_text(json.dumps(status))
-        os.replace(temporary, self.status_path)
+        write_atomic(self.status_path, status)
 
     # -- the read loop --------------------------------------------------------------
 
@@ -358,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     # Hand the GIL over sooner (default 5 ms): an action thread waiting to start must not wait
     # for the reader's time slice to run out.
     sys.setswitchinterval(0.0005)
-    hold_lock(state_dir(settings) / "lock")  # the fd stays open, and locked, until this process exits
+    # The fd stays open, and locked, until this process exits.
+    hold_lock(figures.reactor_status_path(settings).with_name("lock"))
     reactor = Reactor(settings, after)
     reactor.install_signals()
     try:

@@ -12,8 +12,6 @@ every 0.25 s).
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import re
 import secrets as random_secrets
@@ -22,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from eventbus import signing
 from eventbus.cedir import directory
 from eventbus.errors import InvalidArgumentError
 from eventbus.jsonfile import Reloading, read_object, write_atomic
 
-__all__ = ["Channel", "Channels", "ROTATE_GRACE", "Rotated", "add", "listing", "remove", "rotate", "signature"]
+__all__ = ["Channel", "Channels", "ROTATE_GRACE", "Rotated", "add", "listing", "remove", "rotate"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ROTATE_GRACE = 3600.0
-RELOAD_EVERY = 0.25
 
 
 def _registry_path(root_dir: Path) -> Path:
@@ -43,11 +41,6 @@ def _secret_path(root_dir: Path, name: str) -> Path:
 
 def _write_private(path: Path, value: Any) -> None:
     write_atomic(path, value, mode=0o600, dir_mode=0o700)
-
-
-def signature(secret: str, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256 of body>``: the ``X-Hub-Signature`` value."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
 def _check_name(name: str) -> None:
@@ -84,10 +77,7 @@ def remove(root_dir: Path, name: str) -> None:
         raise InvalidArgumentError(f"no channel {name!r}", argument="name")
     del registry[name]
     _write_private(path, registry)
-    try:
-        _secret_path(root_dir, name).unlink()
-    except FileNotFoundError:
-        pass
+    _secret_path(root_dir, name).unlink(missing_ok=True)
 
 
 class Rotated(NamedTuple):
@@ -126,13 +116,8 @@ class Channel:
 
     def verify(self, body: bytes, header: str | None) -> bool:
         """Whether ``header`` is ``sha256=<HMAC>`` of ``body`` with the secret (or the old one within grace)."""
-        if not header:
-            return False
-        good = hmac.compare_digest(header.encode("latin-1", "replace"), signature(self.secret, body).encode())
-        if self.previous and time.time() < self.previous_until:
-            good |= hmac.compare_digest(header.encode("latin-1", "replace"),
-                                        signature(self.previous, body).encode())
-        return good
+        previous = self.previous if time.time() < self.previous_until else None
+        return signing.verify(header, body, self.secret, previous)
 
 
 def load_all(root_dir: Path) -> dict[str, Channel]:
@@ -160,7 +145,7 @@ class Channels:
     def __init__(self, root_dir: Path) -> None:
         self.root_dir = Path(root_dir)
         self._channels: Reloading[dict[str, Channel]] = Reloading(
-            lambda: _registry_path(self.root_dir), lambda: load_all(self.root_dir), {}, "channels", RELOAD_EVERY)
+            lambda: _registry_path(self.root_dir), lambda: load_all(self.root_dir), {}, "channels")
 
     def get(self, name: str) -> Channel | None:
         return self._channels.current().get(name)

@@ -5,20 +5,21 @@
                   type="com.example.order", source="/orders", version="1.0", data={"order": 7})
 
 ``answer`` is the API's JSON answer (``{"success", "accepted", "duplicates"}``);
-a refusal raises ``CloudEventRefused`` with the status and the API's reason.
+a refusal raises ``CloudEventRefused`` with the status and the API's reason, no
+answer at all ``eventbus.errors.HttpConnectionError``. Each thread keeps its
+connection to the API open for its next call (``eventbus.httppost``).
 """
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from eventbus.channels import signature
+from eventbus import httppost
 from eventbus.errors import EventBusError
+from eventbus.signing import sign
 
 __all__ = ["CloudEventRefused", "event", "send", "send_events", "sign"]
 
@@ -35,33 +36,27 @@ class CloudEventRefused(EventBusError):
         self.reason = reason
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The ``X-Hub-Signature`` header value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
-    return signature(secret, body)
-
-
-def event(type: str, source: str, data: Any, version: str = "1.0", id: str | None = None,
+def event(type: str, source: str, data: Any, version: str | None = "1.0", id: str | None = None,
           **attributes: Any) -> dict:
-    """A CloudEvents 1.0 event as a dict (``id`` a new UUID and ``time`` now unless given)."""
+    """A CloudEvents 1.0 event as a dict (``id`` a new UUID and ``time`` now unless given; no ``version``: None)."""
     built = {"specversion": "1.0", "id": id or str(uuid.uuid4()), "source": source, "type": type,
              "version": version, "time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
              "datacontenttype": "application/json", "data": data}
+    if version is None:
+        del built["version"]
     built.update(attributes)
     return built
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> dict:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    answer = httppost.post(url, body, headers, timeout)
+    if answer.ok:
+        return json.loads(answer.body or b"{}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the caller's URL
-            return json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode("utf-8", "replace")
-        try:
-            reason = json.loads(text).get("return", text)
-        except ValueError:
-            reason = text
-        raise CloudEventRefused(exc.code, str(reason)) from None
+        reason = json.loads(answer.body)["return"]
+    except (ValueError, TypeError, KeyError):
+        reason = answer.body.decode("utf-8", "replace")
+    raise CloudEventRefused(answer.status, str(reason))
 
 
 def send(url: str, secret: str, *, type: str, source: str, data: Any, version: str = "1.0",

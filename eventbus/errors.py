@@ -25,6 +25,7 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     ├── CursorError                 a reader's saved position cannot be read or saved (path)
     ├── OutboxError                 a forwarder's on-disk outbox cannot be used (path)
     ├── SinkError                   a forwarder's broker did not accept a batch (broker)
+    ├── HttpConnectionError(ConnectionError)  an outbound HTTP POST got no answer (url)
     └── ApiError                    a REST request refused (status, reason)
         ├── AuthenticationError     missing, bad or expired credentials (401)
         └── TooManyRequestsError    a client over a rate limit, e.g. login_rate (429, retry_after)
@@ -176,6 +177,14 @@ class SinkError(EventBusError):
 
     def __init__(self, message: str, *, broker: str | None = None) -> None:
         self.broker = broker
+        super().__init__(message)
+
+
+class HttpConnectionError(EventBusError, ConnectionError):
+    """An outbound HTTP POST (``eventbus.httppost``) got no answer: no connection, a lost one, or a timeout."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        self.url = url
         super().__init__(message)
 
 

@@ -6,8 +6,8 @@ change: ``{NAME: {VERSION: {"schema", "description", "finalized"}}}``.
 A schema's ``$schema`` may name any draft the installed jsonschema
 validates (the list is jsonschema's, not ours). A finalized version is
 immutable, so its compiled validator is cached for the life of the
-process; a running API re-reads the file when it changes (checked at most
-every ``RELOAD_EVERY`` seconds).
+process; a running API re-reads the file when it changes
+(``eventbus.jsonfile.Reloading``).
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ __all__ = ["EventTypes", "add", "drafts", "finalize", "listing", "registry_path"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,49}$")
-RELOAD_EVERY = 0.25
 
 
 def _spelling(uri: str) -> str:
@@ -129,7 +128,7 @@ class EventTypes:
         root = Path(root_dir)
         self._registry: Reloading[dict] = Reloading(lambda: registry_path(root),
                                                     lambda: read_object(registry_path(root)), {},
-                                                    "event types", RELOAD_EVERY)
+                                                    "event types")
         self._validators: dict[tuple[str, str], Any] = {}
 
     def validator(self, name: str, version: str) -> Callable[[Any], Any]:

@@ -63,32 +63,32 @@ def forward_sock_dir(master: MasterConfig) -> Path | None:
 
 
 def reactor_status_path(master: MasterConfig) -> Path:
-    """The status file the master's reactor writes (see ``daemon.reactor``)."""
+    """The status file the master's reactor writes, in the directory of its cursor and ledger (``daemon.reactor``)."""
     return master.cachedir / "reactor" / "status.json"
 
 
-def _alive(pid: int) -> bool:
+def is_running(status: dict[str, Any] | None) -> bool:
+    """Whether ``status`` says its daemon runs and that pid is alive."""
+    pid = status.get("pid") if status and status.get("running") else None
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # alive, another user's
     return True
 
 
-def read_status_file(path: Path) -> dict[str, Any] | None:
-    """A daemon's status file if the daemon is running (the file says so and its pid is alive), else ``None``."""
+def read_status_file(path: Path, *, stale: bool = False) -> dict[str, Any] | None:
+    """A daemon's status file if the daemon is running (the file says so and its pid is alive), else ``None``;
+    with ``stale``, what it last wrote, running or not."""
     try:
         status = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if not isinstance(status, dict) or not status.get("running"):
-        return None
-    pid = status.get("pid")
-    if not isinstance(pid, int) or pid <= 0 or not _alive(pid):
-        return None
-    return status
+    return status if isinstance(status, dict) and (stale or is_running(status)) else None
 
 
 def read_reactor(master: MasterConfig) -> dict[str, Any] | None:

@@ -26,7 +26,6 @@ BATCH = "application/cloudevents-batch+json"
 REQUIRED = ("specversion", "id", "source", "type", "version")
 DEDUP_MAX = 100_000
 DEDUP_AGE = 24 * 3600.0
-CODES = {413: "PayloadTooLarge", 415: "UnsupportedMediaType"}
 # The metrics' code of a refusal that has no eventbus.error code (it is not reported outbound).
 UNREPORTED_CODES = {401: "BadSignature", 404: "UnknownChannel"}
 # Binary-mode header names that are HTTP's, not attributes.

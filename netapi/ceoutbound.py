@@ -11,12 +11,9 @@ import json
 import logging
 import queue
 import threading
-import urllib.error
-import urllib.request
-import uuid
-from datetime import datetime, timezone
 
-from eventbus.channels import Channel, signature
+from eventbus import cloudevents, httppost, signing
+from eventbus.channels import Channel
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +24,8 @@ TIMEOUT = 5.0
 
 def error_event(channel: str, code: str, message: str) -> bytes:
     """The structured ``eventbus.error`` CloudEvent body."""
-    return json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "source": f"/eventbus/cloudevents/{channel}",
-                       "type": "eventbus.error",
-                       "time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                       "datacontenttype": "application/json",
-                       "data": {"code": code, "message": message}}).encode("utf-8")
+    return json.dumps(cloudevents.event("eventbus.error", f"/eventbus/cloudevents/{channel}",
+                                        {"code": code, "message": message}, version=None)).encode("utf-8")
 
 
 class ErrorReporter:
@@ -39,6 +33,7 @@ class ErrorReporter:
 
     def __init__(self) -> None:
         self.queue: queue.Queue[tuple[str, str, bytes] | None] = queue.Queue(QUEUE_MAX)
+        self.poster = httppost.Poster()  # for the reporting thread alone
         self.thread = threading.Thread(target=self._run, name="cloudevents-errors", daemon=True)
         self.thread.start()
 
@@ -47,7 +42,7 @@ class ErrorReporter:
             return
         body = error_event(channel.name, code, message)
         try:
-            self.queue.put_nowait((channel.outbound_url, signature(channel.secret, body), body))
+            self.queue.put_nowait((channel.outbound_url, signing.sign(body, channel.secret), body))
         except queue.Full:
             log.warning("channel %s: error report dropped (%d waiting)", channel.name, QUEUE_MAX)
 
@@ -61,17 +56,10 @@ class ErrorReporter:
         while True:
             item = self.queue.get()
             if item is None:
+                self.poster.close()
                 return
             url, signed, body = item
             headers = {"Content-Type": "application/cloudevents+json", "X-Hub-Signature": signed}
-            problem = ""
-            for _attempt in range(TRIES):
-                try:
-                    with urllib.request.urlopen(urllib.request.Request(url, body, headers, method="POST"),
-                                                timeout=TIMEOUT):
-                        problem = ""
-                        break
-                except (urllib.error.URLError, OSError) as exc:
-                    problem = str(exc)
+            problem = self.poster.deliver(url, body, headers, TIMEOUT, TRIES - 1)
             if problem:
                 log.warning("error report to %s not delivered: %s", url, problem)

@@ -1,16 +1,14 @@
 """Every error the API answers is JSON ``{"status": <code>, "return": "<one-line reason>"}``.
 
-CherryPy's own errors (404, 405, 413 from the server, 500) go through
-``error_page``; ours are raised as ``eventbus.errors.ApiError`` and turned
-into ``cherrypy.HTTPError`` by ``http_error``.
+CherryPy's own errors (404, 405, 413 from the server, 500) and ours (an
+``eventbus.errors.ApiError`` raised as a ``cherrypy.HTTPError`` by the
+routes, ``netapi.app``) all go through ``error_page``.
 """
 from __future__ import annotations
 
 import json
 
 import cherrypy
-
-from eventbus.errors import ApiError
 
 REASONS = {
     404: "no such route",
@@ -23,11 +21,6 @@ REASONS = {
 def body(status: int, reason: str) -> str:
     """The JSON text of an error."""
     return json.dumps({"status": status, "return": reason})
-
-
-def http_error(exc: ApiError) -> cherrypy.HTTPError:
-    """The ``cherrypy.HTTPError`` that answers ``exc``."""
-    return cherrypy.HTTPError(exc.status, exc.reason)
 
 
 def error_page(status: str, message: str, traceback: str, version: str) -> str:

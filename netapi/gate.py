@@ -1,30 +1,17 @@
-"""The gate: cheroot's connection loop, changed so a request reaches a worker thread only when it is whole.
+"""The gate: the API server's connection loop, in cheroot's place, handing a worker thread only whole requests.
 
-Stock cheroot hands a connection to a worker as soon as it turns readable,
-and the worker then blocks reading the head (up to ``socket_timeout``): 20
-connections sending half a head hold 20 workers, and ``/login`` waits. Here
-the one selector thread that already accepts connections and watches
-kept-alive ones also reads them, without blocking, into the connection's
-own read buffer, until ``netapi.limits.examine`` says the head and the
-body are in; only then does a worker get the connection, and it finds
-every byte already buffered. So a slow or half-open client costs a
-registered socket and its bytes so far, never a thread. The same loop
-
-- answers 431 (head over 16 KiB or too many header lines), 414 (URL too
-  long), 413 (``Content-Length`` over ``max_event_size``, before any body
-  byte is read) and 408 (request unfinished after ``REQUEST_TIMEOUT``),
-  then drains briefly what the client is still sending, so it reads the
-  answer instead of a reset;
-- closes kept-alive connections idle for ``IDLE_TIMEOUT``;
-- refuses (503) a new connection when its address already has
-  ``PENDING_PER_ADDRESS`` unfinished ones, or the process has ``max_open``
-  connections in all;
-- does the TLS handshake without blocking (stock cheroot does it in this
-  very thread, blocking every new client behind one silent one).
-
-A chunked body is followed chunk by chunk (``limits.ChunkedBody``) until
-its last chunk, and refused 413 as soon as its chunks add up to more than
-``max_event_size``.
+Stock cheroot gives a connection to a worker as soon as it turns readable,
+and the worker blocks reading the head (up to ``socket_timeout``), so 20
+half-sent heads hold 20 workers and ``/login`` waits. The gate's one
+selector thread accepts connections, watches kept-alive ones and reads them
+without blocking until ``netapi.limits`` says the head and body are in; the
+worker then finds every byte buffered. A slow client costs a registered
+socket and its bytes, never a thread. The same loop answers 431, 414, 413
+(by ``Content-Length`` or the chunks so far) and 408 itself, then drains
+what the client still sends so it reads the answer; closes kept-alive
+connections idle for ``IDLE_TIMEOUT``; refuses (503) a connection past
+``PENDING_PER_ADDRESS`` unfinished ones from its address or ``max_open`` in
+all; and does TLS handshakes without blocking. docs/api.md has the figures.
 """
 from __future__ import annotations
 
@@ -39,14 +26,10 @@ import threading
 import time
 from typing import Any
 
-from cheroot import connections
-from cheroot.server import HeaderReader
 from cheroot.makefile import MakeFile
-from cherrypy._cpwsgi_server import CPWSGIServer
 
 from netapi import limits
-from netapi.gateconn import (Draining, Handshake, Held, Wake, close_quietly, error_response, read_some,
-                             send_now)
+from netapi.gateconn import Draining, Handshake, Held, close_quietly, error_response, read_some, send_now
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +44,24 @@ DRAIN_TIME = 2.0
 HOUSEKEEPING = 0.25
 ACCEPT_BATCH = 64
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+READ_ALL = 1 << 62
 
-class Gate(connections.ConnectionManager):
-    """cheroot's ``ConnectionManager`` that reads requests itself and hands workers only whole ones."""
+
+class Gate:
+    """The server's connection manager, in place of cheroot's: reads requests itself, hands workers whole ones.
+
+    cheroot's server calls ``run``, ``stop``, ``close``, ``put`` and
+    ``can_add_keepalive_connection`` on it, as on its own ``ConnectionManager``.
+    """
 
     def __init__(self, server: Any, max_body: int, max_open: int) -> None:
-        super().__init__(server)
+        self.server = server
         self.max_body = max_body
         self.max_open = max_open
         self.quiet = limits.OncePerInterval()
+        self._selector = selectors.DefaultSelector()
+        self._stopping = False
+        self._serving = threading.Lock()  # held while ``run`` runs
         self._held: dict[int, Held] = {}
         self._others: dict[int, Handshake | Draining] = {}
         self._pending_by_address: collections.Counter[str] = collections.Counter()
@@ -80,16 +72,20 @@ class Gate(connections.ConnectionManager):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, data=Wake())
+        self._selector.register(self._wake_r, selectors.EVENT_READ, data=None)  # workers returning connections
         # cheroot's listening socket has a 1 s timeout; a non-blocking twin lets us accept until none is left.
         self._listener = socket.socket(fileno=os.dup(server.socket.fileno()))
         self._listener.setblocking(False)
+        self._selector.register(self._listener, selectors.EVENT_READ, data=server)
 
-    # -- called from worker threads ------------------------------------------------------------
+    # -- called from other threads -------------------------------------------------------------
 
     def put(self, conn: Any) -> None:
         """A worker finished a request and keeps the connection: watch it for the next one."""
         self._returned.append(conn)
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"!")
         except BlockingIOError:
@@ -104,26 +100,30 @@ class Gate(connections.ConnectionManager):
     def can_add_keepalive_connection(self) -> bool:
         return len(self._held) < MAX_PENDING
 
-    @property
-    def _num_connections(self) -> int:
-        return self._open
+    def stop(self) -> None:
+        """End ``run`` and wait until it has."""
+        self._stopping = True
+        self._wake()
+        with self._serving:
+            pass
 
     # -- the selector thread -------------------------------------------------------------------
 
-    def _run(self, expiration_interval: float) -> None:
+    def run(self, expiration_interval: float) -> None:
+        """Serve until ``stop`` (cheroot's ``serve`` calls this; the gate keeps its own timeouts)."""
+        with self._serving:
+            self._run()
+
+    def _run(self) -> None:
         next_housekeeping = time.monotonic() + HOUSEKEEPING
-        while not self._stop_requested:
-            try:
-                ready = list(self._selector.select(timeout=HOUSEKEEPING))
-            except OSError:
-                self._remove_invalid_sockets()
-                continue
+        while not self._stopping:
+            ready = [(key.fd, key.data) for key, _ in self._selector.select(timeout=HOUSEKEEPING)]
             for fd, data in ready:
                 if data is self.server:
                     for _ in range(ACCEPT_BATCH):  # a burst of clients costs one select, not one each
                         if not self._accept():
                             break
-                elif isinstance(data, Wake):
+                elif data is None:
                     self._take_returned()
                 # An event for a socket closed earlier in this batch may name a descriptor reused since.
                 elif isinstance(data, Held):
@@ -139,9 +139,6 @@ class Gate(connections.ConnectionManager):
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING
                 self._expire_overdue(now)
-
-    def _expire(self, threshold: float) -> None:  # cheroot's own expiry: ours is ``_expire_overdue``
-        pass
 
     def _accept(self) -> bool:
         """Take one new connection if one waits; whether one did."""
@@ -159,7 +156,6 @@ class Gate(connections.ConnectionManager):
         return True
 
     def _accept_one(self, sock: socket.socket, addr: Any) -> None:
-        connections.prevent_socket_inheritance(sock)
         address, port = (addr[0], addr[1]) if isinstance(addr, tuple) and len(addr) >= 2 else ("", 0)
         with self._open_lock:
             too_many = self._open >= self.max_open
@@ -199,13 +195,6 @@ class Gate(connections.ConnectionManager):
     def _forget_socket(self, sock: socket.socket) -> None:
         close_quietly(sock)
         self.closed(None)
-
-    def _connection(self, sock: socket.socket, makefile: Any, address: str, port: int, ssl_env: dict) -> Any:
-        conn = self.server.ConnectionClass(self.server, sock, makefile)
-        conn.remote_addr = address
-        conn.remote_port = port
-        conn.ssl_env = ssl_env
-        return conn
 
     def _on_handshake(self, fd: int, shake: Handshake) -> None:
         try:
@@ -270,9 +259,8 @@ class Gate(connections.ConnectionManager):
         self._selector.register(fd, selectors.EVENT_READ, data=held)
         if conn is not None and conn.rfile.has_data():  # the client sent its next request along with the last one
             held.idle = False
-            rfile = conn.rfile  # cheroot's reader (``_pyio.BufferedReader``): take what it read ahead
-            held.buffer += rfile._read_buf[rfile._read_pos:]
-            rfile._read_buf, rfile._read_pos = b"", 0
+            while conn.rfile.has_data():  # take what cheroot's reader read ahead (no socket read: it has some)
+                held.buffer += conn.rfile.read1(READ_ALL)
             self._buffered += len(held.buffer)
             self._advance(fd, held)
         elif isinstance(sock, ssl.SSLSocket) and sock.pending():
@@ -284,7 +272,7 @@ class Gate(connections.ConnectionManager):
         try:
             self._selector.unregister(fd)
         except (KeyError, ValueError):
-            pass  # cheroot's ``_remove_invalid_sockets`` dropped it already
+            pass
         self._buffered -= len(held.buffer)
         self._uncount(held.address)
 
@@ -296,10 +284,7 @@ class Gate(connections.ConnectionManager):
             self._pending_by_address.pop(address, None)
 
     def _on_readable(self, fd: int, held: Held) -> None:
-        try:
-            data = read_some(held.sock)
-        except (OSError, ssl.SSLError):
-            data = b""
+        data = read_some(held.sock)
         if data is None:
             return
         if not data:
@@ -333,9 +318,13 @@ class Gate(connections.ConnectionManager):
             self._refuse(fd, held, verdict.status, verdict.reason)
             return
         self._release(fd, held)
-        conn = held.conn or self._connection(held.sock, held.makefile, held.address, held.port, held.ssl_env)
-        rfile = conn.rfile  # cheroot's reader (``_pyio.BufferedReader``) parses the request from its buffer
-        rfile._read_buf, rfile._read_pos = bytes(held.buffer), 0
+        conn = held.conn
+        if conn is None:
+            conn = self.server.ConnectionClass(self.server, held.sock, held.makefile)
+            conn.remote_addr, conn.remote_port, conn.ssl_env = held.address, held.port, held.ssl_env
+        # cheroot's reader (a ``_pyio.BufferedReader``) parses the request from its buffer. No public way to
+        # fill it: a private pair, which tests/unit/test_cheroot_contract.py checks on the cheroot setup.cfg pins.
+        conn.rfile._read_buf, conn.rfile._read_pos = bytes(held.buffer), 0
         held.buffer = bytearray()
         held.sock.settimeout(self.server.timeout)
         self.server.process_conn(conn)
@@ -353,10 +342,7 @@ class Gate(connections.ConnectionManager):
         self._watch(fd, selectors.EVENT_READ, drain)
 
     def _on_drain(self, fd: int, drain: Draining) -> None:
-        try:
-            data = read_some(drain.held.sock)
-        except (OSError, ssl.SSLError):
-            data = b""
+        data = read_some(drain.held.sock)
         if data is None:
             return
         drain.left -= len(data)
@@ -370,11 +356,10 @@ class Gate(connections.ConnectionManager):
             if held.idle:
                 held.close()  # an idle kept-alive connection: just close it
                 continue
-            self._say("408", held.address, f"answered 408 to {held.address}: the request was not complete "
-                                           f"after {REQUEST_TIMEOUT:g} s")
+            reason = f"the request was not complete after {REQUEST_TIMEOUT:g} s"
+            self._say("408", held.address, f"answered 408 to {held.address}: {reason}")
             try:
-                send_now(held.sock, error_response(408, f"the request was not complete after "
-                                                          f"{REQUEST_TIMEOUT:g} s"))
+                send_now(held.sock, error_response(408, reason))
             except (OSError, ssl.SSLError):
                 pass
             held.close()
@@ -406,62 +391,3 @@ class Gate(connections.ConnectionManager):
                 os.close(fd)
             except OSError:
                 pass
-
-
-class NoFoldHeaderReader(HeaderReader):
-    """cheroot's header reader, refusing obsolete line folding (RFC 9112 5.2 allows a 400).
-
-    cheroot would replace a folded header's value by its last line, so a
-    ``ce-source`` split over two lines would silently become another source.
-    """
-
-    def __call__(self, rfile: Any, hdict: Any = None) -> Any:
-        wrapped = _FoldCheck(rfile)
-        return super().__call__(wrapped, hdict)
-
-
-class _FoldCheck:
-    def __init__(self, rfile: Any) -> None:
-        self.rfile = rfile
-
-    def readline(self, *args: Any) -> bytes:
-        line = self.rfile.readline(*args)
-        if line[:1] in (b" ", b"\t"):
-            raise ValueError("a header line starts with a space or tab (obsolete line folding)")
-        return line
-
-
-class GatedServer(CPWSGIServer):
-    """CherryPy's WSGI server with the gate as its connection manager."""
-
-    def __init__(self, server_adapter: Any, max_body: int, max_open: int) -> None:
-        super().__init__(server_adapter)
-        self.gate_max_body = max_body
-        self.gate_max_open = max_open
-        self.keep_alive_conn_limit = None
-        base = self.ConnectionClass
-
-        class NoFoldRequest(base.RequestHandlerClass):  # type: ignore[misc, name-defined]
-            header_reader = NoFoldHeaderReader()
-
-        class CountedConnection(base):  # type: ignore[misc, valid-type]
-            """A connection that tells the gate when it closes, once."""
-
-            counted = True
-            RequestHandlerClass = NoFoldRequest
-
-            def close(conn) -> None:  # noqa: N805  (``self`` is the server in this scope)
-                if conn.counted:
-                    conn.counted = False
-                    gate = getattr(self, "_connections", None)
-                    if isinstance(gate, Gate):
-                        gate.closed(conn)
-                super().close()
-
-        self.ConnectionClass = CountedConnection
-
-    def prepare(self) -> None:
-        super().prepare()
-        stock = self._connections
-        self._connections = Gate(self, self.gate_max_body, self.gate_max_open)
-        stock._selector.close()

@@ -91,13 +91,6 @@ class Draining:
         self.held.close()
 
 
-class Wake:
-    """The selector key of the pipe worker threads write to when they return a kept-alive connection."""
-
-    def close(self) -> None:
-        pass
-
-
 def close_quietly(sock: socket.socket) -> None:
     try:
         sock.close()
@@ -122,18 +115,15 @@ def send_now(sock: socket.socket, data: bytes) -> None:
 
 
 def read_some(sock: socket.socket) -> bytes | None:
-    """What the socket has now (b"" at EOF), ``None`` if nothing yet; never blocks."""
-    if isinstance(sock, ssl.SSLSocket):
-        try:
-            data = sock.recv(READ_SIZE)
-            while data and sock.pending():
-                data += sock.recv(sock.pending())
-            return data
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            return None
-        except ssl.SSLZeroReturnError:
-            return b""
+    """What the socket has now (b"" at EOF or on an error), ``None`` if nothing yet; never blocks."""
     try:
-        return os.read(sock.fileno(), READ_SIZE)
-    except (BlockingIOError, InterruptedError):
+        if not isinstance(sock, ssl.SSLSocket):
+            return os.read(sock.fileno(), READ_SIZE)
+        data = sock.recv(READ_SIZE)
+        while data and sock.pending():
+            data += sock.recv(sock.pending())
+        return data
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
         return None
+    except (OSError, ssl.SSLError):  # SSLZeroReturnError (a clean TLS close) among them
+        return b""

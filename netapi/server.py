@@ -8,7 +8,9 @@ a few pages) but no CPU; TLS streams write from their own thread. The pool
 starts small and the ``PoolKeeper`` grows it as streams open, keeping
 ``RESERVE`` idle workers so ``/login`` and ``/hook`` never queue behind
 streams, up to ``stream_limit`` + ``RESERVE`` threads (beyond
-``stream_limit`` streams, ``/events`` answers 503).
+``stream_limit`` streams, ``/events`` answers 503). ``GatedServer`` is
+CherryPy's server with the gate (``netapi.gate``) in place of cheroot's
+connection manager, refusing folded header lines.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import cherrypy
+from cheroot.server import HeaderReader
+from cherrypy._cpwsgi_server import CPWSGIServer
 from cherrypy.process import plugins
 
 from eventbus import config, figures
@@ -57,6 +61,7 @@ class PoolKeeper(plugins.SimplePlugin):
         self.maximum = maximum
         self._wanted = threading.Event()
         self._running = False
+        self._grown = 0
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -81,12 +86,72 @@ class PoolKeeper(plugins.SimplePlugin):
             self._wanted.wait()
             self._wanted.clear()
             pool = getattr(cherrypy.server.httpserver, "requests", None)
-            while self._running and pool is not None:
-                size = len(pool._threads)  # cheroot has no public size
-                if pool.idle >= RESERVE or size >= self.maximum:
-                    break
-                pool.grow(min(GROW_STEP, self.maximum - size))
-                log.debug("grew the worker pool to %d threads", len(pool._threads))
+            # cheroot tells no pool size: the pool starts with ``min`` threads and only grows here.
+            while self._running and pool is not None and pool.idle < RESERVE and pool.min + self._grown < self.maximum:
+                step = min(GROW_STEP, self.maximum - pool.min - self._grown)
+                pool.grow(step)
+                self._grown += step
+                log.debug("grew the worker pool to %d threads", pool.min + self._grown)
+
+
+class NoFoldHeaderReader(HeaderReader):
+    """cheroot's header reader, refusing obsolete line folding (RFC 9112 5.2 allows a 400).
+
+    cheroot would replace a folded header's value by its last line, so a
+    ``ce-source`` split over two lines would silently become another source.
+    """
+
+    def __call__(self, rfile: Any, hdict: Any = None) -> Any:
+        wrapped = _FoldCheck(rfile)
+        return super().__call__(wrapped, hdict)
+
+
+class _FoldCheck:
+    def __init__(self, rfile: Any) -> None:
+        self.rfile = rfile
+
+    def readline(self, *args: Any) -> bytes:
+        line = self.rfile.readline(*args)
+        if line[:1] in (b" ", b"\t"):
+            raise ValueError("a header line starts with a space or tab (obsolete line folding)")
+        return line
+
+
+class GatedServer(CPWSGIServer):
+    """CherryPy's WSGI server with the gate as its connection manager."""
+
+    def __init__(self, server_adapter: Any, max_body: int, max_open: int) -> None:
+        super().__init__(server_adapter)
+        self.gate_max_body = max_body
+        self.gate_max_open = max_open
+        self.gate: gate.Gate | None = None
+        base = self.ConnectionClass
+
+        class NoFoldRequest(base.RequestHandlerClass):  # type: ignore[misc, name-defined]
+            header_reader = NoFoldHeaderReader()
+
+        class CountedConnection(base):  # type: ignore[misc, valid-type]
+            """A connection that tells the gate when it closes, once."""
+
+            counted = True
+            RequestHandlerClass = NoFoldRequest
+
+            def close(conn) -> None:  # noqa: N805  (``self`` is the server in this scope)
+                if conn.counted:
+                    conn.counted = False
+                    if self.gate is not None:
+                        self.gate.closed(conn)
+                super().close()
+
+        self.ConnectionClass = CountedConnection
+
+    def prepare(self) -> None:
+        super().prepare()
+        # No public hook installs a connection manager: a private attribute, which
+        # tests/unit/test_cheroot_contract.py checks on the cheroot setup.cfg pins.
+        stock = self._connections
+        self._connections = self.gate = gate.Gate(self, self.gate_max_body, self.gate_max_open)
+        stock.close()
 
 
 def _check_port(host: str, port: int) -> None:
@@ -210,7 +275,7 @@ def serve(settings: ApiConfig) -> None:
     threading.stack_size(STACK_SIZE)
     cherrypy.config.update(global_config)
     # Requests reach a worker only when whole: slow clients cost no thread (netapi.gate).
-    cherrypy.server.httpserver = gate.GatedServer(
+    cherrypy.server.httpserver = GatedServer(
         cherrypy.server, max_body=max(settings.max_event_size, login.LOGIN_BODY_LIMIT),
         max_open=min(settings.stream_limit + gate.MAX_PENDING + RESERVE,
                      resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_SPARE))

@@ -22,7 +22,8 @@ from daemon.forward import channels, registry
 from daemon.forward.reader import BusReader, Lane
 from daemon.forward.worker import BrokerWorker, redact
 from daemon.ownership import SockDirLock
-from eventbus import config, control, forwardconf, wire
+from eventbus import config, control, controlserver, forwardconf, wire
+from eventbus.complaints import Complaints
 from eventbus.errors import ConfigError, EventBusError, SinkError
 from eventbus.event import MasterEvent
 from eventbus.forwardconf import BrokerConfig, ForwardConfig
@@ -31,7 +32,6 @@ from eventbus.reload import Reloader
 
 log = logging.getLogger(__name__)
 
-VERB_STATS = wire.VERB_STATS
 STOP_GRACE = 10.0
 # How often the channels registry is compared with the brokers made of it.
 CHANNEL_CHECK = 1.0
@@ -130,7 +130,8 @@ class Forwarder:
         router.setsockopt(zmq.LINGER, 0)
         router.bind(endpoints.ctl)
         os.chmod(endpoints.files[2], 0o600)
-        verbs = {wire.VERB_PING: lambda _a: {"node": "forward", "pid": os.getpid()}, VERB_STATS: self.stats}
+        verbs = {wire.VERB_PING: lambda _a: {"node": "forward", "pid": os.getpid()}, wire.VERB_STATS: self.stats}
+        complaints = Complaints(log)
         firer = MasterEvent(self.master.sock_dir, opts=self.master, listen=False)
         log.warning("eventbus forward ready: %d brokers (%s), control socket %s", len(self.workers),
                     ", ".join(w.broker.name for w in self.workers), endpoints.ctl)
@@ -146,14 +147,9 @@ class Forwarder:
                         self.reload = True
                         return 0
                 if router.poll(200):
-                    frames = router.recv_multipart()
-                    identity, body = frames[:-2], frames[-2:]
-                    handler = verbs.get(body[0])
-                    if handler is None:
-                        reply = wire.reply(f"{body[0].decode(errors='replace')}: unknown verb", ok=False)
-                    else:
-                        reply = wire.reply(handler(None))
-                    router.send_multipart([*identity, *reply])
+                    answer = controlserver.answer(verbs, router.recv_multipart(), complaints, endpoints.ctl)
+                    if answer is not None:
+                        router.send_multipart(answer)
                 while not self.reports.empty():
                     tag, data = self.reports.get()
                     try:

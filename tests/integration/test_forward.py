@@ -4,7 +4,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+import pytest
+import zmq
+
 from eventbus import control
+from eventbus.errors import DaemonRefusedError
 from eventbus.event import MasterEvent
 from tests.forwardkit import Forwarder, fire_many, hook_receiver, read_lines
 from tests.helpers import run_cli, wait_for
@@ -216,6 +220,32 @@ def test_a_custom_class_that_does_not_subclass_sink_gets_batches(master, tmp_pat
         fire_many(master, 30)
         forward.wait_delivered("plain", 30)
         assert [r["data"]["n"] for r in read_lines(tmp_path / "plain.jsonl")] == list(range(30))
+    finally:
+        assert forward.stop() == 0
+    assert "Traceback" not in forward.log
+
+
+def test_the_forwarder_answers_control_requests_as_the_master_does(master):
+    """Unknown verbs refused in the same words, a malformed request logged once and unanswered, the socket alive."""
+    forward = Forwarder(master, [{"name": "out", "type": "file", "path": "out.jsonl"}]).start()
+    try:
+        reasons = []
+        for sock_dir in (master.sock_dir, forward.sock_dir):
+            with pytest.raises(DaemonRefusedError) as refused:
+                control.request(sock_dir, b"no-such-verb", timeout=5)
+            reasons.append(refused.value.reason)
+        assert reasons[0] == reasons[1] == "unknown verb b'no-such-verb'"
+        context = zmq.Context()
+        try:
+            dealer = context.socket(zmq.DEALER)
+            dealer.connect(f"ipc://{forward.sock_dir}/ctl.ipc")
+            dealer.send(b"one frame only")
+            wait_for(lambda: "malformed control request" in forward.log, 10, what="the forwarder to log it")
+            assert not dealer.poll(0)
+            dealer.close(0)
+        finally:
+            context.term()
+        assert control.ping(forward.sock_dir)["node"] == "forward"
     finally:
         assert forward.stop() == 0
     assert "Traceback" not in forward.log

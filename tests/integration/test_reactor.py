@@ -159,6 +159,36 @@ def test_post_sends_the_rendered_body_and_reports_the_status(started: list) -> N
     assert results["t/nobody"]["ok"] is False and results["t/nobody"]["error"]
 
 
+class KeptAliveHook(Hook):
+    """``Hook`` over HTTP/1.1, noting each request's client port (one per connection)."""
+
+    protocol_version = "HTTP/1.1"
+    ports: list = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        KeptAliveHook.ports.append(self.client_address[1])
+        super().do_POST()
+
+
+def test_posts_to_one_host_reuse_kept_alive_connections(started: list) -> None:
+    from daemon.reactor import POOL_SIZES
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeptAliveHook)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        node, bus = start(started, [{"t/many": [{"post": {"url": f"http://127.0.0.1:{server.server_address[1]}/many",
+                                                          "body": {"n": "{{ data.n }}"}}}]}])
+        for n in range(40):
+            bus.fire("t/many", {"n": n})
+        results = bus.wait_results(40)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [result["status"] for result in results] == [200] * 40
+    assert len(KeptAliveHook.ports) == 40 and len(set(KeptAliveHook.ports)) <= POOL_SIZES["post"]
+
+
 def test_target_fires_on_the_matching_minions_with_their_acks() -> None:
     site = Site()
     try:

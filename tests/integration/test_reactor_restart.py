@@ -131,15 +131,6 @@ def test_a_burst_the_bus_drops_for_the_reactor_is_fetched_again_not_lost() -> No
         node.cleanup()
 
 
-def fire_range_tag(node: Node, tag: str, count: int) -> None:
-    handle = MasterEvent(node.sock_dir, opts=node.opts(), listen=False)
-    try:
-        for n in range(count):
-            assert handle.fire_event({"n": n}, tag, timeout=5000)
-    finally:
-        handle.destroy()
-
-
 def test_a_master_kill_leaves_no_reactor_behind_and_the_next_resumes(counted: tuple[Node, Path]) -> None:
     node, out = counted
     node.start()

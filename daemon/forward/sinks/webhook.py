@@ -5,22 +5,12 @@ sha256=<hex HMAC-SHA256 of the body>``. With ``format: cloudevents``, ``mode``
 chooses a structured body or CloudEvents binary mode (``ce-*`` headers, the
 data as the body). Events of a batch already answered 2xx are not posted
 again when the rest of the batch is retried. The connection is kept alive
-between POSTs (the standard library's ``http.client``) and made again after
-any error.
+between POSTs (``eventbus.httppost``).
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import random
-import time
-
-import http.client
-import ssl
-from urllib.parse import urlsplit
-
-from eventbus import records
 from daemon.forward.sinks import keys
+from eventbus import httppost, records, signing
 from eventbus.brokertypes import BUILTIN
 from eventbus.errors import SinkError
 from eventbus.sink import Outgoing, Sink
@@ -34,17 +24,12 @@ class WebhookSink(Sink):
     def __init__(self, url: str, secret: str | None, mode: str, timeout: float, retries: int,
                  fmt: str) -> None:
         self.url = url
-        self.secret = secret.encode() if secret else None
+        self.secret = secret
         self.mode = mode
         self.timeout = float(timeout)
         self.retries = retries
         self.format = fmt
-        parts = urlsplit(url)
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or (443 if self.https else 80)
-        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.connection: http.client.HTTPConnection | None = None
+        self.poster = httppost.Poster()
         self._posted = 0  # the last seq answered 2xx
 
     @classmethod
@@ -69,61 +54,19 @@ class WebhookSink(Sink):
             headers, body = {"Content-Type": "application/cloudevents+json"}, event.body
         else:
             headers, body = {"Content-Type": "application/json"}, event.body
-        if self.secret is not None:
-            digest = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-            headers["X-Hub-Signature"] = f"sha256={digest}"
+        if self.secret:
+            headers["X-Hub-Signature"] = signing.sign(body, self.secret)
         return headers, body
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if self.connection is None:
-            if self.https:
-                self.connection = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                                              context=ssl.create_default_context())
-            else:
-                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        return self.connection
-
-    def _attempt(self, headers: dict[str, str], body: bytes) -> str | None:
-        """POST once: ``None`` on a 2xx, else why not."""
-        for fresh in (self.connection is None, True):
-            connection = self._connect()
-            try:
-                connection.request("POST", self.target, body, headers)
-                answer = connection.getresponse()
-                answer.read()
-                break
-            except (OSError, http.client.HTTPException) as exc:
-                connection.close()
-                self.connection = None
-                if fresh:  # a kept-alive connection the server had closed gets one fresh try at once
-                    return f"cannot POST to {self.url}: {getattr(exc, 'strerror', None) or exc or type(exc).__name__}"
-        if answer.will_close:
-            connection.close()
-            self.connection = None
-        if 200 <= answer.status < 300:
-            return None
-        return f"{self.url} answered {answer.status} {answer.reason}"
-
-    def _post(self, event: Outgoing) -> None:
-        headers, body = self.request_for(event)
-        delay = 0.1
-        for attempt in range(self.retries + 1):
-            reason = self._attempt(headers, body)
-            if reason is None:
-                return
-            if attempt < self.retries:
-                time.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 5.0)
-        raise SinkError(reason)
 
     def publish(self, batch: list[Outgoing]) -> None:
         for event in batch:
             if event.seq <= self._posted:
                 continue
-            self._post(event)
+            headers, body = self.request_for(event)
+            reason = self.poster.deliver(self.url, body, headers, self.timeout, self.retries)
+            if reason is not None:
+                raise SinkError(reason)
             self._posted = event.seq
 
     def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
+        self.poster.close()

@@ -26,14 +26,14 @@ import zmq.asyncio
 
 from eventbus import config, control, payload, wire
 from eventbus.errors import EventBusError, InvalidArgumentError, InvalidEventError
-from eventbus.event import CONNECT_TIMEOUT, HEAD_TIMEOUT, REPLAY_TIMEOUT, open_listener, open_publisher
-from eventbus.handover import hand_over
-from eventbus.inbox import NEED_FILL, Event, Inbox
+from eventbus.inbox import ASK, READ, Event, Inbox
+from eventbus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open_publisher
 
 log = logging.getLogger(__name__)
 
 _recv_now = zmq.Socket.recv
 _send_now = zmq.Socket.send
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class AsyncBusHandle:
@@ -49,16 +49,15 @@ class AsyncBusHandle:
         self.listen = listen
         self.endpoints = wire.endpoints(sock_dir or settings.sock_dir)  # type: ignore[attr-defined]
         self.max_event_size = settings.max_event_size
-        self.inbox = Inbox(settings.event_match_type)
+        self.inbox = Inbox(settings.event_match_type, node=node)
         self.context = zmq.asyncio.Context()
         self.sub: zmq.asyncio.Socket | None = None
         self.push: zmq.asyncio.Socket | None = None
         self._sync_token = b""
         self._send_timeout = -2
-        # Replay pages are asked on a blocking connection in a worker thread: the same client as the
-        # blocking handle's, kept off the event loop.
-        self._control: control.Client | None = None
-        # When the bus is quiet: when to ask the daemon's head next, and the seq seen at the last check.
+        # Replay pages and head checks are asked on a blocking connection in a worker thread: the same
+        # client as the blocking handle's, kept off the event loop.
+        self._control = control.Client(zmq.Context.instance(), self.endpoints.sock_dir)
 
     @property
     def connected(self) -> bool:
@@ -77,7 +76,7 @@ class AsyncBusHandle:
         deadline = time.monotonic() + timeout
         while not self.connected:
             try:
-                self.inbox.note_presync(_recv_now(self.sub, zmq.NOBLOCK))
+                self.inbox.note_presync(_recv_now(self.sub, _NOBLOCK))
                 continue
             except zmq.Again:
                 pass
@@ -88,77 +87,35 @@ class AsyncBusHandle:
         self.sub.setsockopt(zmq.UNSUBSCRIBE, self._sync_token)
         return True
 
-    async def _next(self, want: Any, wait: float | None, no_block: bool,
-                    following: bool = False) -> Event | None:
-        """The next event ``want`` matches (missing ones fetched first, as the blocking handle does)."""
+    async def _next(self, want: Any, deadline: float | None, following: bool = False) -> Event | None:
+        """The next event ``want`` matches, or ``None`` at ``deadline``: the I/O of the inbox's reading loop."""
         if self.sub is None:
             await self.connect()
-        sub = self.sub
-        inbox = self.inbox
-        receive, backlog = inbox.receive, inbox.backlog
-        deadline = None if wait is None else time.monotonic() + wait
+        sub, inbox, frame = self.sub, self.inbox, None
+        step = inbox.step
         while True:
-            if following and (inbox.unreported or inbox.unreported_restart):
-                return inbox.take_gap()
-            if backlog:
-                frame = backlog.popleft()
-            elif inbox.filling:
-                await self._fetch_page(following)
-                continue
-            else:
+            todo = step(want, following, frame)
+            frame = None
+            if todo is READ:
                 try:
-                    frame = _recv_now(sub, zmq.NOBLOCK)
-                except zmq.Again:
-                    if no_block:
-                        return None
-                    now = time.monotonic()
-                    remaining = 3600.0 if deadline is None else deadline - now
-                    if remaining <= 0:
-                        return None
-                    if inbox.head_due(now):
-                        await self._head_check(now)
-                        continue
-                    remaining = inbox.head_wait(now, remaining)
-                    await sub.poll(int(remaining * 1000) + 1, zmq.POLLIN)  # type: ignore[union-attr]
+                    frame = _recv_now(sub, _NOBLOCK)
                     continue
-            event = receive(frame, want)
-            if event is NEED_FILL:
-                log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
-                         self.node, inbox.last_seq)
-            elif event is not None:
-                return event
-
-    async def _head_check(self, now: float) -> None:
-        """As the blocking handle's: the bus was quiet since the last event; ask the daemon's head."""
-        inbox = self.inbox
-        head = await self._ask(wire.VERB_PING, None, HEAD_TIMEOUT)
-        inbox.check_head(None if head is None else int(head["seq"]), now)
-        if inbox.filling:
-            log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
-                     self.node, inbox.last_seq)
-
-    async def _ask(self, verb: bytes, args: Any, timeout: float = REPLAY_TIMEOUT) -> Any:
-        """A control request in a worker thread; ``None`` (logged) when the daemon does not answer."""
-        if self._control is None:
-            self._control = control.Client(zmq.Context.instance(), self.endpoints.sock_dir)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                None, self._control.request, verb, args, timeout)
-        except EventBusError as exc:
-            log.debug("no answer from the %s bus to %s: %s", self.node, verb.decode(), exc)
-            return None
-
-    async def _fetch_page(self, persist: bool) -> None:
-        """As the blocking handle's: on failure give up (the events count as lost), or retry if ``persist``."""
-        answer = await self._ask(wire.VERB_REPLAY, self.inbox.fill_request())
-        if answer is not None:
-            self.inbox.accept_page(answer)
-        elif persist:
-            log.warning("cannot fetch events missed on the %s bus yet, retrying", self.node)
-            await asyncio.sleep(0.5)
-        else:
-            log.warning("cannot fetch events missed on the %s bus (they count as lost)", self.node)
-            self.inbox.give_up_fill()
+                except zmq.Again:
+                    pass
+                wait = inbox.quiet(time.monotonic(), deadline)
+                if wait is None:
+                    return None
+                if wait:
+                    await sub.poll(int(wait * 1000) + 1, zmq.POLLIN)  # type: ignore[union-attr]
+            elif todo is ASK:
+                try:
+                    reply = await asyncio.get_running_loop().run_in_executor(
+                        None, self._control.request, *inbox.question())
+                except EventBusError as exc:
+                    reply = exc
+                await asyncio.sleep(inbox.answer(reply, time.monotonic(), following))  # a pause before asking again
+            else:
+                return todo
 
     async def follow(self, since: int, tag: str = "", match_type: str | None = None) -> AsyncIterator[dict]:
         """Every retained event after seq ``since`` (0: all), then live ones: ``{"seq", "tag", "data"}``.
@@ -171,7 +128,7 @@ class AsyncBusHandle:
         self.inbox.start_from(since)
         want = self.inbox.matcher(tag, match_type)
         while True:
-            event = await self._next(want, None, False, following=True)
+            event = await self._next(want, None, following=True)
             if event is not None:
                 yield event.record()
 
@@ -181,7 +138,8 @@ class AsyncBusHandle:
         want = self.inbox.matcher(tag, match_type)
         event = self.inbox.take_kept(want) if self.inbox.kept else None
         if event is None:
-            event = await self._next(want, None if (wait == 0 and not no_block) else wait, no_block)
+            now = time.monotonic()
+            event = await self._next(want, now if no_block else None if wait == 0 else now + wait)
             if event is None:
                 return None
         return event.full() if full else event.data
@@ -227,8 +185,7 @@ class AsyncBusHandle:
         """Close the handle; events already handed over are still delivered."""
         if self.context.closed:
             return
-        if self._control is not None:
-            self._control.close()
+        self._control.close()
         if self.sub is not None:
             self.sub.close(0)
         push = self.push

@@ -23,63 +23,15 @@ from zmq.utils.monitor import recv_monitor_message
 
 from eventbus import config, control, payload, relay, wire
 from eventbus.errors import BusDisconnectedError, EventBusError, InvalidArgumentError, InvalidEventError
-from eventbus.handover import hand_over
-from eventbus.inbox import NEED_FILL, Event, Inbox
+from eventbus.inbox import ASK, READ, Event, Inbox
 from eventbus.match import Matcher
+from eventbus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open_publisher, send_bytes
 
 log = logging.getLogger(__name__)
 
-# A listener may be this many events behind before the bus starts dropping for it.
-LISTEN_QUEUE = 100_000
-PUBLISH_QUEUE = 10_000
-CONNECT_TIMEOUT = 5.0
-# A replay page the daemon does not answer within this is given up (get_event) or retried (follow).
-REPLAY_TIMEOUT = 5.0
-# A head check is advisory: a daemon that does not answer it quickly is asked again later.
-HEAD_TIMEOUT = 1.0
-# pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
-# for plain bytes it only adds a call per event.
-_send_bytes = zmq.backend.Socket.send
 _NOTHING = object()
 # zmq's constants are enum members: ``&`` on one runs Python code, and passing one costs a conversion.
 _POLLIN, _NOBLOCK = int(zmq.POLLIN), int(zmq.NOBLOCK)
-
-
-def _readable(poll_items: list[tuple[zmq.Socket, int]]) -> bool:
-    """Whether the socket of ``[(sock, POLLIN)]`` has a message waiting.
-
-    A zero-timeout poll: cheaper than a recv that raises ``zmq.Again``, and
-    than ``sock.get(zmq.EVENTS)``, which looks the option up in an enum.
-    """
-    return bool(_zmq_poll(poll_items, 0))
-
-
-def open_listener(context: zmq.Context, endpoints: wire.Endpoints) -> tuple[zmq.Socket, bytes]:
-    """A SUB socket subscribed to every event, and the sync token it asked for last."""
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.RCVHWM, LISTEN_QUEUE)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.RECONNECT_IVL, 100)
-    sub.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-    sub.connect(endpoints.pub)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    token = wire.SYNC_PREFIX + os.urandom(12)
-    sub.setsockopt(zmq.SUBSCRIBE, token)
-    return sub, token
-
-
-def open_publisher(context: zmq.Context, endpoints: wire.Endpoints, timeout_ms: int,
-                   endpoint: str | None = None) -> zmq.Socket:
-    """A PUSH socket that queues only to a connected daemon (so a send can time out)."""
-    push = context.socket(zmq.PUSH)
-    push.setsockopt(zmq.IMMEDIATE, 1)
-    push.setsockopt(zmq.SNDHWM, PUBLISH_QUEUE)
-    push.setsockopt(zmq.LINGER, max(timeout_ms, 1000))
-    push.setsockopt(zmq.SNDTIMEO, timeout_ms)
-    push.setsockopt(zmq.RECONNECT_IVL, 100)
-    push.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-    push.connect(endpoint or endpoints.pull)
-    return push
 
 
 class BusHandle:
@@ -94,17 +46,16 @@ class BusHandle:
         self.opts = settings
         self.endpoints = wire.endpoints(sock_dir or settings.sock_dir)  # type: ignore[attr-defined]
         self.max_event_size = settings.max_event_size
-        self.inbox = Inbox(settings.event_match_type)
+        self.inbox = Inbox(settings.event_match_type, node=node)
         self.context = zmq.Context()
         self.sub: zmq.Socket | None = None
         self.push: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
-        self._poller: zmq.Poller | None = None
-        self._sub_ready: list[tuple[zmq.Socket, int]] = []
+        self._sub_ready: list[tuple[zmq.Socket, int]] = []  # [(sub, POLLIN)]: a look at the listener
+        self._watched: list[tuple[zmq.Socket, int]] = []    # the listener and its monitor: a wait
         self._sync_token = b""
         self._send_timeout = -2
-        self._control: control.Client | None = None
-        # When the bus is quiet: when to ask the daemon's head next, and the seq seen at the last check.
+        self._control = control.Client(self.context, self.endpoints.sock_dir)  # replay pages, head checks
         self._quiet = False  # the last look at the listener found nothing queued
         # The last get_event call's tag and match type (none yet: a value no caller passes), and their matcher.
         self._want_tag: Any = _NOTHING
@@ -122,9 +73,7 @@ class BusHandle:
             self.sub, self._sync_token = open_listener(self.context, self.endpoints)
             self._monitor = self.sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
             self._sub_ready = [(self.sub, _POLLIN)]
-            self._poller = zmq.Poller()
-            self._poller.register(self.sub, _POLLIN)
-            self._poller.register(self._monitor, _POLLIN)
+            self._watched = [(self.sub, _POLLIN), (self._monitor, _POLLIN)]
         if timeout is None:
             if not os.path.exists(self.endpoints.files[1]):
                 return False
@@ -160,11 +109,12 @@ class BusHandle:
 
     def _watch_link(self, timeout: float, auto_reconnect: bool) -> None:
         """Block until the listener may have data, noting (dis)connections on the way."""
-        assert self._poller is not None and self._monitor is not None
-        ready = dict(self._poller.poll(max(int(timeout * 1000), 0)))
-        if self._monitor in ready:
-            while self._monitor.poll(0):
-                event = recv_monitor_message(self._monitor)["event"]
+        monitor = self._monitor
+        assert monitor is not None
+        ready = _zmq_poll(self._watched, max(int(timeout * 1000), 0))
+        if ready and ready[-1][0] is monitor:  # zmq_poll keeps the order of _watched
+            while monitor.poll(0):
+                event = recv_monitor_message(monitor)["event"]
                 self.disconnected = event == zmq.EVENT_DISCONNECTED
                 if self.disconnected:
                     log.debug("lost the %s bus at %s", self.node, self.endpoints.sock_dir)
@@ -174,37 +124,20 @@ class BusHandle:
 
     # -- listening ------------------------------------------------------------------
 
-    def _next(self, want: Any, wait: float | None, no_block: bool, auto_reconnect: bool,
-              following: bool = False) -> Event | None:
-        """The next event ``want`` matches, within ``wait`` seconds (``None``: forever).
-
-        Missing events (dropped for this listener, or before a restart) are
-        fetched from the daemon's window and journal before the next live one.
-        ``following`` also returns gap notices. When the bus was quiet for a
-        whole interval the daemon's head is asked, so events dropped for this
-        listener just before a quiet spell are fetched too.
-        """
+    def _next(self, want: Any, deadline: float | None, auto_reconnect: bool, following: bool) -> Event | None:
+        """The next event ``want`` matches, or ``None`` at ``deadline``: the I/O of the inbox's reading loop."""
         if self.sub is None:
             self.connect_pub(timeout=0)
-        sub = self.sub
-        recv = sub.recv  # type: ignore[union-attr]
-        waited = False
         inbox = self.inbox
-        receive, backlog = inbox.receive, inbox.backlog
-        deadline = None if wait is None else time.monotonic() + wait
+        step, recv, look = inbox.step, self.sub.recv, self._sub_ready  # type: ignore[union-attr]
+        waited, frame = False, None
         while True:
-            if following and (inbox.unreported or inbox.unreported_restart):
-                return inbox.take_gap()
-            if backlog:
-                frame = backlog.popleft()
-            elif inbox.filling:
-                self._fetch_page(following)
-                continue
-            else:
-                # On a quiet bus a recv that finds nothing raises (costly) zmq.Again on every call; so
-                # while quiet, look at the socket first, and recv straight away after a wait said readable.
-                frame = None
-                if waited or not self._quiet or _readable(self._sub_ready):
+            todo = step(want, following, frame)
+            frame = None
+            if todo is READ:
+                # On a quiet bus a recv that finds nothing raises (costly) zmq.Again on every call; so while
+                # quiet, look at the socket first, and recv straight away after a wait said readable.
+                if waited or not self._quiet or _zmq_poll(look, 0):
                     if not waited:
                         self._quiet = False  # a frame was queued already: the bus is busy
                     try:
@@ -214,56 +147,20 @@ class BusHandle:
                 waited = False
                 if frame is None:
                     self._quiet = True
-                    if no_block:
+                    wait = inbox.quiet(time.monotonic(), deadline)
+                    if wait is None:
                         return None
-                    now = time.monotonic()
-                    remaining = 3600.0 if deadline is None else deadline - now
-                    if remaining <= 0:
-                        return None
-                    if inbox.head_due(now):
-                        self._head_check(now)
-                        continue
-                    remaining = inbox.head_wait(now, remaining)
-                    self._watch_link(remaining, auto_reconnect)
-                    waited = True
-                    continue
-            event = receive(frame, want)
-            if event is NEED_FILL:
-                log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
-                         self.node, inbox.last_seq)
-            elif event is not None:
-                return event
-
-    def _controller(self) -> control.Client:
-        if self._control is None:
-            self._control = control.Client(self.context, self.endpoints.sock_dir)
-        return self._control
-
-    def _fetch_page(self, persist: bool) -> None:
-        """Ask the daemon for the next page of missing events; on failure give up, or retry if ``persist``."""
-        request = self.inbox.fill_request()
-        try:
-            self.inbox.accept_page(self._controller().request(wire.VERB_REPLAY, request, REPLAY_TIMEOUT))
-        except EventBusError as exc:
-            if not persist:
-                log.warning("cannot fetch events missed on the %s bus (they count as lost): %s", self.node, exc)
-                self.inbox.give_up_fill()
-                return
-            log.warning("cannot fetch events missed on the %s bus yet, retrying: %s", self.node, exc)
-            time.sleep(0.5)
-
-    def _head_check(self, now: float) -> None:
-        """The bus has been quiet since the last event: were events dropped for us just before? Ask the head."""
-        inbox = self.inbox
-        try:
-            head: int | None = int(self._controller().request(wire.VERB_PING, None, HEAD_TIMEOUT)["seq"])
-        except EventBusError as exc:
-            log.debug("no head from the %s bus: %s", self.node, exc)
-            head = None
-        inbox.check_head(head, now)
-        if inbox.filling:
-            log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
-                     self.node, inbox.last_seq)
+                    if wait:
+                        self._watch_link(wait, auto_reconnect)
+                        waited = True
+            elif todo is ASK:
+                try:
+                    reply = self._control.request(*inbox.question())
+                except EventBusError as exc:
+                    reply = exc
+                time.sleep(inbox.answer(reply, time.monotonic(), following))  # a pause before asking again
+            else:
+                return todo
 
     def start_following(self, since: int) -> None:
         """Make the next ``get_event_record(following=True)`` calls read from after seq ``since``."""
@@ -320,7 +217,8 @@ class BusHandle:
             self._want_tag, self._want_type, self._want = tag, match_type, want
         event = self.inbox.take_kept(want) if self.inbox.kept else None
         if event is None:
-            event = self._next(want, None if (wait == 0 and not no_block) else wait, no_block, auto_reconnect,
+            now = time.monotonic()
+            event = self._next(want, now if no_block else None if wait == 0 else now + wait, auto_reconnect,
                                following)
         return event
 
@@ -361,7 +259,7 @@ class BusHandle:
             self.push.setsockopt(zmq.SNDTIMEO, timeout)  # type: ignore[union-attr]
             self._send_timeout = timeout
         try:
-            _send_bytes(self.push, frame)
+            send_bytes(self.push, frame)
         except zmq.Again:
             return False
         return True
@@ -372,8 +270,7 @@ class BusHandle:
         """Close the handle; events already handed over are still delivered."""
         if self.context.closed:
             return
-        if self._control is not None:
-            self._control.close()
+        self._control.close()
         if self._monitor is not None:
             self.sub.disable_monitor()  # type: ignore[union-attr]
             self._monitor.close(0)
@@ -451,7 +348,7 @@ class MinionEvent(BusHandle):
             self.relay_push.setsockopt(zmq.SNDTIMEO, timeout)
             self._relay_timeout = timeout
         try:
-            self.relay_push.send(raw_tag + wire.SEPARATOR + raw_data)
+            self.relay_push.send(wire.publish_frame(raw_tag, raw_data))
         except zmq.Again:
             return False
         return True

@@ -1,16 +1,15 @@
 """The one reader's history part without a live stream: what a resuming SSE client missed.
 
 Page by page through the daemon's replay verb (its window, then its
-journal), with the same inbox as a listening handle, so the order, the
-de-duplication and the gap notices are the same.
+journal), with the same inbox and reading loop as a listening handle, so the
+order, the de-duplication and the gap notices are the same.
 """
 from __future__ import annotations
 
 from typing import Iterator
 
-from eventbus import control, wire
-from eventbus.event import REPLAY_TIMEOUT
-from eventbus.inbox import NEED_FILL, Event, Inbox
+from eventbus import control
+from eventbus.inbox import ASK, READ, Event, Inbox
 
 
 def read_history(client: control.Client, after: int, until: int | None = None) -> Iterator[Event]:
@@ -24,14 +23,10 @@ def read_history(client: control.Client, after: int, until: int | None = None) -
     inbox.start_from(after, until)
     everything = inbox.matcher("", "startswith")
     while True:
-        gap = inbox.take_gap()
-        if gap is not None:
-            yield gap
-        elif inbox.backlog:
-            event = inbox.receive(inbox.backlog.popleft(), everything)
-            if event is not None and event is not NEED_FILL:
-                yield event
-        elif inbox.filling:
-            inbox.accept_page(client.request(wire.VERB_REPLAY, inbox.fill_request(), REPLAY_TIMEOUT))
+        todo = inbox.step(everything, following=True)
+        if todo is READ:
+            return  # no live stream: the history ends at the head
+        if todo is ASK:
+            inbox.answer(client.request(*inbox.question()), 0.0)
         else:
-            return
+            yield todo  # type: ignore[misc]

@@ -14,26 +14,28 @@ no longer exist anywhere (purged from the journal, or never kept).
 
 It also keeps, in order, events that match a ``subscribe``d tag but not the
 current ``get_event`` call, so a later matching call returns them (Salt's
-``pending_tags`` semantics). The sync and asyncio handles are thin adapters
-that only move frames between sockets and this object.
+``pending_tags`` semantics).
+
+The reading loop is here, once: ``step`` hands out an event or says what
+I/O to do (``READ`` a live frame, ``ASK`` the daemon a ``question``); the
+handles and history reading do it and hand back the result.
 """
 from __future__ import annotations
 
 import collections
 import logging
-import struct
 from typing import Any, NamedTuple
 
 import msgpack
 
 from eventbus import match, payload, wire
-from eventbus.errors import InvalidEventError
+from eventbus.errors import EventBusError, InvalidEventError
 
 log = logging.getLogger(__name__)
 
+_split = wire.split_bus_frame
 _header = wire.HEADER.unpack_from
 _unpackb = msgpack.unpackb
-_HEADER_SIZE = wire.HEADER_SIZE
 
 GAP_TAG = "eventbus/stream/gap"
 # Events asked for per replay request: big enough to stream fast, small enough for one reply.
@@ -42,6 +44,15 @@ PAGE = 2000
 # before?); while nothing turns out missing the asks come further apart, up to HEAD_CHECK_MAX.
 HEAD_CHECK_EVERY = 0.5
 HEAD_CHECK_MAX = 8.0
+# A replay page the daemon does not answer within this is given up (get_event) or asked again (follow).
+REPLAY_TIMEOUT = 5.0
+RETRY_PAUSE = 0.5
+# A head check is advisory: a daemon that does not answer it quickly is asked again later.
+HEAD_TIMEOUT = 1.0
+
+# What ``Inbox.step`` asks a reader to do when it has no event to hand out yet.
+READ = "read"  # read one live frame without waiting: to the next ``step``, or ``quiet`` if there was none
+ASK = "ask"    # send the daemon ``question()``: its reply, or the EventBusError it failed with, to ``answer``
 
 
 class Event(NamedTuple):
@@ -70,7 +81,8 @@ class Inbox:
     """Position, gap filling, de-duplication, subscriptions and kept events of one listener."""
 
     def __init__(self, default_match_type: str = "startswith", keep_limit: int = 10000,
-                 catch_up: bool = True) -> None:
+                 catch_up: bool = True, node: str = "local") -> None:
+        self.node = node  # whose bus, for log lines
         self.default_match_type = default_match_type
         self.keep_limit = keep_limit
         self.catch_up = catch_up
@@ -92,6 +104,7 @@ class Inbox:
         self._checked_seq = -1  # last_seq at the previous look at a quiet socket
         self._head_interval = HEAD_CHECK_EVERY
         self._filled_upto = 0  # gaps before this seq were fetched already: what is still missing is lost
+        self._head_now = False  # the next ASK is a head check
 
     # -- subscriptions --------------------------------------------------------------------
 
@@ -121,8 +134,9 @@ class Inbox:
 
     def note_presync(self, frame: bytes) -> None:
         """A frame that came before the handle was proven live: only sync answers count."""
-        if frame[:_HEADER_SIZE] == wire.SYNC_HEADER:
-            self.synced.add(frame[_HEADER_SIZE:])
+        token = wire.sync_token(frame)
+        if token is not None:
+            self.synced.add(token)
 
     def start_from(self, since: int, until: int | None = None) -> None:
         """Hand out every retained event after seq ``since`` (0: all) and before ``until``, then live ones."""
@@ -143,28 +157,95 @@ class Inbox:
         self.unreported, self.unreported_restart = 0, False
         return Event(GAP_TAG, data, None)
 
+    # -- the reading loop ------------------------------------------------------------------
+
+    def step(self, want: match.Matcher, following: bool = False, frame: bytes | None = None) -> Event | str:
+        """The next event ``want`` matches, or what to do first: ``READ`` or ``ASK``.
+
+        ``frame`` is the live frame the last ``READ`` got. Fetched frames go
+        before live ones; ``following`` also hands out gap notices.
+        """
+        backlog = self.backlog
+        while True:
+            if frame is None:
+                if following and (self.unreported or self.unreported_restart):
+                    return self.take_gap()  # type: ignore[return-value]
+                if not backlog:
+                    return ASK if self._fill is not None or self._head_now else READ
+                frame = backlog.popleft()
+            event = self.receive(frame, want)
+            if event is not None and event is not NEED_FILL:
+                return event
+            frame = None
+
+    def quiet(self, now: float, deadline: float | None) -> float | None:
+        """``READ`` found no frame: seconds to wait for one (0: ``ASK`` the head first), ``None`` past ``deadline``.
+
+        The daemon's head is asked once the bus has been quiet for a while
+        after an event (were events dropped just before?), then less often.
+        """
+        remaining = 3600.0 if deadline is None else deadline - now
+        if remaining <= 0:
+            return None
+        if not self.last_seq:
+            return remaining  # a reader that never got an event never asks
+        if self.last_seq != self._checked_seq:
+            self._checked_seq, self._head_interval = self.last_seq, HEAD_CHECK_EVERY
+            self._next_head_check = now + HEAD_CHECK_EVERY
+        elif now >= self._next_head_check:
+            self._head_now = True
+            return 0.0
+        return min(remaining, max(self._next_head_check - now, 0.001))
+
+    def question(self) -> tuple[bytes, Any, float]:
+        """The control request ``ASK`` stands for: (verb, args, timeout)."""
+        if self._head_now:
+            return wire.VERB_PING, None, HEAD_TIMEOUT
+        return wire.VERB_REPLAY, self.fill_request(), REPLAY_TIMEOUT
+
+    def answer(self, reply: Any, now: float, retry: bool = False) -> float:
+        """The reply to ``question()`` (or the ``EventBusError`` it failed with); seconds to pause before reading on.
+
+        A replay page that failed is asked again after a pause when
+        ``retry`` (a follower), else what was missing counts as lost.
+        """
+        failed = isinstance(reply, EventBusError)
+        if self._head_now:
+            self._head_now = False
+            if failed:
+                log.debug("no head from the %s bus: %s", self.node, reply)
+            self.check_head(None if failed else int(reply["seq"]), now)
+        elif not failed:
+            self.accept_page(reply)
+        elif retry:
+            log.warning("cannot fetch events missed on the %s bus yet, retrying: %s", self.node, reply)
+            return RETRY_PAUSE
+        else:
+            log.warning("cannot fetch events missed on the %s bus (they count as lost): %s", self.node, reply)
+            self.give_up_fill()
+        return 0.0
+
     # -- frames in -----------------------------------------------------------------------
 
     def receive(self, frame: bytes, want: match.Matcher) -> Event | None:
         """Account one frame; the event if ``want`` matches it, ``NEED_FILL`` if events are missing first."""
         try:
-            seq, epoch = _header(frame)
-            cut = frame.index(b"\x00", _HEADER_SIZE)
-            tag = frame[_HEADER_SIZE:cut].decode("utf-8")
-        except (ValueError, UnicodeDecodeError, struct.error):
+            seq, epoch, raw_tag, raw_data = _split(frame)
+            tag = raw_tag.decode("utf-8")
+        except ValueError:  # a MalformedFrameError or a UnicodeDecodeError
             log.debug("ignored a malformed frame from the bus")
             return None
         last = self.last_seq
         if seq != last + 1 or epoch != self.epoch:
             if seq == 0:
-                self.synced.add(frame[_HEADER_SIZE:])
+                self.note_presync(frame)
                 return None
             if seq <= last:
                 return None  # handed out already (a fill overlapped the live stream)
             if last and seq > last + 1:
                 if self.catch_up and seq > self._filled_upto:
-                    self._fill = (last, seq)
                     self._pending = frame
+                    self._start_fill(last, seq)
                     return NEED_FILL
                 # Within one run seqs are contiguous; a new run's events start at its epoch + 1.
                 missing = seq - last - 1 if epoch == self.epoch else max(0, seq - epoch - 1)
@@ -178,15 +259,15 @@ class Inbox:
             try:
                 # The common case inline (a copy of a small frame's data is cheaper than a memoryview);
                 # anything unusual goes through _event for its error.
-                data = _unpackb(frame[cut + 1:], raw=False, strict_map_key=False)
+                data = _unpackb(raw_data, raw=False, strict_map_key=False)
                 if type(data) is dict:
                     return _new_tuple(Event, (tag, data, seq))  # Event(...) without its Python __new__
             except Exception:  # msgpack raises many unrelated types on garbage
                 pass
-            return self._event(tag, frame, cut, seq)
+            return self._event(tag, raw_data, seq)
         for keep in self.subscriptions.values():
             if keep(tag):
-                event = self._event(tag, frame, cut, seq)
+                event = self._event(tag, raw_data, seq)
                 if event is not None:
                     if len(self.kept) >= self.keep_limit:
                         self.kept.popleft()
@@ -196,9 +277,9 @@ class Inbox:
         return None
 
     @staticmethod
-    def _event(tag: str, frame: bytes, cut: int, seq: int) -> Event | None:
+    def _event(tag: str, raw_data: bytes, seq: int) -> Event | None:
         try:
-            return Event(tag, payload.unpack_data(frame[cut + 1:]), seq)
+            return Event(tag, payload.unpack_data(raw_data), seq)
         except InvalidEventError as exc:
             log.debug("ignored event %r from the bus: %s", tag, exc)
             return None
@@ -207,6 +288,11 @@ class Inbox:
     #
     # A handle asks for pages only when the backlog is empty, so a long fill streams page by
     # page; the live frame that revealed the gap is handed out after the last page.
+
+    def _start_fill(self, after: int, until: int) -> None:
+        log.info("events missing on the %s bus after seq %d: fetching them from its window and journal",
+                 self.node, after)
+        self._fill = (after, until)
 
     def fill_request(self) -> dict | None:
         """The replay request to send next, or ``None`` when nothing is missing."""
@@ -259,23 +345,11 @@ class Inbox:
             # Caught up and nothing was fetched: live frames from the head on are the new ones.
             self.last_seq, self.epoch = head, int(answer["epoch"])
 
-    def head_due(self, now: float) -> bool:
-        """The socket had nothing: whether to ask the daemon's head now (quiet long enough since the last event)."""
-        if self.last_seq != self._checked_seq:
-            self._checked_seq, self._head_interval = self.last_seq, HEAD_CHECK_EVERY
-            self._next_head_check = now + HEAD_CHECK_EVERY
-            return False
-        return bool(self.last_seq) and now >= self._next_head_check
-
-    def head_wait(self, now: float, remaining: float) -> float:
-        """How long a quiet handle may wait for the socket before its next head check is due."""
-        return min(remaining, max(self._next_head_check - now, 0.001)) if self.last_seq else remaining
-
     def check_head(self, seq: int | None, now: float) -> None:
         """The daemon's newest seq (``None``: it did not answer): fetch what was dropped just before, and
         schedule the next ask (sooner again when something was missing)."""
         if seq is not None and self._fill is None and seq > self.last_seq > 0:
-            self._fill = (self.last_seq, seq + 1)
+            self._start_fill(self.last_seq, seq + 1)
         self._head_interval = (HEAD_CHECK_EVERY if self._fill is not None
                                else min(self._head_interval * 2, HEAD_CHECK_MAX))
         self._next_head_check = now + self._head_interval

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
+from eventbus import wire
 from eventbus.errors import EventTooLargeError, InvalidEventError
 
 MAX_TAG_BYTES = 1024
@@ -44,8 +45,10 @@ def _pack_default(value: Any) -> Any:
     raise InvalidEventError(f"event data holds a {type(value).__name__}, which cannot be packed")
 
 
-# Tags a process fires repeat: valid ones are remembered (bounded) so the per-event check is one lookup.
+# Tags a process fires repeat: valid ones are remembered (bounded) so the per-event check is one lookup,
+# with the head their publisher frame starts with (``tag NUL``, from eventbus.wire) for fire_event's path.
 _valid_tags: dict[str, bytes] = {}
+_frame_heads: dict[str, bytes] = {}
 _VALID_TAGS_KEPT = 256
 
 
@@ -59,7 +62,9 @@ def check_tag(tag: Any) -> bytes:
     if type(tag) is str:
         if len(_valid_tags) >= _VALID_TAGS_KEPT:
             _valid_tags.clear()
+            _frame_heads.clear()
         _valid_tags[tag] = raw
+        _frame_heads[tag] = wire.publish_frame(raw)
     return raw
 
 
@@ -73,6 +78,8 @@ def _check_tag(tag: Any) -> bytes:
         raise InvalidEventError("tag must not contain NUL characters", tag=tag)
     return raw
 
+
+_split_publish_frame = wire.split_publish_frame
 
 # A Packer is reused (much cheaper than packb per event) but is not thread-safe: one per thread.
 _local = threading.local()
@@ -140,16 +147,19 @@ def pack_event(tag: Any, data: Any, max_size: int, *, add_stamp: bool = True) ->
 def pack_frame(tag: Any, data: Any, max_size: int) -> bytes:
     """A publisher's whole ``tag NUL data`` frame of a stamped event, checked as ``pack_event`` does.
 
-    ``fire_event``'s path: the frame is joined once, not tag and data first.
+    ``fire_event``'s path: the frame is joined once (its cached head, then
+    the data), not tag and data first.
     """
     if type(data) is not dict or "_stamp" in data:
-        return b"\x00".join(pack_event(tag, data, max_size))
-    raw_tag = check_tag(tag)
+        return wire.publish_frame(*pack_event(tag, data, max_size))
+    head = _frame_heads.get(tag) if type(tag) is str else None
+    if head is None:
+        head = wire.publish_frame(check_tag(tag))
     raw_data = pack_data(data)
     bigger = _FIXMAP_PLUS_ONE.get(raw_data[0])
     if bigger is None:
-        return b"\x00".join(pack_event(tag, data, max_size))
-    frame = b"".join((raw_tag, b"\x00", bigger, raw_data[1:], _stamp_entry()))
+        return wire.publish_frame(*pack_event(tag, data, max_size))
+    frame = b"".join((head, bigger, raw_data[1:], _stamp_entry()))
     if len(frame) - 1 > max_size:
         raise EventTooLargeError(len(frame) - 1, max_size, tag=tag)
     return frame
@@ -166,6 +176,24 @@ def unpack_data(raw: bytes | memoryview) -> dict:
     return data
 
 
+# Map keys JSON has a type for; msgpack maps may also have bytes and ext keys (any process may publish them).
+_JSON_KEYS = (str, int, float, bool, type(None))
+
+
+def json_keys(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """``value`` with every map key JSON cannot hold (bytes, a msgpack ext) made text by ``convert``.
+
+    For an encoder's fallback when it refuses event data: ``convert`` is the
+    encoder's own rendering of such values, so a key reads as the same value would.
+    """
+    if isinstance(value, dict):
+        return {(key if isinstance(key, _JSON_KEYS) else str(convert(key))): json_keys(item, convert)
+                for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_keys(item, convert) for item in value]
+    return value
+
+
 def check_published(frame: bytes, max_size: int) -> int:
     """Check a ``tag NUL data`` frame from an untrusted publisher; return where the NUL is.
 
@@ -175,23 +203,22 @@ def check_published(frame: bytes, max_size: int) -> int:
     size = len(frame) - 1
     if size > max_size:
         raise EventTooLargeError(size, max_size)
-    cut = frame.find(b"\x00", 0, MAX_TAG_BYTES + 1)
-    if cut <= 0:
+    raw_tag, nul, raw_data = _split_publish_frame(frame)
+    if not (nul and 0 < len(raw_tag) <= MAX_TAG_BYTES):
         raise InvalidEventError("frame is not an event: no tag, or no NUL after a tag of at most "
                                 f"{MAX_TAG_BYTES} bytes", reason="not-an-event")
     try:
-        tag = frame[:cut].decode("utf-8")
+        tag = raw_tag.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidEventError("tag is not UTF-8", reason="tag-not-utf8") from None
     # A msgpack map starts with 0x80-0x8f (fixmap), 0xde or 0xdf; reject others before unpacking.
-    first = frame[cut + 1] if size > cut else 0
+    first = raw_data[0] if raw_data else 0
     if not (0x80 <= first <= 0x8F or first in (0xDE, 0xDF)):
         raise InvalidEventError(f"data of event {tag[:80]!r} is not a msgpack map", tag=tag,
                                 reason="not-a-map")
     try:
-        # A copy of a small frame's data is cheaper than a memoryview of it.
-        msgpack.unpackb(frame[cut + 1:], raw=False, strict_map_key=False)
+        msgpack.unpackb(raw_data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises many unrelated types on garbage
         raise InvalidEventError(f"data of event {tag[:80]!r} is not valid msgpack: "
                                 f"{type(exc).__name__}", tag=tag, reason="bad-msgpack") from None
-    return cut
+    return len(raw_tag)

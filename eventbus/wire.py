@@ -29,6 +29,7 @@ afterwards is missed. Other subscribers ignore tokens that are not theirs.
 """
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,14 @@ def request(verb: bytes, args: Any = None) -> list[bytes]:
     return [verb, msgpack.packb(args, use_bin_type=True)]
 
 
+def split_request(frames: list[bytes]) -> tuple[list[bytes], bytes, bytes]:
+    """(routing frames, verb, msgpack args) of a request as a ROUTER got it; ``MalformedFrameError`` if cut wrong."""
+    cut = 2 if frames[1:2] == [b""] else 1  # ROUTER prepends the peer's identity; a REQ peer an empty frame too
+    if len(frames) != cut + 2:
+        raise MalformedFrameError("malformed control request: expected [verb, msgpack args]", what="control request")
+    return frames[:cut], frames[cut], frames[cut + 1]
+
+
 def reply(result: Any, *, ok: bool = True) -> list[bytes]:
     """Frames of a control reply."""
     return [STATUS_OK if ok else STATUS_ERROR, msgpack.packb(result, use_bin_type=True)]
@@ -121,17 +130,29 @@ def barrier_token(frame: bytes) -> bytes | None:
     return None
 
 
-def publish_frame(raw_tag: bytes, raw_data: bytes) -> bytes:
-    """The frame a publisher sends: ``tag NUL data``."""
-    return raw_tag + SEPARATOR + raw_data
+def publish_frame(raw_tag: bytes, *raw_data: bytes) -> bytes:
+    """The frame a publisher sends: ``tag NUL data``, the data whole or in parts (joined once); without
+    data, the head that the data follows."""
+    return b"".join((raw_tag, SEPARATOR, *raw_data))
+
+
+# ``split_publish_frame(frame)``: (tag bytes, NUL, data bytes) of a publisher's frame, as ``bytes.partition``
+# gives them (the NUL empty when there is none): one C call, on the daemon's per-event path.
+split_publish_frame = operator.methodcaller("partition", SEPARATOR)
+_unpack_header = HEADER.unpack_from
 
 
 def split_bus_frame(frame: bytes) -> tuple[int, int, bytes, bytes]:
     """(seq, epoch, tag bytes, data bytes) of a frame from the bus; ``MalformedFrameError`` if cut wrong."""
     try:
-        seq, epoch = HEADER.unpack_from(frame)
+        seq, epoch = _unpack_header(frame)
         cut = frame.index(SEPARATOR, HEADER_SIZE)
     except (struct.error, ValueError):
         raise MalformedFrameError(f"a {len(frame)}-byte bus frame has no header or no NUL after its tag",
                                   what="bus frame") from None
     return seq, epoch, frame[HEADER_SIZE:cut], frame[cut + 1:]
+
+
+def sync_token(frame: bytes) -> bytes | None:
+    """The token of a daemon's sync answer (header seq 0, see the module doc); ``None`` if ``frame`` is not one."""
+    return frame[HEADER_SIZE:] if frame[:HEADER_SIZE] == SYNC_HEADER else None

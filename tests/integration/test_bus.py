@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from eventbus import event
+from eventbus import event, sockets
 from eventbus.errors import EventTooLargeError
 from tests.helpers import wait_for
 
@@ -81,7 +81,7 @@ def stall_and_drain(master_node, monkeypatch, count: int) -> tuple[list[int], ev
     master_node.start()
     opts = master_node.opts()
     # Keep the stalled listener's own buffer small, so the daemon's queue is what overflows.
-    monkeypatch.setattr(event, "LISTEN_QUEUE", 1000)
+    monkeypatch.setattr(sockets, "LISTEN_QUEUE", 1000)
     stalled = event.get_event("master", opts=opts)
     live = event.get_event("master", opts=opts)
     proc = subprocess.Popen([sys.executable, "-c", PACED_PUBLISHER, str(master_node.path), str(count)],

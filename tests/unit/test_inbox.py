@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventbus import payload, wire
-from eventbus.inbox import GAP_TAG, NEED_FILL, Inbox
+from eventbus.errors import BusUnavailableError
+from eventbus.inbox import ASK, GAP_TAG, NEED_FILL, READ, Inbox
 
 EPOCH = 1_000_000
 
@@ -95,31 +96,29 @@ class Daemon:
 
 
 def drive(inbox: Inbox, daemon: Daemon, live: list[int], following: bool = True) -> list:
-    """What a handle's loop hands out for ``live`` frames (the rest dropped by the bus), then quiet."""
+    """What the inbox's reading loop hands out for ``live`` frames (the rest dropped by the bus), then 20 quiet
+    seconds (head checks included), the I/O it asks for done against ``daemon``."""
     want = inbox.matcher("", None)
     out = []
     queue = [daemon.frames[s] for s in live]
-    quiet_checked = False
+    now, frame = 0.0, None
     while True:
-        if following and (inbox.unreported or inbox.unreported_restart):
-            out.append(inbox.take_gap())
-            continue
-        if inbox.backlog:
-            raw = inbox.backlog.popleft()
-        elif inbox.filling:
-            inbox.accept_page(daemon.replay(inbox.fill_request()))
-            continue
+        todo = inbox.step(want, following, frame)
+        frame = None
+        if todo is ASK:
+            verb, args, _timeout = inbox.question()
+            head = daemon.history[-1][0] if daemon.history else 0
+            reply = daemon.replay(args) if verb == wire.VERB_REPLAY else {"seq": head}
+            assert inbox.answer(reply, now, retry=following) == 0.0
+        elif todo is not READ:
+            out.append(todo)
         elif queue:
-            raw = queue.pop(0)
-        elif following and not quiet_checked and daemon.history:
-            quiet_checked = True
-            inbox.check_head(daemon.history[-1][0], 0.0)
-            continue
+            frame = queue.pop(0)
         else:
-            return out
-        event = inbox.receive(raw, want)
-        if event is not None and event is not NEED_FILL:
-            out.append(event)
+            wait = inbox.quiet(now, 20.0)
+            if wait is None:
+                return out
+            now += wait
 
 
 def run_of(start: int, count: int, epoch: int) -> list[tuple[int, int]]:
@@ -230,11 +229,50 @@ def test_any_interleaving_of_history_and_live_yields_each_seq_once_in_order(data
 def test_the_head_is_asked_only_after_a_quiet_spell_and_less_often_while_nothing_is_missing():
     inbox = Inbox()
     inbox.receive(frame(EPOCH + 1, "t"), inbox.matcher("", None))
-    assert not inbox.head_due(10.0), "an event just came: wait first"
-    assert not inbox.head_due(10.4)
-    assert inbox.head_due(10.5)
+    assert inbox.quiet(10.0, None) > 0, "an event just came: wait first"
+    assert inbox.quiet(10.4, None) > 0
+    assert inbox.quiet(10.5, None) == 0.0
     inbox.check_head(EPOCH + 1, 10.5)           # nothing missing: the next ask is further away
-    assert not inbox.head_due(11.4) and inbox.head_due(11.5)
+    assert inbox.quiet(11.4, None) > 0 and inbox.quiet(11.5, None) == 0.0
     inbox.check_head(EPOCH + 4, 11.5)           # dropped just before the lull: fetch them
     assert inbox.filling and inbox.fill_request() == {"after": EPOCH + 1, "limit": 3}
-    assert Inbox().head_wait(0.0, 5.0) == 5.0, "a handle that never got an event never asks"
+    assert Inbox().quiet(0.0, 5.0) == 5.0, "a handle that never got an event never asks"
+
+
+# -- the reading loop's I/O requests: what a handle is told to do, and what its answers change ----------
+
+def test_a_quiet_socket_is_waited_on_until_the_deadline_with_the_head_asked_in_between():
+    inbox = Inbox()
+    want = inbox.matcher("", None)
+    assert inbox.step(want, frame=frame(EPOCH + 1, "t")).seq == EPOCH + 1
+    assert inbox.step(want) == READ
+    assert inbox.quiet(10.0, 10.0) is None, "past the deadline: no event"
+    assert 0 < inbox.quiet(10.0, 60.0) <= 0.5, "wait for the socket first"
+    assert inbox.quiet(10.5, 60.0) == 0.0 and inbox.step(want) == ASK
+    assert inbox.question()[:2] == (wire.VERB_PING, None)
+    assert inbox.answer({"seq": EPOCH + 3}, 10.5) == 0.0   # two were dropped just before the lull
+    assert inbox.step(want) == ASK and inbox.question()[:2] == (wire.VERB_REPLAY, {"after": EPOCH + 1, "limit": 2})
+
+
+def test_a_follower_asks_again_for_a_page_the_daemon_did_not_give_and_loses_nothing():
+    history = run_of(EPOCH + 1, 6, EPOCH)
+    daemon = Daemon(history, {s for s, _ in history})
+    inbox = Inbox()
+    want = inbox.matcher("", None)
+    inbox.step(want, True, daemon.frames[EPOCH + 1])
+    assert inbox.step(want, True, daemon.frames[EPOCH + 6]) == ASK
+    assert inbox.answer(BusUnavailableError("no answer"), 0.0, retry=True) > 0, "pause, then ask again"
+    assert inbox.step(want, True) == ASK
+    inbox.answer(daemon.replay(inbox.question()[1]), 0.0, retry=True)
+    assert [inbox.step(want, True).seq for _ in range(5)] == [s for s, _ in history[1:]]
+    assert inbox.lost == 0
+
+
+def test_a_reader_not_following_counts_a_page_the_daemon_did_not_give_as_lost_and_reads_on():
+    inbox = Inbox()
+    want = inbox.matcher("", None)
+    inbox.step(want, frame=frame(EPOCH + 1, "t"))
+    assert inbox.step(want, frame=frame(EPOCH + 5, "t")) == ASK
+    assert inbox.answer(BusUnavailableError("no answer"), 0.0) == 0.0
+    assert inbox.step(want).seq == EPOCH + 5 and inbox.step(want) == READ
+    assert inbox.lost == 3

@@ -122,6 +122,21 @@ def test_split_bus_frame_round_trip():
     assert payload.unpack_data(data)["k"] == "v"
 
 
+def test_a_publisher_frame_is_built_and_split_by_wire_whole_or_in_parts():
+    raw_data = msgpack.packb({"k": "v"})
+    whole = wire.publish_frame(b"a/b", raw_data)
+    assert whole == wire.publish_frame(b"a/b", raw_data[:1], raw_data[1:]) == b"a/b\x00" + raw_data
+    assert wire.split_publish_frame(whole) == (b"a/b", b"\x00", raw_data)
+    assert wire.split_publish_frame(b"a/b" + raw_data)[1] == b"", "no NUL: not a frame"
+    assert wire.publish_frame(b"a/b") + raw_data == whole, "the head, which the data follows"
+
+
+def test_only_a_sync_answer_gives_a_sync_token():
+    token = wire.SYNC_PREFIX + b"abc"
+    assert wire.sync_token(wire.SYNC_HEADER + token) == token
+    assert wire.sync_token(wire.HEADER.pack(5, 1) + good_frame()) is None
+
+
 @pytest.mark.parametrize("data", [{}, {"a": 1}, {"k": 1, "x": "x" * 40}, {str(i): i for i in range(14)},
                                   {str(i): i for i in range(15)}, {str(i): i for i in range(70_000)},
                                   {"_stamp": "the caller's", "b": 2}])

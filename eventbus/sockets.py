@@ -1,7 +1,7 @@
-"""A closing publisher's hand-over: wait until the daemon has read every frame the publisher sent.
+"""A bus handle's two sockets, opened and closed the same way by the blocking and the asyncio handle.
 
-The barrier protocol of ``eventbus.wire``, client side. Used by the blocking
-and asyncio handles when they close, for the bus and for the minion's relay.
+The listener's sync token and the publisher's closing barrier are the
+protocols of ``eventbus.wire``; the hand-over serves the bus and the minion's relay.
 """
 from __future__ import annotations
 
@@ -16,12 +16,47 @@ from eventbus.errors import EventBusError
 
 log = logging.getLogger(__name__)
 
+# A listener may be this many events behind before the bus starts dropping for it.
+LISTEN_QUEUE = 100_000
+PUBLISH_QUEUE = 10_000
+# A new listener waits this long for the daemon to prove it live.
+CONNECT_TIMEOUT = 5.0
 # A closing publisher waits at most this long for the daemon to read what it still holds.
 HAND_OVER_TIMEOUT = 30.0
 # A barrier ask the daemon does not answer within this means it is gone.
 ASK_TIMEOUT = 1.0
-_send_bytes = zmq.backend.Socket.send
+# pyzmq's Socket.send is a Python wrapper (routing ids, groups) around this Cython method;
+# for plain bytes it only adds a call per event.
+send_bytes = zmq.backend.Socket.send
 _NOBLOCK = int(zmq.NOBLOCK)
+
+
+def open_listener(context: zmq.Context, endpoints: wire.Endpoints) -> tuple[zmq.Socket, bytes]:
+    """A SUB socket subscribed to every event, and the sync token it asked for last."""
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, LISTEN_QUEUE)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RECONNECT_IVL, 100)
+    sub.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    sub.connect(endpoints.pub)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    token = wire.SYNC_PREFIX + os.urandom(12)
+    sub.setsockopt(zmq.SUBSCRIBE, token)
+    return sub, token
+
+
+def open_publisher(context: zmq.Context, endpoints: wire.Endpoints, timeout_ms: int,
+                   endpoint: str | None = None) -> zmq.Socket:
+    """A PUSH socket that queues only to a connected daemon (so a send can time out)."""
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.IMMEDIATE, 1)
+    push.setsockopt(zmq.SNDHWM, PUBLISH_QUEUE)
+    push.setsockopt(zmq.LINGER, max(timeout_ms, 1000))
+    push.setsockopt(zmq.SNDTIMEO, timeout_ms)
+    push.setsockopt(zmq.RECONNECT_IVL, 100)
+    push.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    push.connect(endpoint or endpoints.pull)
+    return push
 
 
 def hand_over(push: zmq.Socket, context: zmq.Context, sock_dir: str | os.PathLike,
@@ -43,7 +78,7 @@ def hand_over(push: zmq.Socket, context: zmq.Context, sock_dir: str | os.PathLik
     try:
         while True:
             try:
-                _send_bytes(push, frame, _NOBLOCK)  # queued behind every event this socket holds
+                send_bytes(push, frame, _NOBLOCK)  # queued behind every event this socket holds
                 break
             except zmq.Again:
                 # No daemon connected, or our queue is full: a daemon that still answers will read it.

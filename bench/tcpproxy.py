@@ -1,4 +1,4 @@
-"""A TCP proxy on 127.0.0.1 that a test can cut and restore: broker outages without stopping shared services.
+"""A TCP proxy on loopback that a test can cut and restore: broker outages without stopping shared services.
 
 ``cut()`` closes the listening socket and every connection through it, so
 clients see their connection drop and new connects refused, as when a broker
@@ -16,10 +16,16 @@ from bench.procs import free_port
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:``port`` to ``target_host``:``target_port`` while not cut."""
+    """Forwards ``host``:``port`` to ``target_host``:``target_port`` while not cut.
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1", port: int | None = None) -> None:
+    ``host`` may be another loopback address (``127.0.0.2``): a client that
+    reaches the proxy there shows it used the host it was given.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", port: int | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.host = host
         self.port = port or free_port()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -37,7 +43,7 @@ class TcpProxy:
     def start(self) -> "TcpProxy":
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.host, self.port))
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True, name="tcpproxy-accept").start()

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from tests.helpers import free_port, wait_for
+
+if TYPE_CHECKING:
+    import pika
+    from nats.js.api import StreamInfo
 
 
 def tansu_binary() -> str:
@@ -93,6 +100,17 @@ class Tansu:
         return f"127.0.0.1:{self.advertised_port}"
 
 
+# RUST_LOG for a Tansu that logs each request's header fields, client id included (about 12 lines a request).
+TANSU_REQUEST_LOG = "warn,tansu_sans_io::de=debug"
+_CLIENT_ID = re.compile(r'field="header\.client_id" value="([^"]*)"')
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def tansu_client_ids(log_path: Path) -> set[str]:
+    """The client ids a Tansu started with ``RUST_LOG=TANSU_REQUEST_LOG`` saw in requests."""
+    return set(_CLIENT_ID.findall(_ANSI.sub("", log_path.read_text(errors="replace"))))
+
+
 @dataclass
 class Received:
     """One message as a consumer of the broker gets it."""
@@ -105,11 +123,40 @@ class Received:
     content_type: str | None = None
 
 
-def rabbit_drain(queue: str, count: int, timeout: float = 20.0) -> list[Received]:
-    """Consume (and ack) up to ``count`` messages from ``queue`` with pika, waiting at most ``timeout``."""
+def rabbit_connection(vhost: str = "/", username: str = "guest", password: str = "guest") -> pika.BlockingConnection:
+    """A blocking pika connection to the shared RabbitMQ, into ``vhost`` as ``username``."""
     import pika
 
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672, vhost,
+                                                             pika.PlainCredentials(username, password)))
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl -q ARGS`` (the tests run as root) and return what it printed."""
+    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"rabbitmqctl {args[0]}: {done.stderr or done.stdout}"
+    return done.stdout
+
+
+@contextmanager
+def rabbit_vhost(vhost: str, username: str, password: str) -> Iterator[None]:
+    """A vhost of the shared RabbitMQ and a user allowed only there; both deleted after, with all they hold."""
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("add_user", username, password)
+        try:
+            rabbitmqctl("set_permissions", "-p", vhost, username, ".*", ".*", ".*")
+            yield
+        finally:
+            rabbitmqctl("delete_user", username)
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+def rabbit_drain(queue: str, count: int, timeout: float = 20.0, **login: str) -> list[Received]:
+    """Consume (and ack) up to ``count`` messages from ``queue`` with pika, waiting at most ``timeout``
+    (``login``: ``rabbit_connection``'s vhost, username and password)."""
+    connection = rabbit_connection(**login)
     got: list[Received] = []
     try:
         channel = connection.channel()
@@ -128,9 +175,7 @@ def rabbit_drain(queue: str, count: int, timeout: float = 20.0) -> list[Received
 
 
 def rabbit_delete(exchange: str, queues: list[str]) -> None:
-    import pika
-
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    connection = rabbit_connection()
     try:
         channel = connection.channel()
         for queue in queues:
@@ -200,17 +245,22 @@ def nats_fetch(stream: str, subjects: str, count: int, timeout: float = 20.0) ->
     return asyncio.run(fetch())
 
 
-def nats_stream_count(stream: str) -> int:
+def nats_stream_info(stream: str) -> StreamInfo:
+    """What JetStream says of ``stream``: its ``config`` (name, subjects) and ``state`` (messages)."""
     import nats
 
-    async def count() -> int:
+    async def info() -> StreamInfo:
         client = await nats.connect("nats://127.0.0.1:4222")
         try:
-            return (await client.jetstream().stream_info(stream)).state.messages
+            return await client.jetstream().stream_info(stream)
         finally:
             await client.close()
 
-    return asyncio.run(count())
+    return asyncio.run(info())
+
+
+def nats_stream_count(stream: str) -> int:
+    return nats_stream_info(stream).state.messages
 
 
 def nats_delete_stream(stream: str) -> None:

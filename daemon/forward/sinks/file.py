@@ -29,9 +29,7 @@ class FileSink(Sink):
     @classmethod
     def from_endpoint_config(cls, cfg: dict) -> "FileSink":
         options = cls.options(cfg)
-        path = Path(os.path.expanduser(keys.text(options, "path", required=True) or ""))
-        if not path.is_absolute():
-            path = Path(options.get("root_dir") or ".") / path
+        path = Path(keys.path(options, "path", required=True) or "")
         for key in ("max_bytes", "backups"):
             if isinstance(options[key], bool) or not isinstance(options[key], int) or options[key] < 0:
                 raise SinkError(f"key {key!r} has value {options[key]!r}; expected a whole number >= 0")

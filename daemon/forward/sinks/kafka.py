@@ -68,9 +68,9 @@ class KafkaSettings:
                    sasl_mechanism=keys.text(cfg, "sasl_mechanism"),
                    sasl_username=keys.text(cfg, "sasl_username"),
                    sasl_password=keys.text(cfg, "sasl_password", secret=True),
-                   ssl_cafile=keys.text(cfg, "ssl_cafile"),
-                   ssl_certfile=keys.text(cfg, "ssl_certfile"),
-                   ssl_keyfile=keys.text(cfg, "ssl_keyfile"),
+                   ssl_cafile=keys.path(cfg, "ssl_cafile"),
+                   ssl_certfile=keys.path(cfg, "ssl_certfile"),
+                   ssl_keyfile=keys.path(cfg, "ssl_keyfile"),
                    ssl_check_hostname=keys.flag(cfg, "ssl_check_hostname", DEFAULTS["ssl_check_hostname"]))
 
     def producer_config(self) -> dict:

@@ -5,6 +5,7 @@ job); these helpers never put a value of a secret key in a message.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from eventbus.errors import ConfigError
@@ -70,3 +71,12 @@ def choice(cfg: dict, key: str, default: str | None, allowed: tuple[str | None, 
         raise ConfigError(f"broker {broker_name(cfg)!r}: key {key!r} has value {value!r}, expected one "
                           f"of {names}", key=key, value=value)
     return value
+
+
+def path(cfg: dict, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+    """A file path key: ``~`` expanded, a relative one under the config's ``root_dir`` (as every path is)."""
+    value = text(cfg, key, default, required=required)
+    if not value:
+        return value
+    found = os.path.expanduser(value)
+    return found if os.path.isabs(found) else os.path.join(cfg.get("root_dir") or ".", found)

@@ -175,3 +175,21 @@ def test_an_outbox_past_its_bound_delivers_or_drops_each_event_never_both(master
     # The oldest waiting were dropped: what arrived is the newest 5, in bus order, after the batch that was
     # being posted when the bound was passed, if one was.
     assert received == sorted(received) and received[-5:] == [15, 16, 17, 18, 19]
+
+
+def test_an_unreachable_rabbitmq_is_one_down_line_with_the_reason_not_pikas_own_lines(master):
+    from tests.helpers import free_port
+
+    broker = {"name": "rabbit", "type": "pika", "url": "127.0.0.1", "port": free_port(), "queues": ["nobody"]}
+    forward = Forwarder(master, [broker], log_level="info")
+    with MasterEvent(master.sock_dir, opts=master.settings) as bus:
+        bus.subscribe("eventbus/forward/rabbit/")
+        forward.start()
+        try:
+            fire_many(master, 3)
+            down = bus.get_event(wait=60, tag="eventbus/forward/rabbit/down")
+            assert down is not None and "Connection refused" in down["error"], down
+            wait_for(lambda: "Connection refused" in forward.log, 10, what="the reason in the log")
+        finally:
+            forward.stop()
+    assert "pika" not in forward.log.replace("(pika)", ""), forward.log[-3000:]

@@ -11,6 +11,7 @@ just that). One batch is in flight at a time, so bus order is kept.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -26,6 +27,8 @@ from eventbus.sink import Outgoing, Sink, SinkError
 DEFAULTS = BUILTIN["pika"]
 
 log = logging.getLogger(__name__)
+# pika logs every failed connect at ERROR, several lines a retry; the worker's one "down" line says it.
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 CONNECT_TIMEOUT = 5.0   # seconds for TCP + AMQP handshake + declarations
 CONFIRM_TIMEOUT = 10.0  # seconds for a whole batch to be confirmed
@@ -235,8 +238,12 @@ class _Link:
 
 
 def describe(exc: BaseException) -> str:
-    """pika's exceptions as one readable line (``ProbableAuthenticationError`` carries the broker's words)."""
-    text = str(exc) or exc.__class__.__name__
+    """pika's exceptions as one readable line (``ProbableAuthenticationError`` carries the broker's words;
+    a failed connect wraps the socket's own error, e.g. ``Connection refused``, in its first argument)."""
+    text = str(exc) or "; ".join(str(arg) or repr(arg) for arg in exc.args) or exc.__class__.__name__
+    refused = re.search(r"last exception - \w+: (\w+Error)\((\d+), '([^']+)'\)", text)
+    if refused:
+        text = f"{refused.group(3)} ({refused.group(1)})"
     return f"{exc.__class__.__name__}: {text}" if text != exc.__class__.__name__ else text
 
 

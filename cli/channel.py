@@ -10,15 +10,8 @@ EPILOG = ("Channels and their secrets are kept under the root_dir of the api con
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cli import options
 
-    parser.epilog = EPILOG
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    made: list[argparse.ArgumentParser] = []
-
-    def action(name: str, summary: str, usage: str) -> argparse.ArgumentParser:
-        sub = actions.add_parser(name, help=summary, description=summary, epilog=EPILOG,
-                                 usage=f"eventbus channel {name} {usage}")
-        made.append(sub)
-        return sub
+    actions = options.Actions(parser, "channel", EPILOG)
+    action = actions.add
 
     add = action("add", "create a channel; prints its secret (once) and its inbound URL",
                  "NAME [--outbound-url URL] [--publish GLOB ...] [-c DIR]")
@@ -36,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rotate.add_argument("--grace", type=options.duration, default=None, metavar="DURATION",
                         help="how long the old secret is still accepted: 90s, 10m, 2h, 1d or seconds "
                              "(default 1h); 0 revokes it at once, e.g. when it leaked")
-    for sub in made:
-        options.add_config_dir(sub)
+    actions.done()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,15 +11,8 @@ EPILOG = ("The registry is kept under the root_dir of the api config in -c DIR "
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cli import options
 
-    parser.epilog = EPILOG
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    made: list[argparse.ArgumentParser] = []
-
-    def action(name: str, summary: str, usage: str) -> argparse.ArgumentParser:
-        sub = actions.add_parser(name, help=summary, description=summary, epilog=EPILOG,
-                                 usage=f"eventbus eventtype {name} {usage}")
-        made.append(sub)
-        return sub
+    actions = options.Actions(parser, "eventtype", EPILOG)
+    action = actions.add
 
     add = action("add", "register a version of an event type (a draft until finalized)",
                  "NAME --schema FILE [--version V] [--description TEXT] [-c DIR]")
@@ -35,8 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     finalize.add_argument("name", metavar="NAME", help="the event type")
     finalize.add_argument("--version", required=True, metavar="V", help="the version to finalize")
     action("list", "print NAME<TAB>VERSION<TAB>finalized|draft lines", "[-c DIR]")
-    for sub in made:
-        options.add_config_dir(sub)
+    actions.done()
 
 
 def run(args: argparse.Namespace) -> int:

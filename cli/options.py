@@ -17,6 +17,26 @@ def add_config_dir(parser: argparse.ArgumentParser) -> None:
                              f"(default $EVENTBUS_CONFIG_DIR, else {config.DEFAULT_CONFIG_DIR})")
 
 
+class Actions:
+    """The actions of ``eventbus NOUN ACTION``, each with its usage line and epilog, ``-c DIR`` added last."""
+
+    def __init__(self, parser: argparse.ArgumentParser, noun: str, epilog: str) -> None:
+        parser.epilog = epilog
+        self._actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+        self._noun, self._epilog = noun, epilog
+        self._made: list[argparse.ArgumentParser] = []
+
+    def add(self, name: str, summary: str, usage: str) -> argparse.ArgumentParser:
+        sub = self._actions.add_parser(name, help=summary, description=summary, epilog=self._epilog,
+                                       usage=f"eventbus {self._noun} {name} {usage}")
+        self._made.append(sub)
+        return sub
+
+    def done(self) -> None:
+        for sub in self._made:
+            add_config_dir(sub)
+
+
 def api_settings(config_dir: str | None) -> config.ApiConfig:
     """The API's typed config, for a command that writes state the API reads: no config file is an error."""
     return config.load(config.ApiConfig, config.config_path(config_dir, "api", required=True))

@@ -173,12 +173,10 @@ def control() -> Iterator[core.OneInput]:
     with core.quiet_logs() as watcher:
         doors = ControlDoors(box)
         try:
-            def one(data: bytes) -> None:
+            def run(data: bytes) -> None:
                 for frames in core.messages(data)[:16]:
                     doors.ask(frames)
-                watcher.check()
-                box.check()
-            yield one
+            yield core.checked(run, watcher, box)
         finally:
             doors.close()
             box.remove()

@@ -89,17 +89,15 @@ def _config_target(name: str, cls: type | None) -> None:
             with contextlib.suppress(Exception):
                 load(path)
         with core.quiet_logs() as watcher:
-            def one(data: bytes) -> None:
+            def run(data: bytes) -> None:
                 parts = core.messages(data)
                 text = b"".join(parts[0])
                 with no_new_imports():
                     loaded = _load_one(box.inside, name, text, load, clock)
                     if name == "api" and isinstance(loaded, ApiConfig):
                         check_users(loaded, b"".join(parts[1]) if len(parts) > 1 else b"", box, clock)
-                watcher.check()
-                box.check()
             try:
-                yield one
+                yield core.checked(run, watcher, box)
             finally:
                 box.remove()
 

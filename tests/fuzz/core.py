@@ -200,6 +200,26 @@ def _sandbox_base() -> Path:
     return Path(os.environ.get("EVENTBUS_FUZZ_TMP") or ("/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"))
 
 
+def checked(run: Callable[[bytes], object], watcher: Tracebacks, box: Sandbox) -> OneInput:
+    """``run`` on one input, then what every target checks after it: no logged traceback, nothing outside."""
+    def one(data: bytes) -> None:
+        run(data)
+        watcher.check()
+        box.check()
+    return one
+
+
+@contextlib.contextmanager
+def guarded(name: str) -> Iterator[tuple[Sandbox, Tracebacks]]:
+    """Target ``name``'s sandbox and quiet logs, the sandbox removed when the target ends."""
+    box = Sandbox(sandbox_root(name))
+    with quiet_logs() as watcher:
+        try:
+            yield box, watcher
+        finally:
+            box.remove()
+
+
 def sandbox_root(name: str) -> Path:
     """A short sandbox path for target ``name`` (IPC socket paths are limited to 107 bytes); in memory
     when the machine has ``/dev/shm`` (a file operation there costs a tenth of one on disk)."""

@@ -126,7 +126,7 @@ def link_master() -> Iterator[core.OneInput]:
     box = core.Sandbox(core.sandbox_root("link_master"))
     side = MasterSide(box.inside)
     with core.quiet_logs() as watcher:
-        def one(data: bytes) -> None:
+        def run(data: bytes) -> None:
             machine = side.fresh()
             now = 1.0
             for frames in core.messages(data)[:MESSAGES_PER_INPUT]:
@@ -134,10 +134,8 @@ def link_master() -> Iterator[core.OneInput]:
                 side.check(machine, machine.receive(ROGUE_ROUTE, side.rogue_key, frames, now))
             side.check(machine, machine.check_presence(now + 10) + machine.presence_events())
             msgpack.packb(machine.status())
-            watcher.check()
-            box.check()
         try:
-            yield one
+            yield core.checked(run, watcher, box)
         finally:
             box.remove()
 
@@ -211,7 +209,7 @@ def link_minion() -> Iterator[core.OneInput]:
     box = core.Sandbox(core.sandbox_root("link_minion"))
     side = MinionSide(box.inside)
     with core.quiet_logs() as watcher:
-        def one(data: bytes) -> None:
+        def run(data: bytes) -> None:
             session = side.fresh()
             now = 1.0
             for index, frames in enumerate(core.messages(data)[:MESSAGES_PER_INPUT]):
@@ -220,10 +218,8 @@ def link_minion() -> Iterator[core.OneInput]:
                 if index % 3 == 2:
                     side.carry_out(session, session.tick(now))
             msgpack.packb(session.status())
-            watcher.check()
-            box.check()
         try:
-            yield one
+            yield core.checked(run, watcher, box)
         finally:
             if side.spool is not None:
                 side.spool.close()

@@ -130,16 +130,8 @@ def _check_read(read, after: int) -> None:
                     b"00000000000000000001", b"\x00\x01", b"\xff\xff\xff\xff", FIX, core.MESSAGE_MARK,
                     core.FRAME_MARK))
 def journal() -> Iterator[core.OneInput]:
-    box = core.Sandbox(core.sandbox_root("journal"))
-    with core.quiet_logs() as watcher:
-        def one(data: bytes) -> None:
-            check_journal(box.inside / "j", data)
-            watcher.check()
-            box.check()
-        try:
-            yield one
-        finally:
-            box.remove()
+    with core.guarded("journal") as (box, watcher):
+        yield core.checked(lambda data: check_journal(box.inside / "j", data), watcher, box)
 
 
 def journal_seeds() -> list[bytes]:
@@ -210,16 +202,8 @@ def _check_spool_read(got: list[tuple[int, bytes]], after: int) -> None:
              words=(b"head", b"seg-00000000000000001000", b"seg-", b"\x00\x00\x00\x03", b"\xff" * 8,
                     core.MESSAGE_MARK, core.FRAME_MARK))
 def spool() -> Iterator[core.OneInput]:
-    box = core.Sandbox(core.sandbox_root("spool"))
-    with core.quiet_logs() as watcher:
-        def one(data: bytes) -> None:
-            check_spool(box.inside / "s", data)
-            watcher.check()
-            box.check()
-        try:
-            yield one
-        finally:
-            box.remove()
+    with core.guarded("spool") as (box, watcher):
+        yield core.checked(lambda data: check_spool(box.inside / "s", data), watcher, box)
 
 
 def spool_seeds() -> list[bytes]:
@@ -320,16 +304,8 @@ def check_outbox(directory: Path, data: bytes) -> None:
              words=(b"raw", b"batch", b"meta", b"events", b"intake", b"delivered", b"dropped", b"SQLite format 3\x00",
                     b"\x93", b"\x96", core.MESSAGE_MARK, core.FRAME_MARK))
 def outbox() -> Iterator[core.OneInput]:
-    box = core.Sandbox(core.sandbox_root("outbox"))
-    with core.quiet_logs() as watcher:
-        def one(data: bytes) -> None:
-            check_outbox(box.inside / "o", data)
-            watcher.check()
-            box.check()
-        try:
-            yield one
-        finally:
-            box.remove()
+    with core.guarded("outbox") as (box, watcher):
+        yield core.checked(lambda data: check_outbox(box.inside / "o", data), watcher, box)
 
 
 def outbox_seeds() -> list[bytes]:

@@ -5,6 +5,7 @@ documentation (endpoints.yml): the same keys and layout, Rasa's own values.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -161,8 +162,9 @@ def test_kafka_security_variants_build_their_producer_config(tmp_path, text, pro
     else:
         assert not any(key.startswith("sasl.") for key in conf)
     if ssl:
+        root = broker.options["root_dir"]  # relative paths, like every path in a config file, are under it
         assert (conf["ssl.ca.location"], conf["ssl.certificate.location"], conf["ssl.key.location"]) == \
-            ("CARoot.pem", "certificate.pem", "key.pem")
+            tuple(os.path.join(root, name) for name in ("CARoot.pem", "certificate.pem", "key.pem"))
         assert conf["ssl.endpoint.identification.algorithm"] == "https"
     else:
         assert not any(key.startswith("ssl.") for key in conf)

@@ -33,7 +33,8 @@ def status(node: Node) -> dict | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists."""
     try:
         os.kill(pid, 0)
         return True
@@ -45,7 +46,7 @@ def wait_reactor(node: Node, timeout: float = 15.0, **expect: Any) -> dict:
     """Wait until the node's reactor runs (and its status has the ``expect`` values)."""
     def ready() -> dict | None:
         current = status(node)
-        if not current or not current["running"] or not _alive(current["pid"]):
+        if not current or not current["running"] or not pid_alive(current["pid"]):
             return None
         if any(current.get(name) != value for name, value in expect.items()):
             return None

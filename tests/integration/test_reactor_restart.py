@@ -10,7 +10,7 @@ import pytest
 
 from eventbus.event import MasterEvent
 from tests.helpers import Node, short_tmpdir, wait_for
-from tests.reactorkit import reactor_master, status, wait_reactor
+from tests.reactorkit import pid_alive, reactor_master, status, wait_reactor
 
 TOTAL = 1000
 
@@ -138,7 +138,7 @@ def test_a_master_kill_leaves_no_reactor_behind_and_the_next_resumes(counted: tu
     fire_range(node, range(0, 400))
     wait_for(lambda: len(lines(out)) >= 20, 30, what="the first reactions")
     node.daemon.kill()
-    wait_for(lambda: not _alive(first["pid"]), 30, what="the orphaned reactor to stop")
+    wait_for(lambda: not pid_alive(first["pid"]), 30, what="the orphaned reactor to stop")
     node.start()
     wait_for(lambda: (s := status(node)) and s["pid"] != first["pid"] and s["running"], 20,
              what="the new reactor")
@@ -147,14 +147,3 @@ def test_a_master_kill_leaves_no_reactor_behind_and_the_next_resumes(counted: tu
     assert sorted(reactions) == list(range(TOTAL))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (not yet reaped by init) is not running either.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

@@ -13,7 +13,7 @@ from eventbus import control, event, wire
 from tests.apinode import running_api
 from tests.forwardkit import Forwarder
 from tests.helpers import Daemon, Node, short_tmpdir, wait_for, write_config
-from tests.reactorkit import Results, set_rules, status, wait_reactor
+from tests.reactorkit import Results, pid_alive, set_rules, status, wait_reactor
 
 
 def hup_lines(daemon: Daemon) -> list[str]:
@@ -89,20 +89,10 @@ def test_a_master_without_rules_takes_sighup_then_starts_stops_and_keeps_its_rea
         assert "reactor stopped (no rules)" in line
         pid = status(node)["pid"]
         wait_for(lambda: not status(node)["running"], 15, what="the reactor to stop")
-        wait_for(lambda: not _alive(pid), 15, what="the reactor process to exit")
+        wait_for(lambda: not pid_alive(pid), 15, what="the reactor process to exit")
     finally:
         bus.close()
     round_trip(node, "t/after/stop")
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def test_a_minion_takes_sighup_and_names_the_keys_that_need_a_restart(minion: Node) -> None:

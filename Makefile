@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m cli.devrun $(CONF)
+	$(PY) -m eventbus.cli.devrun $(CONF)
 
 test: install chromium
 	$(PY) -m pytest -q tests

@@ -80,7 +80,7 @@ def login(port: int, source: str = "127.0.0.1", password: str = PASSWORD,
 
 def _eventbus(*args: str) -> list[str]:
     """The ``eventbus`` command of whichever code tree is first on the path (the cwd, or PYTHONPATH)."""
-    return [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
+    return [sys.executable, "-c", "import sys; from eventbus.cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 class Site:
@@ -111,7 +111,8 @@ class Site:
         self.api: subprocess.Popen | None = None
 
     def start_master(self) -> None:
-        from eventbus import config, control
+        from eventbus import config
+        from eventbus.bus import control
         from eventbus.errors import BusUnavailableError
 
         self.master_config = config.load(config.MasterConfig, self.conf / "master")

@@ -98,7 +98,7 @@ class RabbitMQ(Broker):
         return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
 
     def sink(self) -> Sink:
-        from daemon.forward.sinks.rabbitmq import RabbitMQSink
+        from eventbus.daemon.forward.sinks.rabbitmq import RabbitMQSink
 
         return RabbitMQSink({"name": "bench", "url": "127.0.0.1", "queues": [self.queue],
                              "exchange_name": self.exchange})
@@ -209,7 +209,7 @@ class Kafka(Broker):
         self.topic = ""
 
     def sink(self) -> Sink:
-        from daemon.forward.sinks.kafka import KafkaSink
+        from eventbus.daemon.forward.sinks.kafka import KafkaSink
 
         return KafkaSink({"name": "bench", "url": self.bootstrap, "topic": self.topic})
 
@@ -293,7 +293,7 @@ class Nats(Broker):
             await client.close()
 
     def sink(self) -> Sink:
-        from daemon.forward.sinks.nats import NatsSink
+        from eventbus.daemon.forward.sinks.nats import NatsSink
 
         return NatsSink({"name": "bench", "subject_prefix": self.prefix, "stream": self.stream})
 

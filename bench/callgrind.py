@@ -83,7 +83,7 @@ def _total(out: Path) -> int:
 def run_once(tree: Path, events: int, rate: float, size: int, keep: Path | None = None) -> dict[str, int]:
     """Ir of the daemon, the publisher and the subscriber passing ``events`` events (outputs kept in ``keep``)."""
     import yaml
-    from eventbus import control
+    from eventbus.bus import control
     from eventbus.errors import BusUnavailableError
 
     root = short_tmpdir("ebcg")
@@ -95,7 +95,7 @@ def run_once(tree: Path, events: int, rate: float, size: int, keep: Path | None 
                                                  "publish_port": free_port(), "ret_port": free_port()}))
     config_file = str(conf / "master")
     outs = {role: root / f"{role}.out" for role in ROLES}
-    daemon = subprocess.Popen(_valgrind(outs["daemon"], [python, "-m", "cli.main", "master", "-c", str(conf)]),
+    daemon = subprocess.Popen(_valgrind(outs["daemon"], [python, "-m", "eventbus.cli.main", "master", "-c", str(conf)]),
                               cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=open(root / "daemon.log", "w"))
     try:
         def answers() -> bool:

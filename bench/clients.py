@@ -26,7 +26,7 @@ from bench.measure import Pacer
 TAG = "bench/load/event"
 TAG_MATCH = "bench/"
 # A subscriber ends a trial this long after its last event once it knows how many to expect.
-QUIET = 1.5  # longer than a listener's quiet-bus head check (eventbus.inbox.HEAD_CHECK_EVERY)
+QUIET = 1.5  # longer than a listener's quiet-bus head check (eventbus.bus.inbox.HEAD_CHECK_EVERY)
 WARM_TAG_K = -1
 
 

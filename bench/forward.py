@@ -117,7 +117,7 @@ class Forward:
         return self
 
     def _answers(self) -> bool:
-        from eventbus import control, wire
+        from eventbus.bus import control, wire
         from eventbus.errors import BusUnavailableError
 
         self.daemon.check_alive()
@@ -128,7 +128,7 @@ class Forward:
             return False
 
     def delivered(self) -> int:
-        from eventbus import control, wire
+        from eventbus.bus import control, wire
 
         return sum(b["delivered"] for b in control.request(self.sock_dir, wire.VERB_STATS, timeout=5)["brokers"])
 

@@ -34,7 +34,7 @@ def records(count: int) -> list[tuple[int, str, dict]]:
 
 
 def ref_file(root: Path, events: list) -> float:
-    from eventbus.records import salt_record
+    from eventbus.forwarding.formats import salt_record
 
     started = time.perf_counter()
     with open(root / "ref.jsonl", "ab", buffering=0) as out:
@@ -45,7 +45,7 @@ def ref_file(root: Path, events: list) -> float:
 
 
 def ref_sqlite(root: Path, events: list) -> float:
-    from eventbus.records import event_time, json_text, minion_id, rfc3339
+    from eventbus.forwarding.formats import event_time, json_text, minion_id, rfc3339
 
     db = sqlite3.connect(root / "ref.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -66,7 +66,7 @@ def ref_postgresql(root: Path, events: list) -> float:
     import psycopg
     from psycopg.types.json import Jsonb
 
-    from eventbus.records import event_time, minion_id, rfc3339
+    from eventbus.forwarding.formats import event_time, minion_id, rfc3339
 
     schema = "benchref_" + uuid.uuid4().hex[:8]
     with psycopg.connect(**PG, autocommit=True) as db:
@@ -118,7 +118,7 @@ class HookServer:
 
 
 def ref_webhook(root: Path, events: list) -> float:
-    from eventbus.records import salt_record
+    from eventbus.forwarding.formats import salt_record
 
     hook = HookServer()
     try:

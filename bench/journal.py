@@ -113,8 +113,9 @@ def flat_out(events: int) -> list[Row]:
 
 def replay(events: int) -> list[Row]:
     """A journal of ``events`` 100 B events read back by ``follow(0)``, against the bare reader; its size."""
-    from eventbus import config, event, wire
-    from eventbus.journal import JournalReader
+    from eventbus import config, event
+    from eventbus.bus import wire
+    from eventbus.journal.reader import JournalReader
 
     rows = []
     with running_bus() as (_daemon, target):
@@ -163,8 +164,8 @@ def replay(events: int) -> list[Row]:
 
 def big_journal(path: Path, gib: float) -> int:
     """Write about ``gib`` GiB of 100 B events into a journal at ``path`` the way the master does; its events."""
-    from daemon.journal import Journal
-    from eventbus import payload, wire
+    from eventbus.daemon.journal.writer import Journal
+    from eventbus.bus import payload, wire
 
     journal = Journal(path, int(gib * 1.1 * (1 << 30)), 86400 * 365, "never")
     journal.open()

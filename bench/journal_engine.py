@@ -1,8 +1,8 @@
 """The journal's storage engine alone: append cost per event, replay rate, open time of a big journal.
 
 ``python -m bench.journal_engine [--gib 1.0] [--dir DIR]``. No daemon: this
-measures the engine the master calls (``daemon/journal.py``) and the reader
-(``eventbus/journal.py``), with 100-byte bus frames in batches of 256 (one
+measures the engine the master calls (``daemon/journal/writer.py``) and the reader
+(``eventbus/journal/reader.py``), with 100-byte bus frames in batches of 256 (one
 bus wake-up). "cold" evicts the journal's files from the page cache first
 (posix_fadvise, this journal's files only).
 """
@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from daemon.journal import Journal
-from eventbus.journal import JournalReader
+from eventbus.daemon.journal.writer import Journal
+from eventbus.journal.reader import JournalReader
 
 EPOCH = 1_700_000_000_000_000
 BATCH = 256

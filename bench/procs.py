@@ -99,7 +99,7 @@ class Daemon:
 
     def wait_ready(self, sock_dir: Path, timeout: float = 10.0) -> "Daemon":
         """Wait until the daemon answers a ping on its control socket (not a sleep)."""
-        from eventbus import control
+        from eventbus.bus import control
         from eventbus.errors import BusUnavailableError
 
         def ready() -> bool:
@@ -187,7 +187,7 @@ class Node:
 
     def handshakes(self) -> int:
         """How many listeners have connected to this node's bus so far."""
-        from eventbus import control, wire
+        from eventbus.bus import control, wire
 
         return control.request(self.sock_dir, wire.VERB_STATS)["handshakes"]
 
@@ -235,7 +235,7 @@ class Node:
 
 def link_state(node: Node) -> dict:
     """The node's ``link`` control answer (a minion's state and spool; a master's present set)."""
-    from eventbus import control, wire
+    from eventbus.bus import control, wire
 
     return control.request(node.sock_dir, wire.VERB_LINK, None, timeout=2.0)
 

@@ -75,7 +75,7 @@ class Master:
         self.rules = bool(rules)
 
     def __enter__(self) -> "Master":
-        from eventbus import control
+        from eventbus.bus import control
         from eventbus.errors import BusUnavailableError
 
         def answers() -> bool:
@@ -100,7 +100,7 @@ class Master:
             return None
 
     def head(self) -> int:
-        from eventbus import control
+        from eventbus.bus import control
 
         return int(control.ping(self.sock_dir)["seq"])
 

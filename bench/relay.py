@@ -162,7 +162,7 @@ def _many_minions(ret_port: int, server_key: bytes, first: int, count: int, hear
     """``count`` CURVE minion connections that say hello and ping every heartbeat for ``seconds``."""
     import zmq
 
-    from daemon import linkproto
+    from eventbus.daemon.link import protocol
 
     context = zmq.Context()
     sockets = []
@@ -174,7 +174,7 @@ def _many_minions(ret_port: int, server_key: bytes, first: int, count: int, hear
         sock.curve_secretkey = secret
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(f"tcp://127.0.0.1:{ret_port}")
-        sock.send_multipart(linkproto.hello(f"scale-{n:04d}"))
+        sock.send_multipart(protocol.hello(f"scale-{n:04d}"))
         sockets.append(sock)
     ready.set()
     poller = zmq.Poller()
@@ -189,7 +189,7 @@ def _many_minions(ret_port: int, server_key: bytes, first: int, count: int, hear
         if time.monotonic() >= next_ping:
             next_ping += heartbeat
             for sock in sockets:
-                sock.send_multipart(linkproto.PING_MESSAGE, zmq.NOBLOCK)
+                sock.send_multipart(protocol.PING_MESSAGE, zmq.NOBLOCK)
     context.destroy(0)
 
 

@@ -46,7 +46,7 @@ def _reference_daemon(root: Path, python: bool = False) -> tuple[Daemon, Target]
 def running_bus(**master_keys: object) -> Iterator[tuple[Daemon, Target]]:
     """A master daemon on a fresh config (plus ``master_keys``), ready (it answered a ping), stopped and
     removed after."""
-    from eventbus import control
+    from eventbus.bus import control
     from eventbus.errors import BusUnavailableError
 
     root = short_tmpdir("ebb")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli import options
+from eventbus.cli import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from eventbus import config, logsetup
-    from netapi import server
+    from eventbus.netapi import server
 
     settings = config.load(config.ApiConfig, config.config_path(args.config_dir, "api"))
     logsetup.setup(settings.log_level, settings.log_file, name="api")

@@ -8,7 +8,7 @@ EPILOG = ("Channels and their secrets are kept under the root_dir of the api con
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cli import options
+    from eventbus.cli import options
 
     actions = options.Actions(parser, "channel", EPILOG)
     action = actions.add
@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from cli import options
-    from eventbus import channels
+    from eventbus.cli import options
+    from eventbus.cloudevents import channels
 
     settings = options.api_settings(args.config_dir)
     root = settings.root_dir

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli import options
+from eventbus.cli import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +16,8 @@ def run(args: argparse.Namespace) -> int:
     settings = options.bus_settings(args.config_dir, args.command)
     logsetup.setup(settings.log_level, settings.log_file, name=args.command)
     if args.command == "master":
-        from daemon import master as daemon_module
+        from eventbus.daemon import master as daemon_module
     else:
-        from daemon import minion as daemon_module  # type: ignore[no-redef]
+        from eventbus.daemon import minion as daemon_module
     daemon_module.run(settings)  # type: ignore[arg-type]
     return 0

@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from eventbus import config, control, forwardconf
+from eventbus import config
+from eventbus.bus import control
+from eventbus.forwarding import config as forwardconf
 from eventbus.errors import BusUnavailableError, EventBusError
 
 EVENTBUS = str(Path(sys.executable).parent / "eventbus")
@@ -90,7 +92,7 @@ def _dev_user(api: config.ApiConfig) -> tuple[str, str]:
     """The sample API user of ``conf/api`` and its password, made (random) on the first run."""
     import secrets
 
-    from netapi import auth
+    from eventbus.netapi import auth
 
     backend = api.external_auth["file"]
     user = next(iter(backend.perms))

@@ -9,7 +9,7 @@ EPILOG = ("The registry is kept under the root_dir of the api config in -c DIR "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cli import options
+    from eventbus.cli import options
 
     actions = options.Actions(parser, "eventtype", EPILOG)
     action = actions.add
@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from cli import options
-    from eventbus import eventtypes
+    from eventbus.cli import options
+    from eventbus.cloudevents import eventtypes
     from eventbus.errors import InvalidArgumentError
 
     root = options.api_settings(args.config_dir).root_dir

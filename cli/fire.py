@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli import options
+from eventbus.cli import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,13 +42,14 @@ def parse_data(text: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eventbus import event, payload
+    from eventbus import event
+    from eventbus.bus import payload
     from eventbus.errors import BusUnavailableError
 
     data = parse_data(args.data)
     payload.check_tag(args.tag)
     if args.target is not None:
-        from cli.target import fire_targets
+        from eventbus.cli.target import fire_targets
 
         return fire_targets(args.config_dir, data, args.tag, args.target, args.timeout)
     settings = options.bus_settings(args.config_dir, args.node)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import options
+from eventbus.cli import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(config_dir: str | None):  # -> ForwardConfig
-    from eventbus import config, forwardconf
+    from eventbus import config
+    from eventbus.forwarding import config as forwardconf
     from eventbus.errors import ConfigError
 
     path = config.config_path(config_dir, "forward", required=True)
@@ -31,13 +32,13 @@ def run(args: argparse.Namespace) -> int:
     if args.status:
         return status(settings)
     logsetup.setup(settings.log_level, settings.log_file, name="forward")
-    from daemon.forward import service
+    from eventbus.daemon.forward import service
 
     return service.run(settings)
 
 
 def status(settings) -> int:
-    from eventbus import control, wire
+    from eventbus.bus import control, wire
     from eventbus.errors import BusUnavailableError
 
     try:

@@ -5,7 +5,7 @@ import argparse
 import datetime
 import sys
 
-from cli import options
+from eventbus.cli import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def _time(value: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from eventbus.errors import JournalError
-    from eventbus.journal import JournalReader
+    from eventbus.journal.reader import JournalReader
 
     settings = options.bus_settings(args.config_dir, "master")
     if not settings.event_journal:  # type: ignore[attr-defined]

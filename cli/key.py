@@ -2,14 +2,14 @@
 
 With the master running, changes go through it (it acts at once and fires
 ``salt/key``); without one, the key directories are changed directly
-(both by ``eventbus.admin``).
+(both by ``eventbus.bus.admin``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from cli import options
+from eventbus.cli import options
 
 HEADINGS = (("minions", "Accepted Keys:"), ("minions_denied", "Denied Keys:"), ("minions_pre", "Unaccepted Keys:"),
             ("minions_rejected", "Rejected Keys:"))
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from eventbus import config
-    from eventbus.admin import Admin
+    from eventbus.bus.admin import Admin
     from eventbus.errors import BusUnavailableError, DaemonRefusedError, EventBusError
 
     settings = options.bus_settings(args.config_dir, "master")

@@ -9,20 +9,20 @@ from typing import NoReturn, Sequence
 
 # subcommand -> (module, one-line help); modules are imported only when chosen.
 COMMANDS = {
-    "master": ("cli.daemons", "run the master daemon"),
-    "minion": ("cli.daemons", "run the minion daemon"),
-    "watch": ("cli.watch", "print the bus's events as TAG<TAB>JSON lines"),
-    "fire": ("cli.fire", "fire an event on a local bus"),
-    "journal": ("cli.journal", "show what the master's journal holds"),
-    "send": ("cli.send", "relay an event to the master through the local minion"),
-    "key": ("cli.key", "list, accept, reject and delete minion keys"),
-    "api": ("cli.api", "run the REST API"),
-    "user": ("cli.user", "manage REST API users (user add NAME)"),
-    "eventtype": ("cli.eventtype", "register and finalize CloudEvents types (JSON Schemas, versioned)"),
-    "channel": ("cli.channel", "add, list, remove and rotate CloudEvents channels"),
-    "forward": ("cli.forward", "run the forwarder: the master bus into brokers (--status: their health)"),
-    "status": ("cli.status", "the running daemons' figures (the same as GET /metrics), one name: value line each"),
-    "reactor": ("cli.reactor", "show the master's reactor: rules, in flight, done, failed, cursor lag"),
+    "master": ("eventbus.cli.daemons", "run the master daemon"),
+    "minion": ("eventbus.cli.daemons", "run the minion daemon"),
+    "watch": ("eventbus.cli.watch", "print the bus's events as TAG<TAB>JSON lines"),
+    "fire": ("eventbus.cli.fire", "fire an event on a local bus"),
+    "journal": ("eventbus.cli.journal", "show what the master's journal holds"),
+    "send": ("eventbus.cli.send", "relay an event to the master through the local minion"),
+    "key": ("eventbus.cli.key", "list, accept, reject and delete minion keys"),
+    "api": ("eventbus.cli.api", "run the REST API"),
+    "user": ("eventbus.cli.user", "manage REST API users (user add NAME)"),
+    "eventtype": ("eventbus.cli.eventtype", "register and finalize CloudEvents types (JSON Schemas, versioned)"),
+    "channel": ("eventbus.cli.channel", "add, list, remove and rotate CloudEvents channels"),
+    "forward": ("eventbus.cli.forward", "run the forwarder: the master bus into brokers (--status: their health)"),
+    "status": ("eventbus.cli.status", "the running daemons' figures (the same as GET /metrics), one name: value line each"),
+    "reactor": ("eventbus.cli.reactor", "show the master's reactor: rules, in flight, done, failed, cursor lag"),
 }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli import options
+from eventbus.cli import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,14 +12,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eventbus import config, control, figures
+    from eventbus import config, systemstatus
+    from eventbus.bus import control
     from eventbus.errors import BusUnavailableError
 
     settings = options.bus_settings(args.config_dir, "master")
     assert isinstance(settings, config.MasterConfig)
-    status = figures.read_status_file(figures.reactor_status_path(settings), stale=True)
+    status = systemstatus.read_status_file(systemstatus.reactor_status_path(settings), stale=True)
     # A master without rules has no reactor (``running: no``, ``rules: 0``): a state, not an error.
-    running = figures.is_running(status)
+    running = systemstatus.is_running(status)
     try:
         head: int | None = int(control.ping(settings.sock_dir, timeout=2.0)["seq"])
     except BusUnavailableError:

@@ -5,7 +5,7 @@ import argparse
 import os
 from typing import Any
 
-from cli import options
+from eventbus.cli import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_data(items: list[str], with_env: bool) -> dict[str, Any]:
     """The event data of ``send``'s arguments: an optional mapping first, then KEY=VALUE pairs."""
-    from cli.fire import parse_data
+    from eventbus.cli.fire import parse_data
     from eventbus.errors import InvalidEventError
 
     data: dict[str, Any] = {}
@@ -36,7 +36,7 @@ def build_data(items: list[str], with_env: bool) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eventbus import payload, relay
+    from eventbus.bus import payload, relay
     from eventbus.errors import DaemonRefusedError, EventBusError
 
     payload.check_tag(args.tag)

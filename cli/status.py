@@ -13,7 +13,7 @@ import argparse
 import time
 from typing import Any, Iterator
 
-from cli import options
+from eventbus.cli import options
 
 TIMEOUT = 3.0
 
@@ -40,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _master_lines(master: Any) -> Iterator[tuple[str, Any]]:
-    from eventbus import figures
+    from eventbus import systemstatus
 
-    forward_dir = figures.forward_sock_dir(master)
-    snapshot = figures.gather(master, forward_dir, timeout=TIMEOUT)
+    forward_dir = systemstatus.forward_sock_dir(master)
+    snapshot = systemstatus.gather(master, forward_dir, timeout=TIMEOUT)
     stats, link = snapshot.master, snapshot.link
     if stats is None or link is None:
         yield "master", f"not running ({snapshot.down['master']})"
@@ -76,7 +76,7 @@ def _master_lines(master: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _minion_lines(minion: Any) -> Iterator[tuple[str, Any]]:
-    from eventbus import control, wire
+    from eventbus.bus import control, wire
     from eventbus.errors import EventBusError
 
     try:
@@ -91,11 +91,11 @@ def _minion_lines(minion: Any) -> Iterator[tuple[str, Any]]:
 
 def _api_lines(api: Any) -> Iterator[tuple[str, Any]]:
     """The API's own figures from the status file it keeps under its root_dir (no token needed)."""
-    from eventbus import figures
+    from eventbus import systemstatus
 
-    path = figures.api_status_path(api)
+    path = systemstatus.api_status_path(api)
     try:
-        status = figures.read_api(api)
+        status = systemstatus.read_api(api)
     except PermissionError:
         yield "api", f"unknown (cannot read {path}: run this as the API's user)"
         return

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from cli import options
+from eventbus.cli import options
 
 
 def fire_targets(config_dir: str | None, data: dict, tag: str, target: str, timeout: float) -> int:
     """Ask the master to fire on every connected minion matching ``target``; print ``ID: True`` per ack."""
-    from eventbus.admin import Admin
+    from eventbus.bus.admin import Admin
 
     admin = Admin.for_master(options.bus_settings(config_dir, "master"))  # type: ignore[arg-type]
     silent = []

@@ -6,7 +6,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cli import options
+    from eventbus.cli import options
 
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="add or replace a user (asks for the password)")
@@ -31,9 +31,9 @@ def _password(from_stdin: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cli import options
+    from eventbus.cli import options
     from eventbus.errors import ConfigError
-    from netapi import auth
+    from eventbus.netapi import auth
 
     settings = options.api_settings(args.config_dir)
     backend = settings.external_auth.get(args.eauth)

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from cli import options
+from eventbus.cli import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def since_value(text: str) -> int | float:
 def since_seq(since: int | float, settings: object, node: str) -> int:
     """The seq to follow from: ``since`` itself, or the last one journaled before that time."""
     from eventbus.errors import JournalError
-    from eventbus.journal import JournalReader
+    from eventbus.journal.reader import JournalReader
 
     if isinstance(since, int):
         return since
@@ -59,7 +59,8 @@ def format_event(tag: str, data: dict, pretty: bool = False) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eventbus import event, match
+    from eventbus import event
+    from eventbus.bus import match
     from eventbus.errors import BusUnavailableError
 
     settings = options.bus_settings(args.config_dir, args.node)

@@ -23,12 +23,13 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 from zmq.backend import zmq_poll as _zmq_poll
 
-from eventbus.complaints import Complaints
+from eventbus.refusallog import Complaints
 from eventbus.controlserver import VerbHandler
-from daemon.journal import Journal
-from daemon.loop import Loop
-from daemon.window import Window
-from eventbus import controlserver, payload, wire
+from eventbus.daemon.journal.writer import Journal
+from eventbus.daemon.loop import Loop
+from eventbus.daemon.window import Window
+from eventbus import controlserver
+from eventbus.bus import payload, wire
 from eventbus.config import BusConfig, MasterConfig
 from eventbus.errors import InvalidEventError
 
@@ -41,8 +42,8 @@ BARRIERS_KEPT = 4096
 BATCH = 256
 # Events queued in the daemon per publisher connection. Most of the daemon's peak RSS under a flat-out
 # 1 KB load is here (measured: 96 MB at 10,000, 60 MB at 1,000). A publisher holds up to its own
-# queue (eventbus.sockets.PUBLISH_QUEUE) beyond this; closing its handle waits until the daemon has
-# read it all (the barrier, eventbus.wire), so a small intake loses nothing.
+# queue (eventbus.bus.sockets.PUBLISH_QUEUE) beyond this; closing its handle waits until the daemon has
+# read it all (the barrier, eventbus.bus.wire), so a small intake loses nothing.
 INTAKE_QUEUE = 1_000
 # Frames a little over max_event_size are refused with a log line; far bigger ones zmq cuts off.
 FRAME_SLACK = 4096
@@ -92,13 +93,13 @@ class Bus:
         self.window = Window(settings.event_window, self.epoch, settings.event_window_bytes)
         self.started = time.time()
         self.complaints = Complaints(log)
-        self.handshakes = 0  # listeners that proved themselves live (see eventbus.wire)
+        self.handshakes = 0  # listeners that proved themselves live (see eventbus.bus.wire)
         self.listeners = 0  # connections on the publisher socket, from its monitor (no per-event work)
         self.listener_lost = 0  # events listeners asked to replay that were gone everywhere
         self.verbs: dict[bytes, VerbHandler] = {
             wire.VERB_PING: self._ping, wire.VERB_STATS: self._stats, wire.VERB_REPLAY: self._replay,
             wire.VERB_BARRIER: self._barrier}
-        # Barrier tokens of closing publishers, newest last (see eventbus.wire): a few thousand at most.
+        # Barrier tokens of closing publishers, newest last (see eventbus.bus.wire): a few thousand at most.
         self._barriers: collections.OrderedDict[bytes, None] = collections.OrderedDict()
 
         old_umask = os.umask(0o077)

@@ -1,9 +1,9 @@
 """The master daemon: the master's local bus, its minions' link and (with rules) its reactor."""
 from __future__ import annotations
 
-from daemon import runner
-from daemon.link_master import MasterLink
-from daemon.reactor_child import ReactorChild
+from eventbus.daemon import runner
+from eventbus.daemon.link.master import MasterLink
+from eventbus.daemon.reactor.child import ReactorChild
 from eventbus.config import MasterConfig
 
 

@@ -1,8 +1,8 @@
 """The minion daemon: the minion's local bus and its link to the master."""
 from __future__ import annotations
 
-from daemon import runner
-from daemon.link_minion import MinionLink
+from eventbus.daemon import runner
+from eventbus.daemon.link.minion import MinionLink
 from eventbus.config import MinionConfig
 
 

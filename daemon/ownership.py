@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from eventbus import wire
+from eventbus.bus import wire
 from eventbus.errors import DaemonAlreadyRunningError, EventBusError
 
 log = logging.getLogger(__name__)

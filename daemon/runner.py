@@ -14,10 +14,11 @@ from typing import Callable, Protocol
 
 import zmq
 
-from daemon.bus import Bus
-from daemon.loop import Loop
-from daemon.ownership import SockDirLock
-from eventbus import config, wire
+from eventbus.daemon.bus import Bus
+from eventbus.daemon.loop import Loop
+from eventbus.daemon.ownership import SockDirLock
+from eventbus import config
+from eventbus.bus import wire
 from eventbus.config import BusConfig
 from eventbus.reload import Reloader
 

@@ -24,10 +24,11 @@ from typing import Any, AsyncIterator, Mapping
 import zmq
 import zmq.asyncio
 
-from eventbus import config, control, payload, wire
+from eventbus import config
+from eventbus.bus import control, payload, wire
 from eventbus.errors import EventBusError, InvalidArgumentError, InvalidEventError
-from eventbus.inbox import ASK, READ, Event, Inbox
-from eventbus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open_publisher
+from eventbus.bus.inbox import ASK, READ, Event, Inbox
+from eventbus.bus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open_publisher
 
 log = logging.getLogger(__name__)
 

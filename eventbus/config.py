@@ -32,7 +32,7 @@ from eventbus.errors import ConfigError
 # Each file's keys are declared in eventbus.configkeys; the classes are part of this module's API.
 from eventbus.configkeys import (LOG_LEVELS, ApiConfig, BaseConfig, BusConfig, CommonConfig, MasterConfig,  # noqa: F401
                                  MinionConfig)
-from eventbus.configkeys import key as _key  # noqa: F401  (eventbus.forwardconf declares its keys with it)
+from eventbus.configkeys import key as _key  # noqa: F401  (eventbus.forwarding.config declares its keys with it)
 
 DEFAULT_CONFIG_DIR = "/etc/eventbus"
 # The label of errors in an opts dict (there is no file to name).
@@ -121,7 +121,7 @@ class _Reader:
     def _reactor(self, spec: dataclasses.Field, value: Any) -> tuple:
         if value is None or value == ():
             return ()
-        from eventbus import rules
+        from eventbus.reactor import rules
 
         return rules.parse(value, self.source)
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from eventbus import configkeys, forwardconf
+from eventbus import configkeys
+from eventbus.forwarding import config as forwardconf
 from eventbus.errors import ConfigError
 
 FILES: dict[str, type[configkeys.CommonConfig]] = {

@@ -2,7 +2,7 @@
 
 Each file's keys are the fields of a frozen dataclass (``MasterConfig``,
 ``MinionConfig``, ``ApiConfig``; ``forward``'s ``ForwardConfig`` lives in
-``eventbus.forwardconf``), each made by ``key``. ``eventbus.config`` reads
+``eventbus.forwarding.config``), each made by ``key``. ``eventbus.config`` reads
 YAML into them; ``eventbus.configdoc`` renders the docs' key tables from
 them, so a key, its default and its meaning are written here and nowhere else.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from eventbus.match import MATCH_TYPES
+from eventbus.bus.match import MATCH_TYPES
 
 if TYPE_CHECKING:
     from eventbus.config import AuthBackend
@@ -113,7 +113,7 @@ class MasterConfig(BusConfig):
             "listener has received",
         detail="`batch`: at most 0.1 s of events at risk on a machine crash; `always`: every batch synced before "
                "it is published; `never`: the OS decides")
-    # The reactor (SPEC 10): parsed and checked here (eventbus.rules.Rule values).
+    # The reactor (SPEC 10): parsed and checked here (eventbus.reactor.rules.Rule values).
     reactor: tuple = key((), "reactor", doc="tag globs to actions, checked at start "
                                             "([docs/reactor.md](docs/reactor.md)); state in `cachedir/reactor/`")
 

@@ -1,6 +1,6 @@
 """The server side of a control socket (``ctl.ipc``): a table of verbs answering request frames. No sockets here.
 
-The bus daemon (``daemon.bus``) and the forwarder (``daemon.forward.service``)
+The bus daemon (``eventbus.daemon.bus``) and the forwarder (``eventbus.daemon.forward.service``)
 read their ROUTER in their own loops and send back what ``answer`` returns.
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any, Callable, Mapping
 
 import msgpack
 
-from eventbus import wire
-from eventbus.complaints import Complaints
+from eventbus.bus import wire
+from eventbus.refusallog import Complaints
 from eventbus.errors import MalformedFrameError
 
 # Called with the request's unpacked args; raises ValueError (or TypeError, KeyError) to refuse.

@@ -7,7 +7,7 @@
     bus.fire_event({"message": "It works!"}, "myco/event/success")
 
 A handle is for one thread. Its listening socket is connected (and proven
-live, see ``eventbus.wire``) when the handle is made, so nothing fired after
+live, see ``eventbus.bus.wire``) when the handle is made, so nothing fired after
 that is missed.
 """
 from __future__ import annotations
@@ -21,11 +21,12 @@ import zmq
 from zmq.backend import zmq_poll as _zmq_poll
 from zmq.utils.monitor import recv_monitor_message
 
-from eventbus import config, control, payload, relay, wire
+from eventbus import config
+from eventbus.bus import control, payload, relay, wire
 from eventbus.errors import BusDisconnectedError, EventBusError, InvalidArgumentError, InvalidEventError
-from eventbus.inbox import ASK, READ, Event, Inbox
-from eventbus.match import Matcher
-from eventbus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open_publisher, send_bytes
+from eventbus.bus.inbox import ASK, READ, Event, Inbox
+from eventbus.bus.match import Matcher
+from eventbus.bus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open_publisher, send_bytes
 
 log = logging.getLogger(__name__)
 

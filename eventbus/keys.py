@@ -1,7 +1,7 @@
 """CURVE keys on disk: a daemon's own key pair, the minion keys a master knows, a minion's pinned master key.
 
 The key-file operations (accept, reject, delete) live here once: the master
-daemon runs them for ``eventbus key`` when it is up, and ``eventbus.admin``
+daemon runs them for ``eventbus key`` when it is up, and ``eventbus.bus.admin``
 runs the same ones on the directories when no master is running.
 
 A master's ``pki_dir`` holds Salt's layout, one file per minion id holding

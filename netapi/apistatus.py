@@ -1,7 +1,7 @@
 """The API's own figures in a status file, so ``eventbus status`` reads them with no token.
 
 ``GET /metrics`` may need an admin's login; the CLI on the same host reads
-this file instead (``eventbus.figures.read_api``), as it reads the
+this file instead (``eventbus.systemstatus.read_api``), as it reads the
 reactor's. It is rewritten at most once a second, only when a figure
 changed, and removed when the API stops. Its directory is the API's own
 (0700) and the file is 0600: which streams are open is no one else's business.
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from cherrypy.process import plugins
 
-from eventbus import jsonfile
+from eventbus.cloudevents import jsonfile
 
 log = logging.getLogger(__name__)
 

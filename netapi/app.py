@@ -1,9 +1,9 @@
 """The CherryPy application: ``/login``, ``/events``, ``/hook/<path>``, ``/ui`` and ``/``.
 
-Handlers are thin: logins are decided by ``netapi.login``, credentials and
-filters come from ``netapi.auth`` and ``netapi.jwtauth``, records from
-``netapi.stream`` and ``netapi.hub``, webhook bodies from ``netapi.hooks``. Every refusal is an ``ApiError``
-answered as JSON (``netapi.errors``).
+Handlers are thin: logins are decided by ``eventbus.netapi.login``, credentials and
+filters come from ``eventbus.netapi.auth`` and ``eventbus.netapi.jwtauth``, records from
+``eventbus.netapi.sse.stream`` and ``eventbus.netapi.sse.hub``, webhook bodies from ``eventbus.netapi.hooks``. Every refusal is an ``ApiError``
+answered as JSON (``eventbus.netapi.errors``).
 """
 from __future__ import annotations
 
@@ -15,24 +15,24 @@ from typing import Any, Callable, Iterator
 
 import cherrypy
 
-from eventbus.complaints import Complaints
+from eventbus.refusallog import Complaints
 from eventbus.config import ApiConfig
 from eventbus.errors import (ApiError, AuthenticationError, EventTooLargeError,
                              InvalidEventError, TooManyRequestsError)
-from eventbus.channels import Channels
-from eventbus.eventtypes import EventTypes
-from netapi import auth, hooks, jwtauth
-from netapi.ceingest import Ingest, Refusal
-from netapi.ceoutbound import ErrorReporter
-from netapi.auth import Backend, Principal, TokenSigner
-from netapi.busfeed import BusFeed
-from netapi.events import EventStreams
-from netapi.hub import Hub
-from netapi.login import LOGIN_BODY_LIMIT, Logins, Session
-from netapi.metrics import CONTENT_TYPE, Metrics, api_families, samples
-from netapi.publisher import Publisher
-from netapi.pump import Pump, raw_socket
-from netapi.stream import parse_last_event_id
+from eventbus.cloudevents.channels import Channels
+from eventbus.cloudevents.eventtypes import EventTypes
+from eventbus.netapi import auth, hooks, jwtauth
+from eventbus.netapi.cloudevents.ingest import Ingest, Refusal
+from eventbus.netapi.cloudevents.reports import ErrorReporter
+from eventbus.netapi.auth import Backend, Principal, TokenSigner
+from eventbus.netapi.sse.feed import BusFeed
+from eventbus.netapi.sse.events import EventStreams
+from eventbus.netapi.sse.hub import Hub
+from eventbus.netapi.login import LOGIN_BODY_LIMIT, Logins, Session
+from eventbus.netapi.metrics import CONTENT_TYPE, Metrics, api_families, samples
+from eventbus.netapi.publisher import Publisher
+from eventbus.netapi.sse.pump import Pump, raw_socket
+from eventbus.netapi.sse.stream import parse_last_event_id
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Api:
         self.logins = Logins(settings, backends, signer, self.complaints)
         self.streams = EventStreams(hub, feed, pump, self.complaints)
         self.secure = settings.ssl_crt is not None
-        self._ui_page = resources.files("netapi").joinpath("static/ui.html").read_bytes()
+        self._ui_page = resources.files("eventbus.netapi").joinpath("static/ui.html").read_bytes()
         self.ingest = Ingest(Channels(settings.root_dir), EventTypes(settings.root_dir), settings.max_event_size)
         self.error_reporter = ErrorReporter()
         if metrics is not None:
@@ -119,7 +119,7 @@ class Api:
         return self.ingest.counts()
 
     def own_figures(self) -> dict:
-        """The API's own figures, for ``eventbus status`` (``netapi.apistatus``): requests answered, and the
+        """The API's own figures, for ``eventbus status`` (``eventbus.netapi.apistatus``): requests answered, and the
         samples of its own metrics (streams, CloudEvents counts) as ``/metrics`` has them."""
         own = api_families(self.hub.streams, self.cloudevents_counts())
         return {"requests": self._requests, "samples": samples(own)}
@@ -174,7 +174,7 @@ class Api:
 
     @cherrypy.expose
     def login(self, *path: str, **_params: Any) -> bytes:
-        """``POST /login``: check a password (``netapi.login``), answer Salt's token record and set ``session_id``."""
+        """``POST /login``: check a password (``eventbus.netapi.login``), answer Salt's token record and set ``session_id``."""
         _no_subpath(path)
         _allow("POST")
         request = cherrypy.serving.request
@@ -253,7 +253,7 @@ class Api:
 
     @cherrypy.expose
     def cloudevents(self, *path: str, **_params: Any) -> bytes:
-        """``POST /cloudevents/<channel>``: signed CloudEvents in (``netapi.ceingest``), fired as ``cloudevents/<type>``."""
+        """``POST /cloudevents/<channel>``: signed CloudEvents in (``eventbus.netapi.cloudevents.ingest``), fired as ``cloudevents/<type>``."""
         _allow("POST")
         request = cherrypy.serving.request
         ingest = self.ingest

@@ -2,7 +2,7 @@
 
 CherryPy's own errors (404, 405, 413 from the server, 500) and ours (an
 ``eventbus.errors.ApiError`` raised as a ``cherrypy.HTTPError`` by the
-routes, ``netapi.app``) all go through ``error_page``.
+routes, ``eventbus.netapi.app``) all go through ``error_page``.
 """
 from __future__ import annotations
 

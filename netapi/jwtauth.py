@@ -8,7 +8,7 @@ from __future__ import annotations
 import jwt
 
 from eventbus.errors import AuthenticationError
-from netapi.auth import Principal
+from eventbus.netapi.auth import Principal
 
 ALGORITHMS = ["HS256"]
 ROLES = ("admin", "user")

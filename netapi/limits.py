@@ -13,8 +13,8 @@
 - ``OncePerInterval`` lets one log line per (limit, address) through per
   minute.
 
-The adapters are ``netapi.gate`` (cheroot's connection loop) and
-``netapi.app`` (the ``/login`` route).
+The adapters are ``eventbus.netapi.connloop`` (cheroot's connection loop) and
+``eventbus.netapi.app`` (the ``/login`` route).
 """
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """Logins: the body's fields, the failed-login limit, bounded password checks, the token. No CherryPy.
 
-``netapi.app``'s ``/login`` route only reads the body and writes the
+``eventbus.netapi.app``'s ``/login`` route only reads the body and writes the
 answer (cookie, JSON); every decision is here:
 
 - an address with ``login_rate`` failed logins in the last minute is
   refused (``TooManyRequestsError``, 429 with ``Retry-After``) before any
   password check; a check in progress counts as a failure until it ends,
-  and one address has at most two checks running (``netapi.limits.LoginGuard``);
+  and one address has at most two checks running (``eventbus.netapi.limits.LoginGuard``);
 - scrypt runs on ``CONCURRENT_CHECKS`` dedicated threads, whatever arrives:
   a check holds 16 MiB, and glibc keeps that memory in the arena of the
   thread that ran it, so few threads mean a bounded RSS;
@@ -23,8 +23,8 @@ from typing import Any
 
 from eventbus.config import ApiConfig
 from eventbus.errors import ApiError, TooManyRequestsError
-from netapi import auth, hooks, limits
-from netapi.auth import Backend, TokenSigner
+from eventbus.netapi import auth, hooks, limits
+from eventbus.netapi.auth import Backend, TokenSigner
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``GET /metrics``: a prometheus_client collector that asks the daemons for their figures at scrape time.
 
 The master, the forwarder and the reactor are asked through
-``eventbus.figures`` when Prometheus scrapes, never per event; the API adds
+``eventbus.systemstatus`` when Prometheus scrapes, never per event; the API adds
 its own stream count and CloudEvents counters. A daemon that does not
 answer leaves its metrics out and sets ``eventbus_up{daemon=...}`` to 0.
 """
@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from eventbus import figures
+from eventbus import systemstatus
 from eventbus.config import MasterConfig
 from eventbus.errors import EventBusError
 
@@ -42,7 +42,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 IngestCounts = Callable[[], dict]
 
 
-def families(snapshot: figures.Figures, sse_streams: int, ingest: dict) -> Iterator[Metric]:
+def families(snapshot: systemstatus.Figures, sse_streams: int, ingest: dict) -> Iterator[Metric]:
     """Every metric of SPEC section 11 (and a few more) from one snapshot; sans-IO."""
     up = GaugeMetricFamily("eventbus_up", "1 when the daemon answered this scrape, else 0", labels=["daemon"])
     up.add_metric(["master"], 0 if "master" in snapshot.down else 1)
@@ -110,7 +110,7 @@ def api_families(sse_streams: int, ingest: dict) -> Iterator[Metric]:
 
 
 def samples(metric_families: Iterable[Metric]) -> list[list]:
-    """``[[name, labels, value], ...]`` of ``metric_families``: the same figures as JSON (``netapi.apistatus``)."""
+    """``[[name, labels, value], ...]`` of ``metric_families``: the same figures as JSON (``eventbus.netapi.apistatus``)."""
     return [[sample.name, sample.labels, sample.value] for family in metric_families for sample in family.samples]
 
 
@@ -142,7 +142,7 @@ class Metrics:
             mtime = None
         if mtime != self._forward_dir[0]:
             try:
-                self._forward_dir = (mtime, figures.forward_sock_dir(self.master) if mtime is not None else None)
+                self._forward_dir = (mtime, systemstatus.forward_sock_dir(self.master) if mtime is not None else None)
             except EventBusError as exc:
                 log.warning("metrics: cannot read the forwarder's config: %s", exc)
                 self._forward_dir = (mtime, None)
@@ -151,7 +151,7 @@ class Metrics:
     def collect(self) -> Iterator[Metric]:
         if self._context is None:
             self._context = zmq.Context()
-        snapshot = figures.gather(self.master, self.forward_dir(), context=self._context)
+        snapshot = systemstatus.gather(self.master, self.forward_dir(), context=self._context)
         yield from families(snapshot, self.sse_streams(), self.ingest_counts())
 
     def close(self) -> None:

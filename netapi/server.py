@@ -2,14 +2,14 @@
 
 Threads: CherryPy (cheroot) gives each open request a worker thread, and an
 ``/events`` stream is a request that lasts. A plain-HTTP stream's thread
-sleeps once its socket is handed to the pump (``netapi.pump``), so it costs
+sleeps once its socket is handed to the pump (``eventbus.netapi.sse.pump``), so it costs
 memory (about 50 KiB: stacks are ``STACK_SIZE`` and a parked thread touches
 a few pages) but no CPU; TLS streams write from their own thread. The pool
 starts small and the ``PoolKeeper`` grows it as streams open, keeping
 ``RESERVE`` idle workers so ``/login`` and ``/hook`` never queue behind
 streams, up to ``stream_limit`` + ``RESERVE`` threads (beyond
 ``stream_limit`` streams, ``/events`` answers 503). ``GatedServer`` is
-CherryPy's server with the gate (``netapi.gate``) in place of cheroot's
+CherryPy's server with the gate (``eventbus.netapi.connloop``) in place of cheroot's
 connection manager, refusing folded header lines.
 """
 from __future__ import annotations
@@ -29,17 +29,17 @@ from cheroot.server import HeaderReader
 from cherrypy._cpwsgi_server import CPWSGIServer
 from cherrypy.process import plugins
 
-from eventbus import config, figures
+from eventbus import config, systemstatus
 from eventbus.config import ApiConfig
 from eventbus.errors import ConfigError, EventBusError
 from eventbus.reload import Reloader
-from netapi import auth, errors, gate, login
-from netapi.apistatus import StatusFile
-from netapi.app import Api, cors_hook
-from netapi.busfeed import BusFeed
-from netapi.hub import Hub
-from netapi.metrics import Metrics
-from netapi.pump import Pump
+from eventbus.netapi import auth, errors, connloop, login
+from eventbus.netapi.apistatus import StatusFile
+from eventbus.netapi.app import Api, cors_hook
+from eventbus.netapi.sse.feed import BusFeed
+from eventbus.netapi.sse.hub import Hub
+from eventbus.netapi.metrics import Metrics
+from eventbus.netapi.sse.pump import Pump
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class GatedServer(CPWSGIServer):
         super().__init__(server_adapter)
         self.gate_max_body = max_body
         self.gate_max_open = max_open
-        self.gate: gate.Gate | None = None
+        self.gate: connloop.Gate | None = None
         base = self.ConnectionClass
 
         class NoFoldRequest(base.RequestHandlerClass):  # type: ignore[misc, name-defined]
@@ -150,7 +150,7 @@ class GatedServer(CPWSGIServer):
         # No public hook installs a connection manager: a private attribute, which
         # tests/unit/test_cheroot_contract.py checks on the cheroot setup.cfg pins.
         stock = self._connections
-        self._connections = self.gate = gate.Gate(self, self.gate_max_body, self.gate_max_open)
+        self._connections = self.gate = connloop.Gate(self, self.gate_max_body, self.gate_max_open)
         stock.close()
 
 
@@ -195,7 +195,7 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
     cherrypy.engine.subscribe("stop", app.close)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"{'https' if settings.ssl_crt else 'http'}://{host}:{settings.port}"
-    StatusFile(cherrypy.engine, figures.api_status_path(settings), url, app.own_figures).subscribe()
+    StatusFile(cherrypy.engine, systemstatus.api_status_path(settings), url, app.own_figures).subscribe()
     global_config = {
         "environment": "production",
         "engine.autoreload.on": False,
@@ -274,10 +274,10 @@ def serve(settings: ApiConfig) -> None:
     _check_port(settings.host, settings.port)
     threading.stack_size(STACK_SIZE)
     cherrypy.config.update(global_config)
-    # Requests reach a worker only when whole: slow clients cost no thread (netapi.gate).
+    # Requests reach a worker only when whole: slow clients cost no thread (eventbus.netapi.connloop).
     cherrypy.server.httpserver = GatedServer(
         cherrypy.server, max_body=max(settings.max_event_size, login.LOGIN_BODY_LIMIT),
-        max_open=min(settings.stream_limit + gate.MAX_PENDING + RESERVE,
+        max_open=min(settings.stream_limit + connloop.MAX_PENDING + RESERVE,
                      resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_SPARE))
     # CherryPy's own records go to our log handlers; the access log stays off (URLs carry tokens).
     cherrypy.log.error_log.propagate = True

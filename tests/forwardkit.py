@@ -36,7 +36,7 @@ class Forwarder:
         return self
 
     def _answers(self) -> bool:
-        from eventbus import control, wire
+        from eventbus.bus import control, wire
         from eventbus.errors import BusUnavailableError
 
         if not self.daemon.alive():
@@ -48,7 +48,7 @@ class Forwarder:
             return False
 
     def stats(self) -> dict[str, dict]:
-        from eventbus import control, wire
+        from eventbus.bus import control, wire
 
         return {b["name"]: b for b in control.request(self.sock_dir, wire.VERB_STATS, timeout=5)["brokers"]}
 

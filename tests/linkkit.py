@@ -10,7 +10,7 @@ import zmq
 import zmq.auth
 
 from bench.procs import Node, Site, free_port, link_state, short_tmpdir, wait_link
-from daemon import linkproto
+from eventbus.daemon.link import protocol
 from eventbus import keys
 
 __all__ = ["RawMinion", "RecordingProxy", "Site", "link_state", "master_link", "wait_link"]
@@ -122,12 +122,12 @@ class RawMinion:
     def send(self, frames: list[bytes]) -> None:
         self.socket.send_multipart(frames)
 
-    def recv(self, timeout: float = 5.0) -> linkproto.Message | None:
+    def recv(self, timeout: float = 5.0) -> protocol.Message | None:
         if not self.socket.poll(int(timeout * 1000)):
             return None
-        return linkproto.parse(self.socket.recv_multipart())
+        return protocol.parse(self.socket.recv_multipart())
 
-    def expect(self, kind: bytes, timeout: float = 5.0) -> linkproto.Message:
+    def expect(self, kind: bytes, timeout: float = 5.0) -> protocol.Message:
         """The next message of ``kind``, skipping pongs and others."""
         import time
 
@@ -139,9 +139,9 @@ class RawMinion:
             if message.kind == kind:
                 return message
 
-    def hello(self) -> linkproto.Message:
-        self.send(linkproto.hello(self.minion_id))
-        return self.expect(linkproto.WELCOME)
+    def hello(self) -> protocol.Message:
+        self.send(protocol.hello(self.minion_id))
+        return self.expect(protocol.WELCOME)
 
     def close(self) -> None:
         self.socket.close(0)

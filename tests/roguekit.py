@@ -24,12 +24,12 @@ from typing import Any, NamedTuple
 import msgpack
 import zmq
 
-from daemon import linkproto
+from eventbus.daemon.link import protocol
 from eventbus import config, event
 from tests.linkkit import RawMinion
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOOD_BATCH = linkproto.MAX_BATCH_EVENTS  # events per flood message: the most the master takes in one
+FLOOD_BATCH = protocol.MAX_BATCH_EVENTS  # events per flood message: the most the master takes in one
 
 
 def event_frame(tag: str, data: Any) -> bytes:
@@ -42,19 +42,19 @@ def malformed_messages() -> list[list[bytes]]:
     return [
         [b""],
         [b"gossip", b"x"],
-        [linkproto.EVENTS],
-        [linkproto.EVENTS, b"\x00\x01"],
-        [linkproto.FIRED],
-        [linkproto.FIRED, b"\x01\x02\x03"],
-        [linkproto.HELLO, b"\xc1\xc1"],
-        [linkproto.HELLO, msgpack.packb([1, 2])],
-        [linkproto.HELLO, msgpack.packb({"id": "a/b*"})],
-        linkproto.ack(1),
-        linkproto.welcome("accept", 0, 1.0),
-        linkproto.fire(1, event_frame("x", {})),
-        linkproto.resend(1),
-        linkproto.WHO_MESSAGE,
-        linkproto.PONG_MESSAGE,
+        [protocol.EVENTS],
+        [protocol.EVENTS, b"\x00\x01"],
+        [protocol.FIRED],
+        [protocol.FIRED, b"\x01\x02\x03"],
+        [protocol.HELLO, b"\xc1\xc1"],
+        [protocol.HELLO, msgpack.packb([1, 2])],
+        [protocol.HELLO, msgpack.packb({"id": "a/b*"})],
+        protocol.ack(1),
+        protocol.welcome("accept", 0, 1.0),
+        protocol.fire(1, event_frame("x", {})),
+        protocol.resend(1),
+        protocol.WHO_MESSAGE,
+        protocol.PONG_MESSAGE,
     ]
 
 
@@ -74,31 +74,31 @@ class Rogue(RawMinion):
         """
         deadline = time.monotonic() + timeout
         while True:
-            self.send(linkproto.PING_MESSAGE)
+            self.send(protocol.PING_MESSAGE)
             try:
-                self.expect(linkproto.PONG, min(1.0, max(0.0, deadline - time.monotonic())))
+                self.expect(protocol.PONG, min(1.0, max(0.0, deadline - time.monotonic())))
                 return
             except AssertionError:
                 if time.monotonic() >= deadline:
                     raise
 
-    def drain(self) -> list[linkproto.Message]:
+    def drain(self) -> list[protocol.Message]:
         """Every message waiting from the master, without blocking."""
         got = []
         while self.socket.poll(0):
-            got.append(linkproto.parse(self.socket.recv_multipart()))
+            got.append(protocol.parse(self.socket.recv_multipart()))
         return got
 
-    def batch(self, first: int, floor: int, frames: list[bytes], timeout: float = 10.0) -> linkproto.Message:
+    def batch(self, first: int, floor: int, frames: list[bytes], timeout: float = 10.0) -> protocol.Message:
         """Send an events message and return the master's answer to it (ack or resend)."""
         self.drain()
-        self.send(linkproto.events(first, floor, frames))
+        self.send(protocol.events(first, floor, frames))
         deadline = time.monotonic() + timeout
         while True:
             message = self.recv(max(0.0, deadline - time.monotonic()))
             if message is None:
                 raise AssertionError(f"no answer to a batch from {first} within {timeout} s")
-            if message.kind in (linkproto.ACK, linkproto.RESEND):
+            if message.kind in (protocol.ACK, protocol.RESEND):
                 return message
 
 
@@ -137,13 +137,13 @@ def flood(master_config: str, key_dir: str, minion_id: str) -> dict:
         following = welcome.value["last"] + 1
         while not stop.is_set():
             for message in rogue.drain():
-                if message.kind == linkproto.ACK:
+                if message.kind == protocol.ACK:
                     following = max(following, message.value + 1)
-                elif message.kind == linkproto.RESEND:
+                elif message.kind == protocol.RESEND:
                     following = message.value + 1
             if not rogue.socket.poll(100, zmq.POLLOUT):
                 continue
-            rogue.socket.send_multipart(linkproto.events(following, 0, frames))
+            rogue.socket.send_multipart(protocol.events(following, 0, frames))
             following += FLOOD_BATCH
             sent["messages"] += 1
             sent["events"] += FLOOD_BATCH

@@ -1,6 +1,6 @@
 """A ``make run`` session to follow the README in: the runner, a user's shell, terminals, a stand-in web host.
 
-``Tour`` starts ``python -m cli.devrun`` on a copy of ``conf/`` with free
+``Tour`` starts ``python -m eventbus.cli.devrun`` on a copy of ``conf/`` with free
 ports (``MakeRun``), gives it a directory laid out like a checkout (``conf/``,
 ``.venv``), a bash that keeps its variables from one block to the next (the
 user's terminal), commands in terminals of their own (``watch``, ``curl -N``),
@@ -254,7 +254,7 @@ class Tour:
         return config.load(config.MasterConfig, self.conf / "master").sock_dir
 
     def handshakes(self) -> int:
-        from eventbus import control, wire
+        from eventbus.bus import control, wire
 
         return control.request(self.master_sock_dir, wire.VERB_STATS)["handshakes"]
 

@@ -18,8 +18,8 @@ from typing import Callable
 from eventbus.config import MasterConfig
 from eventbus.errors import EventBusError
 from eventbus.event import MasterEvent
-from eventbus.forwardconf import BrokerConfig
-from eventbus.outbox import Outbox
+from eventbus.forwarding.config import BrokerConfig
+from eventbus.forwarding.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -1,25 +1,25 @@
 """Broker type name -> sink class: the built-in types, or a user's ``package.module.Class``.
 
 A custom class needs only the four sink methods (``eventbus.sink.METHODS``);
-it is found and checked by ``eventbus.brokertypes``, as when the ``forward``
+it is found and checked by ``eventbus.forwarding.brokertypes``, as when the ``forward``
 file is read.
 """
 from __future__ import annotations
 
 import importlib
 
-from eventbus import brokertypes
+from eventbus.forwarding import brokertypes
 from eventbus.errors import ConfigError
 
 # type -> "module:Class". The broker sinks (pika, kafka, nats) come from their own modules;
 # a build without one says so instead of failing obscurely.
 BUILTIN = {
-    "file": "daemon.forward.sinks.file:FileSink",
-    "sql": "daemon.forward.sinks.sql:SqlSink",
-    "webhook": "daemon.forward.sinks.webhook:WebhookSink",
-    "pika": "daemon.forward.sinks.rabbitmq:RabbitMQSink",
-    "kafka": "daemon.forward.sinks.kafka:KafkaSink",
-    "nats": "daemon.forward.sinks.nats:NatsSink",
+    "file": "eventbus.daemon.forward.sinks.file:FileSink",
+    "sql": "eventbus.daemon.forward.sinks.sql:SqlSink",
+    "webhook": "eventbus.daemon.forward.sinks.webhook:WebhookSink",
+    "pika": "eventbus.daemon.forward.sinks.rabbitmq:RabbitMQSink",
+    "kafka": "eventbus.daemon.forward.sinks.kafka:KafkaSink",
+    "nats": "eventbus.daemon.forward.sinks.nats:NatsSink",
 }
 
 

@@ -18,16 +18,18 @@ import zmq
 import dataclasses
 import time
 
-from daemon.forward import channels, registry
-from daemon.forward.reader import BusReader, Lane
-from daemon.forward.worker import BrokerWorker, redact
-from daemon.ownership import SockDirLock
-from eventbus import config, control, controlserver, forwardconf, wire
-from eventbus.complaints import Complaints
+from eventbus.daemon.forward import channelbrokers, registry
+from eventbus.daemon.forward.reader import BusReader, Lane
+from eventbus.daemon.forward.worker import BrokerWorker, redact
+from eventbus.daemon.ownership import SockDirLock
+from eventbus import config, controlserver
+from eventbus.bus import control, wire
+from eventbus.forwarding import config as forwardconf
+from eventbus.refusallog import Complaints
 from eventbus.errors import ConfigError, EventBusError, SinkError
 from eventbus.event import MasterEvent
-from eventbus.forwardconf import BrokerConfig, ForwardConfig
-from eventbus.outbox import Outbox
+from eventbus.forwarding.config import BrokerConfig, ForwardConfig
+from eventbus.forwarding.outbox import Outbox
 from eventbus.reload import Reloader
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,8 @@ class Forwarder:
     """The forwarder's parts for one ``forward`` config."""
 
     def __init__(self, settings: ForwardConfig) -> None:
-        self.channels_root = channels.api_root(settings)
-        self.published = channels.brokers(settings, self.channels_root) or ()
+        self.channels_root = channelbrokers.api_root(settings)
+        self.published = channelbrokers.brokers(settings, self.channels_root) or ()
         settings = dataclasses.replace(settings, brokers=settings.brokers + self.published)
         self.settings = settings
         self.reload = False
@@ -141,7 +143,7 @@ class Forwarder:
                 each_turn()
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + CHANNEL_CHECK
-                    now_published = channels.brokers(self.settings, self.channels_root)
+                    now_published = channelbrokers.brokers(self.settings, self.channels_root)
                     if now_published is not None and now_published != self.published:
                         log.warning("the publishing channels changed: restarting the brokers (cursors kept)")
                         self.reload = True

@@ -13,11 +13,11 @@ import re
 import threading
 from typing import Any, Callable
 
-from daemon.forward.reader import READ_BATCH
-from eventbus import records
+from eventbus.daemon.forward.reader import READ_BATCH
+from eventbus.forwarding import formats
 from eventbus.errors import EventBusError
-from eventbus.forwardconf import BrokerConfig
-from eventbus.outbox import Outbox
+from eventbus.forwarding.config import BrokerConfig
+from eventbus.forwarding.outbox import Outbox
 from eventbus.sink import Outgoing, wants_body
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class BrokerWorker:
 
     def _batch(self) -> list[Outgoing]:
         fmt = self.format
-        return [records.outgoing(seq, tag, data, fmt) for seq, tag, data in self.outbox.read(BATCH)]
+        return [formats.outgoing(seq, tag, data, fmt) for seq, tag, data in self.outbox.read(BATCH)]
 
     def _failed(self, exc: BaseException, backoff: Backoff) -> None:
         reason = redact(str(exc).strip() or type(exc).__name__, self.broker.secrets)

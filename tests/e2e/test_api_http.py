@@ -9,7 +9,7 @@ import jwt
 import pytest
 import requests
 
-from eventbus import control
+from eventbus.bus import control
 from tests.apinode import JWT_SECRET, PASSWORDS, running_api
 from tests.helpers import wait_for
 from tests.sse import SSEParser, SSEReader, records_of
@@ -443,7 +443,7 @@ def test_events_the_bus_dropped_for_a_stalled_api_are_filled_from_the_window():
         try:
             from eventbus import event
 
-            from eventbus import control
+            from eventbus.bus import control
 
             before = control.ping(env.master.sock_dir)["seq"]
             with event.get_event("master", opts=env.master.opts(), listen=False) as bus:

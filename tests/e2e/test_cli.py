@@ -239,7 +239,7 @@ def test_a_bad_user_name_is_one_error_line_not_a_traceback(short_tmp):
 
 
 def test_reactor_status_shows_a_stopped_reactors_last_counts_without_loading_the_daemons_code(master_node):
-    """The reactor's status file is read the one way ``eventbus status`` reads it (``eventbus.figures``)."""
+    """The reactor's status file is read the one way ``eventbus status`` reads it (``eventbus.systemstatus``)."""
     import sys
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -247,11 +247,11 @@ def test_reactor_status_shows_a_stopped_reactors_last_counts_without_loading_the
     status.parent.mkdir(parents=True)
     status.write_text(json.dumps({"pid": int(gone.stdout), "running": True, "rules": 3, "in_flight": 2, "done": 5,
                                   "failed": 1, "lost": 0, "cursor": 10}))
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "cli.main", "reactor", "--status", "-c",
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "eventbus.cli.main", "reactor", "--status", "-c",
                            str(master_node.config_dir)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert dict(line.split(": ", 1) for line in done.stdout.splitlines()) == {
         "running": "no", "rules": "0", "in_flight": "0", "done": "5", "failed": "1", "lost": "0", "cursor": "10",
         "cursor_lag": "unknown"}
     imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
-    assert "eventbus.config" in imported and not [name for name in imported if name.startswith("daemon")]
+    assert "eventbus.config" in imported and not [name for name in imported if name.startswith("eventbus.daemon")]

@@ -11,7 +11,9 @@ import pytest
 import requests
 import yaml
 
-from eventbus import config, control, forwardconf, wire
+from eventbus import config
+from eventbus.bus import control, wire
+from eventbus.forwarding import config as forwardconf
 from eventbus.errors import BusUnavailableError
 from tests.e2e.test_make_run import sample_conf_with_free_ports
 from tests.helpers import EVENTBUS, Daemon, short_tmpdir, wait_for, write_config

@@ -21,10 +21,10 @@ from tests.helpers import free_port, run_cli, short_tmpdir, wait_for
 from tests.sse import SSEReader
 
 REPO = Path(__file__).resolve().parents[2]
-# `python -m cli.devrun CONF` with SIGINT at its default, as a terminal starts it: a test run started
+# `python -m eventbus.cli.devrun CONF` with SIGINT at its default, as a terminal starts it: a test run started
 # in the background (`make test &`) ignores SIGINT, and children inherit that. exec keeps the pid.
 AS_FROM_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-                      "os.execv(sys.executable, [sys.executable, '-m', 'cli.devrun', *sys.argv[1:]])")
+                      "os.execv(sys.executable, [sys.executable, '-m', 'eventbus.cli.devrun', *sys.argv[1:]])")
 
 
 def sample_conf_with_free_ports(root: Path) -> Path:
@@ -172,8 +172,8 @@ def test_a_runner_stopped_by_a_supervisor_or_a_closed_terminal_leaves_nothing_ru
     try:
         children = psutil.Process(run.proc.pid).children(recursive=True)
         commands = sorted(next(arg for arg in c.cmdline() if arg in ("master", "minion", "api", "forward",
-                                                                         "daemon.reactor")) for c in children)
-        assert commands == ["api", "daemon.reactor", "forward", "master", "minion"], commands
+                                                                         "eventbus.daemon.reactor")) for c in children)
+        assert commands == ["api", "eventbus.daemon.reactor", "forward", "master", "minion"], commands
         ports = run.ports()
         assert not any(port_is_free(port) for port in ports)  # the daemons hold them while running
         # Only the runner gets the signal, as from `timeout`, systemd or `kill`; not its process group.
@@ -197,7 +197,7 @@ def test_a_bad_sample_config_stops_the_runner_with_one_error_line():
     try:
         conf = sample_conf_with_free_ports(root)
         (conf / "master").write_text((conf / "master").read_text() + "publish_port: many\n")
-        done = subprocess.run([sys.executable, "-m", "cli.devrun", str(conf)], cwd=REPO, capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "eventbus.cli.devrun", str(conf)], cwd=REPO, capture_output=True,
                               text=True, timeout=60)
         assert done.returncode == 1
         assert done.stderr.strip().splitlines() == [

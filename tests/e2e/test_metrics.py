@@ -53,7 +53,7 @@ def linked_api() -> Iterator[tuple[ApiEnv, Node, Forwarder]]:
 
 
 def _present(env: ApiEnv) -> list[str]:
-    from eventbus.admin import Admin
+    from eventbus.bus.admin import Admin
 
     return Admin.for_master(env.master.settings).link_status()["present"]
 

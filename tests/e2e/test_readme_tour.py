@@ -54,7 +54,7 @@ def reactor_rule_is_the_samples(tour: Tour, block: Block) -> None:
 
 def master_survives_sighup(tour: Tour, _block: Block) -> None:
     """`kill -HUP` reloads: the master logs its one SIGHUP line and goes on serving."""
-    from eventbus import control
+    from eventbus.bus import control
 
     until(lambda: "SIGHUP:" in tour.log() or tour.run.proc.poll() is not None,
           "the master's SIGHUP line", tour.log)
@@ -139,7 +139,7 @@ def a_second_minion(minion_id: str) -> Callable[[Tour], None]:
 STEPS = [
     # README.md: the five-minute tour, in order, on one make run.
     Step("README.md", "make run     # creates",
-         skip="`make run` is the tour's fixture (MakeRun: python -m cli.devrun on a copy of conf/); "
+         skip="`make run` is the tour's fixture (MakeRun: python -m eventbus.cli.devrun on a copy of conf/); "
               "`make test` runs this very test"),
     Step("README.md", "make run", fixture=True),
     Step("README.md", ".venv/bin/eventbus watch -c conf", terminal="terminal 2"),
@@ -222,7 +222,7 @@ STEPS = [
          skip_commands={"make run": "the tour's fixture"},
          notes={".venv/bin/eventbus key --list": "fields", ".venv/bin/eventbus key --accept": "tags"}),
     Step("docs/link.md", "import eventbus.config, eventbus.event\nopts = eventbus.config.minion_config"),
-    Step("docs/link.md", "from eventbus import config\nfrom eventbus.admin", before=a_second_minion("web1")),
+    Step("docs/link.md", "from eventbus import config\nfrom eventbus.bus.admin", before=a_second_minion("web1")),
     # docs/metrics.md
     Step("docs/metrics.md", "# prometheus.yml",
          skip="a Prometheus config; there is no Prometheus here (tests/e2e/test_metrics.py scrapes /metrics)"),

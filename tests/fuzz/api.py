@@ -1,7 +1,7 @@
 """HTTP as a stranger sends it: the gate's request framing, then the whole API in this process.
 
-``http_head``: ``netapi.limits.examine`` and ``ChunkedBody`` on any bytes,
-fed whole and fed in pieces the way ``netapi.gate`` feeds them. The gate
+``http_head``: ``eventbus.netapi.limits.examine`` and ``ChunkedBody`` on any bytes,
+fed whole and fed in pieces the way ``eventbus.netapi.connloop`` feeds them. The gate
 hands on a request only when it is whole and within the limits; it must
 find the same request end whichever way the bytes arrive (else a client
 could smuggle a second request past it), and never refuse a request sent
@@ -9,7 +9,7 @@ at once that it would take in pieces, or the other way round.
 
 ``http_api``: the bytes as one connection's requests, through the gate's
 framing, cheroot's request parser (the gated server's connection class) and
-the real CherryPy app of ``netapi.server.build`` (``/login``, ``/events``
+the real CherryPy app of ``eventbus.netapi.server.build`` (``/login``, ``/events``
 with any ``Last-Event-ID``/``tag``/``token``, ``/hook``, ``/cloudevents``
 structured, binary and batch, ``/metrics``, ``/ui``), on a socketpair, with a
 real master bus in this process. Every answer must be an HTTP response that
@@ -31,10 +31,11 @@ import jwt
 import zmq
 
 from bench.procs import free_port, write_config
-from daemon.bus import Bus
-from daemon.loop import Loop
-from eventbus import channels, config, eventtypes
-from netapi import auth, limits, login, server
+from eventbus.daemon.bus import Bus
+from eventbus.daemon.loop import Loop
+from eventbus.cloudevents import channels, eventtypes
+from eventbus import config
+from eventbus.netapi import auth, limits, login, server
 from tests.fuzz import core
 
 MAX_BODY = 8192
@@ -120,7 +121,7 @@ def check_head(data: bytes) -> None:
             raise core.Finding(f"the request the gate handed on ({whole.need} bytes) is not whole by itself")
 
 
-@core.target("http_head", "netapi.limits.examine + ChunkedBody: the gate's request framing and limits "
+@core.target("http_head", "eventbus.netapi.limits.examine + ChunkedBody: the gate's request framing and limits "
                           "(431, 414, 413, 400) on bytes arriving whole or in pieces",
              max_len=20000, per_input=5.0, words=HTTP_WORDS, seeds=lambda: [s for s in http_seeds()])
 def http_head() -> Iterator[core.OneInput]:
@@ -270,7 +271,7 @@ def check_api(api: InProcessApi, data: bytes, watcher: core.Tracebacks, clock: c
             raise core.Finding(f"a request fired an event tagged {tag[:100]!r}")
 
 
-@core.target("http_api", "netapi.gate framing + cheroot + the CherryPy app (login, events, hook, cloudevents, "
+@core.target("http_api", "eventbus.netapi.connloop framing + cheroot + the CherryPy app (login, events, hook, cloudevents, "
                          "metrics, ui) in-process on a socketpair, with a real master bus",
              max_len=16384, per_input=10.0, words=HTTP_WORDS, seeds=lambda: http_seeds())
 def http_api() -> Iterator[core.OneInput]:

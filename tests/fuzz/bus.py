@@ -3,7 +3,7 @@
 ``intake``: one frame as a publisher sends it, checked by the daemon's own
 check (``payload.check_published``); a frame it accepts must then be read
 by every consumer without an error: the listeners' inbox
-(``eventbus.inbox``), the API's SSE record, the forwarder's records, and
+(``eventbus.bus.inbox``), the API's SSE record, the forwarder's records, and
 the master's framing of it when a minion relays it.
 
 ``control``: control requests (any frames) sent over a real DEALER to the
@@ -21,15 +21,16 @@ import msgpack
 import zmq
 
 from bench.procs import Node
-from daemon.bus import Bus
-from daemon.link_master import MasterLink
-from daemon.link_minion import MinionLink
-from daemon.loop import Loop
-from daemon.linkproto import RelayFramer
-from eventbus import payload, records, relay, wire
+from eventbus.daemon.bus import Bus
+from eventbus.daemon.link.master import MasterLink
+from eventbus.daemon.link.minion import MinionLink
+from eventbus.daemon.loop import Loop
+from eventbus.daemon.link.protocol import RelayFramer
+from eventbus.bus import payload, relay, wire
+from eventbus.forwarding import formats
 from eventbus.errors import InvalidEventError
-from eventbus.inbox import Inbox
-from netapi.stream import event_record
+from eventbus.bus.inbox import Inbox
+from eventbus.netapi.sse.stream import event_record
 from tests.fuzz import core
 
 MAX_EVENT_SIZE = 4096
@@ -41,7 +42,7 @@ INTAKE_WORDS = (b"\x00", b"\x80", b"\x81", b"\xde\x00\x01", b"\xdf\x00\x00\x00\x
                 b"salt/netapi/", b"\x00barrier:", b"\xed\xa0\x80", b"\xc0", b"\xcb")
 
 
-@core.target("intake", "daemon.bus intake: payload.check_published on a pull.ipc frame; inbox, SSE record, "
+@core.target("intake", "eventbus.daemon.bus intake: payload.check_published on a pull.ipc frame; inbox, SSE record, "
                        "forwarder records and relay framing of every accepted frame",
              max_len=MAX_EVENT_SIZE + 64, per_input=2.0, words=INTAKE_WORDS, seeds=lambda: intake_seeds())
 def intake() -> Iterator[core.OneInput]:
@@ -73,8 +74,8 @@ def check_intake(frame: bytes, framer: RelayFramer, watcher: core.Tracebacks) ->
         raise core.Finding(f"a listener drops a frame the intake accepted: {frame[:80]!r}")
     tag, data = event.tag, event.data
     core.only_documented(lambda: event_record(seq, tag, data).raw, "the API's SSE record of an accepted event")
-    for fmt in records.FORMATS:
-        core.only_documented(lambda: records.outgoing(seq, tag, data, fmt), f"the forwarder's {fmt} record")
+    for fmt in formats.FORMATS:
+        core.only_documented(lambda: formats.outgoing(seq, tag, data, fmt), f"the forwarder's {fmt} record")
     reason = relay.refused_tag(tag, MINION_ID)
     try:
         _, relayed = framer.frame(frame, MAX_EVENT_SIZE)
@@ -165,7 +166,7 @@ class ControlDoors:
         self.context.destroy(linger=0)
 
 
-@core.target("control", "daemon.bus control verbs on ctl.ipc (ping, stats, replay, barrier, link, key, "
+@core.target("control", "eventbus.daemon.bus control verbs on ctl.ipc (ping, stats, replay, barrier, link, key, "
                         "fire_minions, fire_status, relay) over a real DEALER, master and minion",
              max_len=8192, per_input=5.0, words=CONTROL_WORDS, seeds=lambda: control_seeds())
 def control() -> Iterator[core.OneInput]:
@@ -183,7 +184,7 @@ def control() -> Iterator[core.OneInput]:
 
 
 def control_seeds() -> list[bytes]:
-    """Requests the CLI and the library send (``eventbus.control``, ``admin``, ``relay``), one per seed."""
+    """Requests the CLI and the library send (``eventbus.bus.control``, ``admin``, ``relay``), one per seed."""
     requests = [(wire.VERB_PING, None), (wire.VERB_STATS, None), (wire.VERB_REPLAY, {"after": 0, "limit": 10}),
                 (wire.VERB_REPLAY, {"after": 2 ** 63 - 1}), (wire.VERB_BARRIER, b"token"), (wire.VERB_LINK, None),
                 (wire.VERB_KEY, {"op": "list"}), (wire.VERB_KEY, {"op": "accept", "id": MINION_ID}),

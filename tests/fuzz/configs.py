@@ -18,9 +18,10 @@ from typing import Iterator
 
 import yaml
 
-from eventbus import config, forwardconf
+from eventbus import config
+from eventbus.forwarding import config as forwardconf
 from eventbus.config import ApiConfig, MasterConfig, MinionConfig
-from netapi import auth
+from eventbus.netapi import auth
 from tests.fuzz import core
 
 REPO_CONF = core.REPO / "conf"

@@ -6,11 +6,11 @@ key is accepted (a rogue with a valid key), while an honest minion has its
 own session. Nothing the rogue sends may put an event on the master bus
 that the relay check refuses, publish under another minion's id or a
 reserved tag, touch the honest minion's session or key, or send to another
-connection; every answer must be a message ``linkproto.parse`` reads.
+connection; every answer must be a message ``protocol.parse`` reads.
 
 ``link_minion``: the minion's ``MinionSession`` (with its real spool)
 hearing any messages from its master, the adapter's work (pump, heartbeat
-ticks) done as ``daemon.link_minion`` does it. What it puts on its own bus
+ticks) done as ``eventbus.daemon.link.minion`` does it. What it puts on its own bus
 must pass the bus's check; what it sends must be protocol.
 """
 from __future__ import annotations
@@ -22,12 +22,13 @@ from typing import Iterator
 import msgpack
 import zmq
 
-from daemon import linkproto
-from daemon import master_session as ms
-from daemon import minion_session as mi
-from daemon.relaystream import RelaySeqs
-from daemon.spool import Spool
-from eventbus import config, keys, payload, relay, wire
+from eventbus.daemon.link import protocol
+from eventbus.daemon.link import master_session as ms
+from eventbus.daemon.link import minion_session as mi
+from eventbus.daemon.link.relaystream import RelaySeqs
+from eventbus.daemon.link.spool import Spool
+from eventbus import config, keys
+from eventbus.bus import payload, relay, wire
 from eventbus.errors import InvalidEventError
 from tests.fuzz import core
 
@@ -37,8 +38,8 @@ ROGUE, HONEST = "m1", "m2"
 ROGUE_ROUTE, HONEST_ROUTE = b"\x00rogue", b"\x00honest"
 MESSAGES_PER_INPUT = 24
 
-LINK_WORDS = (linkproto.HELLO, linkproto.EVENTS, linkproto.PING, linkproto.FIRED, linkproto.WELCOME, linkproto.ACK,
-              linkproto.RESEND, linkproto.PONG, linkproto.WHO, linkproto.FIRE, b"\x81\xa2id\xa2m1", b"\xa2m2",
+LINK_WORDS = (protocol.HELLO, protocol.EVENTS, protocol.PING, protocol.FIRED, protocol.WELCOME, protocol.ACK,
+              protocol.RESEND, protocol.PONG, protocol.WHO, protocol.FIRE, b"\x81\xa2id\xa2m1", b"\xa2m2",
               b"\xa6result\xa6accept", b"\xa4last", b"\xa9heartbeat", b"\xff\xff\xff\xff\xff\xff\xff\xff",
               b"\x00\x00\x00\x00\x00\x00\x00\x01", b"salt/minion/m1/", b"salt/minion/m2/", b"salt/auth",
               b"salt/presence/", b"salt/key", b"\x00\x80", core.MESSAGE_MARK, core.FRAME_MARK)
@@ -81,8 +82,8 @@ class MasterSide:
             store._write(keys.ACCEPTED, minion_id, key)
         machine = ms.MasterSessions(store, RelaySeqs(self.directory / "relay"), heartbeat=HEARTBEAT,
                                     auto_accept=False, max_event_size=MAX_EVENT_SIZE)
-        machine.receive(HONEST_ROUTE, self.honest_key, linkproto.hello(HONEST), 0.0)
-        machine.receive(ROGUE_ROUTE, self.rogue_key, linkproto.hello(ROGUE), 0.0)
+        machine.receive(HONEST_ROUTE, self.honest_key, protocol.hello(HONEST), 0.0)
+        machine.receive(ROGUE_ROUTE, self.rogue_key, protocol.hello(ROGUE), 0.0)
         return machine
 
     def check(self, machine: ms.MasterSessions, actions: list) -> None:
@@ -92,7 +93,7 @@ class MasterSide:
             if isinstance(action, ms.Send):
                 if action.route != ROGUE_ROUTE:
                     raise core.Finding(f"the rogue's message made the master send to another connection: {action}")
-                linkproto.parse(action.frames)
+                protocol.parse(action.frames)
             elif isinstance(action, ms.PublishFrames):
                 for frame in action.frames:
                     self._check_relayed(frame, rogue_id)
@@ -119,7 +120,7 @@ class MasterSide:
             raise core.Finding(f"a relayed event names id {data.get('id')!r}, not the sender {rogue_id!r}")
 
 
-@core.target("link_master", "daemon.master_session + linkproto + relaystream + keys: the master decoding "
+@core.target("link_master", "eventbus.daemon.link.master_session + linkproto + relaystream + keys: the master decoding "
                             "an accepted (rogue) minion's messages after CURVE",
              max_len=16384, per_input=5.0, words=LINK_WORDS, seeds=lambda: master_seeds())
 def link_master() -> Iterator[core.OneInput]:
@@ -141,17 +142,17 @@ def link_master() -> Iterator[core.OneInput]:
 
 
 def master_seeds() -> list[bytes]:
-    """What a minion sends (``daemon.minion_session``), in the orders a session sees them."""
+    """What a minion sends (``eventbus.daemon.link.minion_session``), in the orders a session sees them."""
     start = 1_700_000_000_000_000
     batch = [_frame(f"salt/minion/{ROGUE}/start", id=ROGUE), _frame("app/a", n=1), _frame("app/b", s="x" * 40)]
     return [core.join(m) for m in (
-        [linkproto.hello(ROGUE), linkproto.events(start, 0, batch), linkproto.PING_MESSAGE],
-        [linkproto.events(start, 0, batch), linkproto.events(start, 0, batch), linkproto.events(start + 10, 0, batch)],
-        [linkproto.events(start + 5, start + 4, batch[:1]), linkproto.fired(1), linkproto.fired(7)],
-        [linkproto.hello(HONEST), linkproto.events(start, 0, batch)],
-        [linkproto.events(start, 0, [_frame("salt/auth", x=1), _frame(f"salt/minion/{HONEST}/x"), b"bad"])],
-        [linkproto.welcome("accept", 0, 1.0), linkproto.ack(5), linkproto.WHO_MESSAGE, [b"nope", b""]],
-        [linkproto.events(2 ** 63, 2 ** 63 - 1, batch)],
+        [protocol.hello(ROGUE), protocol.events(start, 0, batch), protocol.PING_MESSAGE],
+        [protocol.events(start, 0, batch), protocol.events(start, 0, batch), protocol.events(start + 10, 0, batch)],
+        [protocol.events(start + 5, start + 4, batch[:1]), protocol.fired(1), protocol.fired(7)],
+        [protocol.hello(HONEST), protocol.events(start, 0, batch)],
+        [protocol.events(start, 0, [_frame("salt/auth", x=1), _frame(f"salt/minion/{HONEST}/x"), b"bad"])],
+        [protocol.welcome("accept", 0, 1.0), protocol.ack(5), protocol.WHO_MESSAGE, [b"nope", b""]],
+        [protocol.events(2 ** 63, 2 ** 63 - 1, batch)],
     )]
 
 
@@ -182,10 +183,10 @@ class MinionSide:
         return session
 
     def carry_out(self, session: mi.MinionSession, actions: list) -> None:
-        """What ``daemon.link_minion`` does with the actions, checking what it would put on the wire and bus."""
+        """What ``eventbus.daemon.link.minion`` does with the actions, checking what it would put on the wire and bus."""
         for action in actions:
             if isinstance(action, mi.Send):
-                linkproto.parse(action.frames)
+                protocol.parse(action.frames)
             elif isinstance(action, mi.PublishFrame):
                 payload.check_published(action.frame, MAX_EVENT_SIZE)
             elif isinstance(action, mi.Pump):
@@ -193,7 +194,7 @@ class MinionSide:
                     batch = session.next_batch()
                     if batch is None:
                         break
-                    message = linkproto.parse(batch.frames)
+                    message = protocol.parse(batch.frames)
                     if any(len(f) - 1 > MAX_EVENT_SIZE for f in message.frames):
                         raise core.Finding("the minion sends an event over max_event_size")
                     session.batch_sent(batch.last)
@@ -202,7 +203,7 @@ class MinionSide:
             raise core.Finding(f"the spool's bounds broke: head {spool.head}, next {spool.next_seq}")
 
 
-@core.target("link_minion", "daemon.minion_session + linkproto + spool: the minion decoding its master's "
+@core.target("link_minion", "eventbus.daemon.link.minion_session + linkproto + spool: the minion decoding its master's "
                             "messages (welcome, ack, resend, fire, who, pong)",
              max_len=16384, per_input=5.0, words=LINK_WORDS, seeds=lambda: minion_seeds())
 def link_minion() -> Iterator[core.OneInput]:
@@ -227,12 +228,12 @@ def link_minion() -> Iterator[core.OneInput]:
 
 
 def minion_seeds() -> list[bytes]:
-    """What a master sends (``daemon.master_session``), in the orders a minion sees them."""
+    """What a master sends (``eventbus.daemon.link.master_session``), in the orders a minion sees them."""
     fire = _frame(f"salt/minion/{ROGUE}/fire", x=1)
     return [core.join(m) for m in (
-        [linkproto.welcome("accept", 0, HEARTBEAT), linkproto.ack(2 ** 62), linkproto.PONG_MESSAGE],
-        [linkproto.welcome("pend", 0, HEARTBEAT), linkproto.WHO_MESSAGE, linkproto.welcome("accept", 5, 0.5)],
-        [linkproto.welcome("accept", 0, HEARTBEAT), linkproto.resend(0), linkproto.fire(3, fire)],
-        [linkproto.fire(1, b"bad"), linkproto.welcome("reject", 0, 2.0), linkproto.welcome("denied", 0, 2.0)],
-        [linkproto.welcome("accept", 2 ** 64 - 1, HEARTBEAT), linkproto.ack(0), [linkproto.ACK, b"short"]],
+        [protocol.welcome("accept", 0, HEARTBEAT), protocol.ack(2 ** 62), protocol.PONG_MESSAGE],
+        [protocol.welcome("pend", 0, HEARTBEAT), protocol.WHO_MESSAGE, protocol.welcome("accept", 5, 0.5)],
+        [protocol.welcome("accept", 0, HEARTBEAT), protocol.resend(0), protocol.fire(3, fire)],
+        [protocol.fire(1, b"bad"), protocol.welcome("reject", 0, 2.0), protocol.welcome("denied", 0, 2.0)],
+        [protocol.welcome("accept", 2 ** 64 - 1, HEARTBEAT), protocol.ack(0), [protocol.ACK, b"short"]],
     )]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tests.fuzz import known
 
-INSTRUMENTED = ["eventbus", "daemon", "netapi"]
+INSTRUMENTED = ["eventbus"]
 
 
 def _dictionary(words: tuple[bytes, ...], path: Path) -> Path:

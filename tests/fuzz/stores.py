@@ -21,12 +21,12 @@ from typing import Iterator
 
 import msgpack
 
-from daemon.journal import Journal
-from daemon.spool import RECORD, SEQ, Spool
-from eventbus import journalformat as jf
-from eventbus import outbox as outbox_module
-from eventbus.journal import JournalReader
-from eventbus.outbox import Outbox
+from eventbus.daemon.journal.writer import Journal
+from eventbus.daemon.link.spool import RECORD, SEQ, Spool
+from eventbus.journal import format as jf
+from eventbus.forwarding import outbox as outbox_module
+from eventbus.journal.reader import JournalReader
+from eventbus.forwarding.outbox import Outbox
 from tests.fuzz import core
 
 FIX = b"!"
@@ -123,7 +123,7 @@ def _check_read(read, after: int) -> None:
         raise core.Finding(f"a journal read after {after} gave seqs {seqs[:10]} and lost {read.lost}")
 
 
-@core.target("journal", "eventbus.journal reader + journalformat + daemon.journal writer's open on arbitrary "
+@core.target("journal", "eventbus.journal.reader reader + journalformat + eventbus.daemon.journal.writer writer's open on arbitrary "
                         "segment, index and purged files",
              max_len=65536, per_input=5.0, seeds=lambda: journal_seeds(),
              words=(jf.SEGMENT_MAGIC, jf.INDEX_MAGIC, jf.PURGED_MAGIC, b".jnl", b".idx", b"purged",
@@ -196,7 +196,7 @@ def _check_spool_read(got: list[tuple[int, bytes]], after: int) -> None:
         raise core.Finding(f"a spool read after {after} gave seqs {seqs[:10]}")
 
 
-@core.target("spool", "daemon.spool: a minion's relay spool reopened on arbitrary head and segment files, "
+@core.target("spool", "eventbus.daemon.link.spool: a minion's relay spool reopened on arbitrary head and segment files, "
                       "then appended to, read and acknowledged",
              max_len=16384, per_input=5.0, seeds=lambda: spool_seeds(),
              words=(b"head", b"seg-00000000000000001000", b"seg-", b"\x00\x00\x00\x03", b"\xff" * 8,
@@ -298,7 +298,7 @@ def check_outbox(directory: Path, data: bytes) -> None:
         box.close()
 
 
-@core.target("outbox", "eventbus.outbox: a forwarder's SQLite outbox opened on arbitrary file bytes or rows, "
+@core.target("outbox", "eventbus.forwarding.outbox: a forwarder's SQLite outbox opened on arbitrary file bytes or rows, "
                        "then read, appended to and acknowledged",
              max_len=32768, per_input=5.0, seeds=lambda: outbox_seeds(),
              words=(b"raw", b"batch", b"meta", b"events", b"intake", b"delivered", b"dropped", b"SQLite format 3\x00",

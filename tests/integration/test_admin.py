@@ -5,8 +5,9 @@ from typing import Iterator
 
 import pytest
 
-from eventbus import event, relay
-from eventbus.admin import Admin
+from eventbus import event
+from eventbus.bus import relay
+from eventbus.bus.admin import Admin
 from eventbus.errors import DaemonRefusedError, EventBusError
 from tests.linkkit import Site, wait_link
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from eventbus import event, sockets
+from eventbus import event
+from eventbus.bus import sockets
 from eventbus.errors import EventTooLargeError
 from tests.helpers import wait_for
 
@@ -108,7 +109,7 @@ def test_every_event_fire_event_accepted_arrives_after_a_flat_out_burst_and_dest
     """A publisher that fires faster than the daemon takes and closes at once still delivers all it was told
     yes to: when ``destroy`` returns, the daemon has numbered every one (before the closing barrier, libzmq's
     linger lost some at close with a small daemon intake queue)."""
-    from eventbus import control
+    from eventbus.bus import control
 
     before = control.ping(master.sock_dir)["seq"]
     handle = event.MasterEvent(master.sock_dir, opts=master.opts(), listen=False)
@@ -142,7 +143,7 @@ def test_a_master_stopped_with_events_on_their_way_in_numbers_them_before_it_exi
     import os
     import signal
 
-    from eventbus import control
+    from eventbus.bus import control
 
     handle = event.MasterEvent(master.sock_dir, opts=master.opts(), listen=False)
     try:

@@ -2,7 +2,7 @@
 signed structured CloudEvents, retried until a 2xx, none lost across API and master restarts."""
 from __future__ import annotations
 
-from eventbus import control
+from eventbus.bus import control
 from tests.apinode import ApiEnv
 from tests.cehelp import Outbound
 from tests.forwardkit import Forwarder, fire_many

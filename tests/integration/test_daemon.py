@@ -11,7 +11,8 @@ import msgpack
 import pytest
 import zmq
 
-from eventbus import control, event, payload, wire
+from eventbus.bus import control, payload, wire
+from eventbus import event
 from eventbus.errors import BusDisconnectedError
 from tests.helpers import Daemon, wait_for
 

@@ -25,7 +25,8 @@ import requests
 import zmq
 
 from bench.procs import link_state, wait_link
-from eventbus import config, configdoc, control, event, keys, wire
+from eventbus import config, configdoc, event, keys
+from eventbus.bus import control, wire
 from tests.helpers import Daemon, Node, free_port, run_cli, short_tmpdir, wait_for, write_config
 
 MIB = 1 << 20

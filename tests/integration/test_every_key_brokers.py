@@ -3,7 +3,7 @@ types set to a non-default value this machine's brokers take, each seen to take 
 (pika, nats-py, confluent-kafka) or, for Kafka's SASL and TLS keys, in the producer configuration (``SECURITY_KEYS``).
 
 test_every_key_forward.py starts the other types and imports ``COVERED``;
-``test_every_key_of_the_broker_types_has_a_case`` fails for a key of ``eventbus.brokertypes.BUILTIN`` with no value
+``test_every_key_of_the_broker_types_has_a_case`` fails for a key of ``eventbus.forwarding.brokertypes.BUILTIN`` with no value
 here, and the daemon test ends with ``Checked.done()``, which fails for a key it set but did not check.
 """
 from __future__ import annotations
@@ -20,9 +20,11 @@ import pytest
 from confluent_kafka import Producer
 
 from bench.tcpproxy import TcpProxy
-from daemon.forward import registry
-from eventbus import control, event, forwardconf, wire
-from eventbus.brokertypes import BUILTIN
+from eventbus.daemon.forward import registry
+from eventbus.bus import control, wire
+from eventbus import event
+from eventbus.forwarding import config as forwardconf
+from eventbus.forwarding.brokertypes import BUILTIN
 from eventbus.sink import COMMON_KEYS
 from tests.brokers import (RABBITMQ_START, TANSU_REQUEST_LOG, Received, Tansu, ensure_service, kafka_consume,
                            nats_fetch, nats_stream_info, rabbit_connection, rabbit_drain, rabbit_vhost, rabbitmqctl,

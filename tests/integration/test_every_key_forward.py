@@ -14,7 +14,9 @@ from typing import Any, Iterator
 import psycopg
 import pytest
 
-from eventbus import configdoc, control, event, forwardconf, wire
+from eventbus import configdoc, event
+from eventbus.bus import control, wire
+from eventbus.forwarding import config as forwardconf
 from eventbus.sink import COMMON_KEYS
 from tests.forwardkit import hook_receiver
 from tests.helpers import Daemon, Node, free_port, run_cli, short_tmpdir, wait_for, write_config
@@ -23,14 +25,14 @@ from tests.integration.test_every_key_brokers import COVERED as BROKERS_COVERED
 
 
 def builtin_types() -> list[str]:
-    from daemon.forward import registry
+    from eventbus.daemon.forward import registry
 
     return list(registry.BUILTIN)
 
 
 def registry_keys(kind: str) -> dict[str, Any]:
     """Broker type ``kind``'s keys and their defaults, as its sink declares them."""
-    from daemon.forward import registry
+    from eventbus.daemon.forward import registry
 
     return dict(registry.sink_class(kind, kind).KEYS or {})
 

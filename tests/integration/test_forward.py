@@ -7,7 +7,7 @@ import threading
 import pytest
 import zmq
 
-from eventbus import control
+from eventbus.bus import control
 from eventbus.errors import DaemonRefusedError
 from eventbus.event import MasterEvent
 from tests.forwardkit import Forwarder, fire_many, hook_receiver, read_lines

@@ -10,8 +10,9 @@ from typing import Iterator
 
 import pytest
 
-from eventbus import aio, control, event, wire
-from eventbus.journal import JournalReader
+from eventbus import aio, event
+from eventbus.bus import control, wire
+from eventbus.journal.reader import JournalReader
 from tests.helpers import EVENTBUS, Node, short_tmpdir, wait_for
 
 
@@ -31,7 +32,7 @@ def _tail(node: Node) -> list:
 
 
 def _n_of(frame: bytes) -> int | None:
-    from eventbus import payload
+    from eventbus.bus import payload
 
     _seq, _epoch, _tag, raw = wire.split_bus_frame(frame)
     return payload.unpack_data(raw).get("n")

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 import zmq
 
-from daemon import linkproto
+from eventbus.daemon.link import protocol
 from eventbus import event
 from tests.helpers import run_cli, wait_for
 from tests.linkkit import RawMinion, RecordingProxy, Site, link_state, master_link, wait_link
@@ -118,8 +118,8 @@ def test_rogue_clients_inject_nothing_and_do_not_disturb(site):
             plain = context.socket(zmq.DEALER)
             plain.setsockopt(zmq.LINGER, 0)
             plain.connect(f"tcp://127.0.0.1:{site.ret_port}")
-            plain.send_multipart(linkproto.events(1, 0, [b"myco/forged\x00" + msgpack.packb({"x": 1})]))
-            plain.send_multipart(linkproto.hello("plain"))
+            plain.send_multipart(protocol.events(1, 0, [b"myco/forged\x00" + msgpack.packb({"x": 1})]))
+            plain.send_multipart(protocol.hello("plain"))
             assert plain.poll(1000) == 0, "a client without CURVE got an answer on the link"
         finally:
             context.destroy(0)
@@ -127,11 +127,11 @@ def test_rogue_clients_inject_nothing_and_do_not_disturb(site):
         rogue = RawMinion(master, "rogue")
         try:
             assert rogue.hello().value["result"] == "pend"
-            rogue.send(linkproto.events(1, 0, [b"myco/forged\x00" + msgpack.packb({"x": 1})]))
+            rogue.send(protocol.events(1, 0, [b"myco/forged\x00" + msgpack.packb({"x": 1})]))
             # The master handles a connection's messages in order: once it answers the ping after
             # the events, it has dealt with them.
-            rogue.send(linkproto.PING_MESSAGE)
-            rogue.expect(linkproto.PONG)
+            rogue.send(protocol.PING_MESSAGE)
+            rogue.expect(protocol.PONG)
         finally:
             rogue.close()
         assert bus.fire_event({"marker": True}, "myco/marker")
@@ -222,22 +222,22 @@ def test_master_drops_replayed_batches_even_after_a_restart(site):
         assert raw.hello().value["result"] == "accept"
         frames = [b"myco/dup\x00" + msgpack.packb({"n": n}) for n in range(5)]
         with event.get_event("master", opts=master.opts()) as bus:
-            raw.send(linkproto.events(1, 0, frames[:3]))
-            assert raw.expect(linkproto.ACK).value == 3
-            raw.send(linkproto.events(1, 0, frames[:3]))
-            assert raw.expect(linkproto.ACK).value == 3
+            raw.send(protocol.events(1, 0, frames[:3]))
+            assert raw.expect(protocol.ACK).value == 3
+            raw.send(protocol.events(1, 0, frames[:3]))
+            assert raw.expect(protocol.ACK).value == 3
             assert [e["data"]["data"]["n"] for e in collect(bus, "myco/dup", 4, wait=1)] == [0, 1, 2]
         master.stop()
         master.start()
         with event.get_event("master", opts=master.opts()) as bus:
             welcome = raw.hello()
             assert welcome.value["last"] == 3
-            raw.send(linkproto.events(1, 0, frames))
-            assert raw.expect(linkproto.ACK).value == 5
+            raw.send(protocol.events(1, 0, frames))
+            assert raw.expect(protocol.ACK).value == 5
             assert [e["data"]["data"]["n"] for e in collect(bus, "myco/dup", 3, wait=1)] == [3, 4]
             # A batch after a gap the minion did not account for is sent back, not accepted.
-            raw.send(linkproto.events(9, 0, frames[:1]))
-            assert raw.expect(linkproto.RESEND).value == 5
+            raw.send(protocol.events(9, 0, frames[:1]))
+            assert raw.expect(protocol.RESEND).value == 5
             assert bus.get_event(wait=0.5, tag="myco/dup") is None
     finally:
         raw.close()
@@ -315,10 +315,10 @@ def test_reserved_tags_are_refused_on_both_sides(site):
         raw = RawMinion(master, "raw1")
         try:
             assert raw.hello().value["result"] == "accept"
-            raw.send(linkproto.events(1, 0, [b"salt/key\x00" + msgpack.packb({"forged": True}),
+            raw.send(protocol.events(1, 0, [b"salt/key\x00" + msgpack.packb({"forged": True}),
                                              b"salt/minion/m1/start\x00" + msgpack.packb({"forged": True}),
                                              b"myco/ok\x00" + msgpack.packb({"id": "m1", "x": 1})]))
-            assert raw.expect(linkproto.ACK).value == 3
+            assert raw.expect(protocol.ACK).value == 3
         finally:
             raw.close()
         own = cli(minion, "send", "salt/minion/m1/custom", "x=1")

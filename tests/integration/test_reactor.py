@@ -171,7 +171,7 @@ class KeptAliveHook(Hook):
 
 
 def test_posts_to_one_host_reuse_kept_alive_connections(started: list) -> None:
-    from daemon.reactor import POOL_SIZES
+    from eventbus.daemon.reactor.service import POOL_SIZES
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeptAliveHook)
     server.daemon_threads = True

@@ -23,7 +23,7 @@ from typing import Iterator
 import pytest
 import zmq
 
-from daemon import linkproto
+from eventbus.daemon.link import protocol
 from eventbus import event
 from tests.helpers import EVENTBUS, run_cli, wait_for
 from tests.linkkit import Site, master_link, wait_link
@@ -36,7 +36,7 @@ MAX_EVENT_SIZE = 65536
 # Seqs far past anything the flood reaches: a batch there with floor just below is new (the protocol lets a
 # minion say it dropped everything before), so each attack gets seqs of its own while the flood goes on.
 JUMP = 2 ** 40
-# The master's log line per kind of misbehaviour (daemon.master_session, daemon.relaystream).
+# The master's log line per kind of misbehaviour (eventbus.daemon.link.master_session, eventbus.daemon.link.relaystream).
 KINDS = {
     "protocol": r"refused a (link|'\w+') message from minion 'rogue'",
     "oversize": r"refused a batch over .* from minion 'rogue'$",
@@ -85,9 +85,9 @@ class Pinger:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.minion.send(linkproto.PING_MESSAGE)
+            self.minion.send(protocol.PING_MESSAGE)
             for message in self.minion.drain():
-                if message.kind == linkproto.FIRE:
+                if message.kind == protocol.FIRE:
                     self.fires.append(message.value)
             self._stop.wait(0.2)
 
@@ -115,11 +115,11 @@ class Attacker:
         self.jumps = 0
         # Built before the attack: the test process's own work is not what the latency should measure.
         self.oversize_batches = [
-            [event_frame("rogue/many", {"n": n}) for n in range(linkproto.MAX_BATCH_EVENTS + 1)],
-            [event_frame("rogue/many", {"pad": "x" * 20_000})] * (linkproto.MAX_BATCH_BYTES // 20_000 + 2),
+            [event_frame("rogue/many", {"n": n}) for n in range(protocol.MAX_BATCH_EVENTS + 1)],
+            [event_frame("rogue/many", {"pad": "x" * 20_000})] * (protocol.MAX_BATCH_BYTES // 20_000 + 2),
             [event_frame("rogue/many", {"n": n}) for n in range(3000)]]
 
-    def fresh(self, frames: list[bytes]) -> linkproto.Message:
+    def fresh(self, frames: list[bytes]) -> protocol.Message:
         """Send ``frames`` at new seqs of the rogue's stream (past the flood); the master's answer."""
         self.jumps += 1
         first = JUMP * self.jumps
@@ -130,7 +130,7 @@ class Attacker:
             for message in malformed_messages():
                 self.rogue.send(message)
             # Seqs past 2**64 - 1, which no ack can carry.
-            self.rogue.send(linkproto.events(2 ** 64 - 1, 2 ** 64 - 2, [event_frame("rogue/wrap", {"n": 1})] * 2))
+            self.rogue.send(protocol.events(2 ** 64 - 1, 2 ** 64 - 2, [event_frame("rogue/wrap", {"n": 1})] * 2))
             self.rogue.sync()
 
     def bad_events(self) -> None:
@@ -144,15 +144,15 @@ class Attacker:
         big = event_frame("rogue/big", {"forged": True, "pad": "x" * MAX_EVENT_SIZE})
         for batch in (frames, [big], frames[:1] + [big]):
             answer = self.fresh(batch)
-            assert answer.kind == linkproto.ACK, answer
+            assert answer.kind == protocol.ACK, answer
 
     def oversize(self) -> None:
         # Batches bigger than a minion ever sends (in events, in bytes, and far over): refused whole, unanswered.
         for frames in self.oversize_batches * 2:
-            self.rogue.send(linkproto.events(JUMP, JUMP - 1, frames))
+            self.rogue.send(protocol.events(JUMP, JUMP - 1, frames))
         self.rogue.sync()
         # A frame over max_event_size + 4 kB: ZeroMQ drops the connection; the rogue's socket reconnects.
-        self.rogue.send([linkproto.EVENTS, linkproto.BATCH_HEADER.pack(1, 0), b"x" * (MAX_EVENT_SIZE + 8192)])
+        self.rogue.send([protocol.EVENTS, protocol.BATCH_HEADER.pack(1, 0), b"x" * (MAX_EVENT_SIZE + 8192)])
         self.rogue.sync(timeout=15)
 
     def replay(self) -> None:
@@ -160,18 +160,18 @@ class Attacker:
         self.jumps += 1
         first = JUMP * self.jumps
         marked = [event_frame("rogue/replay", {"n": n}) for n in range(5)]
-        assert self.rogue.batch(first, first - 1, marked).kind == linkproto.ACK
+        assert self.rogue.batch(first, first - 1, marked).kind == protocol.ACK
         head = first + 10 ** 9  # past where the flood, following the acks, numbers on
-        assert self.rogue.batch(head + 1, head, [event_frame("rogue/replay", {"n": 5})]).kind == linkproto.ACK
+        assert self.rogue.batch(head + 1, head, [event_frame("rogue/replay", {"n": 5})]).kind == protocol.ACK
         for floor in range(20):
             assert self.rogue.batch(first, floor, marked).value > head
 
     def claims(self, other: str) -> None:
         """Say hello as another minion, relay as it, then come back as itself."""
         for _ in range(10):
-            self.rogue.send(linkproto.hello(other))
-            assert self.rogue.expect(linkproto.WELCOME).value["result"] == "denied"
-            self.rogue.send(linkproto.events(JUMP * 99, JUMP * 99 - 1, [event_frame("rogue/claimed", {"as": other}),
+            self.rogue.send(protocol.hello(other))
+            assert self.rogue.expect(protocol.WELCOME).value["result"] == "denied"
+            self.rogue.send(protocol.events(JUMP * 99, JUMP * 99 - 1, [event_frame("rogue/claimed", {"as": other}),
                                                                           event_frame(f"salt/minion/{other}/x",
                                                                                       {"forged": True})]))
             self.rogue.sync()
@@ -184,11 +184,11 @@ class Attacker:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         while proc.poll() is None:
             for job in range(1, 20):
-                self.rogue.send(linkproto.fired(job))
-            self.rogue.send(linkproto.hello(target))
-            assert self.rogue.expect(linkproto.WELCOME).value["result"] == "denied"
+                self.rogue.send(protocol.fired(job))
+            self.rogue.send(protocol.hello(target))
+            assert self.rogue.expect(protocol.WELCOME).value["result"] == "denied"
             for job in range(1, 20):
-                self.rogue.send(linkproto.fired(job))
+                self.rogue.send(protocol.fired(job))
             assert self.rogue.hello().value["result"] == "accept"
             time.sleep(0.1)
         out, err = proc.communicate()
@@ -213,8 +213,8 @@ def test_a_rogue_accepted_minion_disturbs_no_one_and_gets_nothing(site, spools):
         assert accepted.returncode == 0, accepted.stderr
         for node in honest:
             wait_link(node, "accept")
-        assert rogue.expect(linkproto.WELCOME).value["result"] == "accept"
-        assert quiet.expect(linkproto.WELCOME).value["result"] == "accept"
+        assert rogue.expect(protocol.WELCOME).value["result"] == "accept"
+        assert quiet.expect(protocol.WELCOME).value["result"] == "accept"
         pinger = Pinger(quiet)
 
         attacker = Attacker(rogue)
@@ -314,7 +314,7 @@ def test_a_rogue_hanging_up_on_a_full_queue_does_not_end_the_master():
     try:
         master = site.master(auto_accept=True)
         master.start()
-        frames = [event_frame("rogue/fill", {"n": n}) for n in range(linkproto.MAX_BATCH_EVENTS)]
+        frames = [event_frame("rogue/fill", {"n": n}) for n in range(protocol.MAX_BATCH_EVENTS)]
         key_dir, first = None, 1
         for cycle in range(6):
             master.daemon.check_alive()
@@ -326,7 +326,7 @@ def test_a_rogue_hanging_up_on_a_full_queue_does_not_end_the_master():
                 rogue.socket.setsockopt(zmq.SNDHWM, 0)
                 relayed = master_link(master)["relayed"]
                 for _ in range(1500):
-                    rogue.send(linkproto.events(first, first - 1, frames))
+                    rogue.send(protocol.events(first, first - 1, frames))
                     first += len(frames)
                 wait_for(lambda: master.daemon.check_alive() or master_link(master)["relayed"] > relayed + 10_000,
                          timeout=15, what="the master working through the flood")

@@ -9,7 +9,8 @@ import pytest
 import requests
 import yaml
 
-from eventbus import control, event, wire
+from eventbus.bus import control, wire
+from eventbus import event
 from tests.apinode import running_api
 from tests.forwardkit import Forwarder
 from tests.helpers import Daemon, Node, short_tmpdir, wait_for, write_config

@@ -13,9 +13,9 @@ from typing import Iterator
 
 import pytest
 
-from daemon.forward.sinks.kafka import KafkaSink
-from daemon.forward.sinks.nats import NatsSink
-from daemon.forward.sinks.rabbitmq import RabbitMQSink
+from eventbus.daemon.forward.sinks.kafka import KafkaSink
+from eventbus.daemon.forward.sinks.nats import NatsSink
+from eventbus.daemon.forward.sinks.rabbitmq import RabbitMQSink
 from eventbus.sink import Outgoing, Sink, SinkError
 from tests.brokers import (NATS_START, RABBITMQ_START, Tansu, ensure_service, kafka_consume, kafka_create_topic,
                            nats_delete_stream, nats_fetch, nats_stream_count, rabbit_delete, rabbit_drain)

@@ -5,7 +5,7 @@ import pytest
 import zmq
 
 from eventbus import keys
-from eventbus.admin import Admin
+from eventbus.bus.admin import Admin
 from eventbus.errors import BusUnavailableError, UnknownKeyError
 
 

@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from eventbus.errors import AuthenticationError, ConfigError
-from netapi import auth, jwtauth
+from eventbus.netapi import auth, jwtauth
 
 SECRET = "unit-test-secret-0123456789-abcdefghijklmnopq"
 

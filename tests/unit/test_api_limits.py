@@ -1,7 +1,7 @@
-"""netapi.limits: request-head verdicts, the failed-login guard and once-a-minute logging, without sockets."""
+"""eventbus.netapi.limits: request-head verdicts, the failed-login guard and once-a-minute logging, without sockets."""
 from __future__ import annotations
 
-from netapi.limits import LoginGuard, OncePerInterval, examine
+from eventbus.netapi.limits import LoginGuard, OncePerInterval, examine
 
 
 class Clock:

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from eventbus.errors import ApiError
-from eventbus.inbox import Inbox
-from netapi import hooks
-from netapi.hub import Hub
-from netapi.stream import KEEPALIVE, RETRY, event_record, parse_last_event_id
+from eventbus.bus.inbox import Inbox
+from eventbus.netapi import hooks
+from eventbus.netapi.sse.hub import Hub
+from eventbus.netapi.sse.stream import KEEPALIVE, RETRY, event_record, parse_last_event_id
 from tests.helpers import wait_for
 
 
@@ -136,8 +136,8 @@ def test_a_hub_stream_skips_what_the_resume_sent_then_everything_after_the_seam(
 
 
 def test_stream_state_says_when_a_keepalive_is_due_and_when_the_token_expired():
-    from netapi.streamstate import StreamState
-    from netapi.stream import KEEPALIVE_AFTER
+    from eventbus.netapi.sse.streamstate import StreamState
+    from eventbus.netapi.sse.stream import KEEPALIVE_AFTER
 
     hub = Hub(capacity=10)
     stream, _head, _epoch = hub.open(("all",), None)

@@ -1,4 +1,4 @@
-"""The cheroot internals the API's gate (``netapi.gate``) relies on, checked on the cheroot installed.
+"""The cheroot internals the API's gate (``eventbus.netapi.connloop``) relies on, checked on the cheroot installed.
 
 cheroot has no public hook for two things the gate does: putting its own
 connection manager in the server (``HTTPServer._connections``, set by
@@ -19,7 +19,7 @@ from pathlib import Path
 from cheroot import connections, makefile, server, wsgi
 
 SETUP_CFG = Path(__file__).resolve().parents[2] / "setup.cfg"
-# What cheroot's server asks of its connection manager: all that ``netapi.gate.Gate`` offers in its place.
+# What cheroot's server asks of its connection manager: all that ``eventbus.netapi.connloop.Gate`` offers in its place.
 MANAGER_CALLS = {"run", "stop", "close", "put", "can_add_keepalive_connection"}
 
 
@@ -32,7 +32,7 @@ def test_setup_cfg_pins_cheroot_to_a_range_the_installed_one_is_in():
     parser.read(SETUP_CFG)
     pins = [line.replace(" ", "") for line in parser["options"]["install_requires"].splitlines()
             if line.strip().lower().startswith("cheroot")]
-    assert pins, "setup.cfg does not pin cheroot: netapi.gate relies on internals of the versions tested"
+    assert pins, "setup.cfg does not pin cheroot: eventbus.netapi.connloop relies on internals of the versions tested"
     pin = re.fullmatch(r"cheroot>=([\d.]+),<([\d.]+)", pins[0])
     assert pin, f"expected 'cheroot>=X,<Y' in setup.cfg, found {pins[0]!r}"
     installed = importlib.metadata.version("cheroot")
@@ -45,12 +45,12 @@ def test_a_prepared_server_keeps_its_connection_manager_in_connections_and_asks_
     httpd.prepare()
     try:
         assert isinstance(getattr(httpd, "_connections", None), connections.ConnectionManager), \
-            "cheroot's HTTPServer.prepare() no longer sets _connections: netapi.gate.GatedServer puts its gate there"
+            "cheroot's HTTPServer.prepare() no longer sets _connections: eventbus.netapi.connloop.GatedServer puts its gate there"
     finally:
         httpd.stop()
     asked = set(re.findall(r"self\._connections\.(\w+)", inspect.getsource(server.HTTPServer)))
     assert asked <= MANAGER_CALLS, \
-        f"cheroot's server asks its connection manager for {sorted(asked - MANAGER_CALLS)}: netapi.gate.Gate has none"
+        f"cheroot's server asks its connection manager for {sorted(asked - MANAGER_CALLS)}: eventbus.netapi.connloop.Gate has none"
 
 
 def test_bytes_put_in_the_readers_read_buf_are_what_it_reads_next():
@@ -58,7 +58,7 @@ def test_bytes_put_in_the_readers_read_buf_are_what_it_reads_next():
     try:
         reader = makefile.MakeFile(theirs, "rb")
         for name in ("_read_buf", "_read_pos"):
-            assert hasattr(reader, name), f"cheroot's request reader has no {name}: netapi.gate hands a worker " \
+            assert hasattr(reader, name), f"cheroot's request reader has no {name}: eventbus.netapi.connloop hands a worker " \
                                           f"the request it read through it"
         reader._read_buf, reader._read_pos = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nnext", 0
         assert reader.has_data() and reader.readline() == b"GET / HTTP/1.1\r\n"

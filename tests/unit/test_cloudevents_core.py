@@ -8,9 +8,10 @@ import time
 import pytest
 from jsonschema import validators
 
-from eventbus import channels, eventtypes, signing
+from eventbus.cloudevents import channels, eventtypes
+from eventbus import signing
 from eventbus.errors import InvalidArgumentError
-from netapi.ceingest import Ingest, Refusal, Seen
+from eventbus.netapi.cloudevents.ingest import Ingest, Refusal, Seen
 
 SCHEMA = {"$schema": "http://json-schema.org/draft/2019-09/schema#", "type": "object",
           "properties": {"n": {"type": "integer"}}, "required": ["n"]}
@@ -128,7 +129,7 @@ def test_seen_forgets_past_its_count_and_age(monkeypatch):
         seen.add(("/s", str(n)))
     assert ("/s", "0") not in seen and ("/s", "3") in seen
     now = time.time()
-    monkeypatch.setattr("netapi.ceingest.time.time", lambda: now + 11)
+    monkeypatch.setattr("eventbus.netapi.cloudevents.ingest.time.time", lambda: now + 11)
     assert ("/s", "3") not in seen
 
 

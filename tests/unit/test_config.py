@@ -130,7 +130,7 @@ def test_typed_accepts_salt_style_opts_dicts(tmp_path):
 
 
 def test_too_long_sock_dir_is_refused_with_the_reason():
-    from eventbus import wire
+    from eventbus.bus import wire
 
     with pytest.raises(ConfigError, match="too long"):
         wire.endpoints("/tmp/" + "d" * 120)

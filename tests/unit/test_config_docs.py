@@ -11,7 +11,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from eventbus import configdoc, forwardconf
+from eventbus import configdoc
+from eventbus.forwarding import config as forwardconf
 from eventbus.errors import ConfigError
 from eventbus.sink import COMMON_KEYS, REQUIRED
 
@@ -201,14 +202,14 @@ def test_forward_md_common_broker_keys_are_the_declared_ones():
 
 
 def builtin_types() -> list[str]:
-    from daemon.forward import registry
+    from eventbus.daemon.forward import registry
 
     return list(registry.BUILTIN)
 
 
 @pytest.mark.parametrize("kind", builtin_types())
 def test_forward_md_keys_of_each_broker_type_are_its_sinks_keys(kind):
-    from daemon.forward import registry
+    from eventbus.daemon.forward import registry
 
     sink = registry.sink_class(kind, kind)
     assert sink.KEYS is not None, f"{sink.__module__}.{sink.__name__} declares no KEYS: its keys are unchecked"
@@ -236,7 +237,7 @@ def test_conf_samples_name_only_declared_keys(name):
 
 
 def test_conf_forward_brokers_name_only_their_types_keys():
-    from daemon.forward import registry
+    from eventbus.daemon.forward import registry
 
     text = (REPO / "conf/forward").read_text(encoding="utf-8")
     uncommented = re.sub(r"^  # (- |  )", r"  \1", text, flags=re.M)  # the commented-out brokers too

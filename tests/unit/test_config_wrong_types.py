@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from eventbus import config, configdoc, forwardconf
+from eventbus import config, configdoc
+from eventbus.forwarding import config as forwardconf
 from eventbus.errors import ConfigError, SinkError
 from eventbus.secretref import SECRET_KEYS
 from eventbus.sink import COMMON_KEYS, REQUIRED
@@ -93,7 +94,7 @@ def test_a_wrong_type_for_a_common_broker_key_is_one_line(tmp_path, key):
 
 def type_keys() -> list[tuple[str, str]]:
     """(type, key) of each built-in sink's typed ``KEYS`` (a ``None`` default says no type to get wrong)."""
-    from daemon.forward import registry
+    from eventbus.daemon.forward import registry
 
     found = []
     for kind in registry.BUILTIN:
@@ -113,7 +114,7 @@ def test_a_wrong_type_for_a_broker_type_key_stops_the_forwarder_with_one_line(tm
     """What ``eventbus forward`` does at start: ``options`` then ``from_endpoint_config``; for a built-in sink
     a ``ConfigError`` or ``SinkError`` there stops it with one line, anything else is taken for a broker that
     is away and retried for ever."""
-    from daemon.forward import registry
+    from eventbus.daemon.forward import registry
 
     sink = registry.sink_class(kind, "b")
     default = sink.KEYS[key]

@@ -5,8 +5,9 @@ import logging
 
 import msgpack
 
-from eventbus import controlserver, wire
-from eventbus.complaints import Complaints
+from eventbus import controlserver
+from eventbus.bus import wire
+from eventbus.refusallog import Complaints
 
 ENDPOINT = "ipc:///s/ctl.ipc"
 

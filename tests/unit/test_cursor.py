@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventbus.cursor import Cursor
+from eventbus.bus.cursor import Cursor
 from eventbus.errors import CursorError
 
 

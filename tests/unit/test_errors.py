@@ -4,11 +4,12 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from daemon import linkproto
-from eventbus import event, minionid, wire
+from eventbus.daemon.link import protocol
+from eventbus import event, minionid
+from eventbus.bus import wire
 from eventbus.errors import (EventBusError, InvalidArgumentError, InvalidMatchError, InvalidMinionIdError,
                              MalformedFrameError, ProtocolError)
-from eventbus.match import matcher
+from eventbus.bus.match import matcher
 
 
 def test_bad_match_types_and_regexes_carry_pattern_and_type():
@@ -57,10 +58,10 @@ def test_one_rule_for_minion_ids_shared_by_config_and_link(minion_id, reason):
         minionid.check(minion_id)
     assert reason in caught.value.reason and caught.value.minion_id == minion_id
     with pytest.raises(ProtocolError, match="invalid minion id"):
-        linkproto.parse(linkproto.hello(minion_id))
+        protocol.parse(protocol.hello(minion_id))
 
 
 @pytest.mark.parametrize("minion_id", ["web01", "a" * 250, "é" * 125, "db.example.com", "x_y-z@1"])
 def test_ids_the_config_accepts_the_link_accepts(minion_id):
     assert minionid.check(minion_id) == minion_id
-    assert linkproto.parse(linkproto.hello(minion_id)).value == {"id": minion_id}
+    assert protocol.parse(protocol.hello(minion_id)).value == {"id": minion_id}

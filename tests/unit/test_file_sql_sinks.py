@@ -4,16 +4,16 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from daemon.forward.sinks.file import FileSink
-from daemon.forward.sinks.sql import SqlSink
-from daemon.forward import registry
-from eventbus import forwardconf, records
+from eventbus.daemon.forward.sinks.file import FileSink
+from eventbus.daemon.forward.sinks.sql import SqlSink
+from eventbus.daemon.forward import registry
+from eventbus.forwarding import config as forwardconf, formats
 
 STAMP = "2026-11-21T09:19:17.751376"
 
 
 def batch(first: int, last: int, fmt: str = "salt") -> list:
-    return [records.outgoing(seq, "t/x", {"n": seq, "_stamp": STAMP}, fmt) for seq in range(first, last + 1)]
+    return [formats.outgoing(seq, "t/x", {"n": seq, "_stamp": STAMP}, fmt) for seq in range(first, last + 1)]
 
 
 def test_the_file_rotates_by_size_and_keeps_its_backups(tmp_path):
@@ -43,7 +43,7 @@ def test_a_batch_delivered_again_after_a_restart_is_not_written_twice(tmp_path):
 
 def test_sqlite_rows_have_the_spec_columns_and_a_redelivery_inserts_nothing(tmp_path):
     sink = SqlSink.from_endpoint_config({"dialect": "sqlite", "db": "ev.db", "root_dir": str(tmp_path)})
-    relayed = records.outgoing(9, "myco/hello", {"cmd": "_minion_event", "id": "web1", "_stamp": STAMP})
+    relayed = formats.outgoing(9, "myco/hello", {"cmd": "_minion_event", "id": "web1", "_stamp": STAMP})
     sink.publish(batch(1, 3) + [relayed])
     sink.publish(batch(2, 3) + [relayed])
     sink.close()
@@ -58,7 +58,7 @@ def test_sqlite_rows_have_the_spec_columns_and_a_redelivery_inserts_nothing(tmp_
 def test_sqlite_keeps_any_bus_value_as_json_text_that_reads_back(tmp_path):
     sink = SqlSink.from_endpoint_config({"dialect": "sqlite", "db": "ev.db", "root_dir": str(tmp_path)})
     data = {"big": 2 ** 70, "name": "Zoë", "raw": b"\x01", "_stamp": STAMP}
-    sink.publish([records.outgoing(1, "t/é", data)])
+    sink.publish([formats.outgoing(1, "t/é", data)])
     sink.close()
     with sqlite3.connect(tmp_path / "ev.db") as db:
         tag, text = db.execute("SELECT tag, data FROM events").fetchone()

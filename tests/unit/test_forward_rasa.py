@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from daemon.forward.sinks.kafka import KafkaSettings
-from daemon.forward.sinks.rabbitmq import RabbitMQSettings
-from daemon.forward.sinks.sql import engine_url
-from eventbus import forwardconf
+from eventbus.daemon.forward.sinks.kafka import KafkaSettings
+from eventbus.daemon.forward.sinks.rabbitmq import RabbitMQSettings
+from eventbus.daemon.forward.sinks.sql import engine_url
+from eventbus.forwarding import config as forwardconf
 from eventbus.errors import ConfigError
 
 PIKA = """

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import threading
 
-from daemon.forward.worker import BrokerWorker
-from eventbus.forwardconf import BrokerConfig
-from eventbus.outbox import Outbox
+from eventbus.daemon.forward.worker import BrokerWorker
+from eventbus.forwarding.config import BrokerConfig
+from eventbus.forwarding.outbox import Outbox
 from tests.helpers import wait_for
 
 

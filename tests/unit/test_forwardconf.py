@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from daemon.forward import registry
-from daemon.forward.worker import Backoff, redact
-from eventbus import forwardconf
+from eventbus.daemon.forward import registry
+from eventbus.daemon.forward.worker import Backoff, redact
+from eventbus.forwarding import config as forwardconf
 from eventbus.errors import ConfigError
 
 

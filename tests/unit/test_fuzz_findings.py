@@ -8,12 +8,14 @@ import zlib
 import msgpack
 import pytest
 
-from daemon.journal import Journal
-from daemon.spool import RECORD, SEQ, Spool
-from eventbus import journalformat, payload, records
-from eventbus.journal import JournalReader
-from netapi import auth, limits
-from netapi.stream import event_record
+from eventbus.daemon.journal.writer import Journal
+from eventbus.daemon.link.spool import RECORD, SEQ, Spool
+from eventbus.journal import format as journalformat
+from eventbus.bus import payload
+from eventbus.forwarding import formats
+from eventbus.journal.reader import JournalReader
+from eventbus.netapi import auth, limits
+from eventbus.netapi.sse.stream import event_record
 
 MAX = 4096
 
@@ -33,8 +35,8 @@ def test_an_accepted_event_with_a_non_text_key_is_streamed_and_forwarded(key):
     sse = event_record(7, "app/raw", data).raw.decode()
     body = json.loads(sse.split("data: ", 1)[1])
     assert body["tag"] == "app/raw" and body["data"]["n"] == 2 and len(body["data"]["nested"]) == 1
-    for fmt in records.FORMATS:
-        sent = json.loads(records.outgoing(7, "app/raw", data, fmt).body)
+    for fmt in formats.FORMATS:
+        sent = json.loads(formats.outgoing(7, "app/raw", data, fmt).body)
         assert "n" in json.dumps(sent)
 
 
@@ -44,18 +46,18 @@ def test_an_accepted_event_with_a_non_text_key_is_streamed_and_forwarded(key):
 def test_a_batch_past_the_last_seq_is_refused_not_a_crash_of_the_master(tmp_path):
     import zmq
 
-    from daemon import linkproto
-    from daemon import master_session as ms
-    from daemon.logactions import Refuse
-    from daemon.relaystream import RelaySeqs
+    from eventbus.daemon.link import protocol
+    from eventbus.daemon.link import master_session as ms
+    from eventbus.daemon.link.logentries import Refuse
+    from eventbus.daemon.link.relaystream import RelaySeqs
     from eventbus import keys
 
     machine = ms.MasterSessions(keys.KeyStore(tmp_path / "pki"), RelaySeqs(tmp_path / "relay"), heartbeat=1.0,
                                 auto_accept=True, max_event_size=MAX)
     key = zmq.curve_keypair()[0].decode()
-    machine.receive(b"r", key, linkproto.hello("m1"), 0.0)
+    machine.receive(b"r", key, protocol.hello("m1"), 0.0)
     frames = [payload.pack_frame("app/x", {"n": n}, MAX) for n in range(2)]
-    actions = machine.receive(b"r", key, linkproto.events(2 ** 64 - 1, 2 ** 64 - 2, frames), 0.1)
+    actions = machine.receive(b"r", key, protocol.events(2 ** 64 - 1, 2 ** 64 - 2, frames), 0.1)
     assert [type(a) for a in actions] == [Refuse]
 
 
@@ -201,7 +203,7 @@ def test_an_outbox_batch_row_that_is_not_msgpack_is_an_outbox_error(tmp_path):
     import sqlite3
 
     from eventbus.errors import OutboxError
-    from eventbus.outbox import Outbox
+    from eventbus.forwarding.outbox import Outbox
 
     box = Outbox(tmp_path / "b.outbox", 10)
     box.append([(1, "t/a", {"n": 1}), (2, "t/b", {"n": 2})], 2)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventbus import payload, wire
+from eventbus.bus import payload, wire
 from eventbus.errors import BusUnavailableError
-from eventbus.inbox import ASK, GAP_TAG, NEED_FILL, READ, Inbox
+from eventbus.bus.inbox import ASK, GAP_TAG, NEED_FILL, READ, Inbox
 
 EPOCH = 1_000_000
 

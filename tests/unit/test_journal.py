@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.journal import Journal, default_segment_bytes
+from eventbus.daemon.journal.writer import Journal, default_segment_bytes
 from eventbus.errors import EventBusError, JournalError
-from eventbus.journal import JournalReader, JournalStats
-from eventbus.journalformat import RECORD_OVERHEAD, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC
+from eventbus.journal.reader import JournalReader, JournalStats
+from eventbus.journal.format import RECORD_OVERHEAD, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC
 
 EPOCH = 1_700_000_000_000_000
 T0 = 1_700_000_000.0
@@ -72,7 +72,7 @@ def segment_files(directory: Path) -> list[Path]:
 
 
 def journal_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name.endswith("journal") and r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name.startswith(("eventbus.journal.", "eventbus.daemon.journal.")) and r.levelno >= logging.WARNING]
 
 
 # -- the format -----------------------------------------------------------------------
@@ -495,7 +495,7 @@ FULL_DISK_SCENARIO = r'''
 import errno, os, sys
 sys.path.insert(0, {root!r})
 from tests.unit.test_journal import batch, journal, read_all, write_syscalls, EPOCH
-from eventbus.journal import JournalReader
+from eventbus.journal.reader import JournalReader
 
 def scenario(directory, make_room, expected_errno):
     errors, recoveries = [], []

@@ -4,20 +4,20 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from daemon import linkproto
+from eventbus.daemon.link import protocol
 from eventbus.errors import EventTooLargeError, InvalidEventError, ProtocolError
-from eventbus.relay import refused_tag
+from eventbus.bus.relay import refused_tag
 
 
 def test_messages_round_trip():
-    assert linkproto.parse(linkproto.hello("web1")) == (linkproto.HELLO, {"id": "web1"}, ())
-    welcome = linkproto.parse(linkproto.welcome("accept", 42, 0.5))
+    assert protocol.parse(protocol.hello("web1")) == (protocol.HELLO, {"id": "web1"}, ())
+    welcome = protocol.parse(protocol.welcome("accept", 42, 0.5))
     assert welcome.value == {"result": "accept", "last": 42, "heartbeat": 0.5}
-    batch = linkproto.parse(linkproto.events(7, 3, [b"a\x00\x80", b"b\x00\x80"]))
+    batch = protocol.parse(protocol.events(7, 3, [b"a\x00\x80", b"b\x00\x80"]))
     assert batch.value == (7, 3) and batch.frames == [b"a\x00\x80", b"b\x00\x80"]
-    assert linkproto.parse(linkproto.ack(2 ** 63)).value == 2 ** 63
-    assert linkproto.parse(linkproto.fire(9, b"t\x00\x80")) == (linkproto.FIRE, 9, [b"t\x00\x80"])
-    assert linkproto.parse(linkproto.PING_MESSAGE).kind == linkproto.PING
+    assert protocol.parse(protocol.ack(2 ** 63)).value == 2 ** 63
+    assert protocol.parse(protocol.fire(9, b"t\x00\x80")) == (protocol.FIRE, 9, [b"t\x00\x80"])
+    assert protocol.parse(protocol.PING_MESSAGE).kind == protocol.PING
 
 
 @pytest.mark.parametrize("frames, problem", [
@@ -33,11 +33,11 @@ def test_messages_round_trip():
 ])
 def test_garbage_is_a_protocol_error_naming_the_problem(frames, problem):
     with pytest.raises(ProtocolError, match=problem):
-        linkproto.parse(frames)
+        protocol.parse(frames)
 
 
 def test_relayed_event_has_the_spec_shape_with_id_from_the_session():
-    framer = linkproto.RelayFramer("web1")
+    framer = protocol.RelayFramer("web1")
     user = {"id": "forged", "x": [1, 2]}
     tag, frame = framer.frame(b"myco/a\x00" + msgpack.packb(user), 4096)
     raw_tag, _, raw_data = frame.partition(b"\x00")
@@ -49,7 +49,7 @@ def test_relayed_event_has_the_spec_shape_with_id_from_the_session():
 
 
 def test_relayed_event_is_checked():
-    framer = linkproto.RelayFramer("web1")
+    framer = protocol.RelayFramer("web1")
     with pytest.raises(InvalidEventError, match="reserved"):
         framer.frame(b"salt/auth\x00" + msgpack.packb({}), 4096)
     with pytest.raises(InvalidEventError, match="not a msgpack map"):

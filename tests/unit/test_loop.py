@@ -7,7 +7,7 @@ import time
 import pytest
 import zmq
 
-from daemon.loop import Loop
+from eventbus.daemon.loop import Loop
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import msgpack
 import pytest
 import zmq
 
-from daemon import linkproto
-from daemon import master_session as ms
-from daemon.firejobs import FireJobs
-from daemon.relaystream import RelaySeqs
+from eventbus.daemon.link import protocol
+from eventbus.daemon.link import master_session as ms
+from eventbus.daemon.link.targetfires import FireJobs
+from eventbus.daemon.link.relaystream import RelaySeqs
 from eventbus import keys
 
 HEARTBEAT = 1.0
@@ -29,9 +29,9 @@ def machine(tmp_path, auto_accept: bool = True, fire_jobs: FireJobs | None = Non
                              auto_accept=auto_accept, max_event_size=4096, fire_jobs=fire_jobs)
 
 
-def sent(actions: list, route: bytes = ROUTE) -> list[linkproto.Message]:
+def sent(actions: list, route: bytes = ROUTE) -> list[protocol.Message]:
     """The link messages the actions send to ``route``, parsed."""
-    return [linkproto.parse(a.frames) for a in actions if isinstance(a, ms.Send) and a.route == route]
+    return [protocol.parse(a.frames) for a in actions if isinstance(a, ms.Send) and a.route == route]
 
 
 def published(actions: list) -> list[tuple[str, dict]]:
@@ -48,11 +48,11 @@ def published(actions: list) -> list[tuple[str, dict]]:
 
 
 def hello(m: ms.MasterSessions, key: str, minion_id: str, now: float = 0.0, route: bytes = ROUTE) -> list:
-    return m.receive(route, key, linkproto.hello(minion_id), now)
+    return m.receive(route, key, protocol.hello(minion_id), now)
 
 
 def batch(m: ms.MasterSessions, key: str, first: int, frames: list[bytes], floor: int = 0, now: float = 0.0) -> list:
-    return m.receive(ROUTE, key, linkproto.events(first, floor, frames), now)
+    return m.receive(ROUTE, key, protocol.events(first, floor, frames), now)
 
 
 def relayed(actions: list) -> list[int]:
@@ -68,7 +68,7 @@ def test_an_accepted_hello_fires_auth_welcomes_with_the_last_seq_and_announces_t
     assert published(actions)[0][1] == {"result": True, "act": "accept", "id": "web1", "pub": key}
     assert published(actions)[1][1]["data"].startswith("Minion web1 started at ")
     assert [(msg.kind, msg.value) for msg in sent(actions)] == [
-        (linkproto.WELCOME, {"result": "accept", "last": 0, "heartbeat": HEARTBEAT})]
+        (protocol.WELCOME, {"result": "accept", "last": 0, "heartbeat": HEARTBEAT})]
     assert m.status() == {"sessions": 1, "accepted": 1, "present": ["web1"], "relayed": 0}
 
 
@@ -98,7 +98,7 @@ def test_a_batch_is_published_with_the_id_of_the_key_and_acked(tmp_path):
     (tag, data), _ = published(actions)
     assert tag == "myco/a" and data["id"] == "web1" and data["data"] == {"n": 1, "id": "forged"}
     assert data["cmd"] == "_minion_event" and data["tag"] == "myco/a"
-    assert [(msg.kind, msg.value) for msg in sent(actions)] == [(linkproto.ACK, 102)]
+    assert [(msg.kind, msg.value) for msg in sent(actions)] == [(protocol.ACK, 102)]
 
 
 def test_a_batch_resent_after_a_lost_ack_is_not_published_twice(tmp_path):
@@ -109,7 +109,7 @@ def test_a_batch_resent_after_a_lost_ack_is_not_published_twice(tmp_path):
     assert relayed(batch(m, key, 1, frames[:3])) == [1, 2, 3]
     # The ack for 1..3 was lost: the minion resends 1..3, then 1..5 once more after a reconnect.
     again = batch(m, key, 1, frames[:3])
-    assert relayed(again) == [] and sent(again)[0] == (linkproto.ACK, 3, ())
+    assert relayed(again) == [] and sent(again)[0] == (protocol.ACK, 3, ())
     overlap = batch(m, key, 1, frames)
     assert relayed(overlap) == [4, 5] and sent(overlap)[0].value == 5
     assert m.status()["relayed"] == 5, "the metrics count each relayed event once"
@@ -123,7 +123,7 @@ def test_a_duplicate_after_a_master_restart_is_dropped(tmp_path):
 
     restarted = machine(tmp_path)
     # The minion's next message reaches a master that does not know its session: it must say hello.
-    assert [msg.kind for msg in sent(batch(restarted, key, 1, [event("myco/e", n=1)]))] == [linkproto.WHO]
+    assert [msg.kind for msg in sent(batch(restarted, key, 1, [event("myco/e", n=1)]))] == [protocol.WHO]
     welcome = sent(hello(restarted, key, "web1"))[0]
     assert welcome.value["last"] == 3, "the welcome says where to resume, from the seq kept on disk"
     replay = batch(restarted, key, 1, [event("myco/e", n=n) for n in (1, 2, 3, 4)])
@@ -136,9 +136,9 @@ def test_a_gap_the_minion_did_not_make_asks_for_a_resend_and_old_seqs_are_ignore
     hello(m, key, "web1")
     batch(m, key, 1, [event("myco/e", n=n) for n in (1, 2, 3, 4, 5)])
     ahead = batch(m, key, 9, [event("myco/e", n=9)])
-    assert relayed(ahead) == [] and [(msg.kind, msg.value) for msg in sent(ahead)] == [(linkproto.RESEND, 5)]
+    assert relayed(ahead) == [] and [(msg.kind, msg.value) for msg in sent(ahead)] == [(protocol.RESEND, 5)]
     old = batch(m, key, 2, [event("myco/e", n=2), event("myco/e", n=3)])
-    assert relayed(old) == [] and sent(old)[0] == (linkproto.ACK, 5, ())
+    assert relayed(old) == [] and sent(old)[0] == (protocol.ACK, 5, ())
     # A gap below the minion's floor is its own (its full spool dropped the oldest): accepted.
     dropped = batch(m, key, 20, [event("myco/e", n=20), event("myco/e", n=21)], floor=19)
     assert relayed(dropped) == [20, 21] and sent(dropped)[0].value == 21
@@ -162,11 +162,11 @@ def test_a_minion_that_changes_its_key_is_denied_and_the_first_key_keeps_relayin
     real, other = new_key(), new_key()
     hello(m, real, "web1")
     batch(m, real, 1, [event("myco/e", n=1)])
-    actions = m.receive(b"route-2", other, linkproto.hello("web1"), 1.0)
+    actions = m.receive(b"route-2", other, protocol.hello("web1"), 1.0)
     assert published(actions) == [("salt/auth", {"result": False, "act": "denied", "id": "web1", "pub": other})]
     assert sent(actions, b"route-2")[0].value["result"] == "denied"
     assert [a.kind for a in actions if isinstance(a, ms.Refuse)] == ["claim"]
-    refused = m.receive(b"route-2", other, linkproto.events(2, 0, [event("myco/e", n=2)]), 1.0)
+    refused = m.receive(b"route-2", other, protocol.events(2, 0, [event("myco/e", n=2)]), 1.0)
     assert relayed(refused) == [] and [a.kind for a in refused] == ["unaccepted"]
     assert relayed(batch(m, real, 2, [event("myco/e", n=2)])) == [2]
     assert m.store.listing()["minions_denied"] == ["web1"]
@@ -182,9 +182,9 @@ def test_reject_and_delete_stop_a_connected_minion_at_once(tmp_path):
     assert sent(actions)[0].value["result"] == "reject" and m.status()["present"] == []
     assert [a.kind for a in batch(m, key, 1, [event("myco/e", n=1)])] == ["unaccepted"]
     change, = m.store.change("delete", "web1")
-    assert [msg.kind for msg in sent(m.key_changed(change, 2.0))] == [linkproto.WHO]
+    assert [msg.kind for msg in sent(m.key_changed(change, 2.0))] == [protocol.WHO]
     assert m.status()["sessions"] == 0
-    assert [msg.kind for msg in sent(m.receive(ROUTE, key, linkproto.PING_MESSAGE, 3.0))] == [linkproto.WHO]
+    assert [msg.kind for msg in sent(m.receive(ROUTE, key, protocol.PING_MESSAGE, 3.0))] == [protocol.WHO]
 
 
 def test_presence_expires_within_two_heartbeats_and_a_late_heartbeat_keeps_it(tmp_path):
@@ -198,7 +198,7 @@ def test_presence_expires_within_two_heartbeats_and_a_late_heartbeat_keeps_it(tm
     for step in range(1, 21):
         now = step * HEARTBEAT / 4  # the adapter checks four times per heartbeat
         if now >= next_ping:  # live pings every 1.2 heartbeats: a little late each time
-            m.receive(b"r-live", live, linkproto.PING_MESSAGE, now)
+            m.receive(b"r-live", live, protocol.PING_MESSAGE, now)
             next_ping += 1.2
         notes = m.check_presence(now)
         if any("'frozen' stopped answering" in n.message for n in notes):
@@ -220,9 +220,9 @@ def test_a_fire_goes_to_present_matches_and_a_minion_that_never_acks_expires(tmp
     job, actions = m.fire("web*", frame, 1.0)
     assert job["targets"] == ["web1", "web2"]
     assert {a.route for a in actions} == {b"web1", b"web2"}
-    assert linkproto.parse(actions[0].frames) == (linkproto.FIRE, job["job"], [frame])
-    m.receive(b"web1", keys_["web1"], linkproto.fired(job["job"]), 1.1)
-    m.receive(b"db1", keys_["db1"], linkproto.fired(job["job"]), 1.1)  # not a target: ignored
+    assert protocol.parse(actions[0].frames) == (protocol.FIRE, job["job"], [frame])
+    m.receive(b"web1", keys_["web1"], protocol.fired(job["job"]), 1.1)
+    m.receive(b"db1", keys_["db1"], protocol.fired(job["job"]), 1.1)  # not a target: ignored
     assert jobs.status(job["job"]) == {"targets": ["web1", "web2"], "acked": ["web1"]}
     # web2 never answers: the job stays until its time is up, then it is gone.
     assert jobs.expire(100.0) == [] and jobs.status(job["job"])["acked"] == ["web1"]

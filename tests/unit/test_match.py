@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventbus.match import expression, matcher
+from eventbus.bus.match import expression, matcher
 
 
 @pytest.mark.parametrize("match_type, pattern, tag, expected", [

@@ -6,8 +6,8 @@ from prometheus_client.core import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from eventbus.figures import Broker, Figures
-from netapi.metrics import families
+from eventbus.systemstatus import Broker, Figures
+from eventbus.netapi.metrics import families
 
 
 def render(snapshot: Figures, streams: int = 0, ingest: dict | None = None) -> dict:

@@ -7,10 +7,10 @@ import msgpack
 import pytest
 import zmq
 
-from daemon import linkproto
-from daemon import minion_session as ms
-from daemon.minion_session import LinkState
-from daemon.spool import Spool
+from eventbus.daemon.link import protocol
+from eventbus.daemon.link import minion_session as ms
+from eventbus.daemon.link.minion_session import LinkState
+from eventbus.daemon.link.spool import Spool
 from eventbus import config
 from eventbus.errors import InvalidEventError
 
@@ -47,8 +47,8 @@ def kinds(actions: list) -> list[type]:
     return [type(a) for a in actions]
 
 
-def sent(actions: list) -> list[linkproto.Message]:
-    return [linkproto.parse(a.frames) for a in actions if isinstance(a, ms.Send)]
+def sent(actions: list) -> list[protocol.Message]:
+    return [protocol.parse(a.frames) for a in actions if isinstance(a, ms.Send)]
 
 
 def accepted(settings, spool, last: int = 0) -> ms.MinionSession:
@@ -56,7 +56,7 @@ def accepted(settings, spool, last: int = 0) -> ms.MinionSession:
     s = session(settings, spool)
     assert kinds(s.start(0.0)) == [ms.Connect]
     s.handshake_succeeded(0.1)
-    s.receive(linkproto.welcome("accept", last, HEARTBEAT), 0.2)
+    s.receive(protocol.welcome("accept", last, HEARTBEAT), 0.2)
     assert s.state is LinkState.ACCEPT
     return s
 
@@ -65,7 +65,7 @@ def drain(s: ms.MinionSession) -> list[tuple[int, int, int]]:
     """Take every batch the link would send now: (first seq, floor, last seq) each."""
     out = []
     while (b := s.next_batch()) is not None:
-        first, floor = linkproto.parse(b.frames).value
+        first, floor = protocol.parse(b.frames).value
         out.append((first, floor, b.last))
         s.batch_sent(b.last)
     return out
@@ -76,11 +76,11 @@ def test_states_from_connect_to_accept(settings, spool):
     assert s.state is LinkState.CONNECTING and s.status()["state"] == "connecting"
     assert kinds(s.start(0.0)) == [ms.Connect]
     actions = s.handshake_succeeded(0.5)
-    assert s.state is LinkState.HELLO and sent(actions) == [(linkproto.HELLO, {"id": "web1"}, ())]
-    actions = s.receive(linkproto.welcome("pend", 0, HEARTBEAT), 0.6)
+    assert s.state is LinkState.HELLO and sent(actions) == [(protocol.HELLO, {"id": "web1"}, ())]
+    actions = s.receive(protocol.welcome("pend", 0, HEARTBEAT), 0.6)
     assert s.state is LinkState.PEND and any(isinstance(a, ms.Note) and a.level == logging.WARNING for a in actions)
     assert s.next_batch() is None, "a pending minion sends nothing"
-    actions = s.receive(linkproto.welcome("accept", 0, 0.5), 0.7)
+    actions = s.receive(protocol.welcome("accept", 0, 0.5), 0.7)
     assert s.state is LinkState.ACCEPT and kinds(actions)[-1] is ms.Pump
     assert s.heartbeat == 0.5, "the master's lower heartbeat wins"
     assert s.status()["state"] == "accept"
@@ -119,7 +119,7 @@ def test_relayed_events_go_in_batches_and_an_ack_frees_the_spool(settings, spool
     assert kinds(actions) == [ms.Pump] and len(spool) == 3
     assert drain(s) == [(first, first - 1, first + 2)]
     assert drain(s) == [], "sent once until acked or resent"
-    s.receive(linkproto.ack(first + 2), 1.0)
+    s.receive(protocol.ack(first + 2), 1.0)
     assert len(spool) == 0
 
 
@@ -128,9 +128,9 @@ def test_a_batch_without_an_ack_is_resent_after_two_heartbeats(settings, spool):
     first = spool.next_seq
     s.intake([event("myco/e", n=n) for n in range(2)])
     assert drain(s) == [(first, first - 1, first + 1)]
-    s.receive(linkproto.PONG_MESSAGE, 1.0)
+    s.receive(protocol.PONG_MESSAGE, 1.0)
     assert kinds(s.tick(1.0)) == [ms.Send, ms.Pump] and drain(s) == []
-    s.receive(linkproto.PONG_MESSAGE, 2.5)
+    s.receive(protocol.PONG_MESSAGE, 2.5)
     s.tick(2.5)  # no ack since 0.2: more than two heartbeats
     assert drain(s) == [(first, first - 1, first + 1)]
 
@@ -140,7 +140,7 @@ def test_resend_from_the_master_frees_what_it_has_and_sends_the_rest(settings, s
     first = spool.next_seq
     s.intake([event("myco/e", n=n) for n in range(5)])
     drain(s)
-    actions = s.receive(linkproto.resend(first + 1), 1.0)
+    actions = s.receive(protocol.resend(first + 1), 1.0)
     assert kinds(actions) == [ms.Pump] and len(spool) == 3
     assert drain(s) == [(first + 2, first + 1, first + 4)]
 
@@ -154,14 +154,14 @@ def test_after_a_reconnect_the_welcome_says_where_to_resume(settings, spool):
     assert s.next_batch() is None
     s.handshake_succeeded(2.0)
     # The master got the first two before the cut (their ack was lost): resume after them.
-    s.receive(linkproto.welcome("accept", first + 1, HEARTBEAT), 2.1)
+    s.receive(protocol.welcome("accept", first + 1, HEARTBEAT), 2.1)
     assert drain(s) == [(first + 2, first + 1, first + 3)]
 
 
 def test_a_silent_master_is_given_up_and_the_connection_rebuilt(settings, spool):
     s = accepted(settings, spool)
     actions = s.tick(1.0)
-    assert sent(actions) == [(linkproto.PING, None, ())]
+    assert sent(actions) == [(protocol.PING, None, ())]
     actions = s.tick(2.8)  # last heard at 0.2: over 2 heartbeats + 0.5
     assert kinds(actions) == [ms.Send, ms.Note, ms.Connect] and s.state is LinkState.CONNECTING
     assert kinds(s.tick(3.0)) == [ms.Pump], "no ping while connecting"
@@ -169,17 +169,17 @@ def test_a_silent_master_is_given_up_and_the_connection_rebuilt(settings, spool)
 
 def test_who_means_say_hello_again(settings, spool):
     s = accepted(settings, spool)
-    actions = s.receive(linkproto.WHO_MESSAGE, 1.0)
-    assert s.state is LinkState.HELLO and sent(actions) == [(linkproto.HELLO, {"id": "web1"}, ())]
+    actions = s.receive(protocol.WHO_MESSAGE, 1.0)
+    assert s.state is LinkState.HELLO and sent(actions) == [(protocol.HELLO, {"id": "web1"}, ())]
     assert s.next_batch() is None
 
 
 def test_a_fire_from_the_master_goes_on_the_bus_and_is_acknowledged(settings, spool):
     s = accepted(settings, spool)
     frame = event("myco/cmd", x=1)
-    actions = s.receive(linkproto.fire(7, frame), 1.0)
-    assert actions[0] == ms.PublishFrame(frame) and sent(actions) == [(linkproto.FIRED, 7, ())]
-    bad = s.receive(linkproto.fire(8, b"myco/cmd\x00\x93\x01\x02\x03"), 1.1)
+    actions = s.receive(protocol.fire(7, frame), 1.0)
+    assert actions[0] == ms.PublishFrame(frame) and sent(actions) == [(protocol.FIRED, 7, ())]
+    bad = s.receive(protocol.fire(8, b"myco/cmd\x00\x93\x01\x02\x03"), 1.1)
     assert kinds(bad) == [ms.Refuse]
 
 
@@ -207,5 +207,5 @@ def test_garbage_from_the_master_is_ignored_but_counts_as_a_sign_of_life(setting
     s = accepted(settings, spool)
     actions = s.receive([b"ack", b"123"], 5.0)
     assert kinds(actions) == [ms.Refuse] and s.last_heard == 5.0
-    assert kinds(s.receive(linkproto.ack(1), 5.1)) == [ms.Pump]
-    assert kinds(s.receive(linkproto.PING_MESSAGE, 5.2)) == [ms.Refuse], "a ping is the minion's to send"
+    assert kinds(s.receive(protocol.ack(1), 5.1)) == [ms.Pump]
+    assert kinds(s.receive(protocol.PING_MESSAGE, 5.2)) == [ms.Refuse], "a ping is the minion's to send"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from eventbus.errors import OutboxError
-from eventbus.outbox import Outbox
+from eventbus.forwarding.outbox import Outbox
 
 
 def rows(first: int, last: int) -> list[tuple[int, str, dict]]:

@@ -7,7 +7,7 @@ import re
 import msgpack
 import pytest
 
-from eventbus import payload, wire
+from eventbus.bus import payload, wire
 from eventbus.errors import EventTooLargeError, InvalidEventError
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")

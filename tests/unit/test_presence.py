@@ -1,7 +1,7 @@
 """Presence from heartbeats: who is present, who left, what changed since the last report."""
 from __future__ import annotations
 
-from daemon.presence import Presence
+from eventbus.daemon.link.presence import Presence
 
 
 def test_silent_minions_leave_and_returning_ones_come_back():

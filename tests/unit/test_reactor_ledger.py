@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon import reactor_ledger
-from daemon.reactor_ledger import Ledger
+from eventbus.daemon.reactor import ledger as reactor_ledger
+from eventbus.daemon.reactor.ledger import Ledger
 
 
 def test_recorded_entries_are_there_after_reopening(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ import fnmatch
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from eventbus import config, rules
+from eventbus import config
+from eventbus.reactor import rules
 from eventbus.errors import ConfigError
 
 

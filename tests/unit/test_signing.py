@@ -4,8 +4,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from daemon.forward.sinks.webhook import WebhookSink
-from eventbus import channels, cloudevents, signing
+from eventbus.daemon.forward.sinks.webhook import WebhookSink
+from eventbus.cloudevents import channels
+from eventbus import cloudevents, signing
 from eventbus.sink import Outgoing
 
 # RFC 4231, test case 2: HMAC-SHA256 of "what do ya want for nothing?" with the key "Jefe".

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.forward.sinks.kafka import DELIVERY_TIMEOUT, KafkaSettings
-from daemon.forward.sinks.nats import NatsSettings, subject_for
-from daemon.forward.sinks.rabbitmq import RabbitMQSettings
+from eventbus.daemon.forward.sinks.kafka import DELIVERY_TIMEOUT, KafkaSettings
+from eventbus.daemon.forward.sinks.nats import NatsSettings, subject_for
+from eventbus.daemon.forward.sinks.rabbitmq import RabbitMQSettings
 from eventbus.errors import ConfigError
 
 

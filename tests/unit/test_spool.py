@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
-from daemon import spool as spool_module
-from daemon.spool import Spool
+from eventbus.daemon.link import spool as spool_module
+from eventbus.daemon.link.spool import Spool
 
 
 def frames(start: int, count: int) -> list[bytes]:

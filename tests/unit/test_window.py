@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.window import Window
+from eventbus.daemon.window import Window
 
 EPOCH = 5_000
 

@@ -1,1 +1,1 @@
-"""Built-in sinks, one module per broker type; ``daemon.forward.registry`` maps type names to them."""
+"""Built-in sinks, one module per broker type; ``eventbus.daemon.forward.registry`` maps type names to them."""

@@ -9,8 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from daemon.forward.sinks import keys
-from eventbus.brokertypes import BUILTIN
+from eventbus.daemon.forward.sinks import brokerkeys
+from eventbus.forwarding.brokertypes import BUILTIN
 from eventbus.errors import SinkError
 from eventbus.sink import Outgoing, Sink
 
@@ -29,7 +29,7 @@ class FileSink(Sink):
     @classmethod
     def from_endpoint_config(cls, cfg: dict) -> "FileSink":
         options = cls.options(cfg)
-        path = Path(keys.path(options, "path", required=True) or "")
+        path = Path(brokerkeys.path(options, "path", required=True) or "")
         for key in ("max_bytes", "backups"):
             if isinstance(options[key], bool) or not isinstance(options[key], int) or options[key] < 0:
                 raise SinkError(f"key {key!r} has value {options[key]!r}; expected a whole number >= 0")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from daemon.forward.sinks import keys
-from eventbus.brokertypes import BUILTIN
+from eventbus.daemon.forward.sinks import brokerkeys
+from eventbus.forwarding.brokertypes import BUILTIN
 from eventbus.errors import ConfigError
 from eventbus.sink import Outgoing, Sink, SinkError
 
@@ -53,25 +53,25 @@ class KafkaSettings:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "KafkaSettings":
-        servers = keys.text_list(cfg, "url")
+        servers = brokerkeys.text_list(cfg, "url")
         if not servers:
-            keys.text(cfg, "url", required=True)
+            brokerkeys.text(cfg, "url", required=True)
         partition_by = _partition_by(cfg)
-        return cls(name=keys.broker_name(cfg),
+        return cls(name=brokerkeys.broker_name(cfg),
                    bootstrap_servers=",".join(servers),
-                   topic=keys.text(cfg, "topic", required=True) or "",
-                   partition_by=keys.choice({**cfg, "partition_by": partition_by}, "partition_by", None,
+                   topic=brokerkeys.text(cfg, "topic", required=True) or "",
+                   partition_by=brokerkeys.choice({**cfg, "partition_by": partition_by}, "partition_by", None,
                                             ("id", "tag", None)),
-                   client_id=keys.text(cfg, "client_id"),
-                   security_protocol=keys.choice(cfg, "security_protocol", DEFAULTS["security_protocol"],
+                   client_id=brokerkeys.text(cfg, "client_id"),
+                   security_protocol=brokerkeys.choice(cfg, "security_protocol", DEFAULTS["security_protocol"],
                                                  PROTOCOLS) or DEFAULTS["security_protocol"],
-                   sasl_mechanism=keys.text(cfg, "sasl_mechanism"),
-                   sasl_username=keys.text(cfg, "sasl_username"),
-                   sasl_password=keys.text(cfg, "sasl_password", secret=True),
-                   ssl_cafile=keys.path(cfg, "ssl_cafile"),
-                   ssl_certfile=keys.path(cfg, "ssl_certfile"),
-                   ssl_keyfile=keys.path(cfg, "ssl_keyfile"),
-                   ssl_check_hostname=keys.flag(cfg, "ssl_check_hostname", DEFAULTS["ssl_check_hostname"]))
+                   sasl_mechanism=brokerkeys.text(cfg, "sasl_mechanism"),
+                   sasl_username=brokerkeys.text(cfg, "sasl_username"),
+                   sasl_password=brokerkeys.text(cfg, "sasl_password", secret=True),
+                   ssl_cafile=brokerkeys.path(cfg, "ssl_cafile"),
+                   ssl_certfile=brokerkeys.path(cfg, "ssl_certfile"),
+                   ssl_keyfile=brokerkeys.path(cfg, "ssl_keyfile"),
+                   ssl_check_hostname=brokerkeys.flag(cfg, "ssl_check_hostname", DEFAULTS["ssl_check_hostname"]))
 
     def producer_config(self) -> dict:
         """The librdkafka configuration: idempotence, ``acks=all``, bounded delivery, SASL/SSL passed through."""
@@ -114,9 +114,9 @@ def _partition_by(cfg: dict) -> str | None:
         partition_by = None
     if cfg.get("partition_by_sender") is None:
         return partition_by
-    by_sender = keys.flag(cfg, "partition_by_sender", DEFAULTS["partition_by_sender"])
+    by_sender = brokerkeys.flag(cfg, "partition_by_sender", DEFAULTS["partition_by_sender"])
     if partition_by is not None:
-        raise ConfigError(f"broker {keys.broker_name(cfg)!r}: keys 'partition_by' and 'partition_by_sender' "
+        raise ConfigError(f"broker {brokerkeys.broker_name(cfg)!r}: keys 'partition_by' and 'partition_by_sender' "
                           "are both given; keep one", key="partition_by_sender")
     return "id" if by_sender else None
 

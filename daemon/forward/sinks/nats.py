@@ -24,8 +24,8 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
-from daemon.forward.sinks import keys
-from eventbus.brokertypes import BUILTIN
+from eventbus.daemon.forward.sinks import brokerkeys
+from eventbus.forwarding.brokertypes import BUILTIN
 from eventbus.sink import Outgoing, Sink, SinkError
 
 DEFAULTS = BUILTIN["nats"]
@@ -47,10 +47,10 @@ class NatsSettings:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "NatsSettings":
-        return cls(name=keys.broker_name(cfg),
-                   url=keys.text(cfg, "url", DEFAULTS["url"], required=True) or "",
-                   subject_prefix=keys.text(cfg, "subject_prefix", DEFAULTS["subject_prefix"], required=True) or "",
-                   stream=keys.text(cfg, "stream"))
+        return cls(name=brokerkeys.broker_name(cfg),
+                   url=brokerkeys.text(cfg, "url", DEFAULTS["url"], required=True) or "",
+                   subject_prefix=brokerkeys.text(cfg, "subject_prefix", DEFAULTS["subject_prefix"], required=True) or "",
+                   stream=brokerkeys.text(cfg, "stream"))
 
     def where(self) -> str:
         return f"NATS at {_without_credentials(self.url)}"

@@ -20,8 +20,8 @@ import pika
 import pika.exceptions
 from pika.spec import Basic
 
-from daemon.forward.sinks import keys
-from eventbus.brokertypes import BUILTIN
+from eventbus.daemon.forward.sinks import brokerkeys
+from eventbus.forwarding.brokertypes import BUILTIN
 from eventbus.sink import Outgoing, Sink, SinkError
 
 DEFAULTS = BUILTIN["pika"]
@@ -50,14 +50,14 @@ class RabbitMQSettings:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "RabbitMQSettings":
-        return cls(name=keys.broker_name(cfg),
-                   host=keys.text(cfg, "url", DEFAULTS["url"], required=True) or DEFAULTS["url"],
-                   port=keys.integer(cfg, "port", DEFAULTS["port"]),
-                   username=keys.text(cfg, "username", DEFAULTS["username"]) or DEFAULTS["username"],
-                   password=keys.text(cfg, "password", DEFAULTS["password"], secret=True) or "",
-                   vhost=keys.text(cfg, "vhost", DEFAULTS["vhost"]) or DEFAULTS["vhost"],
-                   queues=keys.text_list(cfg, "queues", tuple(DEFAULTS["queues"])),
-                   exchange_name=keys.text(cfg, "exchange_name", DEFAULTS["exchange_name"], required=True)
+        return cls(name=brokerkeys.broker_name(cfg),
+                   host=brokerkeys.text(cfg, "url", DEFAULTS["url"], required=True) or DEFAULTS["url"],
+                   port=brokerkeys.integer(cfg, "port", DEFAULTS["port"]),
+                   username=brokerkeys.text(cfg, "username", DEFAULTS["username"]) or DEFAULTS["username"],
+                   password=brokerkeys.text(cfg, "password", DEFAULTS["password"], secret=True) or "",
+                   vhost=brokerkeys.text(cfg, "vhost", DEFAULTS["vhost"]) or DEFAULTS["vhost"],
+                   queues=brokerkeys.text_list(cfg, "queues", tuple(DEFAULTS["queues"])),
+                   exchange_name=brokerkeys.text(cfg, "exchange_name", DEFAULTS["exchange_name"], required=True)
                    or DEFAULTS["exchange_name"],
                    content_type="application/cloudevents+json" if cfg.get("format") == "cloudevents"
                    else "application/json")

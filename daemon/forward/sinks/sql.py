@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 
-from daemon.forward.sinks import keys
-from eventbus import brokertypes
-from eventbus.brokertypes import BUILTIN
+from eventbus.daemon.forward.sinks import brokerkeys
+from eventbus.forwarding import brokertypes
+from eventbus.forwarding.brokertypes import BUILTIN
 from eventbus.errors import SinkError
-from eventbus.records import json_text
+from eventbus.forwarding.formats import json_text
 from eventbus.sink import Outgoing, Sink
 
 metadata = sa.MetaData()
@@ -69,15 +69,15 @@ def engine_url(options: dict) -> sa.URL:
     if dialect not in DIALECTS:
         raise SinkError(f"key 'dialect' has value {dialect!r}; expected sqlite or postgresql")
     if dialect == "sqlite":
-        db = Path(keys.text(options, "db") or brokertypes.SQLITE_DB).expanduser()
+        db = Path(brokerkeys.text(options, "db") or brokertypes.SQLITE_DB).expanduser()
         if not db.is_absolute():
             db = Path(options.get("root_dir") or ".") / db
         db.parent.mkdir(parents=True, exist_ok=True)
         return sa.URL.create("sqlite", database=str(db), query=_query(options))
-    return sa.URL.create(DIALECTS[dialect], username=keys.text(options, "username"),
-                         password=keys.text(options, "password", secret=True), host=host or "127.0.0.1",
-                         port=None if options.get("port") is None else keys.integer(options, "port", 5432),
-                         database=keys.text(options, "db"),
+    return sa.URL.create(DIALECTS[dialect], username=brokerkeys.text(options, "username"),
+                         password=brokerkeys.text(options, "password", secret=True), host=host or "127.0.0.1",
+                         port=None if options.get("port") is None else brokerkeys.integer(options, "port", 5432),
+                         database=brokerkeys.text(options, "db"),
                          query=_query(options))
 
 

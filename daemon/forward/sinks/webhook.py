@@ -9,9 +9,10 @@ between POSTs (``eventbus.httppost``).
 """
 from __future__ import annotations
 
-from daemon.forward.sinks import keys
-from eventbus import httppost, records, signing
-from eventbus.brokertypes import BUILTIN
+from eventbus.daemon.forward.sinks import brokerkeys
+from eventbus import httppost, signing
+from eventbus.forwarding import formats
+from eventbus.forwarding.brokertypes import BUILTIN
 from eventbus.errors import SinkError
 from eventbus.sink import Outgoing, Sink
 
@@ -43,13 +44,13 @@ class WebhookSink(Sink):
         timeout = options["timeout"]
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise SinkError(f"key 'timeout' has value {timeout!r}; expected seconds, a number above 0")
-        return cls(url, keys.text(options, "secret", secret=True), options["mode"], timeout,
-                   keys.integer(options, "retries", 3, low=0, high=100), options.get("format", "salt"))
+        return cls(url, brokerkeys.text(options, "secret", secret=True), options["mode"], timeout,
+                   brokerkeys.integer(options, "retries", 3, low=0, high=100), options.get("format", "salt"))
 
     def request_for(self, event: Outgoing) -> tuple[dict[str, str], bytes]:
         """(headers, body) of the POST for one event."""
         if self.format == "cloudevents" and self.mode == "binary":
-            headers, body = records.binary_http(event.seq, event.tag, event.data)
+            headers, body = formats.binary_http(event.seq, event.tag, event.data)
         elif self.format == "cloudevents":
             headers, body = {"Content-Type": "application/cloudevents+json"}, event.body
         else:

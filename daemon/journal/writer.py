@@ -1,0 +1,491 @@
+"""The master's journal writer: every bus event on disk before a subscriber gets it, bounded and crash-safe.
+
+The format is in ``eventbus/journal/format.py``, the reading in
+``eventbus/journal/reader.py``. The daemon calls
+``append`` once per wake-up with that wake-up's ``(seq, frame)`` list; it
+costs one ``write`` syscall, so the events sit in the OS page cache (safe
+from a daemon crash) before they are sent. ``journal_fsync`` decides what a
+machine crash may lose: ``always`` syncs in ``append``, ``batch`` has a small
+thread sync the active segment every 0.1 s when it changed, ``never`` leaves
+it to the OS.
+
+A write error never reaches the bus: the segment is cut back to its last
+whole record, ``failed`` is set and ``on_error`` called once (it is the
+caller's to log; the journal logs it only without one), and entries are
+dropped until ``poll`` manages to start a new segment, then ``on_recover``.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Callable
+
+from eventbus.errors import JournalError
+from eventbus.journal.reader import JournalReader
+from eventbus.journal.format import (CRC, INDEX_STEP, INDEX_SUFFIX, PURGED_MAX, PURGED_NAME, RECORD_HEAD,
+                                    SEGMENT_HEADER, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SEGMENT_SUFFIX, VERSION,
+                                    Segment, parse_purged, purged_bytes, read_header, segment_base, segment_name)
+
+log = logging.getLogger(__name__)
+
+FSYNC_MODES = ("batch", "always", "never")
+BATCH_SYNC_INTERVAL = 0.1
+MIB = 1024 * 1024
+
+
+def default_segment_bytes(max_bytes: int) -> int:
+    """A sixteenth of the bound, 1 to 16 MiB: small enough that open scans little, big enough to be few."""
+    return max(MIB, min(16 * MIB, max_bytes // 16))
+
+
+class Journal:
+    """The writer of one journal directory; single-threaded use (the master's loop)."""
+
+    def __init__(self, directory: str | os.PathLike, max_bytes: int, max_age: float, fsync: str, *,
+                 segment_bytes: int | None = None, on_error: Callable[[str], None] | None = None,
+                 on_recover: Callable[[], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+        if fsync not in FSYNC_MODES:
+            raise JournalError(f"journal_fsync must be one of {', '.join(FSYNC_MODES)}, not {fsync!r}",
+                               path=str(directory))
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes or default_segment_bytes(max_bytes)
+        self.on_error = on_error
+        self.on_recover = on_recover
+        self.clock = clock
+        self._reader = JournalReader(self.directory)
+        self._reader.managed = True
+        self._active: Segment | None = None
+        self._fd = -1
+        self._sizes: dict[int, int] = {}
+        self._total = 0
+        self._last_seq = 0
+        self._last_time = 0
+        self._failed: str | None = None
+        self._dirty = False
+        self._sync_error: str | None = None
+        self._stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
+
+    # -- public --------------------------------------------------------------------
+
+    @property
+    def reader(self) -> JournalReader:
+        """A reader that sees everything appended so far."""
+        return self._reader
+
+    @property
+    def last_seq(self) -> int:
+        """The newest seq written (0 for a new journal)."""
+        return self._last_seq
+
+    @property
+    def failed(self) -> str | None:
+        """The current write error, None while writing works."""
+        return self._failed
+
+    def open(self) -> int:
+        """Create the directory (0700), cut a torn tail, load the segments; return the last seq on disk."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._load()
+        except OSError as exc:
+            self._fail(f"cannot open journal {self.directory}: {exc}")
+        self._retain(self.clock())
+        if self.fsync == "batch" and self._sync_thread is None:
+            self._sync_thread = threading.Thread(target=self._sync_loop, name="journal-fsync", daemon=True)
+            self._sync_thread.start()
+        return self._last_seq
+
+    def append(self, entries: list[tuple[int, bytes]]) -> None:
+        """Write ``entries`` (seq ascending) in one syscall; entries at or below ``last_seq`` are dropped."""
+        if self._failed is not None or not entries:
+            return
+        last_seq = self._last_seq
+        first = entries[0][0]
+        contiguous = first == last_seq + 1 and entries[-1][0] - first == len(entries) - 1
+        if not contiguous:
+            entries = self._newer(entries)
+            if not entries:
+                return
+            first = entries[0][0]
+        segment = self._active
+        if segment is None or segment.end >= self.segment_bytes:
+            if not self._roll(first):
+                return
+            segment = self._active
+            assert segment is not None
+        now = int(self.clock() * 1_000_000)
+        if now < self._last_time:
+            now = self._last_time
+        pack = RECORD_HEAD.pack
+        crc_pack = CRC.pack
+        crc32 = zlib.crc32
+        chunks: list[bytes] = []
+        add = chunks.append
+        for seq, frame in entries:
+            # One record (head + frame) and its checksum: one crc32 call, two pieces to join.
+            record = pack(seq, now, len(frame)) + frame
+            add(record)
+            add(crc_pack(crc32(record)))
+        data = b"".join(chunks)
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):
+                written += os.write(self._fd, memoryview(data)[written:])
+            if self.fsync == "always":
+                os.fdatasync(self._fd)
+        except OSError as exc:
+            self._write_failed(segment, exc)
+            return
+        at = segment.end
+        if at - segment.indexed_at >= INDEX_STEP:
+            segment.index_seqs.append(first)
+            segment.index_times.append(now)
+            segment.index_offsets.append(at)
+            segment.indexed_at = at
+        if segment.first_seq is None:
+            segment.first_seq, segment.first_time = first, now
+        if contiguous and segment.runs:
+            segment.runs[-1][1] = entries[-1][0]
+        else:
+            segment.learn_runs(entries, last_seq)
+        segment.count += len(entries)
+        segment.last_seq = self._last_seq = entries[-1][0]
+        segment.last_time = self._last_time = now
+        segment.end = at + len(data)
+        self._sizes[segment.base] = segment.end
+        self._total += len(data)
+        self._dirty = True
+        if self._total > self.max_bytes:
+            self._retain(None)
+
+    def poll(self) -> None:
+        """About once a second: drop segments past ``max_age``, and retry writing after an error."""
+        if self._sync_error is not None and self._failed is None:
+            self._fail(self._sync_error)
+        self._sync_error = None
+        if self._failed is not None:
+            self._retry()
+        self._retain(self.clock())
+
+    def close(self) -> None:
+        """Flush and close; fsync unless ``never``; stop the fsync thread."""
+        self._stop.set()
+        if self._sync_thread is not None:
+            self._sync_thread.join()
+            self._sync_thread = None
+        if self._fd >= 0:
+            try:
+                if self.fsync != "never":
+                    os.fdatasync(self._fd)
+            except OSError as exc:
+                log.warning("cannot sync journal %s on close: %s", self._active and self._active.path, exc)
+            os.close(self._fd)
+            self._fd = -1
+
+    # -- opening -------------------------------------------------------------------
+
+    def _load(self) -> None:
+        names = os.listdir(self.directory)
+        reader = self._reader
+        try:
+            reader.purged = parse_purged((self.directory / PURGED_NAME).read_bytes())
+        except FileNotFoundError:
+            reader.purged = []
+        bases = sorted(base for base in map(segment_base, names) if base is not None)
+        if bases and reader.purged and reader.purged[-1][1] >= bases[0]:
+            # A crash between writing ``purged`` and deleting the segment: it is still here.
+            reader.purged = [run for run in reader.purged if run[1] < bases[0]]
+        prev = reader.purged[-1][1] if reader.purged else 0
+        for number, base in enumerate(bases):
+            segment = Segment(base, str(self.directory / segment_name(base)))
+            last = number == len(bases) - 1
+            fd = os.open(segment.path, os.O_RDWR if last else os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+                if last:
+                    if not self._recover(segment, fd, size, prev):
+                        os.close(fd)
+                        fd = -1
+                        continue
+                    self._fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
+                    self._active = segment
+                    size = segment.end
+                elif not self._load_sealed(segment, fd, size, prev, names):
+                    continue
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+            reader.segments.append(segment)
+            reader.bases.append(base)
+            self._sizes[base] = size
+            if segment.last_seq is not None:
+                prev = segment.last_seq
+        self._total = sum(self._sizes.values())
+        self._last_seq = reader.last_seq()
+        self._last_time = max((s.last_time for s in reader.segments if s.last_time is not None), default=0)
+
+    def _load_sealed(self, segment: Segment, fd: int, size: int, prev: int, names: list[str]) -> bool:
+        """Summarise a finished segment from its .idx, or scan it and write one; False if it is not a segment."""
+        index_path = Path(segment.path[:-len(SEGMENT_SUFFIX)] + INDEX_SUFFIX)
+        if index_path.name in names and segment.load_index(index_path.read_bytes(), size):
+            return True
+        if read_header(fd) != segment.base:
+            log.warning("journal file %s is not a journal segment; ignoring it", segment.path)
+            return False
+        problem, _ = segment.scan(fd, prev)
+        if problem is not None:
+            log.warning("journal segment %s has a corrupt record at offset %d (%s); "
+                        "its %d bytes from there are unreadable", segment.path, segment.end, problem,
+                        size - segment.end)
+        self._write_index(segment, size)
+        return True
+
+    def _recover(self, segment: Segment, fd: int, size: int, prev: int) -> bool:
+        """Scan the last segment and cut a torn tail with one log line; False if it is not one to append to.
+
+        A last segment left without a record is deleted: the next append starts
+        one named after its own first seq, which may be below this one's name.
+        """
+        base = read_header(fd)
+        if base != segment.base:  # not a segment, a torn header, or a segment of another name (a copy)
+            raw = os.pread(fd, len(SEGMENT_MAGIC), 0)
+            if base is not None or size >= SEGMENT_HEADER_SIZE or not SEGMENT_MAGIC.startswith(raw):
+                log.warning("journal file %s is not a journal segment; ignoring it", segment.path)
+                return False
+            log.warning("journal segment %s: cut a torn tail at offset 0 (%d bytes: a short header)",
+                        segment.path, size)
+            os.unlink(segment.path)
+            return False
+        problem, left = segment.scan(fd, prev)
+        if left:
+            log.warning("journal segment %s: cut a torn tail at offset %d (%d bytes: %s)",
+                        segment.path, segment.end, size - segment.end, problem or "a short record")
+            os.ftruncate(fd, segment.end)
+            if self.fsync != "never":
+                os.fdatasync(fd)
+        if segment.count == 0:
+            os.unlink(segment.path)
+            return False
+        return True
+
+    # -- writing -------------------------------------------------------------------
+
+    def _newer(self, entries: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """The entries above ``last_seq`` and above each other (a re-append after an error overlaps)."""
+        newest = self._last_seq
+        kept = []
+        for entry in entries:
+            if entry[0] > newest:
+                kept.append(entry)
+                newest = entry[0]
+        return kept
+
+    def _roll(self, base: int) -> bool:
+        """Finish the active segment and start one at ``base``; False (and failed) if that cannot be done."""
+        old = self._active
+        if old is not None and old.count == 0:
+            if old.base <= base:
+                return True  # made by a retry (or left by a cut tail) below any seq to come
+            self._forget(old)
+            os.close(self._fd)
+            self._fd = -1
+            try:
+                os.unlink(old.path)
+            except OSError:
+                pass
+            old = None
+        if old is not None:
+            try:
+                if self.fsync != "never":
+                    os.fdatasync(self._fd)
+            except OSError as exc:
+                self._write_failed(old, exc)
+                return False
+            self._write_index(old, old.end)
+            os.close(self._fd)
+            self._fd = -1
+            self._active = None
+        problem = self._create(base)
+        if problem is not None:
+            self._fail(problem)
+            return False
+        return True
+
+    def _create(self, base: int, probe: int = 0) -> str | None:
+        """Start the active segment at ``base``; the error message if that cannot be done.
+
+        A retry ``probe``s for that many free bytes first, so that a disk with
+        a few bytes free does not flap between failed and recovered.
+        """
+        path = str(self.directory / segment_name(base))
+        fd = -1
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            if os.write(fd, SEGMENT_HEADER.pack(SEGMENT_MAGIC, VERSION, base)) != SEGMENT_HEADER_SIZE:
+                raise OSError(errno.ENOSPC, "short write of the segment header")
+            if probe:
+                try:
+                    os.posix_fallocate(fd, SEGMENT_HEADER_SIZE, probe)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                os.ftruncate(fd, SEGMENT_HEADER_SIZE)
+            if self.fsync != "never":
+                os.fdatasync(fd)
+                self._sync_directory()
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            return f"cannot write journal {path}: {exc}"
+        segment = Segment(base, path)
+        self._fd = fd
+        self._active = segment
+        self._reader.segments.append(segment)
+        self._reader.bases.append(base)
+        self._sizes[base] = SEGMENT_HEADER_SIZE
+        self._total += SEGMENT_HEADER_SIZE
+        return None
+
+    def _forget(self, segment: Segment) -> None:
+        reader = self._reader
+        position = reader.segments.index(segment)
+        del reader.segments[position]
+        del reader.bases[position]
+        self._total -= self._sizes.pop(segment.base, 0)
+        if self._active is segment:
+            self._active = None
+
+    def _write_index(self, segment: Segment, size: int) -> None:
+        """Save the summary of a finished segment so that opening and reading need not scan it."""
+        path = Path(segment.path[:-len(SEGMENT_SUFFIX)] + INDEX_SUFFIX)
+        try:
+            _write_file(path, segment.index_bytes(size))
+        except OSError as exc:
+            log.debug("cannot write journal index %s: %s", path, exc)
+
+    def _write_failed(self, segment: Segment, exc: OSError) -> None:
+        try:
+            os.ftruncate(self._fd, segment.end)
+        except OSError:
+            pass
+        self._fail(f"cannot write journal {segment.path}: {exc}")
+
+    def _fail(self, message: str) -> None:
+        if self._failed is not None:
+            return
+        self._failed = message
+        if self.on_error is not None:
+            self.on_error(message)
+        else:
+            log.error("%s", message)
+
+    def _retry(self) -> None:
+        """Try a new segment after a write error; when that works, writing resumes."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError:
+            return
+        for segment in list(self._reader.segments):
+            if not os.path.exists(segment.path):
+                self._purge(segment)  # the directory was emptied under us: its events are gone
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        old = self._active
+        self._active = None
+        if old is not None and old.count == 0:
+            self._forget(old)
+            try:
+                os.unlink(old.path)
+            except OSError:
+                pass
+        elif old is not None and old in self._reader.segments:
+            self._write_index(old, old.end)
+        if self._create(self._last_seq + 1, probe=min(self.segment_bytes, MIB)) is not None:
+            return  # still failing; on_error was called once already
+        self._failed = None
+        if self.on_recover is not None:
+            self.on_recover()
+
+    # -- retention -----------------------------------------------------------------
+
+    def _retain(self, now: float | None) -> None:
+        """Delete the oldest finished segments while over ``max_bytes`` or, given ``now``, past ``max_age``."""
+        segments = self._reader.segments
+        cutoff = None if now is None else int((now - self.max_age) * 1_000_000)
+        while len(segments) > 1 and segments[0] is not self._active:
+            oldest = segments[0]
+            too_old = cutoff is not None and (oldest.last_time is None or oldest.last_time < cutoff)
+            if self._total <= self.max_bytes and not too_old:
+                return
+            self._purge(oldest)
+
+    def _purge(self, segment: Segment) -> None:
+        """Delete ``segment``, first noting its runs in ``purged`` so that readers count them as lost."""
+        reader = self._reader
+        runs = reader.purged + [(start + 1, last, last - start) for start, last in segment.runs]
+        while len(runs) > PURGED_MAX:
+            (first, _, count), (_, last, more) = runs[0], runs[1]
+            runs[0:2] = [(first, last, count + more)]
+        reader.purged = runs
+        try:
+            _write_file(self.directory / PURGED_NAME, purged_bytes(runs))
+        except OSError as exc:
+            log.debug("cannot write journal purged file: %s", exc)
+        for path in (segment.path, segment.path[:-len(SEGMENT_SUFFIX)] + INDEX_SUFFIX):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot delete journal file %s: %s", path, exc)
+        self._forget(segment)
+
+    # -- durability ----------------------------------------------------------------
+
+    def _sync_loop(self) -> None:
+        """The ``batch`` mode thread: fdatasync the active segment every 0.1 s when it changed."""
+        while not self._stop.wait(BATCH_SYNC_INTERVAL):
+            if not self._dirty:
+                continue
+            self._dirty = False
+            fd = self._fd
+            if fd < 0:
+                continue
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EBADF, errno.EINVAL):  # the loop closed it meanwhile
+                    self._sync_error = f"cannot sync journal {self.directory}: {exc}"
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (a reader sees the old or the new file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, f"short write of {tmp}")
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,327 @@
+"""The minion's side of the link as a state machine without sockets: events in, actions out.
+
+``eventbus.daemon.link.minion`` owns the sockets, the spool's fsync timer and the
+heartbeat timer; it tells ``MinionSession`` what happened (a handshake, a
+message, a tick, relayed events) and carries out the actions returned.
+The spool (files, no sockets) is injected, so tests drive this directly.
+
+States (``LinkState``; the ``link`` control verb reports the value)::
+
+    CONNECTING --handshake ok--> HELLO (hello sent)
+    HELLO --welcome(accept, last)--> ACCEPT: spool acked up to last, batches pumped
+    HELLO --welcome(pend|reject|denied)--> PEND | REJECT | DENIED: nothing relayed, pings go on
+    any --who--> HELLO (the master restarted: hello again)
+    any --disconnected--> CONNECTING (unacked batches will be resent from the spool head)
+    any but CONNECTING --tick with the master silent 2 heartbeats--> Connect (rebuild), CONNECTING
+
+In ACCEPT, ``ack(seq)`` frees the spool up to seq; ``resend(seq)`` (the
+master saw a gap) frees up to seq and resends after it; batches without
+any ack for 2 heartbeats are resent from the spool head.
+
+First contact: with no master key pinned or configured the machine asks for
+it (``AskKey``), pins the offered key (``PinKey``) and connects. A failed
+CURVE handshake asks again (at most every ``KEY_CHECK_EVERY`` s) to name a
+changed master key in the log; a changed key is never pinned over the old.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Union
+
+from eventbus.daemon.link import protocol
+from eventbus.daemon.link.logentries import Note, Refuse
+from eventbus.daemon.link.spool import Spool
+from eventbus import keys
+from eventbus.bus import payload, relay, wire
+from eventbus.config import MinionConfig
+from eventbus.errors import InvalidEventError, ProtocolError
+
+BATCH_EVENTS = protocol.MAX_BATCH_EVENTS
+BATCH_BYTES = protocol.MAX_BATCH_BYTES  # the spool stops adding events once the batch has this many bytes
+IN_FLIGHT = 20_000
+KEY_CHECK_EVERY = 30.0
+
+
+class LinkState(enum.Enum):
+    """Where this minion stands with its master."""
+
+    CONNECTING = "connecting"  # no CURVE session (yet, or any more)
+    HELLO = "hello"            # session up, hello sent, no welcome yet
+    ACCEPT = "accept"          # welcomed: relaying
+    PEND = "pend"              # key pending on the master
+    REJECT = "reject"          # key rejected
+    DENIED = "denied"          # the id is bound to another key on the master
+
+
+# -- actions (what the adapter must do) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """(Re)build the CURVE connection to the master with ``MinionSession.master_key``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AskKey:
+    """Ask the master's key offer (``publish_port``) for its public key; answer with ``key_offered``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PinKey:
+    """Remember ``key`` as the master's for good (first contact)."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send a link message to the master (dropped if the connection's queue is full)."""
+
+    frames: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Pump:
+    """Send spooled batches: ``next_batch()`` until ``None`` or the socket is full, ``batch_sent`` each."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFrame:
+    """Put a fire from the master (a checked ``tag NUL data`` frame) on the local bus."""
+
+    frame: bytes
+
+
+Action = Union[Connect, AskKey, PinKey, Send, Pump, PublishFrame, Refuse, Note]
+
+
+class Batch(NamedTuple):
+    """A batch of spooled events as a link message, and the seq of its last event."""
+
+    last: int
+    frames: list[bytes]
+
+
+class MinionSession:
+    """This minion's link to its master, and its relay spool."""
+
+    def __init__(self, settings: MinionConfig, spool: Spool, public_key: bytes, master_key: str | None,
+                 now: float) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.minion_id = settings.id
+        self.public_key = public_key
+        self.master_key = master_key
+        self.heartbeat = settings.heartbeat_interval
+        self.state = LinkState.CONNECTING
+        self.linked = False          # a Connect was issued: a link socket exists
+        self.sent = spool.head       # newest seq handed to the link
+        self.last_heard = now
+        self.last_progress = now
+        self.key_checked = float("-inf")
+        self.mismatch_checked = float("-inf")
+        self._where = f"{settings.master}:{settings.ret_port}"
+
+    # -- start and the master's key -----------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        if self.master_key:
+            return self._connect(now)
+        return [Note(logging.INFO, f"no master key pinned yet: asking {self.settings.master}:"
+                                   f"{self.settings.publish_port} for it"), *self._ask_key(now)]
+
+    def _ask_key(self, now: float) -> list[Action]:
+        self.key_checked = now
+        return [AskKey()]
+
+    def _connect(self, now: float) -> list[Action]:
+        self.linked = True
+        self.state = LinkState.CONNECTING
+        self.last_heard = now
+        self.sent = self.spool.head
+        return [Connect()]
+
+    def key_offered(self, frames: list[bytes], now: float) -> list[Action]:
+        """The key offer answered ``frames`` (``[b"key", <Z85 public key>]``)."""
+        offered = frames[1] if len(frames) == 2 and frames[0] == protocol.KEY_OFFER else b""
+        if not keys.valid_key(offered):
+            return [Note(logging.ERROR, f"the master at {self.settings.master}:{self.settings.publish_port} "
+                                        "offered no valid public key")]
+        offered_key = offered.decode()
+        if self.master_key is None:
+            self.master_key = offered_key
+            return [PinKey(offered_key), Note(logging.INFO, f"pinned the master's public key {offered_key} "
+                                                            "(first contact)"), *self._connect(now)]
+        if offered_key != self.master_key:
+            where = ("config key master_pubkey" if self.settings.master_pubkey
+                     else str(self.settings.pki_dir / keys.PINNED_MASTER))
+            return [Note(logging.ERROR, f"refusing the master at {self.settings.master}: its public key changed "
+                                        f"from {self.master_key} (pinned in {where}) to {offered_key}; if that "
+                                        "change is intended, remove the pinned key and restart the minion")]
+        return []
+
+    # -- the connection -----------------------------------------------------------------
+
+    def handshake_succeeded(self, now: float) -> list[Action]:
+        self.state = LinkState.HELLO
+        self.last_heard = now
+        return [Note(logging.INFO, f"connected to the master at {self._where}"),
+                Send(protocol.hello(self.minion_id))]
+
+    def disconnected(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if self.state is not LinkState.CONNECTING:
+            actions.append(Note(logging.WARNING, "lost the connection to the master; reconnecting"))
+        self.state = LinkState.CONNECTING
+        self.sent = self.spool.head
+        return actions
+
+    def handshake_failed(self, now: float) -> list[Action]:
+        actions: list[Action] = [Refuse("handshake", f"the CURVE handshake with the master at {self._where} failed")]
+        if now - self.mismatch_checked > KEY_CHECK_EVERY:
+            self.mismatch_checked = now
+            actions += self._ask_key(now)
+        return actions
+
+    # -- messages from the master ---------------------------------------------------------
+
+    def receive(self, frames: list[bytes], now: float) -> list[Action]:
+        """Handle one link message from the master."""
+        self.last_heard = now
+        try:
+            message = protocol.parse(frames)
+        except ProtocolError as exc:
+            return [Refuse("protocol", f"ignored a message from the master: {exc}")]
+        kind = message.kind
+        if kind == protocol.ACK:
+            self.spool.ack(message.value)
+            self.last_progress = now
+            return [Pump()]
+        if kind == protocol.WELCOME:
+            return self._welcome(message.value, now)
+        if kind == protocol.FIRE:
+            return self._fire(message.value, message.frames[0])
+        if kind == protocol.RESEND:
+            self.spool.ack(message.value)
+            self.sent = self.spool.head
+            return [Pump()]
+        if kind == protocol.WHO:
+            self.state = LinkState.HELLO
+            return [Send(protocol.hello(self.minion_id))]
+        if kind == protocol.PONG:
+            return []
+        return [Refuse("protocol", f"ignored a {kind.decode()!r} message from the master")]
+
+    def _welcome(self, body: dict, now: float) -> list[Action]:
+        result = LinkState(body["result"])
+        heartbeat = body.get("heartbeat")
+        if isinstance(heartbeat, (int, float)) and 0 < heartbeat < self.heartbeat:
+            self.heartbeat = float(heartbeat)
+        actions: list[Action] = []
+        if result is not self.state:
+            level = logging.INFO if result is LinkState.ACCEPT else logging.WARNING
+            actions.append(Note(level, f"the master answered {result.value!r} to this minion (id "
+                                       f"{self.minion_id!r}, key {self.public_key.decode()})"))
+        self.state = result
+        if result is not LinkState.ACCEPT:
+            return actions
+        last = body.get("last")
+        if isinstance(last, int):
+            self.spool.ack(last)
+        self.sent = self.spool.head
+        self.last_progress = now
+        actions.append(Pump())
+        return actions
+
+    def _fire(self, job_id: int, frame: bytes) -> list[Action]:
+        try:
+            payload.check_published(frame, self.settings.max_event_size)
+        except InvalidEventError as exc:
+            return [Refuse("fire", f"refused a fire from the master: {exc}")]
+        return [PublishFrame(frame), Send(protocol.fired(job_id))]
+
+    # -- the heartbeat --------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action]:
+        """Once per heartbeat: ping, give up on a silent master, resend batches that got no ack."""
+        if not self.linked:
+            if self.master_key is None and now - self.key_checked > self.heartbeat * 2:
+                return self._ask_key(now)
+            return []
+        actions: list[Action] = []
+        if self.state is not LinkState.CONNECTING:
+            actions.append(Send(protocol.PING_MESSAGE))
+            if now - self.last_heard > 2 * self.heartbeat + 0.5:
+                actions.append(Note(logging.WARNING, f"the master has not answered for "
+                                                     f"{now - self.last_heard:.1f} s; reconnecting"))
+                return actions + self._connect(now)
+        if self.state is LinkState.ACCEPT and self.sent > self.spool.head and now - self.last_progress > 2 * self.heartbeat:
+            self.sent = self.spool.head
+            self.last_progress = now
+        actions.append(Pump())
+        return actions
+
+    # -- relayed events -------------------------------------------------------------------
+
+    def intake(self, frames: list[bytes]) -> list[Action]:
+        """Spool ``fire_master`` frames (``tag NUL data``) for the master, refusing bad and reserved ones."""
+        check = payload.check_published
+        refused = relay.refused_tag
+        limit = self.settings.max_event_size
+        actions: list[Action] = []
+        good = []
+        for frame in frames:
+            try:
+                cut = check(frame, limit)
+                reason = refused(frame[:cut].decode(), self.minion_id)
+            except InvalidEventError as exc:
+                reason = str(exc)
+            if reason is not None:
+                actions.append(Refuse("relay", f"refused to relay an event: {reason}"))
+                continue
+            good.append(frame)
+        if good:
+            actions += self._spool(good)
+        return actions
+
+    def relay(self, args: Any) -> tuple[dict, list[Action]]:
+        """The ``relay`` control verb (``eventbus send``): spool one event; ``ValueError`` to refuse it."""
+        if not isinstance(args, dict):
+            raise ValueError("expected {'tag': str, 'data': dict}")
+        raw_tag, raw_data = payload.pack_event(args.get("tag"), args.get("data"),
+                                               self.settings.max_event_size, add_stamp=False)
+        reason = relay.refused_tag(args["tag"], self.minion_id)
+        if reason is not None:
+            raise InvalidEventError(reason, tag=args["tag"], reason="reserved")
+        actions = self._spool([wire.publish_frame(raw_tag, raw_data)])
+        return {"seq": self.spool.next_seq - 1, "spooled": len(self.spool), "master": self.state.value}, actions
+
+    def _spool(self, frames: list[bytes]) -> list[Action]:
+        dropped = self.spool.append(frames)
+        if not dropped:
+            return [Pump()]
+        return [Refuse("spool", f"the relay spool is full (spool_max_events {self.settings.spool_max_events}): "
+                                f"dropped the {dropped} oldest events, {self.spool.dropped} in all"), Pump()]
+
+    def next_batch(self) -> Batch | None:
+        """The next batch to send while accepted and under ``IN_FLIGHT`` unacked events, else ``None``."""
+        if self.state is not LinkState.ACCEPT:
+            return None
+        spool = self.spool
+        if self.sent - spool.head >= IN_FLIGHT:
+            return None
+        batch = spool.read(self.sent, BATCH_EVENTS, BATCH_BYTES)
+        if not batch:
+            return None
+        return Batch(batch[-1][0], protocol.events(batch[0][0], spool.head, [frame for _, frame in batch]))
+
+    def batch_sent(self, last: int) -> None:
+        """The link took the batch ending at ``last``."""
+        self.sent = last
+
+    def status(self) -> dict:
+        """What the ``link`` control verb answers."""
+        return {"state": self.state.value, "spooled": len(self.spool), "dropped": self.spool.dropped,
+                "head": self.spool.head, "next_seq": self.spool.next_seq, "master_key": self.master_key}

@@ -1,0 +1,99 @@
+"""One minion's relay stream as the master sees it: which seqs are new, what to publish, what to answer.
+
+A minion numbers its relayed events with contiguous seqs. The master keeps
+the newest seq it accepted per minion on disk (``RelaySeqs``), so a batch
+resent after a lost ack, or replayed to a restarted master, publishes
+nothing twice. No sockets: ``RelayStream.batch`` takes a batch and returns
+the frames to publish, the refusals to log and the answer to send.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+from eventbus.daemon.link import protocol
+from eventbus.daemon.link.logentries import Refuse
+from eventbus.errors import InvalidEventError
+
+
+class RelaySeqs:
+    """The newest relay seq accepted per minion: one small file per minion id under ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def load(self, minion_id: str) -> int:
+        """The newest seq accepted from ``minion_id``; 0 when none was."""
+        try:
+            seq = int((self.directory / minion_id).read_bytes() or b"0")
+        except (FileNotFoundError, ValueError):
+            return 0
+        return seq if 0 <= seq <= protocol.MAX_SEQ else 0
+
+    def store(self, minion_id: str, seq: int) -> None:
+        """Remember ``seq`` as the newest accepted from ``minion_id`` (once per batch, not per event)."""
+        fd = os.open(self.directory / minion_id, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, b"%020d" % seq, 0)
+        finally:
+            os.close(fd)
+
+
+class Verdict(NamedTuple):
+    """What a batch comes to: master-bus frames to publish, refusals to log, the answer to send."""
+
+    published: list[bytes]
+    refused: list[Refuse]
+    reply: list[bytes]
+
+
+class RelayStream:
+    """An accepted minion's relay stream: de-duplication by seq, the relayed event's shape, ack or resend."""
+
+    def __init__(self, minion_id: str, seqs: RelaySeqs) -> None:
+        self.minion_id = minion_id
+        self.seqs = seqs
+        self.last = seqs.load(minion_id)
+        self.floor = 0  # the highest spool head this minion has reported since its hello
+        self.framer = protocol.RelayFramer(minion_id)
+
+    def batch(self, first: int, floor: int, frames: Sequence[bytes], max_event_size: int) -> Verdict:
+        """Judge the batch of seqs ``first, first+1, ...``; ``floor`` is the minion's spool head.
+
+        Seqs up to ``last`` are duplicates and skipped. A batch starting past
+        ``max(last, floor) + 1`` is a gap the minion did not make (its own
+        dropped events end at ``floor``): nothing is published, ``resend(last)``.
+        Otherwise the new events are framed and checked, ``last`` moves (and
+        is stored) and the answer is ``ack(last)``; refused events count as
+        handled. A batch starting at or below a spool head the minion reported
+        is a replay no honest minion sends (its spool holds nothing there): its
+        duplicates are skipped all the same, and it is refused as ``replay``.
+        """
+        last = self.last
+        refused: list[Refuse] = []
+        if first <= max(self.floor, floor) and frames:
+            refused.append(Refuse("replay", f"minion {self.minion_id!r} replayed relay seqs from {first}, at or "
+                                            f"below its own spool head {max(self.floor, floor)}: what was "
+                                            "relayed before is skipped", self.minion_id))
+        self.floor = max(self.floor, floor)
+        if first > max(last, floor) + 1:
+            return Verdict([], refused, protocol.resend(last))
+        published: list[bytes] = []
+        keep = published.append
+        make = self.framer.frame
+        seq = first - 1
+        for frame in frames:
+            seq += 1
+            if seq <= last:
+                continue
+            try:
+                keep(make(frame, max_event_size)[1])
+            except InvalidEventError as exc:
+                refused.append(Refuse("tag" if exc.reason == "reserved" else "relay",
+                                      f"refused an event from minion {self.minion_id!r}: {exc}", self.minion_id))
+        if seq > last:
+            self.last = seq
+            self.seqs.store(self.minion_id, seq)
+        return Verdict(published, refused, protocol.ack(self.last))

@@ -1,0 +1,133 @@
+"""The master's reactor child: runs while the master has rules, restarted if it dies, stopped with the master.
+
+The reactor runs in its own process (``eventbus.daemon.reactor.service``) so a slow action,
+a big template or a thousand running commands never touch the bus loop; the
+master only starts it, watches it once a second, and stops it (SIGTERM,
+then SIGKILL after ``STOP_TIMEOUT``) before its bus closes, so the reactor
+saves its position while the bus still runs. On SIGHUP the master hands it
+the re-read rules (``reload``): changed rules reach it as its own SIGHUP, the
+first rules of a master that had none start it (reacting to events after the
+current head only), and no rules left stop it.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+
+import zmq
+
+from eventbus.daemon.bus import Bus
+from eventbus.daemon.loop import Loop
+from eventbus.config import MasterConfig
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10.0
+CHECK_EVERY = 1.0
+RESTART_DELAY = 1.0
+
+
+class ReactorChild:
+    """The reactor process of a master with rules (none while the master has no rules)."""
+
+    RELOADS = ("reactor",)
+
+    def __init__(self, settings: MasterConfig, context: zmq.Context, loop: Loop, bus: Bus) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.rules = len(settings.reactor)
+        self.proc: subprocess.Popen | None = None
+        # A reactor started by a reload reacts to events after this seq only, not to the master's past.
+        self.after: int | None = None
+        self.stopping = False  # terminated on purpose: its rules were removed
+        self.closing = False
+        self.restart_at = 0.0
+        loop.call_every(CHECK_EVERY, self._check)
+        if self.rules:
+            self._start("started")
+
+    def _start(self, how: str) -> subprocess.Popen | None:
+        """Start the reactor process and log it as ``how`` (started, restarted; empty: the caller says it)."""
+        if self.settings.source is None:
+            log.error("reactor: the master was started without a config file; its rules cannot be read "
+                      "by the reactor process")
+            return None
+        argv = [sys.executable, "-m", "eventbus.daemon.reactor", str(self.settings.source)]
+        if self.after is not None:
+            argv += ["--after", str(self.after)]
+        # Born with SIGHUP blocked (the mask survives exec): one sent before the reactor has its handler
+        # waits for it instead of killing it (``Reactor.install_signals`` unblocks it).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if how:
+            log.info("reactor %s (pid %d, %d rules)", how, self.proc.pid, self.rules)
+        return self.proc
+
+    def _live(self) -> subprocess.Popen | None:
+        """The reactor process while it runs."""
+        return self.proc if self.proc is not None and self.proc.poll() is None else None
+
+    def reload(self, fresh: MasterConfig) -> str:
+        """Apply the re-read rules of ``fresh``; what was done, for the master's SIGHUP line."""
+        had, self.rules = self.rules, len(fresh.reactor)
+        live = self._live()
+        if not self.rules:
+            if live is None:
+                self.proc, self.restart_at = None, 0.0
+            elif not self.stopping:
+                self.stopping = True
+                live.terminate()
+            return "reactor stopped (no rules)"
+        if had:
+            if live is not None and not self.stopping:
+                live.send_signal(signal.SIGHUP)
+            # else a restart is due, and the restarted reactor reads these rules
+            return f"reactor rules reloaded ({self.rules} rules)"
+        self.after = self.bus.seq
+        if live is not None:
+            return f"reactor starting ({self.rules} rules) once the stopping one has exited"
+        self.stopping, self.restart_at = False, 0.0
+        started = self._start("")
+        if started is None:
+            return "reactor not started (no config file)"
+        return f"reactor started (pid {started.pid}, {self.rules} rules)"
+
+    def _check(self) -> None:
+        proc = self.proc
+        if self.closing or proc is None or proc.poll() is None:
+            return
+        if self.stopping:
+            self.stopping = False
+            log.info("reactor (pid %d) stopped", proc.pid)
+            if self.rules:
+                self._start("started")  # rules came back while it was stopping
+            else:
+                self.proc = None
+            return
+        now = time.monotonic()
+        if not self.restart_at:
+            log.error("reactor (pid %d) exited with %s; restarting it in %g s", proc.pid, proc.returncode,
+                      RESTART_DELAY)
+            self.restart_at = now + RESTART_DELAY
+        elif now >= self.restart_at:
+            self.restart_at = 0.0
+            self._start("restarted")
+
+    def close(self) -> None:
+        self.closing = True
+        live = self._live()
+        if live is None:
+            return
+        live.terminate()
+        try:
+            live.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.error("reactor (pid %d) did not stop within %g s; killing it", live.pid, STOP_TIMEOUT)
+            live.kill()
+            live.wait()

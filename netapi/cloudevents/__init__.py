@@ -1,0 +1,1 @@
+"""``POST /cloudevents/<channel>``: signed CloudEvents in, and refusals reported to the channel's URL."""

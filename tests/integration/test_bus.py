@@ -169,7 +169,8 @@ def test_a_master_stopped_with_events_on_their_way_in_numbers_them_before_it_exi
             record = reader.get_event_record(wait=10, tag="inflight/", following=True)
             assert record is not None, f"the journal has {len(got)} of the 2000"
             assert record.seq is not None, f"a gap after {got[-1:] or 'the start'}: {record}"
-            got.append(record.data["n"])
+            if record.data["n"] != -1:  # the ping may answer before the first event is numbered
+                got.append(record.data["n"])
     assert got == list(range(2000))
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import socket
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -130,7 +130,7 @@ class _Reader:
 
     def _id(self, spec: dataclasses.Field, value: Any) -> str:
         if value is None:
-            return socket.gethostname()
+            return platform.node()
         reason = minionid.problem(value)
         if reason is not None:
             raise self.fail(spec.name, value, f"a minion id ({minionid.RULE}): {reason}")
@@ -178,8 +178,10 @@ def external_auth(raw: Mapping[str, Any], root: Path, source: str = "api") -> di
             backends[name] = entry
             continue
         users_file = _fspath(entry.get("users_file", "etc/eventbus/api-users")) if isinstance(entry, dict) else None
-        if not isinstance(users_file, str) or not users_file:
-            raise ConfigError(f"{source}: external_auth.{name} must be a mapping with a users_file path",
+        users_path = _user_path(users_file)
+        if users_path is None:
+            raise ConfigError(f"{source}: external_auth.{name} must be a mapping with a users_file path "
+                              f"(without NUL, and a ~user of this machine), got {users_file!r}",
                               file=source, key="external_auth")
         perms = {}
         for user, globs in entry.items():
@@ -191,7 +193,7 @@ def external_auth(raw: Mapping[str, Any], root: Path, source: str = "api") -> di
                 raise ConfigError(f"{source}: external_auth.{name}.{user} must be a list of tag globs, "
                                   f"got {globs!r}", file=source, key="external_auth")
             perms[str(user)] = tuple(globs)
-        backends[name] = AuthBackend(name, root / Path(users_file).expanduser(), perms)
+        backends[name] = AuthBackend(name, root / users_path, perms)
     return backends
 
 

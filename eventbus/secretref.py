@@ -48,6 +48,9 @@ def _read(key: str, value: Any, suffix: str, label: str, where: str) -> str:
         except OSError as exc:
             raise ConfigError(f"{label}: {where}key {key!r}: cannot read {value}: {exc.strerror}",
                               file=label, key=key, value=value) from None
+        except RuntimeError:  # pathlib: ~user of no such user
+            raise ConfigError(f"{label}: {where}key {key!r}: cannot read {value}: no such user",
+                              file=label, key=key, value=value) from None
     if value not in os.environ:
         raise ConfigError(f"{label}: {where}key {key!r}: environment variable {value} is not set",
                           file=label, key=key, value=value)

@@ -78,3 +78,15 @@ def test_default_files_follow_the_usual_layout_under_root_dir(tmp_path):
     root = tmp_path / "root"
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
         "var/lib/eventbus/forward/events.db", "var/log/eventbus/forwarded_events.log"]
+
+
+def test_a_tilde_user_of_no_user_is_a_path_under_root_dir_for_file_and_sqlite_alike(tmp_path):
+    """F15: ``~nobody-here/...`` (no such user) stays as written, under root_dir, in both file brokers; a
+    SQLite ``db`` like that was a RuntimeError from pathlib that ended the broker's start."""
+    (tmp_path / "forward").write_text("root_dir: root\nbrokers:\n  - {name: f, type: file, path: ~no-such-user-here/f.log}\n"
+                                      "  - {name: d, type: sql, dialect: sqlite, db: ~no-such-user-here/e.db}\n")
+    for broker in forwardconf.load(tmp_path / "forward").brokers:
+        sink = registry.sink_class(broker.type, broker.name).from_endpoint_config(dict(broker.options))
+        sink.publish(batch(1, 2))
+        sink.close()
+    assert sorted(p.name for p in (tmp_path / "root" / "~no-such-user-here").iterdir()) == ["e.db", "f.log"]

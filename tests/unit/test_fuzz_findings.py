@@ -242,3 +242,27 @@ def test_a_bad_config_file_is_one_config_error(tmp_path, text, finding):
 
     with pytest.raises(ConfigError):
         _load_master(tmp_path, text)
+
+
+
+def test_an_api_users_file_of_a_tilde_user_of_no_user_is_one_config_error(tmp_path):
+    """F15 (config_api): a ``~user`` users_file of no such user was a RuntimeError from pathlib."""
+    from eventbus import config
+    from eventbus.errors import ConfigError
+
+    path = tmp_path / "api"
+    path.write_bytes(b"external_auth:\n  file:\n    users_file: ~no-such-user-here/users\n    alice: ['*']\n")
+    with pytest.raises(ConfigError, match="no-such-user-here"):
+        config.load(config.ApiConfig, path)
+
+
+def test_a_broker_secret_file_of_a_tilde_user_of_no_user_is_one_config_error(tmp_path):
+    """F15: the same ``~user`` in a broker's ``password_file`` reference."""
+    from eventbus.errors import ConfigError
+    from eventbus.forwarding import config as forwardconf
+
+    path = tmp_path / "forward"
+    path.write_text("brokers:\n  - name: pg\n    type: sql\n    dialect: postgresql\n"
+                    "    password_file: ~no-such-user-here/pw\n")
+    with pytest.raises(ConfigError, match="no-such-user-here"):
+        forwardconf.load(path)

@@ -69,9 +69,7 @@ def engine_url(options: dict) -> sa.URL:
     if dialect not in DIALECTS:
         raise SinkError(f"key 'dialect' has value {dialect!r}; expected sqlite or postgresql")
     if dialect == "sqlite":
-        db = Path(brokerkeys.text(options, "db") or brokertypes.SQLITE_DB).expanduser()
-        if not db.is_absolute():
-            db = Path(options.get("root_dir") or ".") / db
+        db = Path(brokerkeys.path({**options, "db": options.get("db") or brokertypes.SQLITE_DB}, "db") or "")
         db.parent.mkdir(parents=True, exist_ok=True)
         return sa.URL.create("sqlite", database=str(db), query=_query(options))
     return sa.URL.create(DIALECTS[dialect], username=brokerkeys.text(options, "username"),

@@ -1,4 +1,5 @@
-"""The CherryPy application: ``/login``, ``/events``, ``/hook/<path>``, ``/ui`` and ``/``.
+"""The CherryPy application: ``/login``, ``/events``, ``/hook/<path>``, ``/cloudevents/<channel>``, ``/metrics``,
+``/ui`` and ``/``.
 
 Handlers are thin: logins are decided by ``eventbus.netapi.login``, credentials and
 filters come from ``eventbus.netapi.auth`` and ``eventbus.netapi.jwtauth``, records from

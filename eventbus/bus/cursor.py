@@ -1,6 +1,6 @@
 """A durable position on the master bus: the seq of the last event a reader has fully handled.
 
-Readers that must neither miss nor repeat (forwarders, the reactor) keep one
+Readers that must neither miss nor repeat (the reactor, your own scripts; a forwarder keeps its place in its outbox) keep one
 per consumer and resume with ``handle.follow(cursor.load() or head)``. The
 file is replaced atomically (write, fsync, rename, fsync the directory), so a
 crash leaves either the old or the new position, never a torn one.

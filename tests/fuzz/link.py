@@ -120,7 +120,7 @@ class MasterSide:
             raise core.Finding(f"a relayed event names id {data.get('id')!r}, not the sender {rogue_id!r}")
 
 
-@core.target("link_master", "eventbus.daemon.link.master_session + linkproto + relaystream + keys: the master decoding "
+@core.target("link_master", "eventbus.daemon.link.master_session + link.protocol + relaystream + keys: the master decoding "
                             "an accepted (rogue) minion's messages after CURVE",
              max_len=16384, per_input=5.0, words=LINK_WORDS, seeds=lambda: master_seeds())
 def link_master() -> Iterator[core.OneInput]:
@@ -203,7 +203,7 @@ class MinionSide:
             raise core.Finding(f"the spool's bounds broke: head {spool.head}, next {spool.next_seq}")
 
 
-@core.target("link_minion", "eventbus.daemon.link.minion_session + linkproto + spool: the minion decoding its master's "
+@core.target("link_minion", "eventbus.daemon.link.minion_session + link.protocol + spool: the minion decoding its master's "
                             "messages (welcome, ack, resend, fire, who, pong)",
              max_len=16384, per_input=5.0, words=LINK_WORDS, seeds=lambda: minion_seeds())
 def link_minion() -> Iterator[core.OneInput]:

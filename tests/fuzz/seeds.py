@@ -4,7 +4,7 @@
     python -m tests.fuzz.seeds intake     # one
 
 Each target's ``seeds()`` builds its inputs with the project's own encoders
-(``payload.pack_frame``, ``linkproto``, ``wire.request``, the journal and
+(``payload.pack_frame``, ``link.protocol``, ``wire.request``, the journal and
 spool writers, the example config files), so the fuzzer starts from inputs
 that reach deep. Files of a target no longer produced are removed; the
 campaign's own finds stay in ``bench/results/fuzz-work``.

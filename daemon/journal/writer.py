@@ -1,7 +1,9 @@
 """The master's journal writer: every bus event on disk before a subscriber gets it, bounded and crash-safe.
 
 The format is in ``eventbus/journal/format.py``, the reading in
-``eventbus/journal/reader.py``. The daemon calls
+``eventbus/journal/reader.py``; what ``open`` does (load, recover a torn tail)
+is in ``opening.py``, a purged segment's deletion in ``purge.py``, the
+``.idx`` and ``purged`` files in ``sidefiles.py``. The daemon calls
 ``append`` once per wake-up with that wake-up's ``(seq, frame)`` list; it
 costs one ``write`` syscall, so the events sit in the OS page cache (safe
 from a daemon crash) before they are sent. ``journal_fsync`` decides what a
@@ -27,9 +29,11 @@ from typing import Callable
 
 from eventbus.errors import JournalError
 from eventbus.journal.reader import JournalReader
-from eventbus.journal.format import (CRC, INDEX_STEP, INDEX_SUFFIX, PURGED_MAX, PURGED_NAME, RECORD_HEAD,
-                                    SEGMENT_HEADER, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SEGMENT_SUFFIX, VERSION,
-                                    Segment, parse_purged, purged_bytes, read_header, segment_base, segment_name)
+from eventbus.journal.format import (CRC, INDEX_STEP, RECORD_HEAD, SEGMENT_HEADER, SEGMENT_HEADER_SIZE,
+                                    SEGMENT_MAGIC, VERSION, Segment, segment_name)
+from eventbus.daemon.journal.opening import load_segments
+from eventbus.daemon.journal.purge import purge
+from eventbus.daemon.journal.sidefiles import write_index
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,11 @@ class Journal:
         """Create the directory (0700), cut a torn tail, load the segments; return the last seq on disk."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._load()
+            self._active, self._fd = load_segments(self.directory, self._reader, self._sizes, self.fsync)
+            reader = self._reader
+            self._total = sum(self._sizes.values())
+            self._last_seq = reader.last_seq()
+            self._last_time = max((s.last_time for s in reader.segments if s.last_time is not None), default=0)
         except OSError as exc:
             self._fail(f"cannot open journal {self.directory}: {exc}")
         self._retain(self.clock())
@@ -191,92 +199,6 @@ class Journal:
             os.close(self._fd)
             self._fd = -1
 
-    # -- opening -------------------------------------------------------------------
-
-    def _load(self) -> None:
-        names = os.listdir(self.directory)
-        reader = self._reader
-        try:
-            reader.purged = parse_purged((self.directory / PURGED_NAME).read_bytes())
-        except FileNotFoundError:
-            reader.purged = []
-        bases = sorted(base for base in map(segment_base, names) if base is not None)
-        if bases and reader.purged and reader.purged[-1][1] >= bases[0]:
-            # A crash between writing ``purged`` and deleting the segment: it is still here.
-            reader.purged = [run for run in reader.purged if run[1] < bases[0]]
-        prev = reader.purged[-1][1] if reader.purged else 0
-        for number, base in enumerate(bases):
-            segment = Segment(base, str(self.directory / segment_name(base)))
-            last = number == len(bases) - 1
-            fd = os.open(segment.path, os.O_RDWR if last else os.O_RDONLY)
-            try:
-                size = os.fstat(fd).st_size
-                if last:
-                    if not self._recover(segment, fd, size, prev):
-                        os.close(fd)
-                        fd = -1
-                        continue
-                    self._fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
-                    self._active = segment
-                    size = segment.end
-                elif not self._load_sealed(segment, fd, size, prev, names):
-                    continue
-            finally:
-                if fd >= 0:
-                    os.close(fd)
-            reader.segments.append(segment)
-            reader.bases.append(base)
-            self._sizes[base] = size
-            if segment.last_seq is not None:
-                prev = segment.last_seq
-        self._total = sum(self._sizes.values())
-        self._last_seq = reader.last_seq()
-        self._last_time = max((s.last_time for s in reader.segments if s.last_time is not None), default=0)
-
-    def _load_sealed(self, segment: Segment, fd: int, size: int, prev: int, names: list[str]) -> bool:
-        """Summarise a finished segment from its .idx, or scan it and write one; False if it is not a segment."""
-        index_path = Path(segment.path[:-len(SEGMENT_SUFFIX)] + INDEX_SUFFIX)
-        if index_path.name in names and segment.load_index(index_path.read_bytes(), size):
-            return True
-        if read_header(fd) != segment.base:
-            log.warning("journal file %s is not a journal segment; ignoring it", segment.path)
-            return False
-        problem, _ = segment.scan(fd, prev)
-        if problem is not None:
-            log.warning("journal segment %s has a corrupt record at offset %d (%s); "
-                        "its %d bytes from there are unreadable", segment.path, segment.end, problem,
-                        size - segment.end)
-        self._write_index(segment, size)
-        return True
-
-    def _recover(self, segment: Segment, fd: int, size: int, prev: int) -> bool:
-        """Scan the last segment and cut a torn tail with one log line; False if it is not one to append to.
-
-        A last segment left without a record is deleted: the next append starts
-        one named after its own first seq, which may be below this one's name.
-        """
-        base = read_header(fd)
-        if base != segment.base:  # not a segment, a torn header, or a segment of another name (a copy)
-            raw = os.pread(fd, len(SEGMENT_MAGIC), 0)
-            if base is not None or size >= SEGMENT_HEADER_SIZE or not SEGMENT_MAGIC.startswith(raw):
-                log.warning("journal file %s is not a journal segment; ignoring it", segment.path)
-                return False
-            log.warning("journal segment %s: cut a torn tail at offset 0 (%d bytes: a short header)",
-                        segment.path, size)
-            os.unlink(segment.path)
-            return False
-        problem, left = segment.scan(fd, prev)
-        if left:
-            log.warning("journal segment %s: cut a torn tail at offset %d (%d bytes: %s)",
-                        segment.path, segment.end, size - segment.end, problem or "a short record")
-            os.ftruncate(fd, segment.end)
-            if self.fsync != "never":
-                os.fdatasync(fd)
-        if segment.count == 0:
-            os.unlink(segment.path)
-            return False
-        return True
-
     # -- writing -------------------------------------------------------------------
 
     def _newer(self, entries: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
@@ -310,7 +232,7 @@ class Journal:
             except OSError as exc:
                 self._write_failed(old, exc)
                 return False
-            self._write_index(old, old.end)
+            write_index(old, old.end)
             os.close(self._fd)
             self._fd = -1
             self._active = None
@@ -368,14 +290,6 @@ class Journal:
         if self._active is segment:
             self._active = None
 
-    def _write_index(self, segment: Segment, size: int) -> None:
-        """Save the summary of a finished segment so that opening and reading need not scan it."""
-        path = Path(segment.path[:-len(SEGMENT_SUFFIX)] + INDEX_SUFFIX)
-        try:
-            _write_file(path, segment.index_bytes(size))
-        except OSError as exc:
-            log.debug("cannot write journal index %s: %s", path, exc)
-
     def _write_failed(self, segment: Segment, exc: OSError) -> None:
         try:
             os.ftruncate(self._fd, segment.end)
@@ -413,7 +327,7 @@ class Journal:
             except OSError:
                 pass
         elif old is not None and old in self._reader.segments:
-            self._write_index(old, old.end)
+            write_index(old, old.end)
         if self._create(self._last_seq + 1, probe=min(self.segment_bytes, MIB)) is not None:
             return  # still failing; on_error was called once already
         self._failed = None
@@ -435,23 +349,7 @@ class Journal:
 
     def _purge(self, segment: Segment) -> None:
         """Delete ``segment``, first noting its runs in ``purged`` so that readers count them as lost."""
-        reader = self._reader
-        runs = reader.purged + [(start + 1, last, last - start) for start, last in segment.runs]
-        while len(runs) > PURGED_MAX:
-            (first, _, count), (_, last, more) = runs[0], runs[1]
-            runs[0:2] = [(first, last, count + more)]
-        reader.purged = runs
-        try:
-            _write_file(self.directory / PURGED_NAME, purged_bytes(runs))
-        except OSError as exc:
-            log.debug("cannot write journal purged file: %s", exc)
-        for path in (segment.path, segment.path[:-len(SEGMENT_SUFFIX)] + INDEX_SUFFIX):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("cannot delete journal file %s: %s", path, exc)
+        purge(self.directory, self._reader, segment)
         self._forget(segment)
 
     # -- durability ----------------------------------------------------------------
@@ -478,14 +376,3 @@ class Journal:
         finally:
             os.close(fd)
 
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (a reader sees the old or the new file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        if os.write(fd, data) != len(data):
-            raise OSError(errno.ENOSPC, f"short write of {tmp}")
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

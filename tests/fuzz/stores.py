@@ -123,7 +123,7 @@ def _check_read(read, after: int) -> None:
         raise core.Finding(f"a journal read after {after} gave seqs {seqs[:10]} and lost {read.lost}")
 
 
-@core.target("journal", "eventbus.journal.reader reader + journalformat + eventbus.daemon.journal.writer writer's open on arbitrary "
+@core.target("journal", "eventbus.journal reader + format + the eventbus.daemon.journal writer's open on arbitrary "
                         "segment, index and purged files",
              max_len=65536, per_input=5.0, seeds=lambda: journal_seeds(),
              words=(jf.SEGMENT_MAGIC, jf.INDEX_MAGIC, jf.PURGED_MAGIC, b".jnl", b".idx", b"purged",

@@ -1,8 +1,9 @@
-"""REST API under attack: slowloris and login floods against the API as it is and as it was (issue 13).
+"""REST API under attack: slowloris and login floods against the API as it is and as it was.
 
 ``python -m bench.attack`` starts a real master and, one after the other,
 the API of this checkout ("after") and the API of commit ``BEFORE`` (taken
-with ``git archive`` into a temp dir and started the same way, "before"),
+with ``git archive`` into a temp dir and started the same way, "before";
+``bench/codetree.py`` runs either tree's command),
 each fresh for each attack, all on 127.0.0.x, and prints one table with
 both and their ratio:
 
@@ -20,13 +21,10 @@ both and their ratio:
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import multiprocessing
 import os
-import selectors
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -34,53 +32,21 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import yaml
 
 from bench.api import PASSWORD, _pct, fire, stream_readers
+from bench.attackers import LOGIN_TIMEOUT, flood_logins, hold_half_open, login
+from bench.codetree import REPO, eventbus_command, tree_env
 from bench.measure import wait_for
-from bench.procs import raise_fd_limit
+from bench.procs import free_port, raise_fd_limit
 
 BEFORE = "23a3b3a"
-REPO = Path(__file__).resolve().parents[1]
-HALF_HEAD = b"GET /events HTTP/1.1\r\nHost: bench\r\n"
-LOGIN_TIMEOUT = 10.0
 QUIET_LOGINS = 20
 MIN_LOGINS = 3  # timed even if the events are all fired before (an API that times out takes 10 s each)
 TIMER_ADDRESS = "127.0.0.2"
-FLOOD_ADDRESS = "127.0.0.3"
 GOOD_ADDRESS = "127.0.0.4"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def login(port: int, source: str = "127.0.0.1", password: str = PASSWORD,
-          timeout: float = LOGIN_TIMEOUT) -> tuple[int, float, str]:
-    """(status or 0 on timeout/error, seconds, token) of one /login from ``source``."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
-    body = json.dumps({"username": "bench", "password": password, "eauth": "file"})
-    start = time.perf_counter()
-    try:
-        conn.request("POST", "/login", body=body, headers={"Content-Type": "application/json"})
-        answer = conn.getresponse()
-        data = answer.read()
-        token = json.loads(data)["return"][0]["token"] if answer.status == 200 else ""
-        return answer.status, time.perf_counter() - start, token
-    except OSError:
-        return 0, time.perf_counter() - start, ""
-    finally:
-        conn.close()
-
-
-def _eventbus(*args: str) -> list[str]:
-    """The ``eventbus`` command of whichever code tree is first on the path (the cwd, or PYTHONPATH)."""
-    return [sys.executable, "-c", "import sys; from eventbus.cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 class Site:
@@ -90,7 +56,7 @@ class Site:
         self.root = Path(tempfile.mkdtemp(prefix="eba-", dir="/tmp"))
         self.conf = self.root / "conf"
         self.conf.mkdir()
-        self.port = _free_port()
+        self.port = free_port()
         (self.conf / "master").write_text(yaml.safe_dump({"root_dir": str(self.root), "sock_dir": "m",
                                                           "log_level": "warning"}))
         # Only keys both versions know: login_rate keeps its default (10).
@@ -98,7 +64,7 @@ class Site:
             "root_dir": str(self.root), "port": self.port, "log_level": "warning", "master_config": "master",
             "stream_limit": streams + 100,
             "external_auth": {"file": {"users_file": "users", "bench": ["*"]}}}))
-        subprocess.run(_eventbus("user", "add", "bench", "--password-stdin", "-c", str(self.conf)),
+        subprocess.run(eventbus_command(REPO, "user", "add", "bench", "--password-stdin", "-c", str(self.conf)),
                        input=PASSWORD + "\n", text=True, check=True, capture_output=True, cwd=REPO)
         self.before_tree = self.root / "before"
         self.before_tree.mkdir()
@@ -116,7 +82,7 @@ class Site:
         from eventbus.errors import BusUnavailableError
 
         self.master_config = config.load(config.MasterConfig, self.conf / "master")
-        self.master = subprocess.Popen(_eventbus("master", "-c", str(self.conf)), cwd=REPO)
+        self.master = subprocess.Popen(eventbus_command(REPO, "master", "-c", str(self.conf)), cwd=REPO)
 
         def up() -> bool:
             try:
@@ -128,8 +94,8 @@ class Site:
 
     def start_api(self, which: str) -> psutil.Process:
         tree = REPO if which == "after" else self.before_tree
-        env = dict(os.environ, PYTHONPATH=str(tree))
-        self.api = subprocess.Popen(_eventbus("api", "-c", str(self.conf)), cwd=str(tree), env=env)
+        self.api = subprocess.Popen(eventbus_command(tree, "api", "-c", str(self.conf)), cwd=str(tree),
+                                    env=tree_env(tree))
         wait_for(lambda: login(self.port, timeout=2)[0] == 200, 60, interval=0.05, what=f"the {which} API")
         return psutil.Process(self.api.pid)
 
@@ -176,91 +142,6 @@ class PeakRss:
         self._stop.set()
         self._thread.join(5)
         return self.peak
-
-
-# -- attacker processes ----------------------------------------------------------------------------
-
-def hold_half_open(port: int, count: int, attackers: int, ready: Any, stop: Any, results: Any,
-                   deadline_s: float) -> None:
-    """Keep ``count`` connections sending half a head from 127.0.0.10..; reopen each one the server ends."""
-    raise_fd_limit()
-    selector = selectors.DefaultSelector()
-    sources = [f"127.0.0.{10 + n}" for n in range(attackers)]
-    opened = refused = 0
-
-    def open_one(index: int) -> None:
-        nonlocal opened, refused
-        try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5,
-                                            source_address=(sources[index % attackers], 0))
-            sock.sendall(HALF_HEAD)
-        except OSError:
-            refused += 1
-            return
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ, index)
-        opened += 1
-
-    deadline = time.monotonic() + deadline_s
-    for index in range(count):
-        if time.monotonic() > deadline:
-            break
-        open_one(index)
-    ready.set()
-    answered = 0
-    while not stop.is_set() and time.monotonic() < deadline:
-        for key, _ in selector.select(timeout=0.2):
-            selector.unregister(key.fileobj)
-            key.fileobj.close()  # type: ignore[union-attr]
-            answered += 1
-            if answered < 100 * count:
-                open_one(key.data)
-    for key in list(selector.get_map().values()):
-        key.fileobj.close()  # type: ignore[union-attr]
-    results.put({"opened": opened, "refused": refused, "answered": answered})
-
-
-def flood_logins(port: int, count: int, ready: Any, results: Any, deadline_s: float) -> None:
-    """Send ``count`` wrong-password logins at once, one connection each, from FLOOD_ADDRESS; tally the answers."""
-    raise_fd_limit()
-    body = json.dumps({"username": "bench", "password": "wrong-guess", "eauth": "file"}).encode()
-    request = (b"POST /login HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nConnection: close\r\n"
-               b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
-    selector = selectors.DefaultSelector()
-    statuses: dict[str, int] = {}
-    buffers: dict[int, bytes] = {}
-    start = time.monotonic()
-    for index in range(count):
-        try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(FLOOD_ADDRESS, 0))
-            sock.sendall(request)
-        except OSError:
-            statuses["connect failed"] = statuses.get("connect failed", 0) + 1
-            continue
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ, index)
-        buffers[index] = b""
-    ready.set()
-    deadline = start + deadline_s
-    while selector.get_map() and time.monotonic() < deadline:
-        for key, _ in selector.select(timeout=0.5):
-            try:
-                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            if data:
-                buffers[key.data] += data
-                continue
-            status = buffers[key.data][9:12].decode() or "closed"
-            statuses[status] = statuses.get(status, 0) + 1
-            selector.unregister(key.fileobj)
-            key.fileobj.close()  # type: ignore[union-attr]
-    unanswered = len(selector.get_map())
-    if unanswered:
-        statuses["no answer"] = unanswered
-    results.put({"statuses": statuses, "seconds": time.monotonic() - start})
 
 
 # -- the attacks -----------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ difference of the counts is the cost of one event, start-up and shut-down
 cancelled out. The publisher is paced (``--rate``, default 100/s) so each
 event is its own wake-up in every process: the low-rate path, which does not
 depend on how events happen to batch. ``--tree`` runs another checkout's
-code (e.g. a ``git worktree`` of the base commit) with this harness, for a
-before/after table; ``--keep DIR`` keeps the outputs for ``callgrind_annotate``.
+code (e.g. a ``git worktree`` of the base commit, in either layout: see
+``bench/codetree.py``) with this harness, for a before/after table;
+``--keep DIR`` keeps the outputs for ``callgrind_annotate``.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import signal
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from bench.codetree import eventbus_command, tree_env
 from bench.measure import wait_until
 from bench.procs import free_port, short_tmpdir
 
@@ -87,7 +88,7 @@ def run_once(tree: Path, events: int, rate: float, size: int, keep: Path | None 
     from eventbus.errors import BusUnavailableError
 
     root = short_tmpdir("ebcg")
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = tree_env(tree)
     python = sys.executable
     conf = root / "conf"
     conf.mkdir()
@@ -95,7 +96,7 @@ def run_once(tree: Path, events: int, rate: float, size: int, keep: Path | None 
                                                  "publish_port": free_port(), "ret_port": free_port()}))
     config_file = str(conf / "master")
     outs = {role: root / f"{role}.out" for role in ROLES}
-    daemon = subprocess.Popen(_valgrind(outs["daemon"], [python, "-m", "eventbus.cli.main", "master", "-c", str(conf)]),
+    daemon = subprocess.Popen(_valgrind(outs["daemon"], eventbus_command(tree, "master", "-c", str(conf))),
                               cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=open(root / "daemon.log", "w"))
     try:
         def answers() -> bool:

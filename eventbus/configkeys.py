@@ -96,7 +96,7 @@ class MasterConfig(BusConfig):
     cachedir: Path = key("var/cache/eventbus/master", "path", doc="relay de-duplication state",
                          detail="the newest relay seq accepted from each minion (de-duplication across "
                                 "master restarts)")
-    # The journal (SPEC 7).
+    # The journal (docs/journal.md, Config (master)).
     event_journal: bool = key(
         True, "bool", doc="keep every master event on disk, for resume across restarts and catch-up",
         detail="keep the journal")
@@ -113,7 +113,7 @@ class MasterConfig(BusConfig):
             "listener has received",
         detail="`batch`: at most 0.1 s of events at risk on a machine crash; `always`: every batch synced before "
                "it is published; `never`: the OS decides")
-    # The reactor (SPEC 10): parsed and checked here (eventbus.reactor.rules.Rule values).
+    # The reactor (docs/reactor.md): parsed and checked here (eventbus.reactor.rules.Rule values).
     reactor: tuple = key((), "reactor", doc="tag globs to actions, checked at start "
                                             "([docs/reactor.md](docs/reactor.md)); state in `cachedir/reactor/`")
 

@@ -5,10 +5,10 @@ A sink gets batches of ``Outgoing`` events in bus order and returns from
 exception means "not delivered" and the forwarder retries the whole batch
 later (with backoff), so a sink that can de-duplicate by ``seq`` should.
 
-A sink class needs only the four ``METHODS`` (SPEC 8, as Rasa's custom
-brokers); subclassing ``Sink`` gives their defaults, ``KEYS`` checking and
-``options``. A class without ``KEYS`` accepts any keys; without ``BODY``
-it gets the record's ``body``.
+A sink class needs only the four ``METHODS`` (as Rasa's custom brokers;
+docs/forward.md, Custom sinks); subclassing ``Sink`` gives their defaults,
+``KEYS`` checking and ``options``. A class without ``KEYS`` accepts any
+keys; without ``BODY`` it gets the record's ``body``.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-# A request head (request line and headers) over this is answered 431 (SPEC section 6).
+# A request head (request line and headers) over this is answered 431 (docs/api.md, Hostile clients).
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADER_LINES = 100
 MAX_URL_BYTES = 8 * 1024

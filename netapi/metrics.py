@@ -43,7 +43,7 @@ IngestCounts = Callable[[], dict]
 
 
 def families(snapshot: systemstatus.Figures, sse_streams: int, ingest: dict) -> Iterator[Metric]:
-    """Every metric of SPEC section 11 (and a few more) from one snapshot; sans-IO."""
+    """Every metric of docs/metrics.md's ``GET /metrics`` table from one snapshot; sans-IO."""
     up = GaugeMetricFamily("eventbus_up", "1 when the daemon answered this scrape, else 0", labels=["daemon"])
     up.add_metric(["master"], 0 if "master" in snapshot.down else 1)
     if snapshot.brokers is not None or "forward" in snapshot.down:

@@ -1,1 +1,1 @@
-"""``eventbus forward``: the master bus into brokers, through a durable outbox per broker (SPEC 8)."""
+"""``eventbus forward``: the master bus into brokers, through a durable outbox per broker (docs/forward.md)."""

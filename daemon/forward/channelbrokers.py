@@ -1,4 +1,6 @@
-"""CloudEvents channels that publish (SPEC 9 "Publish"), as webhook brokers of this forwarder.
+"""CloudEvents channels that publish, as webhook brokers of this forwarder.
+
+See docs/cloudevents.md, Publishing: where it runs, and why.
 
 A channel with an outbound URL and ``--publish`` globs becomes the broker
 ``channel.NAME.KEY`` (KEY: random, made by ``channel add``): type ``webhook``, ``format: cloudevents``, structured mode,

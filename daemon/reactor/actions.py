@@ -1,9 +1,9 @@
 """The reactor's four actions, each a blocking call returning the fields of its result event.
 
 Each function takes the rendered fields of one action and returns a dict
-with ``ok`` and, as SPEC 10 says, ``rc``/``stdout`` for ``run``, ``error``
-when not ok; ``target`` adds ``acks`` (minion id -> acknowledged) and
-``post`` adds ``status``. None of them raises for a failure of the action
+with ``ok`` and, as the Actions table of docs/reactor.md says,
+``rc``/``stdout`` for ``run``, ``error`` when not ok; ``target`` adds
+``acks`` (minion id -> acknowledged) and ``post`` adds ``status``. None of them raises for a failure of the action
 itself. ``run`` never uses a shell: argv goes to ``execve`` as it is.
 """
 from __future__ import annotations

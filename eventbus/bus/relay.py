@@ -14,7 +14,8 @@ from eventbus.errors import BusUnavailableError
 
 RELAY_SOCKET = "relay.ipc"
 
-# Tags no minion may fire onto the master bus (SPEC 5); salt/minion/<other id>/ is checked apart.
+# Tags no minion may fire onto the master bus (docs/link.md, Events on the master bus); salt/minion/<other id>/
+# is checked apart.
 RESERVED_PREFIXES = ("salt/auth", "salt/key", "salt/presence/", "salt/netapi/")
 MINION_PREFIX = "salt/minion/"
 

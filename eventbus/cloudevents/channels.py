@@ -1,4 +1,6 @@
-"""CloudEvents channels: where outside applications post events and get ours back (SPEC 9).
+"""CloudEvents channels: where outside applications post events and get ours back.
+
+See docs/cloudevents.md, Channels and secrets.
 
 ``DIR/channels.json`` (0600; DIR is ``eventbus.cloudevents.statedir.directory(ROOT)``,
 ``ROOT/var/lib/eventbus/cloudevents``) holds ``{NAME: {"outbound_url",

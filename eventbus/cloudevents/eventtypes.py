@@ -1,4 +1,6 @@
-"""The CloudEvents type registry: named, versioned JSON Schemas under the API's ``root_dir`` (SPEC 9).
+"""The CloudEvents type registry: named, versioned JSON Schemas under the API's ``root_dir``.
+
+See docs/cloudevents.md, Event types.
 
 One JSON file, ``eventtypes.json`` in ``eventbus.cloudevents.statedir.directory(ROOT)``
 (``ROOT/var/lib/eventbus/cloudevents``), replaced atomically on every

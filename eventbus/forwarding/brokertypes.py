@@ -1,4 +1,5 @@
-"""Broker types (SPEC 8): the built-in type names with their keys, and a user's ``package.module.Class``.
+"""Broker types (docs/forward.md, Config): the built-in type names with their keys, and a user's
+``package.module.Class``.
 
 The built-in types' keys (and defaults) are declared here, beside the
 config, so that a ``forward`` file is checked whole when it is read; the

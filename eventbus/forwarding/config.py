@@ -1,4 +1,4 @@
-"""The ``forward`` config file (SPEC 8): the forwarder's keys and its brokers, typed and checked.
+"""The ``forward`` config file (docs/forward.md, Config): the forwarder's keys and its brokers, typed and checked.
 
 Brokers come as a ``brokers`` list and/or as Rasa's ``event_broker``
 mapping (one broker, ``name`` defaulting to its type lower-cased), so a

@@ -78,7 +78,7 @@ def salt_record(seq: int, tag: str, data: dict) -> bytes:
 
 
 def cloud_event(seq: int, tag: str, data: dict, moment: datetime | None = None) -> CloudEvent:
-    """The CloudEvents 1.0 event of one bus event (SPEC 8: id, source, type, time, data)."""
+    """The CloudEvents 1.0 event of one bus event: id (the seq), source (master or minion), type (the tag), time."""
     relayed = minion_id(data)
     source = f"/eventbus/minion/{relayed}" if relayed is not None else "/eventbus/master"
     attributes: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Reactor rules (SPEC 10): the master config's ``reactor`` key, checked once, matched fast, rendered.
+"""Reactor rules (docs/reactor.md): the master config's ``reactor`` key, checked once, matched fast, rendered.
 
 Sans-IO: nothing here runs an action. ``parse`` turns the YAML list into
 ``Rule`` values (a bad glob, an unknown action, a missing field or a
@@ -113,10 +113,11 @@ def _compile(value: Any, where: str) -> Any:
 def context(seq: int, tag: str, data: Any) -> dict:
     """The names templates see for one event: ``tag``, ``data``, ``seq``, plus ``id`` and ``payload``.
 
-    A relayed minion event's data wraps what the minion sent (SPEC 5:
-    ``{"id", "tag", "data", "cmd": "_minion_event"}``): ``id`` is then that
-    minion's id and ``payload`` its own dict (``data.data``). For any other
-    event ``id`` is ``None`` and ``payload`` is ``data``.
+    A relayed minion event's data wraps what the minion sent,
+    ``{"id", "tag", "data", "cmd": "_minion_event"}`` (docs/reactor.md,
+    Actions: Templates): ``id`` is then that minion's id and ``payload`` its
+    own dict (``data.data``). For any other event ``id`` is ``None`` and
+    ``payload`` is ``data``.
     """
     # Imported here: records pulls in the CloudEvents SDK, which only the reactor process (it renders) needs.
     from eventbus.forwarding.formats import minion_id

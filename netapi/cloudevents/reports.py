@@ -1,4 +1,6 @@
-"""Refusals reported to a channel's outbound URL as signed ``eventbus.error`` CloudEvents (SPEC 9).
+"""Refusals reported to a channel's outbound URL as signed ``eventbus.error`` CloudEvents.
+
+See docs/cloudevents.md, Refusals reported outbound.
 
 One daemon thread drains a bounded queue, so a slow or dead outbound URL
 never holds a request thread; a report that cannot be delivered after a few

@@ -1,4 +1,6 @@
-"""Reading one broker entry's type keys (SPEC 8's table) into typed values, with errors naming the key.
+"""Reading one broker entry's type keys into typed values, with errors naming the key.
+
+The keys are the type-keys table of docs/forward.md, Config.
 
 Secrets arrive already resolved (``NAME_file``/``NAME_env`` are the caller's
 job); these helpers never put a value of a secret key in a message.

@@ -35,7 +35,7 @@ PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL")
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    """SPEC 8's ``kafka`` keys, with Rasa's names."""
+    """The ``kafka`` type keys (docs/forward.md, Config), with Rasa's names."""
 
     name: str
     bootstrap_servers: str

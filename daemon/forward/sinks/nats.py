@@ -38,7 +38,7 @@ ACK_TIMEOUT = 10.0     # seconds for a whole batch to be acknowledged
 
 @dataclass(frozen=True)
 class NatsSettings:
-    """SPEC 8's ``nats`` keys."""
+    """The ``nats`` type keys (docs/forward.md, Config)."""
 
     name: str
     url: str

@@ -36,7 +36,7 @@ CONFIRM_TIMEOUT = 10.0  # seconds for a whole batch to be confirmed
 
 @dataclass(frozen=True)
 class RabbitMQSettings:
-    """SPEC 8's ``pika`` keys."""
+    """The ``pika`` type keys (docs/forward.md, Config)."""
 
     name: str
     host: str

@@ -47,6 +47,9 @@ RECORD_HEAD_SIZE = RECORD_HEAD.size
 CRC = struct.Struct(">I")
 RECORD_OVERHEAD = RECORD_HEAD_SIZE + CRC.size
 MAX_FRAME = 256 * 1024 * 1024
+# Seqs start from the clock in µs (about 2**51) and go up by one: a seq past this on disk is corrupt (the
+# bus numbers on from the journal's last seq, and its frames hold seqs as u64).
+SEQ_LIMIT = 2 ** 62
 INDEX_STEP = 64 * 1024
 READ_CHUNK = 1 << 20
 
@@ -74,7 +77,8 @@ def segment_base(name: str) -> int | None:
     stem = name[:-len(SEGMENT_SUFFIX)]
     if not name.endswith(SEGMENT_SUFFIX) or len(stem) != 20 or not (stem.isascii() and stem.isdigit()):
         return None
-    return int(stem)
+    base = int(stem)
+    return base if base <= SEQ_LIMIT else None
 
 
 def epoch_of(seq: int, frame: bytes) -> int:
@@ -161,8 +165,9 @@ class Segment:
                 if crc32(view[i:stop - 4]) != crc_at(buf, stop - 4)[0]:
                     problem = "a bad checksum"
                     break
-                if seq <= prev or (self.last_time is not None and when < self.last_time):
-                    problem = f"seq {seq} after {prev}" if seq <= prev else "a time going backwards"
+                if seq <= prev or seq > SEQ_LIMIT or (self.last_time is not None and when < self.last_time):
+                    problem = (f"seq {seq} after {prev}" if seq <= prev else
+                               f"seq {seq} past the limit" if seq > SEQ_LIMIT else "a time going backwards")
                     break
                 at = buf_at + i
                 if self.first_seq is None:
@@ -204,7 +209,7 @@ class Segment:
             return False
         magic, version, size, count, first, last, first_time, last_time, entries, runs = \
             INDEX_HEADER.unpack_from(raw)
-        if magic != INDEX_MAGIC or version != VERSION or size != file_size:
+        if magic != INDEX_MAGIC or version != VERSION or size != file_size or last > SEQ_LIMIT:
             return False
         if len(raw) != INDEX_HEADER.size + entries * INDEX_ENTRY.size + runs * RUN.size + 4:
             return False
@@ -239,7 +244,7 @@ def parse_purged(raw: bytes) -> list[tuple[int, int, int]]:
     if not raw.startswith(PURGED_MAGIC) or len(raw) < len(PURGED_MAGIC) + 4:
         return []
     body = raw[:-4]
-    if zlib.crc32(body) != CRC.unpack_from(raw, len(raw) - 4)[0]:
+    if zlib.crc32(body) != CRC.unpack_from(raw, len(raw) - 4)[0] or (len(body) - len(PURGED_MAGIC)) % RUN.size:
         log.warning("journal purged file is corrupt; lost counts may be low")
         return []
     return list(RUN.iter_unpack(body[len(PURGED_MAGIC):]))

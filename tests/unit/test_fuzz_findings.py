@@ -266,3 +266,39 @@ def test_a_broker_secret_file_of_a_tilde_user_of_no_user_is_one_config_error(tmp
                     "    password_file: ~no-such-user-here/pw\n")
     with pytest.raises(ConfigError, match="no-such-user-here"):
         forwardconf.load(path)
+
+
+def test_a_purged_file_of_a_torn_run_behind_a_good_checksum_is_taken_for_corrupt(tmp_path, caplog):
+    """F16 (journal): a ``purged`` file whose runs are not whole 24-byte entries, its checksum right, was a
+    struct.error out of the reader's stats (``eventbus journal``, the API's resume)."""
+    journal = Journal(tmp_path, 1 << 20, 3600.0, "never")
+    journal.open()
+    journal.append([(seq, bus_frame(seq, 1_000_000)) for seq in range(1_000_001, 1_000_004)])
+    journal.close()
+    body = journalformat.PURGED_MAGIC + b"\x00" * 10
+    (tmp_path / journalformat.PURGED_NAME).write_bytes(body + journalformat.CRC.pack(zlib.crc32(body)))
+    stats = JournalReader(tmp_path).stats()
+    assert (stats.first_seq, stats.last_seq) == (1_000_001, 1_000_003)
+    assert "purged file is corrupt" in caplog.text
+
+
+def test_a_record_numbered_near_the_u64_end_behind_a_good_checksum_does_not_stop_the_bus(tmp_path):
+    """F17 (journal): a record whose seq is near 2**64 (checksum right) became the journal's last seq, and
+    the bus, numbering on from it, could not pack the next event's u64 seq."""
+    journal = Journal(tmp_path, 1 << 20, 3600.0, "never")
+    journal.open()
+    journal.append([(seq, bus_frame(seq, 1_000_000)) for seq in range(1_000_001, 1_000_004)])
+    journal.close()
+    segment = max(tmp_path.glob("*.jnl"))
+    raw = bytearray(segment.read_bytes())
+    last = len(raw) - journalformat.RECORD_OVERHEAD - len(bus_frame(0, 0))
+    raw[last:last + 8] = struct.pack(">Q", 2 ** 64 - 2)
+    raw[-4:] = journalformat.CRC.pack(zlib.crc32(raw[last:-4]))
+    segment.write_bytes(bytes(raw))
+    (tmp_path / f"{2 ** 64 - 10:020d}.jnl").write_bytes(segment.read_bytes()[:journalformat.SEGMENT_HEADER_SIZE])
+    journal = Journal(tmp_path, 1 << 20, 3600.0, "never")
+    assert journal.open() == 1_000_002 and journal.failed is None
+    journal.append([(1_000_003, bus_frame(1_000_003, 1_000_000))])
+    journal.close()
+    assert [seq for seq, _ in JournalReader(tmp_path).read(1_000_000, 10).events] == [1_000_001, 1_000_002,
+                                                                                        1_000_003]

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-PARTS = ("bench.bus", "bench.floor", "bench.journal", "bench.relay", "bench.api", "bench.metrics", "bench.attack", "bench.forward",
-         "bench.brokers", "bench.reactor", "bench.cloudevents")
+PARTS = ("bench.bus", "bench.floor", "bench.journal", "bench.relay", "bench.rogue", "bench.api", "bench.metrics",
+         "bench.attack", "bench.forward", "bench.brokers", "bench.reactor", "bench.cloudevents")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 
 

@@ -1,17 +1,15 @@
-"""Test kit for the master/minion link: linked node configs, a recording TCP proxy, a raw link client."""
+"""Test kit for the master/minion link: linked node configs, a recording TCP proxy, a raw link client.
+
+The raw link client (``RawMinion``) is ``bench.linkclient``'s: the rogue minion benchmark uses it too.
+"""
 from __future__ import annotations
 
 import select
 import socket
 import threading
-from pathlib import Path
 
-import zmq
-import zmq.auth
-
-from bench.procs import Node, Site, free_port, link_state, short_tmpdir, wait_link
-from eventbus.daemon.link import protocol
-from eventbus import keys
+from bench.linkclient import RawMinion
+from bench.procs import Node, Site, free_port, link_state, wait_link
 
 __all__ = ["RawMinion", "RecordingProxy", "Site", "link_state", "master_link", "wait_link"]
 
@@ -100,49 +98,3 @@ class RecordingProxy:
 
     def close(self) -> None:
         self.cut()
-
-
-class RawMinion:
-    """A hand-driven link client with its own CURVE key: for forged and replayed messages."""
-
-    def __init__(self, master: Node, minion_id: str, key_dir: Path | None = None) -> None:
-        settings = master.settings
-        self.minion_id = minion_id
-        self.key_dir = key_dir or short_tmpdir("ebk")
-        self.public, secret = keys.key_pair(self.key_dir, "raw")
-        server_key, _ = zmq.auth.load_certificate(settings.pki_dir / "master.key")
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.curve_serverkey = server_key
-        self.socket.curve_publickey = self.public
-        self.socket.curve_secretkey = secret
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(f"tcp://127.0.0.1:{settings.ret_port}")
-
-    def send(self, frames: list[bytes]) -> None:
-        self.socket.send_multipart(frames)
-
-    def recv(self, timeout: float = 5.0) -> protocol.Message | None:
-        if not self.socket.poll(int(timeout * 1000)):
-            return None
-        return protocol.parse(self.socket.recv_multipart())
-
-    def expect(self, kind: bytes, timeout: float = 5.0) -> protocol.Message:
-        """The next message of ``kind``, skipping pongs and others."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while True:
-            message = self.recv(max(0.0, deadline - time.monotonic()))
-            if message is None:
-                raise AssertionError(f"no {kind!r} from the master within {timeout} s")
-            if message.kind == kind:
-                return message
-
-    def hello(self) -> protocol.Message:
-        self.send(protocol.hello(self.minion_id))
-        return self.expect(protocol.WELCOME)
-
-    def close(self) -> None:
-        self.socket.close(0)
-        self.context.term()

@@ -1,19 +1,11 @@
 """Configuration: YAML files read and checked once, into frozen dataclasses.
 
-The keys of each file (name, type, default, limits, meaning) are declared in
-``eventbus.configkeys``; this module reads YAML and opts dicts into them.
-
-Inside eventbus the typed objects (``MasterConfig``, ``MinionConfig``,
-``ApiConfig``) are passed around. For Salt users the contract keeps
-``master_config(path)``, ``minion_config(path)`` and ``client_config(path)``,
-which return plain dicts of every key with defaults filled and paths absolute.
-
-Path rules: ``root_dir`` given relatively is taken from the directory of the
-config file; every other relative path is under ``root_dir``; ``~`` expands.
-
-An opts dict given to the library (``typed(opts)``) is checked by the same
-reader as a YAML file: an unknown key, a bad type or a bad value fails with
-the same message, naming ``opts`` instead of a file.
+The keys of each file are declared in ``eventbus.configkeys``; this module reads YAML and opts dicts into
+them. Inside eventbus the typed objects (``MasterConfig``, ``MinionConfig``, ``ApiConfig``) are passed
+around; for Salt users ``master_config(path)``, ``minion_config(path)`` and ``client_config(path)`` return
+plain dicts of every key with defaults filled and paths absolute. A relative ``root_dir`` is taken from
+the config file's directory, every other relative path is under ``root_dir``, ``~`` expands. An opts dict
+(``typed(opts)``) is checked like a file, its messages naming ``opts``.
 """
 from __future__ import annotations
 

@@ -148,28 +148,24 @@ class UnknownKeyError(EventBusError):
     """A key operation (accept, reject, delete) named a minion id the key store does not hold."""
 
 
-class JournalError(EventBusError):
+class _PathError(EventBusError):
+    """A file or directory at ``path`` cannot be used (the base of the three below, not raised itself)."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class JournalError(_PathError):
     """The event journal at ``path`` cannot be opened or read (missing directory, not a journal)."""
 
-    def __init__(self, message: str, *, path: str | None = None) -> None:
-        self.path = path
-        super().__init__(message)
 
-
-class CursorError(EventBusError):
+class CursorError(_PathError):
     """A reader's durable position at ``path`` cannot be read or saved."""
 
-    def __init__(self, message: str, *, path: str | None = None) -> None:
-        self.path = path
-        super().__init__(message)
 
-
-class OutboxError(EventBusError):
+class OutboxError(_PathError):
     """A forwarder's on-disk outbox at ``path`` cannot be opened or written."""
-
-    def __init__(self, message: str, *, path: str | None = None) -> None:
-        self.path = path
-        super().__init__(message)
 
 
 class SinkError(EventBusError):

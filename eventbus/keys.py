@@ -1,20 +1,9 @@
 """CURVE keys on disk: a daemon's own key pair, the minion keys a master knows, a minion's pinned master key.
 
-The key-file operations (accept, reject, delete) live here once: the master
-daemon runs them for ``eventbus key`` when it is up, and ``eventbus.bus.admin``
-runs the same ones on the directories when no master is running.
-
-A master's ``pki_dir`` holds Salt's layout, one file per minion id holding
-its Z85 public key::
-
-    master.key  master.key_secret (0600)     the master's own pair (pyzmq certificate files)
-    minions/<id>                             accepted
-    minions_pre/<id>                         pending: seen, not yet accepted
-    minions_rejected/<id>                    rejected
-    minions_denied/<id>                      the last other key that claimed an accepted id (listed only)
-
-A minion's ``pki_dir`` holds ``minion.key``, ``minion.key_secret`` and
-``minion_master.pub``, the master key pinned on first contact.
+The key-file operations (accept, reject, delete) live here once: the master daemon runs them for
+``eventbus key`` when it is up, ``eventbus.bus.admin`` on the directories when no master runs. A master's
+``pki_dir`` holds Salt's layout (``minions/``, ``minions_pre/``, ``minions_rejected/``, ``minions_denied/``,
+one file per minion id holding its Z85 public key): docs/link.md, Files.
 """
 from __future__ import annotations
 

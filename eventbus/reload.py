@@ -1,12 +1,9 @@
 """SIGHUP: a daemon re-reads its config file and says in one log line what it reloaded and what needs a restart.
 
-A daemon names the keys it can take while running (the master: ``reactor``)
-with a function that applies them; any other key whose value changed is
-named as needing a restart, and the running config keeps its old value so a
-later SIGHUP names it again. A file that no longer reads or checks is one
-error line, and the running config stays. Nothing here handles a signal:
-``ask`` only sets a flag (safe inside a handler), and the daemon calls
-``reload`` (or ``reload_if_asked``) from its own loop.
+A daemon names the keys it can take while running with a function that applies them; any other changed
+key is named as needing a restart and keeps its old value, and a file that no longer reads or checks is
+one error line (docs/reactor.md, Reload and status). Nothing here handles a signal: ``ask`` only sets a
+flag (safe inside a handler), and the daemon calls ``reload`` (or ``reload_if_asked``) from its own loop.
 """
 from __future__ import annotations
 

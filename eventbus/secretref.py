@@ -1,16 +1,8 @@
 """Secret references in a config block: ``NAME_file: PATH`` and ``NAME_env: VAR`` stand for ``NAME``.
 
-The rule, the same for every block that allows it: a key that is itself a
-known key of the block keeps its own meaning (``log_file`` is the log file);
-any other ``NAME_file`` is ``NAME`` read from the file PATH (its text,
-stripped) and any other ``NAME_env`` is ``NAME`` taken from the environment
-variable VAR. Giving ``NAME`` in more than one form is an error. Values read
-this way, and values of keys named like secrets, are returned as secrets so
-that logs and events can hide them.
-
-Its own module because it is not the forwarder's: any config file whose
-blocks should keep secrets out of the file can pass its blocks through
-``resolve`` with their known keys.
+A key that is itself a known key of the block keeps its own meaning; values read this way, and values of
+keys named like secrets, are returned as secrets so logs and events can hide them. Any config file may pass
+its blocks through ``resolve`` with their known keys. The rule: docs/forward.md, Config (Secrets by reference).
 """
 from __future__ import annotations
 

@@ -1,14 +1,8 @@
 """Users, passwords, login tokens and what each caller may see. No sockets, no CherryPy.
 
-- The users file (``external_auth: {file: {users_file: ...}}``) holds
-  ``name:hash`` lines; the hash is scrypt (memory-hard) with its parameters
-  and salt in the string, so the cost can be raised without breaking old lines.
-- Login tokens are signed, not stored: HS256 JWTs (PyJWT) with a key kept in
-  a 0600 file under ``root_dir``. They therefore survive an API restart (a
-  browser's ``EventSource`` reconnects with the same token) and cost one
-  HMAC to check.
-- A ``Principal`` is whoever made a request, with the filter deciding which
-  events it may see.
+Password hashes are scrypt with their parameters and salt in the line; login tokens are HS256 JWTs signed
+with a key in a 0600 file under ``root_dir``, not stored (docs/api.md, Users and login). A ``Principal`` is
+whoever made a request, with the filter deciding which events it may see.
 """
 from __future__ import annotations
 

@@ -1,17 +1,8 @@
 """The gate: the API server's connection loop, in cheroot's place, handing a worker thread only whole requests.
 
-Stock cheroot gives a connection to a worker as soon as it turns readable,
-and the worker blocks reading the head (up to ``socket_timeout``), so 20
-half-sent heads hold 20 workers and ``/login`` waits. The gate's one
-selector thread accepts connections, watches kept-alive ones and reads them
-without blocking until ``eventbus.netapi.limits`` says the head and body are in; the
-worker then finds every byte buffered. A slow client costs a registered
-socket and its bytes, never a thread. The same loop answers 431, 414, 413
-(by ``Content-Length`` or the chunks so far) and 408 itself, then drains
-what the client still sends so it reads the answer; closes kept-alive
-connections idle for ``IDLE_TIMEOUT``; refuses (503) a connection past
-``PENDING_PER_ADDRESS`` unfinished ones from its address or ``max_open`` in
-all; and does TLS handshakes without blocking. docs/api.md has the figures.
+One selector thread accepts, reads without blocking until ``eventbus.netapi.limits`` says head and body are
+in, answers 431/414/413/408 and 503 itself, and does TLS handshakes; a slow client costs a registered
+socket, never a thread. Why and the figures: docs/api.md, Hostile clients.
 """
 from __future__ import annotations
 

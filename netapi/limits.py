@@ -1,20 +1,10 @@
 """What a hostile client may not do, decided without sockets: request heads, failed logins, log floods.
 
-- ``examine`` looks at the bytes a connection has sent so far and says
-  whether its request is complete (head and body in hand), still coming, or
-  to be refused (431 head too large or too many header lines, 414 URL too
-  long, 413 body over the limit, 400 unreadable framing or HTTP version).
-- ``LoginGuard`` counts failed logins per client address over a sliding
-  minute; an address at ``login_rate`` is refused (429) until its oldest
-  failure is a minute old. A check in progress counts as a failure until it
-  ends, and one address has at most ``concurrent`` (2) checks running, so a
-  thousand guesses sent at once cost two password checks, not a thousand,
-  and never queue other addresses' logins behind more than two.
-- ``OncePerInterval`` lets one log line per (limit, address) through per
-  minute.
-
-The adapters are ``eventbus.netapi.connloop`` (cheroot's connection loop) and
-``eventbus.netapi.app`` (the ``/login`` route).
+``examine`` says whether a connection's bytes so far are a complete request, still coming, or refused
+(431, 414, 413, 400); ``LoginGuard`` counts failed logins per address over a sliding minute (a check in
+progress counts as a failure; at most ``concurrent`` checks per address); ``OncePerInterval`` lets one log
+line per (limit, address) through per minute. Adapters: ``eventbus.netapi.connloop`` and the ``/login``
+route; the rules are in docs/api.md, Hostile clients.
 """
 from __future__ import annotations
 

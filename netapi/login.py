@@ -1,18 +1,8 @@
 """Logins: the body's fields, the failed-login limit, bounded password checks, the token. No CherryPy.
 
-``eventbus.netapi.app``'s ``/login`` route only reads the body and writes the
-answer (cookie, JSON); every decision is here:
-
-- an address with ``login_rate`` failed logins in the last minute is
-  refused (``TooManyRequestsError``, 429 with ``Retry-After``) before any
-  password check; a check in progress counts as a failure until it ends,
-  and one address has at most two checks running (``eventbus.netapi.limits.LoginGuard``);
-- scrypt runs on ``CONCURRENT_CHECKS`` dedicated threads, whatever arrives:
-  a check holds 16 MiB, and glibc keeps that memory in the arena of the
-  thread that ran it, so few threads mean a bounded RSS;
-- an unknown user costs the same check and gets the same 401 text;
-- a refusal by the limit is logged once per address per minute; failed
-  logins name user and address, never the password.
+``eventbus.netapi.app``'s ``/login`` route only reads the body and writes the answer (cookie, JSON); every
+decision is here. scrypt runs on ``CONCURRENT_CHECKS`` dedicated threads only: glibc keeps a check's
+16 MiB in the arena of the thread that ran it. The rules: docs/api.md, Hostile clients (Logins).
 """
 from __future__ import annotations
 

@@ -1,16 +1,9 @@
 """Run the REST API: CherryPy's server and engine, the bus feed, the stream pump, the pool keeper.
 
-Threads: CherryPy (cheroot) gives each open request a worker thread, and an
-``/events`` stream is a request that lasts. A plain-HTTP stream's thread
-sleeps once its socket is handed to the pump (``eventbus.netapi.sse.pump``), so it costs
-memory (about 50 KiB: stacks are ``STACK_SIZE`` and a parked thread touches
-a few pages) but no CPU; TLS streams write from their own thread. The pool
-starts small and the ``PoolKeeper`` grows it as streams open, keeping
-``RESERVE`` idle workers so ``/login`` and ``/hook`` never queue behind
-streams, up to ``stream_limit`` + ``RESERVE`` threads (beyond
-``stream_limit`` streams, ``/events`` answers 503). ``GatedServer`` is
-CherryPy's server with the gate (``eventbus.netapi.connloop``) in place of cheroot's
-connection manager, refusing folded header lines.
+Each open request holds a cheroot worker thread, and an ``/events`` stream is a request that lasts: the
+``PoolKeeper`` grows the pool as streams open, keeping ``RESERVE`` idle workers, up to ``stream_limit`` +
+``RESERVE``. ``GatedServer`` is CherryPy's server with the gate (``eventbus.netapi.connloop``) in place of
+cheroot's connection manager, refusing folded header lines. Threads and figures: docs/api.md, How it scales.
 """
 from __future__ import annotations
 

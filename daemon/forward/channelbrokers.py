@@ -1,14 +1,9 @@
 """CloudEvents channels that publish, as webhook brokers of this forwarder.
 
-See docs/cloudevents.md, Publishing: where it runs, and why.
-
-A channel with an outbound URL and ``--publish`` globs becomes the broker
-``channel.NAME.KEY`` (KEY: random, made by ``channel add``): type ``webhook``, ``format: cloudevents``, structured mode,
-signed with the channel's current secret. Its outbox and cursor are the
-forwarders' own, so its events survive API, forwarder and master restarts
-like any broker's. The channels are those of the API config beside the
-``forward`` file (``DIR/api``, its ``root_dir``); the forwarder re-reads them
-every second and restarts its threads (cursors kept) when they change.
+A channel with an outbound URL and ``--publish`` globs becomes the broker ``channel.NAME.KEY`` (KEY: random,
+made by ``channel add``), type ``webhook``, ``format: cloudevents``, signed with the channel's current
+secret. The channels are those of the API config beside the ``forward`` file; they are re-read every second
+and the threads restarted (cursors kept) when they change. See docs/cloudevents.md, Publishing.
 """
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""What the journal writer does at open: load the segments on disk, cut a torn tail, index sealed segments.
-
-Opening after ``kill -9`` or a power cut scans only the last (active)
-segment, cuts a torn or corrupt tail with one log line naming the file, the
-offset and the bytes cut, and reads every sealed segment from its ``.idx``
-(scanning it and writing one when it is missing). See docs/journal.md, How it
-works (Crash recovery).
+"""What the journal writer does at open: load the segments on disk, cut a torn tail, index sealed segments
+(docs/journal.md, How it works: Crash recovery).
 """
 from __future__ import annotations
 

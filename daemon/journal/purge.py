@@ -1,8 +1,6 @@
 """Purging a segment: its runs noted in ``purged`` before its files go, so that a reader's ``lost`` stays exact.
 
-Which segments go (the oldest finished ones, while over ``journal_max_bytes``
-or past ``journal_max_age``) is the writer's retention, ``Journal._retain``;
-see docs/journal.md, How it works (Writing).
+Which segments go is the writer's retention (``Journal._retain``).
 """
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The small files the writer keeps beside its segments: a sealed segment's ``.idx`` and the ``purged`` list.
-
-Each is replaced atomically (a reader sees the old file or the new one). Both
-only spare work or keep ``lost`` exact, so a failure to write one is logged at
-debug and the journal goes on (docs/journal.md, How it works).
+"""A sealed segment's ``.idx`` and the ``purged`` list, each replaced atomically; a failure to write one is
+logged at debug and the journal goes on (both only spare work or keep ``lost`` exact).
 """
 from __future__ import annotations
 

@@ -1,20 +1,10 @@
 """The master's journal writer: every bus event on disk before a subscriber gets it, bounded and crash-safe.
 
-The format is in ``eventbus/journal/format.py``, the reading in
-``eventbus/journal/reader.py``; what ``open`` does (load, recover a torn tail)
-is in ``opening.py``, a purged segment's deletion in ``purge.py``, the
-``.idx`` and ``purged`` files in ``sidefiles.py``. The daemon calls
-``append`` once per wake-up with that wake-up's ``(seq, frame)`` list; it
-costs one ``write`` syscall, so the events sit in the OS page cache (safe
-from a daemon crash) before they are sent. ``journal_fsync`` decides what a
-machine crash may lose: ``always`` syncs in ``append``, ``batch`` has a small
-thread sync the active segment every 0.1 s when it changed, ``never`` leaves
-it to the OS.
-
-A write error never reaches the bus: the segment is cut back to its last
-whole record, ``failed`` is set and ``on_error`` called once (it is the
-caller's to log; the journal logs it only without one), and entries are
-dropped until ``poll`` manages to start a new segment, then ``on_recover``.
+``append`` takes one wake-up's ``(seq, frame)`` list in one ``write`` syscall, so events are in the page
+cache before they are sent; ``journal_fsync`` decides what a machine crash may lose. A write error never
+reaches the bus: the segment is cut back to its last whole record, ``failed`` is set and ``on_error``
+called once (the journal logs it only without one), and entries are dropped until ``poll`` starts a new
+segment, then ``on_recover``. See docs/journal.md, How it works.
 """
 from __future__ import annotations
 

@@ -1,13 +1,8 @@
 """The master's reactor child: runs while the master has rules, restarted if it dies, stopped with the master.
 
-The reactor runs in its own process (``eventbus.daemon.reactor.service``) so a slow action,
-a big template or a thousand running commands never touch the bus loop; the
-master only starts it, watches it once a second, and stops it (SIGTERM,
-then SIGKILL after ``STOP_TIMEOUT``) before its bus closes, so the reactor
-saves its position while the bus still runs. On SIGHUP the master hands it
-the re-read rules (``reload``): changed rules reach it as its own SIGHUP, the
-first rules of a master that had none start it (reacting to events after the
-current head only), and no rules left stop it.
+The master starts it, watches it once a second, stops it (SIGTERM, then SIGKILL after ``STOP_TIMEOUT``)
+before its bus closes, and on SIGHUP hands it the re-read rules (``reload``): docs/reactor.md, Where it
+runs and Reload and status.
 """
 from __future__ import annotations
 

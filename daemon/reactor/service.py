@@ -1,25 +1,13 @@
 """The reactor process: reads the master bus with its own durable cursor and runs the rules' actions.
 
 Run by the master as a child (``eventbus.daemon.reactor.child``) as
-``python -m eventbus.daemon.reactor MASTER_CONFIG [--after SEQ]``; see docs/reactor.md.
-
-- One thread reads the bus through the resuming reader (``MasterEvent``
-  following from the cursor), matches each event and hands every action to
-  the pool of its kind (fire, target, run, post), so a slow ``run`` never
-  holds up a ``fire``. With ``MAX_IN_FLIGHT`` actions pending it stops
-  reading: the master then drops events for it and the reader fetches them
-  again from the journal, so nothing is dropped and the bus is not slowed.
-- A finished action is recorded in the ledger, then its result event is
-  fired. The cursor (``acked``) is the seq before the oldest event with an
-  unfinished action; every ``SAVE_EVERY`` s the ledger is synced and then
-  the cursor saved (record before acknowledging). After a restart the reader
-  resumes at the cursor and skips every (rule, seq, action) in the ledger.
-- ``--after SEQ`` (a master that took its first rules on SIGHUP): events up
-  to SEQ are not reacted to; the cursor starts there unless it is past it.
-- SIGHUP (forwarded by the master once it has checked the config) re-reads
-  the rules between two events (a bad config keeps the old rules and logs
-  one line); SIGTERM stops reading, lets running actions finish for
-  ``SHUTDOWN_GRACE`` s, saves, exits.
+``python -m eventbus.daemon.reactor MASTER_CONFIG [--after SEQ]``. One thread reads and matches, and hands
+each action to the pool of its kind; past ``MAX_IN_FLIGHT`` pending actions it stops reading. A finished
+action is recorded in the ledger, then its result fired; the cursor (``acked``) is the seq before the
+oldest event with an unfinished action, saved every ``SAVE_EVERY`` s after the ledger is synced (record
+before acknowledging). ``--after SEQ``: events up to SEQ are not reacted to (the cursor starts there
+unless it is past it). SIGHUP re-reads the rules between two events; SIGTERM lets running actions finish
+for ``SHUTDOWN_GRACE`` s. See docs/reactor.md, Where it runs and Never drop, never repeat.
 """
 from __future__ import annotations
 

@@ -1,16 +1,10 @@
-"""CloudEvents channels: where outside applications post events and get ours back.
+"""CloudEvents channels: where outside applications post events and get ours back (docs/cloudevents.md,
+Channels and secrets).
 
-See docs/cloudevents.md, Channels and secrets.
-
-``DIR/channels.json`` (0600; DIR is ``eventbus.cloudevents.statedir.directory(ROOT)``,
-``ROOT/var/lib/eventbus/cloudevents``) holds ``{NAME: {"outbound_url",
-"publish", "created", "key"}}``; each channel's secret is in
-``DIR/secrets/NAME`` (0600, JSON ``{"secret", "previous",
-"previous_until"}``). ``rotate`` makes a new secret and keeps the old one
-valid for a grace period (``ROTATE_GRACE``, one hour, by default), so
-senders can switch over; a grace of 0 revokes the old one at once (a
-leaked secret). A running API re-reads both when they change (checked
-every 0.25 s).
+``DIR/channels.json`` (0600; DIR is ``eventbus.cloudevents.statedir.directory(ROOT)``) holds
+``{NAME: {"outbound_url", "publish", "created", "key"}}``; each channel's secret is in ``DIR/secrets/NAME``
+(0600, JSON ``{"secret", "previous", "previous_until"}``). ``rotate`` keeps the old secret valid for a grace
+period (``ROTATE_GRACE`` by default; 0 revokes it at once).
 """
 from __future__ import annotations
 

@@ -1,15 +1,9 @@
-"""The CloudEvents type registry: named, versioned JSON Schemas under the API's ``root_dir``.
+"""The CloudEvents type registry: named, versioned JSON Schemas under the API's ``root_dir``
+(docs/cloudevents.md, Event types).
 
-See docs/cloudevents.md, Event types.
-
-One JSON file, ``eventtypes.json`` in ``eventbus.cloudevents.statedir.directory(ROOT)``
-(``ROOT/var/lib/eventbus/cloudevents``), replaced atomically on every
-change: ``{NAME: {VERSION: {"schema", "description", "finalized"}}}``.
-A schema's ``$schema`` may name any draft the installed jsonschema
-validates (the list is jsonschema's, not ours). A finalized version is
-immutable, so its compiled validator is cached for the life of the
-process; a running API re-reads the file when it changes
-(``eventbus.cloudevents.jsonfile.Reloading``).
+One JSON file, ``eventtypes.json`` in ``eventbus.cloudevents.statedir.directory(ROOT)``, replaced atomically
+on every change: ``{NAME: {VERSION: {"schema", "description", "finalized"}}}``. A finalized version is
+immutable, so its compiled validator is cached for the life of the process.
 """
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """Where the CloudEvents type registry, channels and secrets live: ``ROOT/var/lib/eventbus/cloudevents``.
 
-State goes under ``var/lib/eventbus`` whatever the API's ``root_dir`` is, so
-with ``root_dir: /`` it is ``/var/lib/eventbus/cloudevents``, and a checkout's
-``run/`` has the same layout. Earlier versions kept it in ``ROOT/cloudevents``:
-the first reader or writer that finds only that one moves it over (one
-rename, logged), so channels and their secrets survive the upgrade.
+With ``root_dir: /`` that is ``/var/lib/eventbus/cloudevents``. Earlier versions kept it in
+``ROOT/cloudevents``: the first reader or writer that finds only that one moves it over (one rename, logged).
 """
 from __future__ import annotations
 

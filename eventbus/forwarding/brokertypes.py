@@ -1,12 +1,9 @@
 """Broker types (docs/forward.md, Config): the built-in type names with their keys, and a user's
 ``package.module.Class``.
 
-The built-in types' keys (and defaults) are declared here, beside the
-config, so that a ``forward`` file is checked whole when it is read; the
-sinks in ``daemon/forward/sinks`` declare these same mappings as their
-``KEYS``. Built-in names match without case, as Rasa's do (``type: SQL``).
-A custom class is imported and checked for the four sink methods when the
-file is read, so its ``KEYS``, when it declares them, take part too.
+The built-in types' keys are declared here, beside the config, so a ``forward`` file is checked whole when
+it is read; the sinks in ``daemon/forward/sinks`` declare these same mappings as their ``KEYS``. A custom
+class is imported and checked for the four sink methods when the file is read.
 """
 from __future__ import annotations
 

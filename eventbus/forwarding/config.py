@@ -1,12 +1,8 @@
 """The ``forward`` config file (docs/forward.md, Config): the forwarder's keys and its brokers, typed and checked.
 
-Brokers come as a ``brokers`` list and/or as Rasa's ``event_broker``
-mapping (one broker, ``name`` defaulting to its type lower-cased), so a
-Rasa ``endpoints.yml`` block works pasted as it is. Secrets may be given
-as ``NAME_file``/``NAME_env`` (``eventbus.secretref``): the keys a block
-knows are the top-level keys of ``ForwardConfig`` and, in a broker, the
-common keys plus its type's ``KEYS``. So a broker's type is found (and a
-custom class imported) before its block is resolved and checked.
+Brokers come as a ``brokers`` list and/or Rasa's ``event_broker`` mapping. A block's known keys (for its
+``NAME_file``/``NAME_env`` references, ``eventbus.secretref``) include its type's ``KEYS``, so a broker's type
+is found (and a custom class imported) before its block is resolved and checked.
 """
 from __future__ import annotations
 

@@ -1,37 +1,22 @@
 """A forwarder's bounded on-disk outbox for one broker, with its durable intake cursor.
 
-Events wait here, in bus order, until the broker has accepted them. One
-SQLite file (WAL) per broker holds the waiting events and the broker's
-position on the bus (``intake``: the last seq the reader has handled for this
-broker), written in the same transaction: after a crash or ``kill -9`` the
-outbox and the cursor agree, so the reader resumes exactly after ``intake``
-and nothing is lost or queued twice. Past ``max_events`` waiting, the oldest
-are dropped and counted.
-
-Every event is either delivered (acknowledged) or dropped, never both: the
-events ``read`` handed to the broker, until they are acknowledged or handed
-back (``rewind``, after a failed publish), are being delivered, not waiting.
-The bound counts and drops only waiting events, so the outbox may hold the
-handed batch beyond it (a read hands out at most ``max_events``); events
-handed back wait again, the oldest of all, and go first at the next drop.
-
-A row holds one reader batch (``first``..``last``, ``count`` events, packed
-as one msgpack array), not one event: one insert, one pack and one unpack
-per batch instead of per event, which was most of the forwarder's cost.
-Reads, acknowledgements and drops still work per event: a row they cut
-through is rewritten with the events it keeps.
-
-Threads: the bus reader calls ``append``; the broker's drain calls ``read``,
-``ack`` and ``rewind``. Each side uses its own connection; a lock keeps a
-drop from passing a read, so the handed events are known to every drop.
+One SQLite file (WAL) per broker holds the waiting events, in bus order, and ``intake`` (the last seq the
+reader handled for this broker), written in the same transaction, so after a crash the outbox and the
+cursor agree. A row is one reader batch (``first``..``last``, ``count``, one msgpack array); a read, an
+ack or a drop that ends inside a row rewrites it with the events it keeps. The events ``read`` handed out
+are being delivered, not waiting, until ``ack`` or ``rewind``: the ``max_events`` bound drops only waiting
+ones, the oldest first. Threads: the bus reader calls ``append``, the broker's drain ``read``, ``ack`` and
+``rewind``, each side on its own connection; a lock keeps a drop from passing a read. The design:
+docs/forward.md, Delivery.
 """
 from __future__ import annotations
 
 import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import msgpack
 
@@ -90,6 +75,18 @@ def _rewrite(db: sqlite3.Connection, first: int, kept: list[Row]) -> None:
         db.execute("DELETE FROM batches WHERE first = ?", (first,))
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` .. ``COMMIT`` on ``db``, rolled back when anything (the commit too) fails."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class Outbox:
     """The waiting events of one broker in ``path``; ``created`` tells a new outbox from a reopened one."""
 
@@ -130,18 +127,13 @@ class Outbox:
         db = self._writer
         if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone():
             return
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             query = db.execute("SELECT seq, tag, data FROM events ORDER BY seq")
             while chunk := query.fetchmany(2000):
                 rows = [(seq, tag, _event_data(data)) for seq, tag, data in chunk]
                 db.execute("INSERT INTO batches VALUES (?, ?, ?, ?)",
                            (rows[0][0], rows[-1][0], len(rows), _pack(rows)))
             db.execute("DROP TABLE events")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def start_at(self, seq: int) -> None:
         """Make ``seq`` the intake position of a new outbox (a new broker starts at the bus head)."""
@@ -159,8 +151,7 @@ class Outbox:
         try:
             with self._lock:
                 db = self._writer
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(db):
                     dropped_old = dropped_new = 0
                     waiting = self.pending - self._handed_count
                     over = waiting + len(fresh) - self.max_events
@@ -175,10 +166,6 @@ class Outbox:
                                    (fresh[0][0], fresh[-1][0], len(fresh), _pack(fresh)))
                     db.execute("INSERT INTO meta VALUES ('intake', ?) ON CONFLICT(key) DO UPDATE "
                                "SET value = excluded.value", (intake,))
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
                 dropped = dropped_old + dropped_new
                 self.pending += len(fresh) - dropped_old
                 self.dropped += dropped
@@ -257,8 +244,7 @@ class Outbox:
         try:
             with self._lock:
                 db = self._reader
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(db):
                     removed, = db.execute("SELECT coalesce(sum(count), 0) FROM batches WHERE last <= ?",
                                           (seq,)).fetchone()
                     db.execute("DELETE FROM batches WHERE last <= ?", (seq,))
@@ -269,10 +255,6 @@ class Outbox:
                         removed += self._trim(db, first, inside)
                     db.execute("INSERT INTO meta VALUES ('delivered', ?) ON CONFLICT(key) DO UPDATE "
                                "SET value = value + excluded.value", (count,))
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
                 self.pending -= removed
                 self._handed_count = max(0, self._handed_count - removed)
                 self.delivered += count

@@ -1,11 +1,7 @@
 """The event journal's reader: the master's events, replayable by seq or time, from any process.
 
-The format is in ``eventbus/journal/format.py``; the writer (the master only)
-in ``daemon/journal/writer.py``. A reader treats a short or not yet checksummed
-record at the end of the last segment as the end of the journal (the writer
-may be in the middle of it); only the writer's ``open`` cuts a torn tail. A
-corrupt record inside an older segment ends the reading of that segment with
-one log line.
+The format, and what a reader makes of a torn tail or a corrupt record, is in ``eventbus/journal/format.py``;
+the writer (the master only) in ``daemon/journal/writer.py``.
 """
 from __future__ import annotations
 

@@ -1,16 +1,9 @@
 """Reactor rules (docs/reactor.md): the master config's ``reactor`` key, checked once, matched fast, rendered.
 
-Sans-IO: nothing here runs an action. ``parse`` turns the YAML list into
-``Rule`` values (a bad glob, an unknown action, a missing field or a
-template that does not compile is one ``ConfigError`` line naming the rule),
-``RuleSet.match(tag)`` finds the rules of a tag without trying every rule,
-and ``render`` fills an action's templates from one event's ``context``.
-
-Templates are Jinja2, sandboxed (``SandboxedEnvironment``: no attribute
-access to internals, no file or module access), with ``StrictUndefined``: a
-template naming a missing value (``{{ data.nope }}``) fails that action with
-an error in its result instead of running it with an empty string. Every
-rendered value is a string; strings without ``{`` are not templates at all.
+Sans-IO: nothing here runs an action. ``parse`` turns the YAML list into ``Rule`` values (anything wrong is
+one ``ConfigError`` line naming the rule), ``RuleSet.match(tag)`` finds the rules of a tag without trying
+every rule, and ``render`` fills an action's templates from one event's ``context``: Jinja2, sandboxed,
+``StrictUndefined``; strings without ``{`` are not templates at all.
 """
 from __future__ import annotations
 

@@ -1,13 +1,8 @@
 """``POST /cloudevents/<channel>`` without sockets: signature, content type, attributes, schema, duplicates.
 
-``Ingest.check(channel, raw, headers)`` either returns the events to fire
-(and the ids to answer as duplicates) or raises ``Refusal`` carrying the
-HTTP status, the ``eventbus.error`` code and the one-line reason. The order
-of checks is that of docs/cloudevents.md, Ingest: channel 404, signature 401
-(HMAC over the raw body, constant time, before any parsing), size 413,
-content type 415, events 400.
-Counters of accepted events per type and of refusals per status and code
-are kept here (``Ingest.counts``) for metrics.
+``Ingest.check(channel, raw, headers)`` returns the events to fire (and the ids to answer as duplicates) or
+raises ``Refusal`` with the HTTP status, the ``eventbus.error`` code and the reason, checking in the order
+of docs/cloudevents.md, Ingest. ``Ingest.counts`` keeps the metrics' counters.
 """
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
 """Refusals reported to a channel's outbound URL as signed ``eventbus.error`` CloudEvents.
 
-See docs/cloudevents.md, Refusals reported outbound.
-
-One daemon thread drains a bounded queue, so a slow or dead outbound URL
-never holds a request thread; a report that cannot be delivered after a few
-tries is logged and dropped (it is a courtesy copy of an answer the sender
-already got).
+One daemon thread drains a bounded queue, so a slow outbound URL never holds a request thread; an
+undeliverable report is logged and dropped (docs/cloudevents.md, Refusals reported outbound).
 """
 from __future__ import annotations
 

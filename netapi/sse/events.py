@@ -1,11 +1,8 @@
 """``/events`` streams once they are open: resume through the one reader, then live from the hub.
 
-The route (``eventbus.netapi.app``) authenticates and sends the headers; ``serve``
-writes the stream: ``retry:``, what a resuming client missed (the master's
-window and journal, read here through ``eventbus.bus.history``), then the live
-records the hub hands it. Both pass the stream's one filter step, its hub
-view. A plain-HTTP stream's socket goes to the pump, which writes every such
-stream from one thread; a TLS stream is written by its request thread. Both
+The route (``eventbus.netapi.app``) authenticates and sends the headers; ``serve`` writes ``retry:``, what a
+resuming client missed (``eventbus.bus.history``), then the live records, both through the stream's hub
+view. A plain-HTTP stream's socket goes to the pump; a TLS stream is written by its request thread; both
 keep their state in one ``StreamState``.
 """
 from __future__ import annotations

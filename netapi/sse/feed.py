@@ -1,17 +1,10 @@
 """The API process's one subscription to the master bus, tied to CherryPy's engine.
 
-``BusFeed`` is a ``SimplePlugin``: engine start opens the bus handle and
-starts the feed thread, engine stop ends every stream and closes the handle.
-The thread follows the master bus with the library's one resuming reader
-(``get_event_record(following=True)``), turns each event, and each of the
-reader's gap notices, into an SSE record once and appends it to the hub.
-Events the bus dropped for this subscriber are fetched by that reader from
-the master's window and journal, so streams see no gap; only what is gone
-everywhere becomes a gap record.
-
-Only the subscription lives here: the publisher of ``/hook`` and
-``/cloudevents`` is ``eventbus.netapi.publisher``, and a resuming stream reads what it
-missed itself (``eventbus.netapi.sse.events``), on this handle's zmq context.
+``BusFeed`` is a ``SimplePlugin``: engine start opens the bus handle and starts the feed thread, which
+follows the bus with the library's one resuming reader and turns each event, and each gap notice, into an
+SSE record once for the hub; engine stop ends every stream and closes the handle. The ``/hook`` and
+``/cloudevents`` publisher is ``eventbus.netapi.publisher``; a resuming stream reads what it missed itself
+(``eventbus.netapi.sse.events``) on this handle's zmq context. See docs/api.md, How it scales.
 """
 from __future__ import annotations
 

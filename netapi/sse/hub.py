@@ -1,24 +1,11 @@
 """The fan-out hub: one bus feed, every ``/events`` stream reads from it.
 
-The feed thread appends formatted records to one shared ring; each stream
-only keeps a cursor into it. So an event costs one record whatever the
-number of streams, and a stream's queue is bounded by the ring: a stream
-that falls ``capacity`` records behind (its client stopped reading) is
-dropped on its next read, and it never slows the feed or other streams.
-
-Wake-ups are the expensive part with a thousand streams (each is a thread,
-see ``eventbus.netapi.server``), so the hub wakes streams at once when the bus has
-been quiet, and at most every flush interval when it is busy; under load
-each wake-up then carries a batch of records in one write. The interval
-grows with the number of streams (20 ms for a few, 100 ms for a thousand):
-latency is traded for CPU only when there are many streams to wake.
-
-The hub hands a stream finished bytes: its new records as its filter's
-``View`` renders them. Streams with the same filter share the view, which
-renders a range of records once: a thousand streams woken for the same
-range filter and join the records once, not a thousand times. The view is
-the stream's one filter step: the resume (``eventbus.netapi.sse.events``) renders what
-the client missed through it too.
+The feed thread appends formatted records to one shared ring; each stream keeps only a cursor into it,
+and one that falls ``capacity`` records behind is dropped on its next read. Streams are woken at once
+after a quiet spell, at most every flush interval under load (the interval grows with the number of
+streams). A stream is handed finished bytes, its new records as its filter's ``View`` renders them; streams
+with the same filter share the view, which is also the resume's filter step (``eventbus.netapi.sse.events``).
+See docs/api.md, How it scales.
 """
 from __future__ import annotations
 

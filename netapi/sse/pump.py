@@ -1,18 +1,10 @@
 """The pump: one thread writes every plain-HTTP stream's records straight to its socket.
 
-CherryPy gives each request a thread, and waking a thousand stream threads
-for every batch of events costs more CPU than the events themselves (mostly
-thread switches and the GIL hand-offs between them). So once a stream's
-headers and first chunk have gone out through CherryPy, its request thread
-hands the socket to the pump and sleeps until the stream ends; the pump
-wakes once per hub flush, takes each stream's new bytes from the hub
-(rendered once per filter) and writes them as HTTP chunks with non-blocking
-writes, so a client that stops reading only grows its own backlog until it
-is dropped. The same loop sends keepalives, ends streams whose token
-expired, and notices at once when a client hangs up (its socket turns
-readable at EOF); what is due when lives in ``eventbus.netapi.sse.streamstate``, shared
-with the TLS path (``eventbus.netapi.sse.events``): an ``SSLSocket`` cannot be written
-without blocking from outside its thread, so TLS streams keep theirs.
+Once a stream's headers and first chunk are out, its request thread hands the socket to the pump and
+sleeps until the stream ends; per hub flush the pump writes each stream's new bytes (rendered by the hub)
+as HTTP chunks with non-blocking writes, sends keepalives, ends expired streams and sees hang-ups (EOF).
+What is due when lives in ``eventbus.netapi.sse.streamstate``, shared with the TLS path
+(``eventbus.netapi.sse.events``), whose streams keep their own thread. Why: docs/api.md, How it scales.
 """
 from __future__ import annotations
 

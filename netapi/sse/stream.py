@@ -1,14 +1,8 @@
-"""Server-Sent Events records. No sockets, no threads.
+"""Server-Sent Events records (docs/api.md, ``GET /events``). No sockets, no threads.
 
-A record is Salt's ``rest_cherrypy`` layout plus the bus sequence number as
-``id:``, so a browser's ``EventSource`` sends it back as ``Last-Event-ID``::
-
-    id: 1042
-    tag: salt/job/20130802115730568475/new
-    data: {"tag": "salt/job/20130802115730568475/new", "data": {...}}
-
-The reader's gap notice (``eventbus.bus.inbox``) becomes a record the same way,
-without ``id:``. Records are formatted once per event and shared by every stream.
+A record is Salt's ``rest_cherrypy`` layout plus the bus seq as ``id:`` (a browser sends it back as
+``Last-Event-ID``); the reader's gap notice (``eventbus.bus.inbox``) becomes a record without ``id:``.
+Records are formatted once per event and shared by every stream.
 """
 from __future__ import annotations
 

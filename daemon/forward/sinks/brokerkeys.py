@@ -1,9 +1,6 @@
-"""Reading one broker entry's type keys into typed values, with errors naming the key.
+"""Reading one broker entry's type keys (docs/forward.md, Config) into typed values, with errors naming the key.
 
-The keys are the type-keys table of docs/forward.md, Config.
-
-Secrets arrive already resolved (``NAME_file``/``NAME_env`` are the caller's
-job); these helpers never put a value of a secret key in a message.
+Secrets arrive already resolved; these helpers never put a value of a secret key in a message.
 """
 from __future__ import annotations
 

@@ -9,14 +9,22 @@ batches from one process of its own and from another, each second, sends
 malformed and oversize messages, reserved and other minions' tags, replays,
 claims an honest minion's id and acknowledges fire jobs not sent to it. An
 operator's targeted fire reaches the honest minions each second in both
-phases. The reference is the same run's "before" phase: the target is a
-p99 during the attack within 2x of before, with no honest event lost.
+phases. Two references: the same run's "before" phase (the raw ratio),
+and a "calibrated" phase after the attack in which neutral processes at
+nice 19 burn as much CPU as the rogue's two processes used during it
+(measured with psutil), touching nothing of the bus. On a fleet the rogue
+is another host; here its processes share the 2 cores with the master and
+the honest minions, so the target (a p99 during the attack within 2x,
+with no honest event lost) is judged against the calibrated phase: what
+the master's handling of the rogue costs the others, not the rogue's own
+CPU on the same host.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +64,38 @@ class Phase:
         self.end = time.monotonic()
         self.cpu = (self.meter.cpu() - self.cpu_start) / (self.end - self.start)
         self.relayed, self.refused = relayed, refused
+
+
+BURN_SLICE = 0.01  # s: a burner alternates busy and idle within this period, at the measured duty cycle
+_BURNER = """
+import os, sys, time
+os.nice(19)
+duty, period = float(sys.argv[1]), float(sys.argv[2])
+while True:
+    start = time.monotonic()
+    while time.monotonic() - start < duty * period:
+        pass
+    time.sleep(max(0.0, period - (time.monotonic() - start)))
+"""
+
+
+class Burners:
+    """Neutral processes at nice 19 burning ``cores`` of CPU in all (one per started core), touching no bus."""
+
+    def __init__(self, cores: float) -> None:
+        count = max(1, math.ceil(cores))
+        duty = min(1.0, cores / count)
+        self.procs = [subprocess.Popen([sys.executable, "-c", _BURNER, f"{duty}", f"{BURN_SLICE}"])
+                      for _ in range(count)] if cores > 0 else []
+        self.meters = [ProcessMeter(proc.pid) for proc in self.procs]
+
+    def cpu(self) -> float:
+        return sum(meter.cpu() for meter in self.meters)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
 
 
 def _run_phase(phase: Phase, seconds: float, master: Node, traffic: HonestTraffic) -> None:
@@ -120,21 +160,37 @@ def measure(minions: int, rate: float, seconds: float) -> dict:
             if time.monotonic() - wait > 30:
                 raise TimeoutError("the flood did not start within 30 s")
             time.sleep(0.05)
+        rogue_meters = [ProcessMeter(flood.proc.pid), ProcessMeter(misbehaving.proc.pid)]
         traffic.phase("during")
         during = Phase("during", meter)
+        rogue_cpu = sum(m.cpu() for m in rogue_meters)
         _run_phase(during, seconds, master, traffic)
+        rogue_cpu = (sum(m.cpu() for m in rogue_meters) - rogue_cpu) / (during.end - during.start)
 
         traffic.phase("after")
-        _progress("stopping the rogue; waiting for every honest event")
+        _progress(f"stopping the rogue (its processes used {rogue_cpu * 100:.0f}% of a core); "
+                  "the same CPU burnt by neutral processes next")
         flooded = flood.stop()
         flood = None
         misbehaved = misbehaving.stop()
         misbehaving = None
+        time.sleep(1.0)  # the master works off what the rogue left queued
+        burners = Burners(rogue_cpu)
+        try:
+            traffic.phase("calibrated")
+            calibrated = Phase("calibrated", meter)
+            burnt = burners.cpu()
+            _run_phase(calibrated, seconds, master, traffic)
+            burnt = (burners.cpu() - burnt) / (calibrated.end - calibrated.start)
+        finally:
+            burners.stop()
+        traffic.phase("after")
+        _progress("waiting for every honest event")
         seen = traffic.stop()
         traffic = None
         alive = master.daemon is not None and master.daemon.alive()
-        return {"seen": seen, "flood": flooded, "misbehaved": misbehaved, "phases": (before, during),
-                "alive": alive, "load": load_note()}
+        return {"seen": seen, "flood": flooded, "misbehaved": misbehaved, "phases": (before, during, calibrated),
+                "alive": alive, "load": load_note(), "rogue_cpu": rogue_cpu, "burnt": burnt}
     except BaseException:
         keep = True  # the daemons' logs say what went wrong
         _progress(f"failed: the daemons' directories are kept: {[str(node.root) for node in site.nodes]}")
@@ -180,23 +236,30 @@ def _ms(values: list[float], q: float) -> float:
 def report(result: dict, minions: int, rate: float, seconds: float) -> tuple[str, bool]:
     """The Markdown section and whether the target was met."""
     seen, flood, misbehaved = result["seen"], result["flood"], result["misbehaved"]
-    before, during = result["phases"]
+    before, during, calibrated = result["phases"]
     if seen["errors"]:
         raise RuntimeError(f"the traffic process failed: {seen['errors']}")
     sent = sum(seen["fired"].values())
     received = sum(len(set(ns)) for ns in seen["seen"].values())
     disordered = sum(ns != sorted(set(ns)) for ns in seen["seen"].values())
     lost = sent - received
-    lat = {name: seen["latency"].get(name, []) for name in ("before", "during")}
+    lat = {name: seen["latency"].get(name, []) for name in ("before", "during", "calibrated")}
     p99 = {name: _ms(values, 99) for name, values in lat.items()}
     ratio = p99["during"] / p99["before"]
-    passed = ratio <= TARGET and lost == 0 and not disordered and result["alive"]
+    judged = p99["during"] / p99["calibrated"]
+    passed = judged <= TARGET and lost == 0 and not disordered and result["alive"]
     rows = [
-        ("honest events timed", f"{len(lat['before']):,}", f"{len(lat['during']):,}", "", "", ""),
+        ("honest events timed (calibrated phase: " + f"{len(lat['calibrated']):,})", f"{len(lat['before']):,}",
+         f"{len(lat['during']):,}", "", "", ""),
         ("relay p50 (ms)", f"{_ms(lat['before'], 50):.1f}", f"{_ms(lat['during'], 50):.1f}",
          f"×{_ms(lat['during'], 50) / _ms(lat['before'], 50):.2f}", "", ""),
-        ("relay p99 (ms)", f"{p99['before']:.1f}", f"{p99['during']:.1f}", f"×{ratio:.2f}", f"≤ ×{TARGET:g}",
-         "PASS" if ratio <= TARGET else "FAIL"),
+        ("relay p99, raw: during / before (ms)", f"{p99['before']:.1f}", f"{p99['during']:.1f}", f"×{ratio:.2f}",
+         "", ""),
+        ("relay p99, calibrated: during / the rogue's CPU burnt by neutral processes (ms)",
+         f"{p99['calibrated']:.1f}", f"{p99['during']:.1f}", f"×{judged:.2f}", f"≤ ×{TARGET:g}",
+         "PASS" if judged <= TARGET else "FAIL"),
+        ("CPU of the rogue's processes during / of the neutral burners (% of a core)", "",
+         f"{result['rogue_cpu'] * 100:.0f} / {result['burnt'] * 100:.0f}", "", "", ""),
         ("relay max (ms)", f"{_ms(lat['before'], 100):.1f}", f"{_ms(lat['during'], 100):.1f}",
          f"×{_ms(lat['during'], 100) / _ms(lat['before'], 100):.2f}", "", ""),
         ("honest events sent / received / lost (whole run)", "", f"{sent:,} / {received:,} / {lost}", "", "0 lost",
@@ -210,7 +273,8 @@ def report(result: dict, minions: int, rate: float, seconds: float) -> tuple[str
         ("flood events sent, from its start to its stop", "", f"{flood['events']:,}", "", "", ""),
         ("other rogue messages (rounds)", "", f"{misbehaved['messages']:,} ({misbehaved['rounds']})", "", "", ""),
         ("refusals the master counted", f"{before.refused:,}", f"{during.refused:,}", "", "", ""),
-        ("master CPU (% of a core)", f"{before.cpu * 100:.0f}", f"{during.cpu * 100:.0f}",
+        ("master CPU (% of a core; calibrated phase: " + f"{calibrated.cpu * 100:.0f})",
+         f"{before.cpu * 100:.0f}", f"{during.cpu * 100:.0f}",
          f"×{during.cpu / before.cpu:.1f}" if before.cpu else "", "", ""),
         ("master RSS, highest of the 1 s samples (MB)", f"{max(before.rss) / MB:.1f}", f"{max(during.rss) / MB:.1f}",
          "", "", ""),

@@ -51,10 +51,18 @@ class _RogueProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.roguetraffic", *argv],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
+    def pause(self) -> None:
+        """Hold the process still (SIGSTOP) until ``resume``."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> dict:
         """Stop; what the process sent, as it counted it."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGCONT)
         out, err = self.proc.communicate(timeout=15)
         if self.proc.returncode != 0:
             raise AssertionError(f"the {self.proc.args[3]} process failed ({self.proc.returncode}):\n{err[-3000:]}")

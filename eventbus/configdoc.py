@@ -186,13 +186,15 @@ TABLES: dict[str, Table] = {
         "event_window", "event_window_bytes", "log_level log_file"), file_column=True),
     "journal": Table(("master",), _JOURNAL),
     "link": Table(("master", "minion"), _rows(
-        "heartbeat_interval", "cachedir", "spool_max_events", "master_pubkey", "reactor"), file_column=True),
+        "heartbeat_interval", "cachedir", "spool_max_events", "master_pubkey", "relay_rate_limit", "reactor"),
+        file_column=True),
     "api": Table(("api",), _rows(*_API)),
     # The keys' own pages.
     "journal-detail": Table(("master",), _rows(
         "event_journal", "journal_dir", "journal_max_bytes", "journal_max_age", "journal_fsync"), detail=True),
     "link-detail": Table(("master", "minion"), _rows(
-        "heartbeat_interval", "cachedir", "spool_max_events", "master_pubkey"), file_column=True, detail=True),
+        "heartbeat_interval", "cachedir", "spool_max_events", "master_pubkey", "relay_rate_limit"), file_column=True,
+        detail=True),
     "api-detail": Table(("api",), _rows(*_API, Row(
         ("max_event_size", "event_match_type", "log_level", "log_file", "root_dir"), default="as everywhere",
         meaning="`/hook` bodies over `max_event_size` get 413")), detail=True),

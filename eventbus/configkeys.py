@@ -96,6 +96,13 @@ class MasterConfig(BusConfig):
     cachedir: Path = key("var/cache/eventbus/master", "path", doc="relay de-duplication state",
                          detail="the newest relay seq accepted from each minion (de-duplication across "
                                 "master restarts)")
+    relay_rate_limit: int = key(
+        20000, "int", min=0, max=100_000_000,
+        doc="events a second each minion may relay (2 s of it at once); past it the master answers `resend` "
+            "and the minion waits; 0: no limit",
+        detail="events a second each minion may relay, 2 s' worth at once (a spool's backlog drains at once up "
+               "to that); a batch past it is not read: the master answers `resend`, the minion waits and resends "
+               "it from its spool; 0: no limit")
     # The journal (docs/journal.md, Config (master)).
     event_journal: bool = key(
         True, "bool", doc="keep every master event on disk, for resume across restarts and catch-up",

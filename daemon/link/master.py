@@ -63,7 +63,8 @@ class MasterLink:
         self.keys = keys.KeyStore(settings.pki_dir)
         self.machine = ms.MasterSessions(self.keys, RelaySeqs(settings.cachedir / "relay"),
                                          heartbeat=self.heartbeat, auto_accept=settings.auto_accept,
-                                         max_event_size=settings.max_event_size)
+                                         max_event_size=settings.max_event_size,
+                                         relay_rate_limit=settings.relay_rate_limit)
         self.zap = ZapHandler(context, loop)
 
         self.link_socket = context.socket(zmq.ROUTER)
@@ -231,7 +232,7 @@ class MasterLink:
         return status
 
     def _link_verb(self, _args: Any) -> dict:
-        return {**self.machine.status(), "refused": self.complaints.count}
+        return {**self.machine.status(), "refused": self.complaints.count, "throttled": self.machine.throttled}
 
     def close(self) -> None:
         for sock in (self.link_socket, self.offer_socket):

@@ -12,6 +12,7 @@ One ``Session`` per minion key (its relay de-duplication is ``RelayStream``)::
         accept               accepted: welcome(accept, last seq), salt/minion/<id>/start
         pend|reject|denied   held: welcome(act); it may ping, nothing else
     accepted --events(first, floor, frames)-->
+        over its relay budget  unread, unpublished: resend(last) (the minion backs off)
         seqs <= last           duplicates (a batch resent after a lost ack): skipped
         first > max(last, floor) + 1   a gap the minion did not make: resend(last)
         otherwise              new events published, last stored, ack(last)
@@ -22,7 +23,7 @@ Every message of an accepted session counts as a heartbeat for ``Presence``;
 fires to minions are tracked by ``FireJobs``.
 
 Whatever a minion does wrong is a ``Refuse`` of one kind (``protocol``,
-``oversize``, ``tag``, ``relay``, ``replay``, ``claim``, ``fired``,
+``oversize``, ``budget``, ``tag``, ``relay``, ``replay``, ``claim``, ``fired``,
 ``unaccepted``) naming it by its accepted id, with ``who`` set to that id:
 the adapter logs each kind once per interval per minion, never per message,
 so a rogue with an accepted key can neither flood the log nor hide another
@@ -40,9 +41,13 @@ from eventbus.daemon.link import protocol
 from eventbus.daemon.link.targetfires import FireJobs
 from eventbus.daemon.link.logentries import Note, Refuse
 from eventbus.daemon.link.presence import Presence
-from eventbus.daemon.link.relaystream import RelaySeqs, RelayStream
+from eventbus.daemon.link.relaystream import RelayBudget, RelaySeqs, RelayStream
 from eventbus import keys
 from eventbus.errors import ProtocolError
+
+# A minion's relay budget holds this many seconds' worth of events: a spool's backlog after an outage
+# drains at once up to it, then at ``relay_rate_limit``.
+RELAY_BURST_SECONDS = 2.0
 
 # -- actions (what the adapter must do) ---------------------------------------------------
 
@@ -83,6 +88,8 @@ class Session:
     accepted: bool = False
     stream: RelayStream | None = None
     accepted_as: str = ""  # the id this key was accepted under, kept while it says hello as another
+    budget: RelayBudget | None = None  # its id's relay budget (None: no limit)
+    over_budget: Refuse | None = None  # the refusal of a batch over it, made once
 
     @property
     def name(self) -> str:
@@ -98,7 +105,7 @@ class MasterSessions:
     """Every minion session of one master: hello, relay with de-duplication, presence, fires."""
 
     def __init__(self, store: keys.KeyStore, seqs: RelaySeqs, *, heartbeat: float, auto_accept: bool,
-                 max_event_size: int, fire_jobs: FireJobs | None = None) -> None:
+                 max_event_size: int, fire_jobs: FireJobs | None = None, relay_rate_limit: int = 0) -> None:
         self.store = store
         self.seqs = seqs
         self.heartbeat = heartbeat
@@ -107,6 +114,10 @@ class MasterSessions:
         self.sessions: dict[str, Session] = {}
         self.presence = Presence(1.5 * heartbeat)
         self.relayed = 0  # relayed events put on the bus, for the metrics (counted per batch)
+        self.relay_rate_limit = relay_rate_limit  # events/s per minion id; 0: no limit
+        # Per minion id, not per session: a hello again does not refill it.
+        self.budgets: dict[str, RelayBudget] = {}
+        self.throttled = 0  # batches refused over a minion's relay budget
         self.fire_jobs = fire_jobs or FireJobs()
 
     # -- messages from minions ----------------------------------------------------------
@@ -128,7 +139,7 @@ class MasterSessions:
         if session.accepted:
             self.presence.heard(session.minion_id, now)
         if kind == protocol.EVENTS:
-            return self._events(session, message)
+            return self._events(session, message, now)
         if kind == protocol.PING:
             return [Send(route, protocol.PONG_MESSAGE)]
         if kind == protocol.FIRED:
@@ -169,13 +180,22 @@ class MasterSessions:
         session.accepted = True
         session.accepted_as = session.minion_id
         session.stream = stream = RelayStream(session.minion_id, self.seqs)
+        if self.relay_rate_limit:
+            rate = self.relay_rate_limit
+            budget = self.budgets.get(session.minion_id)
+            if budget is None:
+                budget = self.budgets[session.minion_id] = RelayBudget(rate, rate * RELAY_BURST_SECONDS, now)
+            session.budget = budget
+            session.over_budget = Refuse("budget", f"refused batches from {session.name} over its relay budget of "
+                                                   f"{rate} events/s (relay_rate_limit): answered resend",
+                                         session.minion_id)
         self.presence.heard(session.minion_id, now)
         return [Send(session.route, protocol.welcome("accept", stream.last, self.heartbeat)),
                 Publish(f"salt/minion/{session.minion_id}/start", {
                     "id": session.minion_id, "cmd": "_minion_event",
                     "data": f"Minion {session.minion_id} started at {time.ctime()}"})]
 
-    def _events(self, session: Session, message: protocol.Message) -> list[Action]:
+    def _events(self, session: Session, message: protocol.Message, now: float) -> list[Action]:
         if not session.accepted:
             return [Refuse("unaccepted", f"refused events from {session.name}: its key is not accepted for "
                                          f"{session.minion_id!r}", session.accepted_as)]
@@ -183,6 +203,11 @@ class MasterSessions:
             # Bigger than any minion sends: the whole batch is refused, unread, and its seqs stay unused.
             return [Refuse("oversize", f"refused a batch over {protocol.MAX_BATCH_EVENTS} events or "
                                        f"{protocol.MAX_BATCH_BYTES} bytes from {session.name}", session.accepted_as)]
+        budget = session.budget
+        if budget is not None and not budget.take(len(message.frames), now):
+            # Over budget: nothing read, published or stored; the minion resends from its spool later.
+            self.throttled += 1
+            return [session.over_budget, Send(session.route, protocol.resend(session.stream.last))]  # type: ignore
         first, floor = message.value
         verdict = session.stream.batch(first, floor, message.frames, self.max_event_size)  # type: ignore[union-attr]
         actions: list[Action] = list(verdict.refused)

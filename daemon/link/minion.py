@@ -94,6 +94,8 @@ class MinionLink:
                 self._pump()
             elif kind is ms.Send:
                 self._send(action.frames)  # type: ignore[union-attr]
+            elif kind is ms.ResumeAfter:
+                self.loop.call_later(action.delay, lambda: self._run(self.machine.resume()))  # type: ignore[union-attr]
             elif kind is ms.PublishFrame:
                 self.bus.publish_frame(action.frame)  # type: ignore[union-attr]
             elif kind is ms.Refuse:

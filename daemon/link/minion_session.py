@@ -15,8 +15,13 @@ States (``LinkState``; the ``link`` control verb reports the value)::
     any but CONNECTING --tick with the master silent 2 heartbeats--> Connect (rebuild), CONNECTING
 
 In ACCEPT, ``ack(seq)`` frees the spool up to seq; ``resend(seq)`` (the
-master saw a gap) frees up to seq and resends after it; batches without
-any ack for 2 heartbeats are resent from the spool head.
+master saw a gap, or the minion is over its relay budget there) frees up to
+seq and resends after it; batches without any ack for 2 heartbeats are
+resent from the spool head. A ``resend`` is answered by a pause
+(``ResumeAfter``, from ``BACKOFF_FIRST`` doubling to ``BACKOFF_MAX`` while
+the master keeps refusing) and one batch in flight, doubling with each ack
+up to ``IN_FLIGHT`` events; the answers to batches sent before that resend
+(the master answers each, in order) only free the spool.
 
 First contact: with no master key pinned or configured the machine asks for
 it (``AskKey``), pins the offered key (``PinKey``) and connects. A failed
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Union
 
@@ -42,6 +48,8 @@ BATCH_EVENTS = protocol.MAX_BATCH_EVENTS
 BATCH_BYTES = protocol.MAX_BATCH_BYTES  # the spool stops adding events once the batch has this many bytes
 IN_FLIGHT = 20_000
 KEY_CHECK_EVERY = 30.0
+BACKOFF_FIRST = 0.01  # s paused after the master's first resend ...
+BACKOFF_MAX = 0.5     # ... doubling up to this while it refuses batch after batch
 
 
 class LinkState(enum.Enum):
@@ -88,13 +96,20 @@ class Pump:
 
 
 @dataclass(frozen=True, slots=True)
+class ResumeAfter:
+    """Call ``MinionSession.resume`` in ``delay`` seconds (the pause after a ``resend``)."""
+
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
 class PublishFrame:
     """Put a fire from the master (a checked ``tag NUL data`` frame) on the local bus."""
 
     frame: bytes
 
 
-Action = Union[Connect, AskKey, PinKey, Send, Pump, PublishFrame, Refuse, Note]
+Action = Union[Connect, AskKey, PinKey, Send, Pump, ResumeAfter, PublishFrame, Refuse, Note]
 
 
 class Batch(NamedTuple):
@@ -118,6 +133,11 @@ class MinionSession:
         self.state = LinkState.CONNECTING
         self.linked = False          # a Connect was issued: a link socket exists
         self.sent = spool.head       # newest seq handed to the link
+        self.window = IN_FLIGHT      # events that may be in flight unacked
+        self.backoff = 0.0           # the last pause after a resend; 0 after an ack
+        self.paused = False          # a ResumeAfter is pending: nothing is sent
+        self.round = 0               # bumped at each rewind to the spool head
+        self.in_flight: deque[tuple[int, int]] = deque()  # (last seq, round) of each batch sent, oldest first
         self.last_heard = now
         self.last_progress = now
         self.key_checked = float("-inf")
@@ -140,7 +160,7 @@ class MinionSession:
         self.linked = True
         self.state = LinkState.CONNECTING
         self.last_heard = now
-        self.sent = self.spool.head
+        self._rewind()
         return [Connect()]
 
     def key_offered(self, frames: list[bytes], now: float) -> list[Action]:
@@ -175,7 +195,7 @@ class MinionSession:
         if self.state is not LinkState.CONNECTING:
             actions.append(Note(logging.WARNING, "lost the connection to the master; reconnecting"))
         self.state = LinkState.CONNECTING
-        self.sent = self.spool.head
+        self._rewind()
         return actions
 
     def handshake_failed(self, now: float) -> list[Action]:
@@ -197,16 +217,18 @@ class MinionSession:
         kind = message.kind
         if kind == protocol.ACK:
             self.spool.ack(message.value)
+            self._answered(message.value)
             self.last_progress = now
+            self.backoff = 0.0
+            if self.window < IN_FLIGHT:
+                self.window = min(IN_FLIGHT, 2 * self.window)
             return [Pump()]
         if kind == protocol.WELCOME:
             return self._welcome(message.value, now)
         if kind == protocol.FIRE:
             return self._fire(message.value, message.frames[0])
         if kind == protocol.RESEND:
-            self.spool.ack(message.value)
-            self.sent = self.spool.head
-            return [Pump()]
+            return self._resend(message.value)
         if kind == protocol.WHO:
             self.state = LinkState.HELLO
             return [Send(protocol.hello(self.minion_id))]
@@ -230,10 +252,48 @@ class MinionSession:
         last = body.get("last")
         if isinstance(last, int):
             self.spool.ack(last)
-        self.sent = self.spool.head
+        self._rewind()
         self.last_progress = now
         actions.append(Pump())
         return actions
+
+    def _rewind(self) -> None:
+        """Send again from the spool head; what was in flight will not be answered (a new connection, or none)."""
+        self.sent = self.spool.head
+        self.round += 1
+        self.in_flight.clear()
+
+    def _answered(self, seq: int) -> tuple[int, int] | None:
+        """Forget the batches an answer up to ``seq`` covers; the batch after them (the one refused), if any."""
+        in_flight = self.in_flight
+        while in_flight and in_flight[0][0] <= seq:
+            in_flight.popleft()
+        return in_flight.popleft() if in_flight else None
+
+    def _resend(self, seq: int) -> list[Action]:
+        """The master has every event up to ``seq`` and took none after it: resend from there, after a pause.
+
+        Only a refusal of a batch sent since the last rewind counts: the
+        master answers every batch in flight before it, and those answers
+        say nothing new (the batches after a refused one are gaps to it).
+        """
+        self.spool.ack(seq)
+        refused = self._answered(seq)
+        if self.paused or (refused is not None and refused[1] != self.round):
+            self.sent = max(self.sent, self.spool.head)
+            return []
+        # Rewound on the same connection: the batches still in flight will be answered, as stale.
+        self.sent = self.spool.head
+        self.round += 1
+        self.window = BATCH_EVENTS
+        self.backoff = min(BACKOFF_MAX, 2 * self.backoff) if self.backoff else BACKOFF_FIRST
+        self.paused = True
+        return [ResumeAfter(self.backoff)]
+
+    def resume(self) -> list[Action]:
+        """The pause after a resend is over: send again."""
+        self.paused = False
+        return [Pump()]
 
     def _fire(self, job_id: int, frame: bytes) -> list[Action]:
         try:
@@ -258,7 +318,7 @@ class MinionSession:
                                                      f"{now - self.last_heard:.1f} s; reconnecting"))
                 return actions + self._connect(now)
         if self.state is LinkState.ACCEPT and self.sent > self.spool.head and now - self.last_progress > 2 * self.heartbeat:
-            self.sent = self.spool.head
+            self._rewind()
             self.last_progress = now
         actions.append(Pump())
         return actions
@@ -306,11 +366,11 @@ class MinionSession:
                                 f"dropped the {dropped} oldest events, {self.spool.dropped} in all"), Pump()]
 
     def next_batch(self) -> Batch | None:
-        """The next batch to send while accepted and under ``IN_FLIGHT`` unacked events, else ``None``."""
-        if self.state is not LinkState.ACCEPT:
+        """The next batch to send while accepted, not paused and under ``window`` unacked events, else ``None``."""
+        if self.state is not LinkState.ACCEPT or self.paused:
             return None
         spool = self.spool
-        if self.sent - spool.head >= IN_FLIGHT:
+        if self.sent - spool.head >= self.window:
             return None
         batch = spool.read(self.sent, BATCH_EVENTS, BATCH_BYTES)
         if not batch:
@@ -320,6 +380,7 @@ class MinionSession:
     def batch_sent(self, last: int) -> None:
         """The link took the batch ending at ``last``."""
         self.sent = last
+        self.in_flight.append((last, self.round))
 
     def status(self) -> dict:
         """What the ``link`` control verb answers."""

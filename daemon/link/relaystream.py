@@ -5,6 +5,8 @@ the newest seq it accepted per minion on disk (``RelaySeqs``), so a batch
 resent after a lost ack, or replayed to a restarted master, publishes
 nothing twice. No sockets: ``RelayStream.batch`` takes a batch and returns
 the frames to publish, the refusals to log and the answer to send.
+``RelayBudget`` bounds how many events a second one minion may relay, so
+that one flooding the link cannot take the master's CPU from the others.
 """
 from __future__ import annotations
 
@@ -39,6 +41,34 @@ class RelaySeqs:
             os.pwrite(fd, b"%020d" % seq, 0)
         finally:
             os.close(fd)
+
+
+class RelayBudget:
+    """One minion's relay budget: a token bucket of ``rate`` events a second holding ``burst`` at most.
+
+    A batch is taken while the bucket is not in debt, and costs all its
+    events (duplicates too: reading them costs the master as much), so a
+    batch bigger than the bucket still gets through, and over time a minion
+    relays ``rate`` events a second on average. Time is handed in.
+    """
+
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = now
+
+    def take(self, events: int, now: float) -> bool:
+        """Whether a batch of ``events`` fits the budget at ``now`` (then they are spent)."""
+        tokens = self.tokens + (now - self.at) * self.rate
+        self.tokens = tokens if tokens < self.burst else self.burst
+        self.at = now
+        if self.tokens <= 0:
+            return False
+        self.tokens -= events
+        return True
 
 
 class Verdict(NamedTuple):

@@ -43,7 +43,7 @@ def master_keys(publish_port: int, ret_port: int) -> dict[str, Any]:
         "event_match_type": "fnmatch", "auto_accept": True, "presence_events": True, "loop_interval": 0.3,
         "heartbeat_interval": 2.0, "subscriber_queue": 1000, "event_window": 40, "event_window_bytes": 300_000,
         "event_journal": True, "journal_max_bytes": 16 * MIB, "journal_max_age": 1.0, "journal_fsync": "always",
-        "reactor": REACTION,
+        "reactor": REACTION, "relay_rate_limit": 1,
     }
 
 
@@ -193,6 +193,12 @@ def test_master_and_minion_with_every_key_set():
             assert [r["data"]["n"] for r in relayed] == list(range(15, 25))
             assert {r["id"] for r in relayed} == {"keys-minion"}
             seen_master("event_match_type")  # a glob matched: fnmatch, not the default startswith
+        # One event a second (2 at once): the 10 spooled ones went into debt, so the next batch is refused.
+        with event.MinionEvent(opts=minion.opts(), listen=False) as relay:
+            assert relay.fire_master({"n": 25}, "keys/relayed/25") is True
+        wait_for(lambda: link_state(master)["throttled"] > 0, what="a batch refused over relay_rate_limit")
+        wait_for(lambda: logged(m_log, "over its relay budget of 1 events/s"), what="the master's budget line")
+        seen_master("relay_rate_limit")
         assert (m_home / "cache/relay").exists()
         seen_master("cachedir")
         with event.get_event("master", opts=master.opts()) as bus:

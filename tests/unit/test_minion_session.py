@@ -141,7 +141,9 @@ def test_resend_from_the_master_frees_what_it_has_and_sends_the_rest(settings, s
     s.intake([event("myco/e", n=n) for n in range(5)])
     drain(s)
     actions = s.receive(protocol.resend(first + 1), 1.0)
-    assert kinds(actions) == [ms.Pump] and len(spool) == 3
+    assert kinds(actions) == [ms.ResumeAfter] and len(spool) == 3
+    assert drain(s) == [], "paused until resumed"
+    assert kinds(s.resume()) == [ms.Pump]
     assert drain(s) == [(first + 2, first + 1, first + 4)]
 
 

@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 import msgpack
 
 from eventbus.errors import OutboxError
+from eventbus.journal.format import SEQ_LIMIT
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -87,6 +88,19 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+def _check_rows(db: sqlite3.Connection, meta: dict) -> None:
+    """``ValueError`` when the rows or the cursor cannot be what ``append`` wrote: a seq past ``SEQ_LIMIT``
+    (the bus numbers far below it), a row of no events, or one counting more events than its seqs span."""
+    bad, = db.execute("SELECT count(*) FROM batches WHERE first < 1 OR last < first OR last > ? OR count < 1 "
+                      "OR count > last - first + 1", (SEQ_LIMIT,)).fetchone()
+    if bad:
+        raise ValueError(f"{bad} batch rows are corrupt (their seqs or counts cannot be)")
+    for key in ("intake", "delivered", "dropped"):
+        value = meta.get(key, 0)
+        if not isinstance(value, int) or not 0 <= value <= SEQ_LIMIT:
+            raise ValueError(f"its {key} of {value!r} cannot be")
+
+
 class Outbox:
     """The waiting events of one broker in ``path``; ``created`` tells a new outbox from a reopened one."""
 
@@ -104,6 +118,7 @@ class Outbox:
             meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
             self.pending, self._newest = self._writer.execute(
                 "SELECT coalesce(sum(count), 0), coalesce(max(last), 0) FROM batches").fetchone()
+            _check_rows(self._writer, meta)
         except (sqlite3.Error, ValueError) as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}", path=str(self.path)) from None
         self.intake: int | None = meta.get("intake")

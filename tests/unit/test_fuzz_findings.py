@@ -302,3 +302,29 @@ def test_a_record_numbered_near_the_u64_end_behind_a_good_checksum_does_not_stop
     journal.close()
     assert [seq for seq, _ in JournalReader(tmp_path).read(1_000_000, 10).events] == [1_000_001, 1_000_002,
                                                                                         1_000_003]
+
+
+@pytest.mark.parametrize("change", [
+    "UPDATE batches SET first = 9223372036854775805, last = 9223372036854775807",  # F18: seqs at the i64 end
+    "UPDATE meta SET value = 9223372036854775807 WHERE key = 'intake'",  # F18: the cursor there
+    "UPDATE batches SET count = -3",  # F19: a row of fewer than no events
+    "UPDATE batches SET count = 40",  # F19: more events than its seqs span
+], ids=["row-seqs", "intake", "negative-count", "count-past-span"])
+def test_an_outbox_whose_rows_cannot_be_is_an_outbox_error_at_open(tmp_path, change):
+    """F18, F19 (outbox): rows or a cursor no forwarder writes were taken; the next append of the bus's
+    events overflowed SQLite's INTEGER (an OverflowError stopped the broker), or the waiting count went
+    below zero."""
+    import sqlite3
+
+    from eventbus.errors import OutboxError
+    from eventbus.forwarding.outbox import Outbox
+
+    box = Outbox(tmp_path / "b.outbox", 10)
+    box.append([(1, "t/a", {"n": 1}), (2, "t/b", {"n": 2})], 2)
+    box.close()
+    db = sqlite3.connect(tmp_path / "b.outbox")
+    db.execute(change)
+    db.commit()
+    db.close()
+    with pytest.raises(OutboxError, match="cannot open outbox"):
+        Outbox(tmp_path / "b.outbox", 10)

@@ -56,6 +56,7 @@ def _master_lines(master: Any) -> Iterator[tuple[str, Any]]:
         yield "minions_present", len(link.get("present", []))
         yield "present", ", ".join(sorted(link.get("present", []))) or "none"
         yield "relay_spooled_total", link.get("relayed", 0)
+        yield "relay_throttled_total", link.get("throttled", 0)
         yield "journal_bytes", snapshot.journal_bytes
     if forward_dir is not None:
         if snapshot.brokers is None:

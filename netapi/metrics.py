@@ -70,6 +70,9 @@ def families(snapshot: systemstatus.Figures, sse_streams: int, ingest: dict) -> 
         yield _counter("eventbus_relay_spooled_total",
                        "Events minions relayed from their spools onto the master bus since the master started",
                        link.get("relayed", 0))
+        yield _counter("eventbus_relay_throttled_total",
+                       "Relay batches the master answered resend because their minion was past relay_rate_limit",
+                       link.get("throttled", 0))
         yield _gauge("eventbus_journal_bytes", "Bytes of the master's event journal on disk", snapshot.journal_bytes)
     if snapshot.brokers is not None:
         delivered = CounterMetricFamily("eventbus_forward_delivered", "Events a broker acknowledged",

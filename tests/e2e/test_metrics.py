@@ -101,6 +101,7 @@ def test_metrics_after_known_traffic(linked_api):
     for name, kind in [("eventbus_events_total", "counter"), ("eventbus_listeners", "gauge"),
                        ("eventbus_listener_lost_total", "counter"), ("eventbus_minions_connected", "gauge"),
                        ("eventbus_minions_present", "gauge"), ("eventbus_relay_spooled_total", "counter"),
+                       ("eventbus_relay_throttled_total", "counter"),
                        ("eventbus_sse_streams", "gauge"), ("eventbus_journal_bytes", "gauge"),
                        ("eventbus_forward_delivered_total", "counter"), ("eventbus_forward_pending", "gauge"),
                        ("eventbus_forward_dropped_total", "counter"),

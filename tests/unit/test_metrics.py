@@ -25,7 +25,7 @@ def render(snapshot: Figures, streams: int = 0, ingest: dict | None = None) -> d
 
 def test_every_figure_becomes_its_metric():
     snapshot = Figures(master={"events": 12, "listeners": 3, "listener_lost": 2, "journal": {"bytes": 4096}},
-                       link={"accepted": 2, "present": ["b", "a"], "relayed": 7},
+                       link={"accepted": 2, "present": ["b", "a"], "relayed": 7, "throttled": 3},
                        brokers=[Broker("out", "file", "up", 10, 2, 1), Broker("db", "sql", "down", 0, 12, 0)])
     ingest = {"accepted": {"com.example.order": 2}, "refused": {(400, "SchemaViolation"): 1}}
     samples = render(snapshot, streams=5, ingest=ingest)
@@ -36,6 +36,7 @@ def test_every_figure_becomes_its_metric():
     assert samples[("eventbus_minions_present", ())] == 2
     assert samples[("eventbus_minion_present", (("minion", "a"),))] == 1
     assert samples[("eventbus_relay_spooled_total", ())] == 7
+    assert samples[("eventbus_relay_throttled_total", ())] == 3
     assert samples[("eventbus_journal_bytes", ())] == 4096
     assert samples[("eventbus_sse_streams", ())] == 5
     assert samples[("eventbus_forward_delivered_total", (("broker", "out"),))] == 10

@@ -1,5 +1,6 @@
 """Test support for CloudEvents: a signing client, a real outbound HTTP server that checks signatures,
-and a master-bus listener that says which ``cloudevents/*`` events were fired."""
+a master-bus listener that says which ``cloudevents/*`` events were fired, and a running API set up
+as a shop (the ``shop`` fixture, one per test module that imports it)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,14 @@ import threading
 import uuid
 from typing import Any
 
+import pytest
+import requests
+
 from eventbus import event
-from tests.helpers import wait_for
+from tests.apinode import running_api
+from tests.helpers import run_cli, wait_for
+
+STRUCTURED = "application/cloudevents+json"
 
 ORDER_SCHEMA = {"$schema": "http://json-schema.org/draft/2019-09/schema#", "type": "object",
                 "properties": {"order": {"type": "object", "properties": {
@@ -92,3 +99,51 @@ class BusWatch:
 
     def close(self) -> None:
         self.handle.destroy()
+
+
+class Shop:
+    """A running API with type com.example.order 1.0 (finalized), 2.0 (draft), channels shop and other."""
+
+    def __init__(self, env, outbound: Outbound) -> None:
+        self.env = env
+        self.conf = str(env.config_dir)
+        schema = env.root / "order.json"
+        schema.write_text(json.dumps(ORDER_SCHEMA))
+        for args in (("eventtype", "add", "com.example.order", "--schema", str(schema)),
+                     ("eventtype", "finalize", "com.example.order", "--version", "1.0"),
+                     ("eventtype", "add", "com.example.order", "--schema", str(schema), "--version", "2.0")):
+            done = run_cli(*args, "-c", self.conf)
+            assert done.returncode == 0, done.stderr
+        self.secret = self.add_channel("shop", "--outbound-url", outbound.url)
+        self.other_secret = self.add_channel("other")
+        outbound.secret = self.secret
+        self.outbound = outbound
+        self.url = env.url("/cloudevents/shop")
+
+    def add_channel(self, name: str, *args: str) -> str:
+        done = run_cli("channel", "add", name, *args, "-c", self.conf)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("secret: ") and lines[1].endswith(f"/cloudevents/{name}")
+        return lines[0].split(" ", 1)[1]
+
+    def post(self, body: bytes, content_type: str = STRUCTURED, secret: str | None = "", channel: str = "shop",
+             headers: dict | None = None) -> requests.Response:
+        sent = {"Content-Type": content_type}
+        if secret is not None:
+            sent["X-Hub-Signature"] = sign(secret or self.secret, body)
+        sent.update(headers or {})
+        return requests.post(self.env.url(f"/cloudevents/{channel}"), data=body, headers=sent, timeout=10)
+
+    def post_event(self, ev: dict, **kwargs) -> requests.Response:
+        return self.post(json.dumps(ev).encode(), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def shop():
+    outbound = Outbound()
+    try:
+        with running_api(max_event_size=8192) as env:
+            yield Shop(env, outbound)
+    finally:
+        outbound.close()

@@ -8,6 +8,7 @@ import pytest
 
 from tests.apinode import ApiEnv, running_api
 from tests.helpers import Node, short_tmpdir
+from tests.linkkit import Site
 
 
 @pytest.fixture
@@ -72,3 +73,10 @@ def shared_api() -> Iterator[ApiEnv]:
     """One running master and API shared by a module's read-mostly tests."""
     with running_api() as env:
         yield env
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    s = Site()
+    yield s
+    s.cleanup()

@@ -1,4 +1,4 @@
-"""Test kit for the master/minion link: linked node configs, a recording TCP proxy, a raw link client.
+"""Test kit for the master/minion link: linked node configs, a recording TCP proxy, a raw link client, relaying.
 
 The raw link client (``RawMinion``) is ``bench.linkclient``'s: the rogue minion benchmark uses it too.
 """
@@ -10,12 +10,19 @@ import threading
 
 from bench.linkclient import RawMinion
 from bench.procs import Node, Site, free_port, link_state, wait_link
+from eventbus import event
 
-__all__ = ["RawMinion", "RecordingProxy", "Site", "link_state", "master_link", "wait_link"]
+__all__ = ["RawMinion", "RecordingProxy", "Site", "link_state", "master_link", "relay", "wait_link"]
 
 
 def master_link(master: Node) -> dict:
     return link_state(master)
+
+
+def relay(minion, *events: tuple[str, dict]) -> None:
+    with event.MinionEvent(opts=minion.opts(), listen=False) as handle:
+        for tag, data in events:
+            assert handle.fire_master(data, tag) is True
 
 
 class RecordingProxy:

@@ -311,29 +311,3 @@ def test_fire_after_connect_is_never_missed_by_a_new_listener(master):
                 event.get_event("master", opts=master.opts(), listen=False) as pub:
             pub.fire_event({"n": n}, "joiner/test")
             assert bus.get_event(wait=5, tag="joiner/")["n"] == n
-
-
-def test_a_listener_joining_a_busy_bus_is_live_at_once(master):
-    """The daemon looks for new subscriptions at most every ``LAZY_LOOK`` while it publishes: a join waits
-    for that look at worst, never for the bus to go quiet."""
-    procs = publishers(master, ["busy"], 20_000)
-    try:
-        for _ in range(10):
-            started = time.monotonic()
-            with event.get_event("master", opts=master.opts()) as bus:
-                assert bus.connected
-                assert time.monotonic() - started < 1.0
-                assert bus.get_event(wait=5, tag="order/busy") is not None, "live: events come"
-    finally:
-        for proc in procs:
-            assert proc.wait(60) == 0
-
-
-def test_no_block_returns_an_event_queued_while_the_handle_was_quiet(master):
-    with event.get_event("master", opts=master.opts()) as bus, \
-            event.get_event("master", opts=master.opts()) as witness:
-        assert bus.get_event(wait=0.2, tag="quiet/") is None  # the handle has waited: it is quiet
-        bus.fire_event({"q": 1}, "quiet/one")
-        assert witness.get_event(wait=5, tag="quiet/")["q"] == 1
-        time.sleep(0.05)  # the daemon sent both copies together: this handle's is queued too
-        assert bus.get_event(no_block=True, tag="quiet/")["q"] == 1

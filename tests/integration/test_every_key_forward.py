@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import shutil
 import sqlite3
 import uuid
@@ -143,8 +144,13 @@ def test_forward_with_every_key_set(pg_database):
             assert lines["f"].startswith("f file up") and lines["pg"].startswith("pg sql up")
             assert lines["file"].startswith("file file up") and (home / "out/rasa.jsonl").exists()
             seen("name", "type", forwardconf.RASA_KEY)
-            down = wait_for(lambda: "dropped=17" in (s := status())["down"] and s["down"], 30, what="the bound")
-            assert "pending=5" in down
+            # 22 events, a bound of 5 waiting: the rest dropped, counted. A batch the failing broker holds
+            # in delivery at the last append is not droppable then (at most the 5 it could read).
+            def held_and_dropped() -> tuple[int, int] | None:
+                found = re.search(r"pending=(\d+) dropped=(\d+)", status()["down"])
+                counts = (int(found[1]), int(found[2])) if found else None
+                return counts if counts and sum(counts) == 22 and 5 <= counts[0] <= 10 else None
+            wait_for(held_and_dropped, 30, what="the bound")
             seen("outbox_max_events")
 
             out = home / "out/events.jsonl"

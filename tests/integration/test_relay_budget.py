@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Iterator
-
-import pytest
 
 from eventbus import event
 from tests.helpers import wait_for
-from tests.linkkit import Site, master_link, wait_link
+from tests.linkkit import master_link, wait_link
 
 LIMIT = 500
 EVENTS = 3000
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    s = Site()
-    yield s
-    s.cleanup()
 
 
 def test_a_burst_over_the_budget_arrives_whole_in_order_once_and_at_its_pace(site):

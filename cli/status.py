@@ -49,6 +49,7 @@ def _master_lines(master: Any) -> Iterator[tuple[str, Any]]:
         yield "master", f"not running ({snapshot.down['master']})"
     else:
         yield "master", f"running (pid {stats['pid']}, up {_duration(stats['uptime'])})"
+        yield "master_id", master.id
         yield "events_total", stats.get("events", 0)
         yield "listeners", stats.get("listeners", 0)
         yield "listener_lost_total", stats.get("listener_lost", 0)
@@ -88,6 +89,12 @@ def _minion_lines(minion: Any) -> Iterator[tuple[str, Any]]:
     yield "minion", f"running (id {minion.id}, link {link['state']})"
     yield "minion_spooled", link.get("spooled", 0)
     yield "minion_spool_dropped", link.get("dropped", 0)
+    masters = link.get("masters", [])
+    if len(masters) > 1:
+        yield "minion_master_type", link.get("master_type", "str")
+        for master in masters:
+            role = "live" if master["live"] else ("watched" if master["linked"] else "standby")
+            yield f"minion_master.{master['master']}", f"{role} {master['state']} pending={master['pending']}"
 
 
 def _api_lines(api: Any) -> Iterator[tuple[str, Any]]:

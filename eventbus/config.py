@@ -71,10 +71,16 @@ class _Reader:
             raise self.fail(spec.name, value, "a TCP port number from 1 to 65535")
         return value
 
-    def _seconds(self, spec: dataclasses.Field, value: Any) -> float:
+    def _seconds(self, spec: dataclasses.Field, value: Any) -> float | None:
+        if value is None and spec.default is None:
+            return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise self.fail(spec.name, value, "a positive number of seconds")
         return float(value)
+
+    def _masters(self, spec: dataclasses.Field, value: Any) -> Any:
+        """A host, or a list of masters: checked with the ports it defaults to (``MinionConfig.cross_check``)."""
+        return tuple(value) if isinstance(value, list) else value
 
     def _bool(self, spec: dataclasses.Field, value: Any) -> bool:
         if not isinstance(value, bool):
@@ -256,7 +262,11 @@ def _check(cls: type[C], raw: Mapping[str, Any], label: str, source: Path | None
     for name, spec in keys.items():
         if name != "root_dir" and name not in extra:
             values[name] = reader.read(spec, raw.get(name, spec.default))
-    return cls(**values)
+    config = cls(**values)
+    problem = config.cross_check()
+    if problem is not None:
+        raise reader.fail(*problem)
+    return config
 
 
 def config_path(config_dir: str | os.PathLike | None, name: str, required: bool = False) -> Path | None:
@@ -327,6 +337,9 @@ def _schema_of(opts: Mapping[str, Any], cls: type[C]) -> type[C]:
         names = set(opts)
         if not names <= _names(cls) and names <= _names(other):
             return other  # type: ignore[return-value]
+        # Both have ``id``: a sparse dict with it and nothing only a master has is a minion's, as it always was.
+        if cls is MasterConfig and "id" in names and names <= _names(MinionConfig):
+            return MinionConfig  # type: ignore[return-value]
     return cls
 
 

@@ -29,7 +29,7 @@ FILES: dict[str, type[configkeys.CommonConfig]] = {
     "forward": forwardconf.ForwardConfig}
 # The files whose keys the generated tables document (forward's are in docs/forward.md).
 DOCUMENTED = ("master", "minion", "api")
-DOCS = ("README.md", "docs/journal.md", "docs/link.md", "docs/api.md")
+DOCS = ("README.md", "docs/journal.md", "docs/link.md", "docs/api.md", "docs/fleet.md")
 REPO = Path(__file__).resolve().parents[1]
 
 MARKER = re.compile(r"<!-- config-keys: ([\w-]+) -->")
@@ -186,14 +186,17 @@ TABLES: dict[str, Table] = {
         "event_window", "event_window_bytes", "log_level log_file"), file_column=True),
     "journal": Table(("master",), _JOURNAL),
     "link": Table(("master", "minion"), _rows(
-        "heartbeat_interval", "cachedir", "spool_max_events", "master_pubkey", "relay_rate_limit", "reactor"),
-        file_column=True),
+        "heartbeat_interval", "cachedir", "spool_max_events", "master_pubkey", "master_type", "master_alive_interval",
+        "master_failback", "relay_rate_limit", "reactor"), file_column=True),
     "api": Table(("api",), _rows(*_API)),
     # The keys' own pages.
     "journal-detail": Table(("master",), _rows(
         "event_journal", "journal_dir", "journal_max_bytes", "journal_max_age", "journal_fsync"), detail=True),
     "link-detail": Table(("master", "minion"), _rows(
         "heartbeat_interval", "cachedir", "spool_max_events", "master_pubkey", "relay_rate_limit"), file_column=True,
+        detail=True),
+    "fleet-detail": Table(("master", "minion"), _rows(
+        "id", "master", "master_type", "master_alive_interval", "master_failback", "master_pubkey"), file_column=True,
         detail=True),
     "api-detail": Table(("api",), _rows(*_API, Row(
         ("max_event_size", "event_match_type", "log_level", "log_file", "root_dir"), default="as everywhere",

@@ -8,11 +8,14 @@ them, so a key, its default and its meaning are written here and nowhere else.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from eventbus.bus.match import MATCH_TYPES
+from eventbus.masters import MasterAddress, resolve
 
 if TYPE_CHECKING:
     from eventbus.config import AuthBackend
@@ -45,6 +48,10 @@ class CommonConfig:
                          doc="every relative path is under it")
     log_level: str = key("warning", "choice", choices=LOG_LEVELS, doc="logging")
     log_file: Path | None = key(None, "path", shown="stderr", doc="logging")
+
+    def cross_check(self) -> tuple[str, Any, str] | None:
+        """What is wrong between keys read one by one: ``(key, value, expected)``, or ``None``."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class MasterConfig(BusConfig):
     node: ClassVar[str] = "master"
     sock_dir: Path = key("var/run/eventbus/master", "path")
     pki_dir: Path = key("etc/eventbus/pki/master", "path")
+    id: str = key(None, "id", shown="host name", doc="this master's id, unique in the fleet")
     interface: str = key("127.0.0.1", "str", doc="bind address for minions")
     auto_accept: bool = key(False, "bool", doc="accept new minion keys without an operator")
     presence_events: bool = key(False, "bool", doc="fire presence events")
@@ -133,11 +141,48 @@ class MinionConfig(BusConfig):
     sock_dir: Path = key("var/run/eventbus/minion", "path")
     pki_dir: Path = key("etc/eventbus/pki/minion", "path")
     id: str = key(None, "id", shown="host name", doc="the minion's id")
-    master: str = key("127.0.0.1", "str", doc="master host")
+    master: Any = key(
+        "127.0.0.1", "masters", doc="master host, or a list of masters ([docs/fleet.md](docs/fleet.md))",
+        detail="a host, or a list of masters; an item is `host`, `host:port` (port: that master's `ret_port`) or "
+               "a mapping `{host, ret_port, publish_port, pubkey}` (missing ports: the minion's own)")
+    master_type: str = key(
+        "str", "choice", choices=("str", "failover"),
+        doc="`str`: linked to every master of the list at once (hot); `failover`: one at a time, in list order")
+    master_alive_interval: float | None = key(
+        None, "seconds", shown="`heartbeat_interval`",
+        doc="failover: how often (s) the live master is checked; after 1.5 of these intervals of silence the "
+            "minion moves to the next master")
+    master_failback: bool = key(
+        False, "bool", doc="failover: go back to an earlier master of the list once it answers again")
     master_pubkey: str | None = key(
         None, "str", doc="the master's CURVE public key; unset, it is pinned on first contact",
         detail="the master's CURVE public key (Z85, as in the master's `pki_dir/master.key`); unset: pinned on "
-               "first contact")
+               "first contact (several masters: each item's `pubkey`, pinned under `pki_dir/masters/`)")
+
+    def cross_check(self) -> tuple[str, Any, str] | None:
+        shown = list(self.master) if isinstance(self.master, tuple) else self.master
+        resolved = resolve(self.master, self.ret_port, self.publish_port)
+        if isinstance(resolved, str):
+            return "master", shown, ("a host, or a list of masters (host, host:port or a mapping {host, ret_port, "
+                                     f"publish_port, pubkey}}): {resolved}")
+        if self.master_pubkey is not None and len(resolved) > 1:
+            return "master_pubkey", self.master_pubkey, (f"one master's key, but 'master' lists {len(resolved)}: "
+                                                         "give each master its key as 'pubkey' in its item")
+        return None
+
+    @functools.cached_property
+    def masters(self) -> tuple[MasterAddress, ...]:
+        """The masters ``master`` names, ports filled in (checked at load: this never fails on a loaded config)."""
+        resolved = resolve(self.master, self.ret_port, self.publish_port)
+        assert not isinstance(resolved, str), resolved
+        if self.master_pubkey is not None and len(resolved) == 1 and resolved[0].pubkey is None:
+            return (dataclasses.replace(resolved[0], pubkey=self.master_pubkey),)
+        return resolved
+
+    @property
+    def alive_interval(self) -> float:
+        """``master_alive_interval``, or ``heartbeat_interval`` when unset."""
+        return self.master_alive_interval or self.heartbeat_interval
     cachedir: Path = key("var/cache/eventbus/minion", "path", doc="the relay spool")
     spool_max_events: int = key(
         1_000_000, "int", min=10, max=100_000_000,

@@ -27,7 +27,6 @@ PENDING = "minions_pre"
 REJECTED = "minions_rejected"
 DENIED = "minions_denied"
 STATES = (ACCEPTED, PENDING, REJECTED)
-PINNED_MASTER = "minion_master.pub"
 
 # The key operations of ``eventbus key`` and the master's ``key`` control verb.
 OP_LIST = "list"
@@ -185,17 +184,3 @@ class KeyStore:
             return ""
         self._path(known[0], minion_id).unlink()
         return known[1]
-
-
-def pinned_master_key(pki_dir: Path) -> str | None:
-    """The master key this minion pinned on first contact, if any."""
-    try:
-        return (pki_dir / PINNED_MASTER).read_text().strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def pin_master_key(pki_dir: Path, key: str) -> None:
-    """Remember ``key`` as the master's for good (first contact)."""
-    pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (pki_dir / PINNED_MASTER).write_text(key + "\n")

@@ -1,16 +1,19 @@
-"""The minion's side of the link: the sockets and timers around ``eventbus.daemon.link.minion_session``.
+"""The minion's side of the link: its masters' sockets and the timers around ``MinionMasters``.
 
 Relayed events come in on ``relay.ipc`` (``fire_master``) or the ``relay``
 control verb (``eventbus send``), go to the spool, and leave from it in
-batches over a CURVE DEALER to the master's ``ret_port`` as soon as the
-master has welcomed this minion; each batch's ack frees it from the spool.
-The master's ``last`` seq in its welcome says where to resume after any
-reconnect, so a cut link or a restart on either side loses and repeats
-nothing. Heartbeats: a ping every interval, and a master silent for two
-intervals is taken for dead and the connection is rebuilt.
+batches over a CURVE DEALER to each master's ``ret_port`` as soon as that
+master has welcomed this minion; the acks free them from the spool (when
+every master that must have them has them: see ``cursors``). A master's
+``last`` seq in its welcome says where to resume after any reconnect, so a cut
+link or a restart on either side loses and repeats nothing. Heartbeats: a
+ping every interval, and a master silent for two intervals is taken for dead
+and the connection is rebuilt; a failover minion checks its live master every
+quarter ``master_alive_interval`` and moves on after 1.5 intervals of silence.
 
-What to do when is ``MinionSession``'s call; this class owns the sockets,
-reads them, tells the machine and carries out its actions.
+What to do when is ``MinionMasters``' and each ``MinionSession``'s call; this
+class owns the relay intake socket and the timers, keeps one
+``MasterConnection`` (sockets) per master and carries out the actions.
 """
 from __future__ import annotations
 
@@ -20,15 +23,15 @@ import time
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
-from eventbus.daemon.link import protocol
 from eventbus.daemon.link import minion_session as ms
+from eventbus.daemon.link.masterconn import MasterConnection
+from eventbus.daemon.link.minion_masters import Addressed, Close, MinionMasters
 from eventbus.daemon.bus import Bus
 from eventbus.refusallog import Complaints
 from eventbus.daemon.loop import Loop
 from eventbus.daemon.link.spool import Spool
-from eventbus import keys
+from eventbus import keys, masters
 from eventbus.bus import relay, wire
 from eventbus.config import MinionConfig
 from eventbus.errors import ConfigError, InvalidEventError
@@ -37,12 +40,9 @@ log = logging.getLogger(__name__)
 
 INTAKE_BATCH = 1024
 
-MONITORED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-
 
 class MinionLink:
-    """This minion's link to its master."""
+    """This minion's links to its masters."""
 
     def __init__(self, settings: MinionConfig, context: zmq.Context, loop: Loop, bus: Bus) -> None:
         self.settings = settings
@@ -50,19 +50,28 @@ class MinionLink:
         self.loop = loop
         self.bus = bus
         self.complaints = Complaints(log)
-        if settings.master_pubkey is not None and not keys.valid_key(settings.master_pubkey):
-            raise ConfigError(f"{settings.source}: key 'master_pubkey' has value {settings.master_pubkey!r}; "
-                              "expected the master's CURVE public key (40 Z85 characters)",
-                              key="master_pubkey", value=settings.master_pubkey)
+        addresses = settings.masters
+        for address in addresses:
+            if address.pubkey is not None and not keys.valid_key(address.pubkey):
+                name = "master_pubkey" if settings.master_pubkey else "master"
+                raise ConfigError(f"{settings.source}: key {name!r} has value {address.pubkey!r}; expected the "
+                                  f"CURVE public key of the master at {address.name} (40 Z85 characters)",
+                                  key=name, value=address.pubkey)
         self.public_key, self.secret_key = keys.key_pair(settings.pki_dir, "minion")
         self.spool = Spool(settings.cachedir / "spool", settings.spool_max_events)
         if len(self.spool):
             log.info("%d relayed events wait in the spool for the master", len(self.spool))
-        master_key = settings.master_pubkey or keys.pinned_master_key(settings.pki_dir)
-        self.machine = ms.MinionSession(settings, self.spool, self.public_key, master_key, time.monotonic())
-        self.link_socket: zmq.Socket | None = None
-        self.monitor_socket: zmq.Socket | None = None
-        self.offer_socket: zmq.Socket | None = None
+        several = len(addresses) > 1
+        self.pin_paths = [address.pin_path(settings.pki_dir, several) for address in addresses]
+        master_keys = [address.pubkey or masters.pinned_key(path) for address, path in zip(addresses, self.pin_paths)]
+        self.masters = MinionMasters(settings, self.spool, self.public_key, master_keys,
+                                     [str(path) for path in self.pin_paths], time.monotonic())
+        self.several = several
+        max_message = settings.max_event_size + 4096
+        self.connections = [
+            MasterConnection(session, context, loop, self.public_key, self.secret_key, max_message,
+                             lambda actions, index=index: self._run([(index, a) for a in actions]))
+            for index, session in enumerate(self.masters.sessions)]
 
         self.relay_endpoint = relay.relay_endpoint(settings.sock_dir)
         old_umask = os.umask(0o077)
@@ -76,141 +85,60 @@ class MinionLink:
             os.umask(old_umask)
         loop.add_reader(self.relay_socket, self._on_relay)
         bus.register_verb(wire.VERB_RELAY, self._relay_verb)
-        bus.register_verb(wire.VERB_LINK, lambda _args: self.machine.status())
+        bus.register_verb(wire.VERB_LINK, lambda _args: self.masters.status())
 
-        self._run(self.machine.start(time.monotonic()))
-        loop.call_later(self.machine.heartbeat, self._tick)
+        self._run(self.masters.start(time.monotonic()))
+        for index in range(len(self.connections)):
+            loop.call_later(self.masters.sessions[index].heartbeat, lambda index=index: self._tick(index))
+        if self.masters.failover is not None:
+            loop.call_every(settings.alive_interval / 4, self._check)
         loop.call_every(1.0, self.spool.sync)
 
     @property
     def state(self) -> ms.LinkState:
-        return self.machine.state
+        return ms.LinkState(self.masters.state())
 
-    def _run(self, actions: list[ms.Action]) -> None:
-        """Carry out the machine's actions, in order."""
-        for action in actions:
+    def _run(self, actions: list[Addressed]) -> None:
+        """Carry out the actions, in order, each on its master's connection."""
+        for index, action in actions:
             kind = type(action)
+            if kind is ms.Refuse:
+                where = f"@{self.connections[index].address.name}" if self.several and index is not None else ""
+                self.complaints.refuse(action.kind + where, action.message)
+                continue
+            if kind is ms.Note:
+                log.log(action.level, "%s", action.message)
+                continue
+            connection = self.connections[index]  # type: ignore[index]
             if kind is ms.Pump:
-                self._pump()
+                connection.pump()
             elif kind is ms.Send:
-                self._send(action.frames)  # type: ignore[union-attr]
+                connection.send(action.frames)
             elif kind is ms.ResumeAfter:
-                self.loop.call_later(action.delay, lambda: self._run(self.machine.resume()))  # type: ignore[union-attr]
+                session = connection.session
+                self.loop.call_later(action.delay,
+                                     lambda index=index, session=session: self._run(
+                                         [(index, a) for a in session.resume()]))
             elif kind is ms.PublishFrame:
-                self.bus.publish_frame(action.frame)  # type: ignore[union-attr]
-            elif kind is ms.Refuse:
-                self.complaints.refuse(action.kind, action.message)  # type: ignore[union-attr]
-            elif kind is ms.Note:
-                log.log(action.level, "%s", action.message)  # type: ignore[union-attr]
+                self.bus.publish_frame(action.frame)
             elif kind is ms.Connect:
-                self._connect()
+                connection.connect()
             elif kind is ms.AskKey:
-                self._ask_key()
+                connection.ask_key()
             elif kind is ms.PinKey:
-                keys.pin_master_key(self.settings.pki_dir, action.key)  # type: ignore[union-attr]
+                masters.pin_key(self.pin_paths[index], action.key)  # type: ignore[index]
+            elif kind is Close:
+                connection.close()
 
-    # -- the master's key offer -----------------------------------------------------
-
-    def _ask_key(self) -> None:
-        """Ask the master's key offer for its public key (first contact, or to explain a failed handshake)."""
-        self._close_offer()
-        self.offer_socket = self.context.socket(zmq.DEALER)
-        self.offer_socket.setsockopt(zmq.LINGER, 0)
-        self.offer_socket.setsockopt(zmq.MAXMSGSIZE, 1024)
-        self.offer_socket.connect(f"tcp://{self.settings.master}:{self.settings.publish_port}")
-        self.offer_socket.send(protocol.KEY_OFFER)
-        self.loop.add_reader(self.offer_socket, self._on_offer)
-
-    def _close_offer(self) -> None:
-        if self.offer_socket is not None:
-            self.loop.remove_reader(self.offer_socket)
-            self.offer_socket.close(0)
-            self.offer_socket = None
-
-    def _on_offer(self) -> None:
-        assert self.offer_socket is not None
-        try:
-            frames = self.offer_socket.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return
-        self._close_offer()
-        self._run(self.machine.key_offered(frames, time.monotonic()))
-
-    # -- the link -------------------------------------------------------------------
-
-    def _connect(self) -> None:
-        self._disconnect()
-        sock = self.context.socket(zmq.DEALER)
-        sock.curve_serverkey = self.machine.master_key.encode()  # type: ignore[union-attr]
-        sock.curve_publickey = self.public_key
-        sock.curve_secretkey = self.secret_key
-        heartbeat = self.machine.heartbeat
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.SNDHWM, 1000)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, int(heartbeat * 1000))
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(heartbeat * 3000))
-        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_event_size + 4096)
-        self.monitor_socket = sock.get_monitor_socket(MONITORED)
-        sock.connect(f"tcp://{self.settings.master}:{self.settings.ret_port}")
-        self.link_socket = sock
-        self.loop.add_reader(sock, self._on_link)
-        self.loop.add_reader(self.monitor_socket, self._on_monitor)
-
-    def _disconnect(self) -> None:
-        if self.link_socket is not None:
-            self.loop.remove_reader(self.link_socket)
-            self.loop.remove_reader(self.monitor_socket)
-            self.link_socket.disable_monitor()
-            self.monitor_socket.close(0)  # type: ignore[union-attr]
-            self.link_socket.close(0)
-            self.link_socket = self.monitor_socket = None
-
-    def _send(self, frames: list[bytes]) -> bool:
-        if self.link_socket is None:
-            return False
-        try:
-            self.link_socket.send_multipart(frames, zmq.NOBLOCK)
-            return True
-        except zmq.Again:
-            return False
-
-    def _pump(self) -> None:
-        """Send spooled batches while the connection takes them."""
-        machine = self.machine
-        while (batch := machine.next_batch()) is not None:
-            if not self._send(batch.frames):
-                return
-            machine.batch_sent(batch.last)
-
-    def _on_monitor(self) -> None:
-        while self.monitor_socket is not None and self.monitor_socket.poll(0):
-            event = parse_monitor_message(self.monitor_socket.recv_multipart())["event"]
-            now = time.monotonic()
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self._run(self.machine.handshake_succeeded(now))
-            elif event == zmq.EVENT_DISCONNECTED:
-                self._run(self.machine.disconnected(now))
-            else:
-                self._run(self.machine.handshake_failed(now))
-
-    def _on_link(self) -> None:
-        receive = self.machine.receive
-        for _ in range(256):
-            if self.link_socket is None:
-                return
-            try:
-                frames = self.link_socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._run(receive(frames, time.monotonic()))
-
-    def _tick(self) -> None:
+    def _tick(self, index: int) -> None:
         # Rescheduled each time: the master's welcome may lower the interval.
-        self.loop.call_later(self.machine.heartbeat, self._tick)
-        self._run(self.machine.tick(time.monotonic()))
+        session = self.masters.sessions[index]
+        self.loop.call_later(session.heartbeat, lambda: self._tick(index))
+        if index in self.masters.linked():
+            self._run([(index, a) for a in session.tick(time.monotonic())])
+
+    def _check(self) -> None:
+        self._run(self.masters.check(time.monotonic()))
 
     # -- relay intake ---------------------------------------------------------------
 
@@ -226,17 +154,17 @@ class MinionLink:
             if token is not None:
                 # A closing fire_master handle's last frame: what it sent before is spooled first.
                 if frames:
-                    self._run(self.machine.intake(frames))
+                    self._run(self.masters.intake(frames))
                     frames = []
                 self.bus.note_barrier(token)
                 continue
             frames.append(frame)
         if frames:
-            self._run(self.machine.intake(frames))
+            self._run(self.masters.intake(frames))
 
     def _relay_verb(self, args: Any) -> dict:
         try:
-            result, actions = self.machine.relay(args)
+            result, actions = self.masters.relay(args)
         except InvalidEventError as exc:
             if exc.reason == "reserved":
                 self.complaints.refuse("relay", f"refused to relay an event: {exc}")
@@ -251,6 +179,6 @@ class MinionLink:
             os.unlink(self.relay_endpoint[len("ipc://"):])
         except FileNotFoundError:
             pass
-        self._disconnect()
-        self._close_offer()
+        for connection in self.connections:
+            connection.close()
         self.spool.close()

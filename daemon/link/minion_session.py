@@ -1,9 +1,12 @@
-"""The minion's side of the link as a state machine without sockets: events in, actions out.
+"""The minion's side of the link with one master, as a state machine without sockets: events in, actions out.
 
-``eventbus.daemon.link.minion`` owns the sockets, the spool's fsync timer and the
-heartbeat timer; it tells ``MinionSession`` what happened (a handshake, a
-message, a tick, relayed events) and carries out the actions returned.
-The spool (files, no sockets) is injected, so tests drive this directly.
+``eventbus.daemon.link.minion`` owns the sockets (``masterconn``, one per
+master) and the timers; it tells ``MinionSession`` what happened with this
+master (a handshake, a message, a tick) and carries out the actions
+returned. The spool is read through this master's cursor
+(``eventbus.daemon.link.cursors``; files, no sockets), so tests drive this
+directly; relayed events are checked and spooled once for every master by
+``eventbus.daemon.link.minion_masters``.
 
 States (``LinkState``; the ``link`` control verb reports the value)::
 
@@ -34,15 +37,17 @@ import enum
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Union
+from typing import NamedTuple, Union
 
 from eventbus.daemon.link import protocol
+from eventbus.daemon.link.cursors import Cursor
 from eventbus.daemon.link.logentries import Note, Refuse
 from eventbus.daemon.link.spool import Spool
 from eventbus import keys
-from eventbus.bus import payload, relay, wire
+from eventbus.bus import payload
 from eventbus.config import MinionConfig
 from eventbus.errors import InvalidEventError, ProtocolError
+from eventbus.masters import MasterAddress
 
 BATCH_EVENTS = protocol.MAX_BATCH_EVENTS
 BATCH_BYTES = protocol.MAX_BATCH_BYTES  # the spool stops adding events once the batch has this many bytes
@@ -122,14 +127,18 @@ class Batch(NamedTuple):
 class MinionSession:
     """This minion's link to its master, and its relay spool."""
 
-    def __init__(self, settings: MinionConfig, spool: Spool, public_key: bytes, master_key: str | None,
-                 now: float) -> None:
+    def __init__(self, settings: MinionConfig, spool: Spool | Cursor, public_key: bytes, master_key: str | None,
+                 now: float, *, address: MasterAddress | None = None, pinned_at: str = "",
+                 heartbeat: float | None = None) -> None:
         self.settings = settings
-        self.spool = spool
+        self.spool = spool  # this master's cursor in the spool (or the spool itself, with one master)
+        self.address = address or settings.masters[0]
+        self.pinned_at = pinned_at or "the pinned key file"
         self.minion_id = settings.id
         self.public_key = public_key
         self.master_key = master_key
-        self.heartbeat = settings.heartbeat_interval
+        self.heartbeat = heartbeat or settings.heartbeat_interval
+        self.relaying = True         # False: linked but not sent to (a failover minion's earlier master, watched)
         self.state = LinkState.CONNECTING
         self.linked = False          # a Connect was issued: a link socket exists
         self.sent = spool.head       # newest seq handed to the link
@@ -142,15 +151,15 @@ class MinionSession:
         self.last_progress = now
         self.key_checked = float("-inf")
         self.mismatch_checked = float("-inf")
-        self._where = f"{settings.master}:{settings.ret_port}"
+        self._where = self.address.name
 
     # -- start and the master's key -----------------------------------------------------
 
     def start(self, now: float) -> list[Action]:
         if self.master_key:
             return self._connect(now)
-        return [Note(logging.INFO, f"no master key pinned yet: asking {self.settings.master}:"
-                                   f"{self.settings.publish_port} for it"), *self._ask_key(now)]
+        return [Note(logging.INFO, f"no master key pinned yet: asking {self.address.host}:"
+                                   f"{self.address.publish_port} for it"), *self._ask_key(now)]
 
     def _ask_key(self, now: float) -> list[Action]:
         self.key_checked = now
@@ -167,17 +176,17 @@ class MinionSession:
         """The key offer answered ``frames`` (``[b"key", <Z85 public key>]``)."""
         offered = frames[1] if len(frames) == 2 and frames[0] == protocol.KEY_OFFER else b""
         if not keys.valid_key(offered):
-            return [Note(logging.ERROR, f"the master at {self.settings.master}:{self.settings.publish_port} "
+            return [Note(logging.ERROR, f"the master at {self.address.host}:{self.address.publish_port} "
                                         "offered no valid public key")]
         offered_key = offered.decode()
         if self.master_key is None:
             self.master_key = offered_key
-            return [PinKey(offered_key), Note(logging.INFO, f"pinned the master's public key {offered_key} "
-                                                            "(first contact)"), *self._connect(now)]
+            return [PinKey(offered_key), Note(logging.INFO, f"pinned the public key {offered_key} of the master "
+                                                            f"at {self._where} (first contact)"),
+                    *self._connect(now)]
         if offered_key != self.master_key:
-            where = ("config key master_pubkey" if self.settings.master_pubkey
-                     else str(self.settings.pki_dir / keys.PINNED_MASTER))
-            return [Note(logging.ERROR, f"refusing the master at {self.settings.master}: its public key changed "
+            where = "the config" if self.address.pubkey else self.pinned_at
+            return [Note(logging.ERROR, f"refusing the master at {self._where}: its public key changed "
                                         f"from {self.master_key} (pinned in {where}) to {offered_key}; if that "
                                         "change is intended, remove the pinned key and restart the minion")]
         return []
@@ -193,7 +202,7 @@ class MinionSession:
     def disconnected(self, now: float) -> list[Action]:
         actions: list[Action] = []
         if self.state is not LinkState.CONNECTING:
-            actions.append(Note(logging.WARNING, "lost the connection to the master; reconnecting"))
+            actions.append(Note(logging.WARNING, f"lost the connection to the master at {self._where}; reconnecting"))
         self.state = LinkState.CONNECTING
         self._rewind()
         return actions
@@ -244,7 +253,7 @@ class MinionSession:
         actions: list[Action] = []
         if result is not self.state:
             level = logging.INFO if result is LinkState.ACCEPT else logging.WARNING
-            actions.append(Note(level, f"the master answered {result.value!r} to this minion (id "
+            actions.append(Note(level, f"the master at {self._where} answered {result.value!r} to this minion (id "
                                        f"{self.minion_id!r}, key {self.public_key.decode()})"))
         self.state = result
         if result is not LinkState.ACCEPT:
@@ -314,7 +323,7 @@ class MinionSession:
         if self.state is not LinkState.CONNECTING:
             actions.append(Send(protocol.PING_MESSAGE))
             if now - self.last_heard > 2 * self.heartbeat + 0.5:
-                actions.append(Note(logging.WARNING, f"the master has not answered for "
+                actions.append(Note(logging.WARNING, f"the master at {self._where} has not answered for "
                                                      f"{now - self.last_heard:.1f} s; reconnecting"))
                 return actions + self._connect(now)
         if self.state is LinkState.ACCEPT and self.sent > self.spool.head and now - self.last_progress > 2 * self.heartbeat:
@@ -323,51 +332,9 @@ class MinionSession:
         actions.append(Pump())
         return actions
 
-    # -- relayed events -------------------------------------------------------------------
-
-    def intake(self, frames: list[bytes]) -> list[Action]:
-        """Spool ``fire_master`` frames (``tag NUL data``) for the master, refusing bad and reserved ones."""
-        check = payload.check_published
-        refused = relay.refused_tag
-        limit = self.settings.max_event_size
-        actions: list[Action] = []
-        good = []
-        for frame in frames:
-            try:
-                cut = check(frame, limit)
-                reason = refused(frame[:cut].decode(), self.minion_id)
-            except InvalidEventError as exc:
-                reason = str(exc)
-            if reason is not None:
-                actions.append(Refuse("relay", f"refused to relay an event: {reason}"))
-                continue
-            good.append(frame)
-        if good:
-            actions += self._spool(good)
-        return actions
-
-    def relay(self, args: Any) -> tuple[dict, list[Action]]:
-        """The ``relay`` control verb (``eventbus send``): spool one event; ``ValueError`` to refuse it."""
-        if not isinstance(args, dict):
-            raise ValueError("expected {'tag': str, 'data': dict}")
-        raw_tag, raw_data = payload.pack_event(args.get("tag"), args.get("data"),
-                                               self.settings.max_event_size, add_stamp=False)
-        reason = relay.refused_tag(args["tag"], self.minion_id)
-        if reason is not None:
-            raise InvalidEventError(reason, tag=args["tag"], reason="reserved")
-        actions = self._spool([wire.publish_frame(raw_tag, raw_data)])
-        return {"seq": self.spool.next_seq - 1, "spooled": len(self.spool), "master": self.state.value}, actions
-
-    def _spool(self, frames: list[bytes]) -> list[Action]:
-        dropped = self.spool.append(frames)
-        if not dropped:
-            return [Pump()]
-        return [Refuse("spool", f"the relay spool is full (spool_max_events {self.settings.spool_max_events}): "
-                                f"dropped the {dropped} oldest events, {self.spool.dropped} in all"), Pump()]
-
     def next_batch(self) -> Batch | None:
         """The next batch to send while accepted, not paused and under ``window`` unacked events, else ``None``."""
-        if self.state is not LinkState.ACCEPT or self.paused:
+        if self.state is not LinkState.ACCEPT or self.paused or not self.relaying:
             return None
         spool = self.spool
         if self.sent - spool.head >= self.window:
@@ -382,7 +349,17 @@ class MinionSession:
         self.sent = last
         self.in_flight.append((last, self.round))
 
+    def close(self) -> None:
+        """The adapter closed this master's sockets (a failover minion moved on): not linked any more."""
+        self.linked = False
+        self.state = LinkState.CONNECTING
+        self._rewind()
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since this master was last heard from (or since the connection to it was started)."""
+        return now - self.last_heard
+
     def status(self) -> dict:
-        """What the ``link`` control verb answers."""
-        return {"state": self.state.value, "spooled": len(self.spool), "dropped": self.spool.dropped,
-                "head": self.spool.head, "next_seq": self.spool.next_seq, "master_key": self.master_key}
+        """This master's line in the ``link`` control verb's answer."""
+        return {"master": self._where, "state": self.state.value, "acked": getattr(self.spool, "acked", self.spool.head),
+                "pending": len(self.spool), "master_key": self.master_key}

@@ -179,7 +179,7 @@ class MinionSide:
         session = mi.MinionSession(self.settings, self.spool, b"P" * 40, self.master_key, 0.0)
         session.start(0.0)
         session.handshake_succeeded(0.1)
-        session.intake([_frame(f"app/{n}", n=n) for n in range(30)])
+        self.spool.append([_frame(f"app/{n}", n=n) for n in range(30)])
         return session
 
     def carry_out(self, session: mi.MinionSession, actions: list) -> None:

@@ -25,7 +25,7 @@ import requests
 import zmq
 
 from bench.procs import link_state, wait_link
-from eventbus import config, configdoc, event, keys
+from eventbus import config, configdoc, event, keys, masters
 from eventbus.bus import control, wire
 from tests.helpers import Daemon, Node, free_port, run_cli, short_tmpdir, wait_for, write_config
 
@@ -180,7 +180,7 @@ def test_master_and_minion_with_every_key_set():
         wait_link(minion, "accept", timeout=15)
         seen_master("auto_accept")
         seen_minion("master", "publish_port", "ret_port", "id", "master_pubkey")
-        assert not (n_home / "pki" / keys.PINNED_MASTER).exists() and "pinned" not in n_log.read_text()
+        assert not (n_home / "pki" / masters.PINNED_ONE).exists() and "pinned" not in n_log.read_text()
         assert (n_home / "pki/minion.key").exists()
         seen_minion("pki_dir")
         with event.get_event("master", opts=master.opts()) as bus:

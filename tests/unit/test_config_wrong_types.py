@@ -33,6 +33,7 @@ WRONG: dict[str, tuple[Any, str]] = {
     "id": (["a"], "a minion id"),
     "reactor": ("fire", "a list of"),
     "eauth": ("file", "a mapping"),
+    "masters": ({"port": 1}, "a host, or a list of masters"),
 }
 
 

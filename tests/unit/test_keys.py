@@ -6,7 +6,7 @@ import stat
 import pytest
 import zmq
 
-from eventbus import keys
+from eventbus import keys, masters
 from eventbus.errors import UnknownKeyError
 
 
@@ -60,10 +60,12 @@ def test_own_key_pair_is_made_once_with_a_private_secret(tmp_path):
 
 
 def test_master_key_is_pinned(tmp_path):
-    assert keys.pinned_master_key(tmp_path) is None
+    path = tmp_path / masters.PINNED_DIR / "m1_4506.pub"
+    assert masters.pinned_key(path) is None
     k = key()
-    keys.pin_master_key(tmp_path, k)
-    assert keys.pinned_master_key(tmp_path) == k
+    masters.pin_key(path, k)
+    assert masters.pinned_key(path) == k
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_change_yields_each_key_moved_as_the_master_and_the_offline_cli_use_it(tmp_path):

@@ -114,7 +114,7 @@ def pump(session: mins.MinionSession) -> list[list[bytes]]:
 
 
 def test_a_throttled_minion_pauses_once_per_refusal_and_backs_off_while_refused(minion):
-    minion.intake([event("myco/e", n=n) for n in range(1000)])
+    minion.spool.append([event("myco/e", n=n) for n in range(1000)])
     in_flight = pump(minion)
     assert len(in_flight) == 10
     head = minion.spool.head
@@ -146,7 +146,7 @@ def test_a_throttled_stream_arrives_whole_in_order_and_once(tmp_path, minion):
     m = master(tmp_path, limit=500)
     key = zmq.curve_keypair()[0].decode()
     m.receive(ROUTE, key, protocol.hello("web1"), 0.0)
-    minion.intake([event("myco/e", n=n) for n in range(3000)])
+    minion.spool.append([event("myco/e", n=n) for n in range(3000)])
     now, got, messages = 0.0, [], 0
     wake: float | None = None
     queue = pump(minion)

@@ -61,7 +61,7 @@ def _port_problem(value: Any) -> str | None:
 def _host_problem(host: Any) -> str | None:
     if not isinstance(host, str) or not host:
         return "a host is empty" if host in ("", None) else f"host {host!r} is not a string"
-    bad = sorted(set(host) & FORBIDDEN_IN_HOST)
+    bad = sorted(set(host) & FORBIDDEN_IN_HOST) + [c for c in host if c < " " or c == "\x7f"]
     if bad:
         return f"host {host!r} holds {bad[0]!r}"
     return None

@@ -25,7 +25,8 @@ from eventbus.netapi import auth
 from tests.fuzz import core
 
 REPO_CONF = core.REPO / "conf"
-CONFIG_WORDS = (b"root_dir: ", b"sock_dir: ", b"pki_dir: ", b"id: ", b"master: ", b"port: ", b"heartbeat_interval: ",
+CONFIG_WORDS = (b"root_dir: ", b"sock_dir: ", b"pki_dir: ", b"id: ", b"master: ", b"master_type: ", b"- host: ",
+                b"ret_port: ", b"master_failback: ", b"master_alive_interval: ", b"port: ", b"heartbeat_interval: ",
                 b"max_event_size: ", b"reactor:\n  - 'a/*':\n      - fire: {tag: x, data: {}}\n", b"external_auth:",
                 b"users_file: ", b"brokers:\n  - name: a\n    type: file\n", b"event_broker:", b"type: ", b"tags: ",
                 b"_file: ", b"_env: ", b".nan", b".inf", b"-.inf", b"~", b"&a ", b"*a", b"!!binary ", b"!!python/",
@@ -62,6 +63,9 @@ def check_loaded(loaded: object, what: str) -> None:
             raise core.Finding(f"{what} accepted key {spec.name!r} with the value {value}")
         if isinstance(value, str) and "\x00" in value and spec.name in ("interface", "host", "master"):
             raise core.Finding(f"{what} accepted key {spec.name!r} with a NUL byte: {value[:80]!r}")
+    for address in getattr(loaded, "masters", ()):  # a minion's masters, resolved as the daemon will
+        if any(c < " " for c in address.host) or not 0 < address.ret_port < 65536:
+            raise core.Finding(f"{what} accepted the master {address!r}")
     if not isinstance(loaded, forwardconf.ForwardConfig):
         core.only_documented(lambda: config.to_dict(loaded), f"to_dict of what {what} accepted")  # type: ignore
 
@@ -142,6 +146,8 @@ def config_seeds(name: str) -> list[bytes]:
         seeds.append(yaml.safe_dump({key: value}).encode())
     if name == "minion":
         seeds.append(b"root_dir: /tmp/x\nid: web1\nmaster: 10.0.0.1\nheartbeat_interval: 1.0\nspool_max_events: 10\n")
+        seeds.append(b"id: web1\nmaster: [m1, 'm2:4600', {host: m3, ret_port: 5000, publish_port: 5001}]\n"
+                     b"master_type: failover\nmaster_alive_interval: 2\nmaster_failback: true\n")
     if name == "api":
         seeds.append(core.join([[yaml.safe_dump({
             "root_dir": ".", "port": 8000, "master_config": "master", "jwt_secret": "j" * 40,

@@ -129,6 +129,9 @@ class Bus:
         self.monitor_socket = self.publisher_socket.get_monitor_socket(
             zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         loop.add_reader(self.monitor_socket, self._on_monitor, own=True)
+        # A send may take the publisher socket's signal of a subscription that arrived; subscriptions may wait
+        # a moment (a new listener's sync answer), so the loop asks once for many sends (eventbus.daemon.loop).
+        self._touch_publisher = loop.toucher(self.publisher_socket)
 
     # -- events in ------------------------------------------------------------------
 
@@ -146,8 +149,9 @@ class Bus:
         try:
             for index in range(BATCH):
                 # The socket signalled, so the first recv almost always finds a frame; after it, one cheap
-                # look at the socket decides whether to drain on. A quiet wake-up ends without an exception.
-                if index == 1 and not _readable(self._pull_ready):
+                # look at the socket (``_readable``, inline) decides whether to drain on. A quiet wake-up
+                # ends without an exception.
+                if index == 1 and not _zmq_poll(self._pull_ready, 0):
                     full = False
                     break
                 try:
@@ -177,12 +181,14 @@ class Bus:
         if self.journal is not None:
             # On disk (the page cache) before any listener has it: a daemon crash loses none of it.
             self.journal.append(batch)
-        send = _send_bytes.__get__(self.publisher_socket)
-        for entry in batch:
-            send(entry[1])
+        if len(batch) == 1:  # a quiet bus's wake-up
+            _send_bytes(self.publisher_socket, batch[0][1])
+        else:
+            send = _send_bytes.__get__(self.publisher_socket)
+            for entry in batch:
+                send(entry[1])
         self.window.extend(batch)
-        # A send may take the socket's signal of a subscription that arrived: the loop asks before it sleeps.
-        self.loop.touched(self.publisher_socket)
+        self._touch_publisher()
 
     def publish(self, tag: str, data: dict) -> int:
         """Fire an event of the daemon's own (stamped, size-checked); return its seq."""

@@ -17,10 +17,16 @@ that signal. So a reader is one of two kinds:
 - **own** (``own=True``): the callback reads until the socket says it is
   empty, or returns ``True`` to be called again on the next turn; code that
   uses the socket outside its callback calls ``touched(sock)`` afterwards,
-  and the loop asks its readiness before it sleeps.
+  and the loop asks its readiness before it sleeps. Code that uses a socket
+  on every event, where a message may wait a little (the bus's subscriptions
+  on the socket it publishes on), says ``touched(sock, lazy=True)`` instead,
+  or calls ``toucher(sock)``'s result: the loop asks on the turn's end as
+  well, but at most once every ``LAZY_LOOK`` seconds for all the uses
+  meanwhile (a message waits at most that long).
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -41,6 +47,10 @@ _POLLIN = int(zmq.POLLIN)
 _FD_IN = select.POLLIN | select.POLLERR | select.POLLHUP
 # Longest sleep without a timer: the loop notices ``running = False`` set from outside within this.
 MAX_SLEEP_MS = 1000
+# Sockets touched lazily are asked on the first turn at least this long after the last look (at once on a
+# quiet loop), so at most 1 / LAZY_LOOK times a second however many events pass.
+LAZY_LOOK = 0.02
+_LAZY_LOOK_MS = int(LAZY_LOOK * 1000)
 
 
 class _Reader:
@@ -62,6 +72,7 @@ class Loop:
         self._by_source: dict[Any, int] = {}
         self._shared: list[_Reader] = []
         self._touched: dict[int, _Reader] = {}
+        self._lazy: dict[int, _Reader] = {}  # touched lazily: asked at most every LAZY_LOOK seconds
         self._again: dict[int, _Reader] = {}
         self.timers: list[tuple[float, int, Callback]] = []
         self._order = itertools.count()
@@ -95,13 +106,28 @@ class Loop:
         if reader in self._shared:
             self._shared.remove(reader)
         self._touched.pop(fd, None)
+        self._lazy.pop(fd, None)
         self._again.pop(fd, None)
 
-    def touched(self, source: zmq.Socket) -> None:
-        """``source``, an own reader's socket, was used outside its callback: ask its readiness before sleeping."""
+    def touched(self, source: zmq.Socket, lazy: bool = False) -> None:
+        """``source``, an own reader's socket, was used outside its callback: ask its readiness before sleeping
+        (``lazy``: at most every ``LAZY_LOOK`` seconds, see the module doc)."""
         fd = self._by_source.get(source)
         if fd is not None:
-            self._touched[fd] = self._by_fd[fd]
+            (self._lazy if lazy else self._touched)[fd] = self._by_fd[fd]
+
+    def toucher(self, source: zmq.Socket) -> Callback:
+        """``touched(source, lazy=True)`` for a socket used on every event: a call with no Python frame."""
+        fd = self._by_source[source]
+        return functools.partial(self._lazy.__setitem__, fd, self._by_fd[fd])
+
+    def _look_lazy(self) -> None:
+        """Ask each lazily touched socket whether a message waits."""
+        lazy, by_fd = self._lazy, self._by_fd
+        while lazy:
+            fd, reader = lazy.popitem()
+            if by_fd.get(fd) is reader and _zmq_poll(reader.ready, 0) and reader.callback():
+                self._again[fd] = reader
 
     def call_later(self, delay: float, callback: Callback) -> None:
         heapq.heappush(self.timers, (time.monotonic() + delay, next(self._order), callback))
@@ -144,6 +170,8 @@ class Loop:
         by_fd = self._by_fd
         shared = self._shared
         timers = self.timers
+        lazy = self._lazy
+        lazy_due = 0.0  # lazily touched sockets are asked on a turn from then on
         monotonic = time.monotonic
         busy = False  # a shared socket was readable last turn: it may hold more, look again at once
         while self.running:
@@ -157,6 +185,8 @@ class Loop:
                     delay = timers[0][0] - monotonic()
                     if delay < 1.0:
                         timeout = int(delay * 1000) + 1 if delay > 0 else 0
+                if lazy and timeout > _LAZY_LOOK_MS:
+                    timeout = _LAZY_LOOK_MS
             fired = poll(timeout)
             if again:
                 self._again = {}
@@ -169,11 +199,14 @@ class Loop:
                     continue  # a shared socket is asked below
                 if reader.callback() and reader.own:
                     self._again[fd] = reader
-            if timers:
+            if timers or lazy:
                 now = monotonic()
                 while timers and timers[0][0] <= now and self.running:
                     _, _, callback = heapq.heappop(timers)
                     callback()
+                if lazy and now >= lazy_due:
+                    lazy_due = now + LAZY_LOOK
+                    self._look_lazy()
             busy = False
             for reader in shared:
                 if _zmq_poll(reader.ready, 0):

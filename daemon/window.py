@@ -38,10 +38,14 @@ class Window:
 
     def extend(self, entries: list[tuple[int, bytes]]) -> None:
         """Keep a batch of entries (seq ascending): ``add`` for each, with the bookkeeping done in C loops."""
-        if len(entries) == 1:  # a quiet bus's batch: map() and sum() would cost more than they save
-            self.add(entries[0])
-            return
         events = self.events
+        if len(entries) == 1:  # a quiet bus's batch: ``add`` inline (map() and sum() would cost more than they save)
+            entry = entries[0]
+            events.append(entry)
+            self.bytes += len(entry[1])
+            while len(events) > self.size or self.bytes > self.max_bytes:
+                self.bytes -= len(events.popleft()[1])
+            return
         events.extend(entries)
         self.bytes += sum(map(len, map(_frame_of, entries)))
         over = len(events) - self.size

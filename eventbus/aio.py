@@ -50,6 +50,7 @@ class AsyncBusHandle:
         self.listen = listen
         self.endpoints = wire.endpoints(sock_dir or settings.sock_dir)  # type: ignore[attr-defined]
         self.max_event_size = settings.max_event_size
+        self._pack = payload.packer()  # this handle's own (one event loop's thread)
         self.inbox = Inbox(settings.event_match_type, node=node)
         self.context = zmq.asyncio.Context()
         self.sub: zmq.asyncio.Socket | None = None
@@ -163,7 +164,7 @@ class AsyncBusHandle:
 
     async def fire_event(self, data: dict, tag: str, timeout: int = 1000) -> bool:
         """Hand an event to the daemon: ``True`` if handed, ``False`` if none answered in ``timeout`` ms."""
-        frame = payload.pack_frame(tag, data, self.max_event_size)
+        frame = payload.pack_frame(tag, data, self.max_event_size, self._pack)
         if self.push is None:
             self.push = open_publisher(self.context, self.endpoints, timeout)  # type: ignore[assignment]
             self._send_timeout = timeout

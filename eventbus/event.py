@@ -31,6 +31,8 @@ from eventbus.bus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open
 log = logging.getLogger(__name__)
 
 _NOTHING = object()
+# A wait for the listening socket that returned within this found a frame queued: the bus is busy.
+BUSY_WAIT = 0.0001
 # zmq's constants are enum members: ``&`` on one runs Python code, and passing one costs a conversion.
 _POLLIN, _NOBLOCK = int(zmq.POLLIN), int(zmq.NOBLOCK)
 
@@ -47,6 +49,7 @@ class BusHandle:
         self.opts = settings
         self.endpoints = wire.endpoints(sock_dir or settings.sock_dir)  # type: ignore[attr-defined]
         self.max_event_size = settings.max_event_size
+        self._pack = payload.packer()  # this handle's own (a handle is for one thread)
         self.inbox = Inbox(settings.event_match_type, node=node)
         self.context = zmq.Context()
         self.sub: zmq.Socket | None = None
@@ -137,10 +140,9 @@ class BusHandle:
             frame = None
             if todo is READ:
                 # On a quiet bus a recv that finds nothing raises (costly) zmq.Again on every call; so while
-                # quiet, look at the socket first, and recv straight away after a wait said readable.
-                if waited or not self._quiet or _zmq_poll(look, 0):
-                    if not waited:
-                        self._quiet = False  # a frame was queued already: the bus is busy
+                # quiet, wait first (a wait returns at once when a frame is queued), and recv after it.
+                tried = waited or not self._quiet
+                if tried:
                     try:
                         frame = recv(_NOBLOCK)
                     except zmq.Again:
@@ -148,12 +150,17 @@ class BusHandle:
                 waited = False
                 if frame is None:
                     self._quiet = True
-                    wait = inbox.quiet(time.monotonic(), deadline)
+                    now = time.monotonic()
+                    wait = inbox.quiet(now, deadline)
                     if wait is None:
-                        return None
-                    if wait:
+                        if tried or not _zmq_poll(look, 0):  # past the deadline: what is queued is still read
+                            return None
+                        waited = True
+                    elif wait:
                         self._watch_link(wait, auto_reconnect)
                         waited = True
+                        if time.monotonic() - now < BUSY_WAIT:
+                            self._quiet = False  # a frame was queued already: the bus is busy
             elif todo is ASK:
                 try:
                     reply = self._control.request(*inbox.question())
@@ -191,9 +198,17 @@ class BusHandle:
 
         ``wait=0`` blocks until an event comes; ``no_block`` returns at once.
         """
-        event = self.get_event_record(wait, tag, match_type, no_block, auto_reconnect)
+        # get_event_record's steps inline: a Python call less per event on the listener's path.
+        if tag == self._want_tag and match_type == self._want_type:
+            want = self._want  # a loop of get_event calls asks for the same tag every time
+        else:
+            want = self._matcher(tag, match_type)
+        event = self.inbox.take_kept(want) if self.inbox.kept else None
         if event is None:
-            return None
+            now = time.monotonic()
+            event = self._next(want, now if no_block else None if wait == 0 else now + wait, auto_reconnect, False)
+            if event is None:
+                return None
         return event.full() if full else event.data
 
     def get_event_record(self, wait: float = 5, tag: str = "", match_type: str | None = None,
@@ -214,14 +229,19 @@ class BusHandle:
         elif tag == self._want_tag and match_type == self._want_type:
             want = self._want  # a loop of get_event calls asks for the same tag every time
         else:
-            want = self.inbox.matcher(tag, match_type)
-            self._want_tag, self._want_type, self._want = tag, match_type, want
+            want = self._matcher(tag, match_type)
         event = self.inbox.take_kept(want) if self.inbox.kept else None
         if event is None:
             now = time.monotonic()
             event = self._next(want, now if no_block else None if wait == 0 else now + wait, auto_reconnect,
                                following)
         return event
+
+    def _matcher(self, tag: str, match_type: str | None) -> Matcher:
+        """The matcher of ``tag`` and ``match_type``, kept for the next call that asks for the same."""
+        want = self.inbox.matcher(tag, match_type)
+        self._want_tag, self._want_type, self._want = tag, match_type, want
+        return want
 
     def iter_events(self, tag: str = "", full: bool = False, match_type: str | None = None,
                     auto_reconnect: bool = False) -> Iterator[dict]:
@@ -250,7 +270,7 @@ class BusHandle:
 
     def fire_event(self, data: dict, tag: str, timeout: int = 1000) -> bool:
         """Hand an event to the daemon: ``True`` if handed, ``False`` if none answered in ``timeout`` ms."""
-        frame = payload.pack_frame(tag, data, self.max_event_size)
+        frame = payload.pack_frame(tag, data, self.max_event_size, self._pack)
         if self.push is None:
             self.connect_pull(timeout)
             if self.sub is not None and not self.connected:

@@ -50,6 +50,7 @@ class Journal:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self.fsync = fsync
+        self._sync_each = fsync == "always"
         self.segment_bytes = segment_bytes or default_segment_bytes(max_bytes)
         self.on_error = on_error
         self.on_recover = on_recover
@@ -107,13 +108,13 @@ class Journal:
         if self._failed is not None or not entries:
             return
         last_seq = self._last_seq
-        first = entries[0][0]
-        contiguous = first == last_seq + 1 and entries[-1][0] - first == len(entries) - 1
+        first, last = entries[0][0], entries[-1][0]
+        contiguous = first == last_seq + 1 and last - first == len(entries) - 1
         if not contiguous:
             entries = self._newer(entries)
             if not entries:
                 return
-            first = entries[0][0]
+            first, last = entries[0][0], entries[-1][0]
         segment = self._active
         if segment is None or segment.end >= self.segment_bytes:
             if not self._roll(first):
@@ -126,19 +127,25 @@ class Journal:
         pack = RECORD_HEAD.pack
         crc_pack = CRC.pack
         crc32 = zlib.crc32
-        chunks: list[bytes] = []
-        add = chunks.append
-        for seq, frame in entries:
-            # One record (head + frame) and its checksum: one crc32 call, two pieces to join.
-            record = pack(seq, now, len(frame)) + frame
-            add(record)
-            add(crc_pack(crc32(record)))
-        data = b"".join(chunks)
+        if len(entries) == 1:  # a quiet bus's wake-up
+            frame = entries[0][1]
+            # One record (head + frame) and its checksum: one crc32 call.
+            record = pack(first, now, len(frame)) + frame
+            data = record + crc_pack(crc32(record))
+        else:
+            chunks: list[bytes] = []
+            add = chunks.append
+            for seq, frame in entries:
+                record = pack(seq, now, len(frame)) + frame
+                add(record)
+                add(crc_pack(crc32(record)))
+            data = b"".join(chunks)
+        size = len(data)
         try:
             written = os.write(self._fd, data)
-            while written < len(data):
+            while written < size:
                 written += os.write(self._fd, memoryview(data)[written:])
-            if self.fsync == "always":
+            if self._sync_each:
                 os.fdatasync(self._fd)
         except OSError as exc:
             self._write_failed(segment, exc)
@@ -151,16 +158,16 @@ class Journal:
             segment.indexed_at = at
         if segment.first_seq is None:
             segment.first_seq, segment.first_time = first, now
-        if contiguous and segment.runs:
-            segment.runs[-1][1] = entries[-1][0]
+        runs = segment.runs
+        if contiguous and runs:
+            runs[-1][1] = last
         else:
             segment.learn_runs(entries, last_seq)
         segment.count += len(entries)
-        segment.last_seq = self._last_seq = entries[-1][0]
+        segment.last_seq = self._last_seq = last
         segment.last_time = self._last_time = now
-        segment.end = at + len(data)
-        self._sizes[segment.base] = segment.end
-        self._total += len(data)
+        segment.end = self._sizes[segment.base] = at + size
+        self._total += size
         self._dirty = True
         if self._total > self.max_bytes:
             self._retain(None)

@@ -79,40 +79,60 @@ def _check_tag(tag: Any) -> bytes:
     return raw
 
 
-_split_publish_frame = wire.split_publish_frame
-
-# A Packer is reused (much cheaper than packb per event) but is not thread-safe: one per thread.
+# A Packer is reused (much cheaper than packb per event) but is not thread-safe: one per thread, or one per
+# publisher handle (``packer()``; a handle is for one thread).
 _local = threading.local()
+
+
+def packer() -> Callable[[Any], bytes]:
+    """A new Packer's ``pack`` for event data, for one thread's use (``pack_frame``'s ``pack``)."""
+    return msgpack.Packer(use_bin_type=True, default=_pack_default).pack
+
+
+def _packing_error(exc: Exception) -> InvalidEventError:
+    return exc if isinstance(exc, InvalidEventError) else InvalidEventError(f"event data cannot be packed: {exc}")
 
 
 def pack_data(data: dict) -> bytes:
     """msgpack bytes of a data dict."""
     try:
-        packer = _local.packer
+        pack = _local.pack
     except AttributeError:
-        packer = _local.packer = msgpack.Packer(use_bin_type=True, default=_pack_default)
+        pack = _local.pack = packer()
     try:
-        return packer.pack(data)
+        return pack(data)
     except (TypeError, ValueError, OverflowError) as exc:
-        if isinstance(exc, InvalidEventError):
-            raise
-        raise InvalidEventError(f"event data cannot be packed: {exc}") from None
+        raise _packing_error(exc) from None
 
 
 # msgpack of the key "_stamp" and the header of its 26-character str value.
 _STAMP_KEY = b"\xa6_stamp\xba"
-_entry_second = -1
-_entry_prefix = b""
+# Zero-padded three digits, by value: the microseconds are two lookups, not a format.
+_THOUSANDS = tuple(b"%03d" % n for n in range(1000))
+# (start, end, the key and "YYYY-MM-DDTHH:MM:SS." bytes) of the current second, as one value so that
+# threads never see the parts of two different seconds; made once a second by ``_new_second``.
+_second: tuple[float, float, bytes] = (0.0, 0.0, b"")
 
 
-def _stamp_entry(_now_ns: Any = time.time_ns) -> bytes:
+def _new_second(now: float) -> tuple[float, float, bytes]:
+    """The second ``now`` (unix time) is in, with the start of its ``_stamp`` entry."""
+    global _second
+    second = int(now)
+    _second = (float(second), second + 1.0,
+               _STAMP_KEY + time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)).encode())
+    return _second
+
+
+def _stamp_entry(_now: Any = time.time) -> bytes:
     """msgpack of ``"_stamp": stamp()`` as one map entry; the key and date-time bytes made once a second."""
-    global _entry_second, _entry_prefix
-    second, micros = divmod(_now_ns() // 1000, 1_000_000)
-    if second != _entry_second:
-        _entry_prefix = _STAMP_KEY + time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)).encode()
-        _entry_second = second
-    return b"%s%06d" % (_entry_prefix, micros)
+    now = _now()
+    start, end, prefix = _second
+    if not start <= now < end:
+        start, end, prefix = _new_second(now)
+    micros = int((now - start) * 1e6)
+    return b"".join((prefix, _THOUSANDS[micros // 1000], _THOUSANDS[micros % 1000]))
+
+
 # A fixmap header (0x80 | n) one entry bigger, by the header byte of the map as packed.
 _FIXMAP_PLUS_ONE = {0x80 + n: bytes((0x81 + n,)) for n in range(15)}
 
@@ -144,22 +164,36 @@ def pack_event(tag: Any, data: Any, max_size: int, *, add_stamp: bool = True) ->
     return raw_tag, raw_data
 
 
-def pack_frame(tag: Any, data: Any, max_size: int) -> bytes:
+def pack_frame(tag: Any, data: Any, max_size: int, pack: Callable[[Any], bytes] | None = None,
+               _now: Any = time.time) -> bytes:
     """A publisher's whole ``tag NUL data`` frame of a stamped event, checked as ``pack_event`` does.
 
-    ``fire_event``'s path: the frame is joined once (its cached head, then
-    the data), not tag and data first.
+    ``fire_event``'s path, the same bytes as ``pack_event``'s in one join:
+    the tag's cached head, the data with its map header one entry bigger and
+    the ``_stamp`` entry (as ``_stamp_entry``, inline). ``pack`` is the
+    caller's own ``packer()``, else this thread's is used.
     """
-    if type(data) is not dict or "_stamp" in data:
+    if type(data) is not dict or type(tag) is not str or "_stamp" in data:
         return wire.publish_frame(*pack_event(tag, data, max_size))
-    head = _frame_heads.get(tag) if type(tag) is str else None
+    head = _frame_heads.get(tag)
     if head is None:
         head = wire.publish_frame(check_tag(tag))
-    raw_data = pack_data(data)
+    if pack is None:
+        raw_data = pack_data(data)
+    else:
+        try:
+            raw_data = pack(data)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _packing_error(exc) from None
     bigger = _FIXMAP_PLUS_ONE.get(raw_data[0])
-    if bigger is None:
+    if bigger is None:  # 15 entries or more
         return wire.publish_frame(*pack_event(tag, data, max_size))
-    frame = b"".join((head, bigger, raw_data[1:], _stamp_entry()))
+    now = _now()
+    start, end, prefix = _second
+    if not start <= now < end:
+        start, end, prefix = _new_second(now)
+    micros = int((now - start) * 1e6)
+    frame = b"".join((head, bigger, raw_data[1:], prefix, _THOUSANDS[micros // 1000], _THOUSANDS[micros % 1000]))
     if len(frame) - 1 > max_size:
         raise EventTooLargeError(len(frame) - 1, max_size, tag=tag)
     return frame
@@ -194,31 +228,34 @@ def json_keys(value: Any, convert: Callable[[Any], Any]) -> Any:
     return value
 
 
-def check_published(frame: bytes, max_size: int) -> int:
+def check_published(frame: bytes, max_size: int, _unpackb: Any = msgpack.unpackb) -> int:
     """Check a ``tag NUL data`` frame from an untrusted publisher; return where the NUL is.
 
     Raises ``InvalidEventError`` naming the problem. The data is fully
-    unpacked once so that no subscriber ever receives garbage.
+    unpacked once so that no subscriber ever receives garbage. On the
+    daemon's per-event path: an ASCII tag is valid UTF-8 without decoding it.
     """
     size = len(frame) - 1
     if size > max_size:
         raise EventTooLargeError(size, max_size)
-    raw_tag, nul, raw_data = _split_publish_frame(frame)
+    raw_tag, nul, raw_data = frame.partition(b"\x00")
     if not (nul and 0 < len(raw_tag) <= MAX_TAG_BYTES):
         raise InvalidEventError("frame is not an event: no tag, or no NUL after a tag of at most "
                                 f"{MAX_TAG_BYTES} bytes", reason="not-an-event")
-    try:
-        tag = raw_tag.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidEventError("tag is not UTF-8", reason="tag-not-utf8") from None
+    if not raw_tag.isascii():
+        try:
+            raw_tag.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidEventError("tag is not UTF-8", reason="tag-not-utf8") from None
     # A msgpack map starts with 0x80-0x8f (fixmap), 0xde or 0xdf; reject others before unpacking.
     first = raw_data[0] if raw_data else 0
     if not (0x80 <= first <= 0x8F or first in (0xDE, 0xDF)):
-        raise InvalidEventError(f"data of event {tag[:80]!r} is not a msgpack map", tag=tag,
-                                reason="not-a-map")
+        tag = raw_tag.decode("utf-8")
+        raise InvalidEventError(f"data of event {tag[:80]!r} is not a msgpack map", tag=tag, reason="not-a-map")
     try:
-        msgpack.unpackb(raw_data, raw=False, strict_map_key=False)
+        _unpackb(raw_data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises many unrelated types on garbage
-        raise InvalidEventError(f"data of event {tag[:80]!r} is not valid msgpack: "
-                                f"{type(exc).__name__}", tag=tag, reason="bad-msgpack") from None
+        tag = raw_tag.decode("utf-8")
+        raise InvalidEventError(f"data of event {tag[:80]!r} is not valid msgpack: {type(exc).__name__}",
+                                tag=tag, reason="bad-msgpack") from None
     return len(raw_tag)

@@ -311,3 +311,39 @@ def test_fire_after_connect_is_never_missed_by_a_new_listener(master):
                 event.get_event("master", opts=master.opts(), listen=False) as pub:
             pub.fire_event({"n": n}, "joiner/test")
             assert bus.get_event(wait=5, tag="joiner/")["n"] == n
+
+
+def test_a_listener_joining_a_busy_bus_is_live_at_once(master):
+    """The daemon looks for new subscriptions at most every ``LAZY_LOOK`` while it publishes: a join waits
+    for that look at worst, never for the bus to go quiet (here it never does until the joins are done)."""
+    stop = threading.Event()
+
+    def busy() -> None:
+        with event.get_event("master", opts=master.opts(), listen=False) as pub:
+            n = 0
+            while not stop.is_set():
+                pub.fire_event({"n": n}, "order/busy")
+                n += 1
+
+    publisher = threading.Thread(target=busy, daemon=True)
+    publisher.start()
+    try:
+        with event.get_event("master", opts=master.opts()) as witness:
+            assert witness.get_event(wait=10, tag="order/busy") is not None, "the bus is busy"
+        for _ in range(10):
+            with event.get_event("master", opts=master.opts()) as bus:
+                assert bus.connected
+                assert bus.get_event(wait=10, tag="order/busy") is not None, "live: events come"
+    finally:
+        stop.set()
+        publisher.join(30)
+
+
+def test_no_block_returns_an_event_queued_while_the_handle_was_quiet(master):
+    with event.get_event("master", opts=master.opts()) as bus, \
+            event.get_event("master", opts=master.opts()) as witness:
+        assert bus.get_event(wait=0.2, tag="quiet/") is None  # the handle has waited: it is quiet
+        bus.fire_event({"q": 1}, "quiet/one")
+        assert witness.get_event(wait=5, tag="quiet/")["q"] == 1
+        time.sleep(0.05)  # the daemon sent both copies together: this handle's is queued too
+        assert bus.get_event(no_block=True, tag="quiet/")["q"] == 1

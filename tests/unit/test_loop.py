@@ -136,3 +136,53 @@ def test_timers_run_in_order_and_every_repeats():
     run_until(loop, lambda: "late" in seen)
     assert seen.index("early") < seen.index("late")
     assert seen.count("tick") >= 3
+
+
+def test_a_lazily_touched_socket_has_its_message_read_even_when_the_loop_goes_quiet(pair):
+    """A send took the signal of a message that just arrived; the touch was lazy and nothing else happens."""
+    ours, peer = pair
+    got: list[bytes] = []
+    loop = Loop()
+    loop.add_reader(ours, draining(ours, got), own=True)
+    touch = loop.toucher(ours)
+
+    def send_from_a_timer() -> None:
+        touch()  # a first use: looked at on this turn already
+        peer.send(b"hello")
+        time.sleep(0.05)  # the message is queued for ``ours``, its signal pending
+        ours.send(b"ping")  # processes the socket's commands: the signal is taken
+        touch()  # within LAZY_LOOK of the look above: this one waits
+
+    loop.call_later(0.01, send_from_a_timer)
+    took = run_until(loop, lambda: got == [b"hello"], limit=3.0)
+    assert took < 0.5, "asked within LAZY_LOOK, not on the loop's longest sleep"
+    assert peer.recv() == b"ping"
+
+
+def test_a_socket_touched_on_every_event_is_asked_at_most_every_lazy_look(pair, monkeypatch):
+    from eventbus.daemon import loop as loop_module
+
+    ours, peer = pair
+    looks: list[float] = []
+    real_poll = loop_module._zmq_poll
+
+    def counted(items, timeout):
+        if items and items[0][0] is ours:
+            looks.append(time.monotonic())
+        return real_poll(items, timeout)
+
+    monkeypatch.setattr(loop_module, "_zmq_poll", counted)
+    loop = Loop()
+    loop.add_reader(ours, draining(ours, []), own=True)
+    looks.clear()  # the first look, before the loop's first sleep, is not the touches'
+    touch = loop.toucher(ours)
+    started = time.monotonic()
+
+    def touch_often() -> None:  # an event every 2 ms, each sent on ``ours``
+        touch()
+        if time.monotonic() - started < 0.4:
+            loop.call_later(0.002, touch_often)
+
+    loop.call_later(0, touch_often)
+    run_until(loop, lambda: time.monotonic() - started > 0.5)
+    assert 3 <= len(looks) <= 0.5 / loop_module.LAZY_LOOK + 2, looks

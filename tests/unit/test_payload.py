@@ -152,6 +152,17 @@ def test_the_stamp_is_the_last_entry_as_if_packed_from_a_copy(data):
     assert "_stamp" not in data or data["_stamp"] == "the caller's"
 
 
+@pytest.mark.parametrize("now, text", [(1_700_000_000.0, "2023-11-14T22:13:20.000000"),
+                                       (1_700_000_000.0625, "2023-11-14T22:13:20.062500"),
+                                       (1_700_000_039.5, "2023-11-14T22:13:59.500000"),
+                                       (1_700_000_040.25, "2023-11-14T22:14:00.250000")])
+def test_a_frame_is_stamped_with_its_clock_to_the_microsecond(now, text):
+    # The date-time text is made once a second, the microseconds per event: both must move with the clock.
+    for pack in (None, payload.packer()):
+        frame = payload.pack_frame("a/b", {"n": 1}, 1000, pack, _now=lambda: now)
+        assert msgpack.unpackb(frame.split(b"\x00", 1)[1], raw=False) == {"n": 1, "_stamp": text}
+
+
 def test_a_whole_frame_is_checked_like_an_event():
     frame = payload.pack_frame("t", {"blob": "x" * 100}, 10_000)
     payload.pack_frame("t", {"blob": "x" * 100}, len(frame) - 1)

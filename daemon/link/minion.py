@@ -59,6 +59,7 @@ class MinionLink:
                                   key=name, value=address.pubkey)
         self.public_key, self.secret_key = keys.key_pair(settings.pki_dir, "minion")
         self.spool = Spool(settings.cachedir / "spool", settings.spool_max_events)
+        self.spool.start_syncing()
         if len(self.spool):
             log.info("%d relayed events wait in the spool for the master", len(self.spool))
         several = len(addresses) > 1

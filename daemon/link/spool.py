@@ -10,8 +10,9 @@ the master has not seen.
 On disk: segment files ``seg-<first seq>`` of records ``u32 length, u64 seq,
 frame``, and a ``head`` file. Appends are written to the OS before
 ``append`` returns (a killed minion loses nothing); fsync happens in
-``sync()``, which the daemon calls about once a second and on shutdown, so
-a machine crash can lose up to the last second. Recent events are also kept
+``sync()``, which the daemon calls about once a second (the fsync itself on
+a thread of its own, ``spoolsync``) and on shutdown, so a machine crash can
+lose up to the last second. Recent events are also kept
 in memory so sending them costs no disk read.
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ import struct
 import time
 from pathlib import Path
 from typing import BinaryIO
+
+from eventbus.daemon.link.spoolsync import SpoolSync
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ class Spool:
         self._cursor: tuple[int, int, int] | None = None  # (segment, offset, seq at offset)
         self._tail: BinaryIO | None = None
         self._tail_size = 0
+        self._syncer: SpoolSync | None = None
 
     def _segment_path(self, first: int) -> Path:
         return self.directory / f"seg-{first:020d}"
@@ -267,16 +271,31 @@ class Spool:
     # -- durability -----------------------------------------------------------------
 
     def sync(self) -> None:
-        """fsync what was appended and acknowledged since the last sync."""
+        """fsync what was appended and acknowledged since the last sync: on the sync thread once one is
+        started (``start_syncing``), else here."""
         if not self.dirty:
             return
+        fds = [self._head_fd]
         if self._tail is not None:
             self._tail.flush()
-            os.fsync(self._tail.fileno())
-        os.fsync(self._head_fd)
+            fds.append(self._tail.fileno())
         self.dirty = False
+        if self._syncer is not None:
+            self._syncer.request(fds)
+            return
+        for fd in fds:
+            os.fsync(fd)
+
+    def start_syncing(self) -> SpoolSync:
+        """Make ``sync`` hand its fsyncs to a thread (the daemon's loop never waits for the disk)."""
+        if self._syncer is None:
+            self._syncer = SpoolSync()
+        return self._syncer
 
     def close(self) -> None:
+        if self._syncer is not None:
+            self._syncer.close()
+            self._syncer = None
         self.dirty = True
         self.sync()
         if self._tail is not None:

@@ -1,6 +1,8 @@
 """The relay spool: ordered, bounded with the oldest dropped, surviving restarts, read from memory or disk."""
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 from eventbus.daemon.link import spool as spool_module
@@ -79,3 +81,31 @@ def test_disk_reads_past_memory_and_segments_rotate(tmp_path, monkeypatch):
     again = Spool(tmp_path, max_events=1000, memory_events=5)
     assert [f for _, f in again.read(0, 100)] == frames(90, 10)
     again.close()
+
+
+def test_a_syncing_spool_fsyncs_on_its_own_thread_never_the_callers(tmp_path, monkeypatch):
+    """F2 (docs/fuzz.md): the minion's loop never waits for the disk; its once-a-second sync is a thread's."""
+    synced_on: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced_on.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    spool = Spool(tmp_path / "spool", max_events=100)
+    syncer = spool.start_syncing()
+    spool.append([b"a/b\x00\x80"] * 3)
+    spool.sync()
+    assert syncer.idle(30) and syncer.synced == 1
+    assert synced_on and set(synced_on) == {"spool-sync"}, synced_on
+    spool.sync()
+    assert syncer.synced == 1, "nothing new: no sync"
+    spool.ack(spool.next_seq - 2)
+    spool.append([b"a/b\x00\x81"])
+    spool.sync()
+    assert syncer.idle(30) and syncer.synced == 2
+    spool.close()  # stops the thread, then the last sync on the caller's thread
+    reopened = Spool(tmp_path / "spool", max_events=100)
+    assert [frame for _, frame in reopened.read(0, 10)] == [b"a/b\x00\x80", b"a/b\x00\x81"]
+    reopened.close()

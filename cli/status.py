@@ -1,7 +1,8 @@
 """``eventbus status [-c DIR]``: the figures of ``/metrics`` for a person, one ``name: value`` line each.
 
-Asks the running daemons of DIR: the master (``stats``, ``link``), the
-local minion and the forwarder when DIR configures them, the reactor when
+Asks the running daemons of DIR: the master (``stats``, ``link``; none on a
+host whose DIR has only a ``minion`` file), the local minion (each of its
+masters, when it has several) and the forwarder when DIR configures them, the reactor when
 the master has rules, and the API when DIR has an ``api`` file (its own
 figures: streams, requests, CloudEvents counts, from the status file it
 keeps; no token needed). A daemon that is not running is one
@@ -25,10 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from eventbus import config
 
-    master = options.bus_settings(args.config_dir, "master")
-    assert isinstance(master, config.MasterConfig)
-    lines = list(_master_lines(master))
+    master_path = config.config_path(args.config_dir, "master")
     minion_path = config.config_path(args.config_dir, "minion")
+    minion_only = (minion_path is not None and minion_path.is_file()
+                   and (master_path is None or not master_path.exists()))
+    lines: list[tuple[str, Any]] = []
+    if not minion_only:  # a minion host has no master config: its own lines only
+        master = options.bus_settings(args.config_dir, "master")
+        assert isinstance(master, config.MasterConfig)
+        lines += _master_lines(master)
     if minion_path is not None and minion_path.is_file():
         lines += _minion_lines(config.load(config.MinionConfig, minion_path))
     api_path = config.config_path(args.config_dir, "api")

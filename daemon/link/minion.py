@@ -9,7 +9,7 @@ every master that must have them has them: see ``cursors``). A master's
 link or a restart on either side loses and repeats nothing. Heartbeats: a
 ping every interval, and a master silent for two intervals is taken for dead
 and the connection is rebuilt; a failover minion checks its live master every
-quarter ``master_alive_interval`` and moves on after 1.5 intervals of silence.
+sixteenth of ``master_alive_interval`` and moves on after 1.5 intervals of silence.
 
 What to do when is ``MinionMasters``' and each ``MinionSession``'s call; this
 class owns the relay intake socket and the timers, keeps one
@@ -92,7 +92,8 @@ class MinionLink:
         for index in range(len(self.connections)):
             loop.call_later(self.masters.sessions[index].heartbeat, lambda index=index: self._tick(index))
         if self.masters.failover is not None:
-            loop.call_every(settings.alive_interval / 4, self._check)
+            # Sixteen looks per interval: the move comes within 1.5 intervals of silence and a sixteenth.
+            loop.call_every(settings.alive_interval / 16, self._check)
         loop.call_every(1.0, self.spool.sync)
 
     @property

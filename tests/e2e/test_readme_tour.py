@@ -120,6 +120,17 @@ def on_the_bus(shown: str) -> Callable[[Tour, Block], None]:
     return check
 
 
+def fleet_config_loads(tour: Tour, block: Block) -> None:
+    """A docs/fleet.md config loads as written (tests/integration/test_several_masters_docs.py runs each on daemons)."""
+    from eventbus import config
+
+    node = block.text.split()[1].rsplit("/", 1)[-1]  # "# /etc/eventbus/minion on web1"
+    path = tour.root / "fleet-check" / str(block.line) / node
+    path.parent.mkdir(parents=True)
+    path.write_text(block.text)
+    config.load(config.MasterConfig if node == "master" else config.MinionConfig, path)
+
+
 def a_second_minion(minion_id: str) -> Callable[[Tour], None]:
     """The minion the example names, on this host, its key pending at the master."""
     def start(tour: Tour) -> None:
@@ -218,6 +229,7 @@ STEPS = [
     Step("docs/journal.md", ".venv/bin/eventbus watch 'myco/*' --since 0",
          notes={".venv/bin/eventbus journal": "fields"}),
     # docs/link.md
+    Step("docs/fleet.md", "# /etc/eventbus/", check=fleet_config_loads),
     Step("docs/link.md", "make run",
          skip_commands={"make run": "the tour's fixture"},
          notes={".venv/bin/eventbus key --list": "fields", ".venv/bin/eventbus key --accept": "tags"}),

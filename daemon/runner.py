@@ -38,14 +38,18 @@ class Component(Protocol):
 ComponentFactory = Callable[[BusConfig, zmq.Context, Loop, Bus], Component]
 
 
-def serve(settings: BusConfig, components: tuple[ComponentFactory, ...] = ()) -> None:
-    """Run the bus of ``settings`` (plus ``components``) until a signal stops it."""
+def serve(settings: BusConfig, components: tuple[ComponentFactory, ...] = (), io_threads: int = 1) -> None:
+    """Run the bus of ``settings`` (plus ``components``) until a signal stops it.
+
+    ``io_threads``: ZeroMQ's I/O threads; the master takes two, one for its
+    minions' CURVE connections (``eventbus.daemon.link.master``).
+    """
     loop = Loop()
     loop.stop_on_signals(signal.SIGTERM, signal.SIGINT)
     reloader = Reloader(settings, lambda path: config.load(type(settings), path))
     # The handler only queues the reload: the loop runs it between two turns (the wake-up fd ends its sleep).
     previous_hup = signal.signal(signal.SIGHUP, lambda _signum, _frame: loop.call_later(0, reloader.reload))
-    context = zmq.Context()
+    context = zmq.Context(io_threads=io_threads)
     lock = SockDirLock(wire.endpoints(settings.sock_dir), settings.node)
     lock.acquire()
     parts: list[Component] = []

@@ -14,7 +14,9 @@ this class only reads frames, hands them over and carries out the actions.
 """
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import time
 from typing import Any
 
@@ -41,11 +43,22 @@ FRAME_SLACK = 4096
 # take turns at the ROUTER (it reads its connections round-robin), so one that floods delays the others
 # by about one of its batches.
 TURN_FRAMES = 2 * protocol.MAX_BATCH_EVENTS
+# What a hello costs of that budget: it reads key and seq files and fires two events (about 100 µs, some twenty
+# relayed events' worth), so a reconnect storm's hellos take at most ~2 ms of each turn and the bus, the control
+# socket and the timers wait no longer behind them.
+HELLO_FRAMES = 20
 # Frames of a message worth copying (the biggest batch's, and one more): a bigger batch is refused unread.
 MESSAGE_FRAMES = protocol.MAX_BATCH_EVENTS + 3
 # Messages queued per minion connection before ZeroMQ stops reading it (the minion then waits): a minion's
 # whole window of unacknowledged batches, so that one flooding the link holds a bounded backlog in memory.
 RECEIVE_QUEUE = 256
+# The kernel caps it at net.core.somaxconn (4096 on current Linux).
+LISTEN_BACKLOG = 4096
+# How much lower than the daemon's own the link I/O thread's priority is (nice levels, Linux).
+LINK_THREAD_NICENESS = 10
+# Key changes (``eventbus key``) acted on per turn of the loop: each welcomes its minion and fires two or three
+# events, about 50 µs in all, so ``--accept-all`` of a 10,000-key fleet holds no turn longer than ~15 ms.
+KEY_CHANGES_PER_TURN = 256
 
 
 class MasterLink:
@@ -66,16 +79,29 @@ class MasterLink:
                                          max_event_size=settings.max_event_size,
                                          relay_rate_limit=settings.relay_rate_limit)
         self.zap = ZapHandler(context, loop)
+        self._key_changes: collections.deque[keys.KeyChange] = collections.deque()
+        self._admitting = False
 
         self.link_socket = context.socket(zmq.ROUTER)
         self.link_socket.curve_server = True
         self.link_socket.curve_publickey = public
         self.link_socket.curve_secretkey = secret
         self.link_socket.zap_domain = DOMAIN
-        self.link_socket.setsockopt(zmq.MAXMSGSIZE, settings.max_event_size + FRAME_SLACK)
+        # A frame holds one event, or a whole batch (protocol ``batch``: up to MAX_BATCH_BYTES and its last event).
+        self.link_socket.setsockopt(zmq.MAXMSGSIZE, settings.max_event_size + protocol.MAX_BATCH_BYTES + FRAME_SLACK)
         self.link_socket.setsockopt(zmq.LINGER, 0)
         self.link_socket.setsockopt(zmq.SNDHWM, 10_000)
         self.link_socket.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
+        # Connections waiting to be accepted: a restarted master meets its whole fleet within a second or two,
+        # and past ZeroMQ's default of 100 the kernel drops their connects, each retried 1, 3, 7... s later.
+        self.link_socket.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
+        io_threads = context.get(zmq.IO_THREADS)
+        if io_threads > 1:
+            # Minions' connections (their CURVE handshakes and crypto) on the last I/O thread, so the bus's
+            # own connections, on the others, never wait behind a reconnect storm; and that thread yields the
+            # CPU to the loop and the bus: a storm of handshakes takes longer, the bus stays responsive.
+            self.link_socket.setsockopt(zmq.AFFINITY, 1 << (io_threads - 1))
+            self._nicer_link_thread(f"ZMQbg/IO/{io_threads - 1}", 20)
         # Dead connections go by TCP keepalive, not ZeroMQ heartbeats: libzmq 4.3 aborts the whole process
         # when a heartbeat falls due on a connection whose queue was full when its peer closed it (its
         # "!_io_error" assertion), which any peer could bring about. Minions' pings keep presence.
@@ -108,6 +134,11 @@ class MasterLink:
         log.info("link listening on %s:%d (CURVE), master key offered on port %d",
                  settings.interface, settings.ret_port, settings.publish_port)
 
+    def _nicer_link_thread(self, name: str, tries: int) -> None:
+        """Lower the link I/O thread's priority; a thread names itself once running, so look again a few times."""
+        if not lower_thread_priority(name, LINK_THREAD_NICENESS) and tries > 1:
+            self.loop.call_later(0.05, lambda: self._nicer_link_thread(name, tries - 1))
+
     def _listen(self, sock: zmq.Socket, key: str, port: int) -> None:
         address = f"tcp://{self.settings.interface}:{port}"
         try:
@@ -128,24 +159,34 @@ class MasterLink:
 
     def _on_link(self) -> bool | None:
         receive = self.machine.receive
-        run = self._carry_out
+        actions: list[ms.Action] = []
         budget = TURN_FRAMES
-        for _ in range(64):
-            message = self._next_message()
-            if message is None:
-                return None
-            frames, count = message
-            budget -= count
-            if len(frames) < 2:
-                continue
-            try:
-                key = frames[1].get("User-Id")
-            except zmq.ZMQError:
-                key = ""
-            run(receive(frames[0].bytes, key, [f.bytes for f in frames[1:]], time.monotonic()))
-            if budget <= 0:
-                break
-        return True  # more may wait: the loop calls again after the other sockets' turn
+        more = True  # unless the socket is found empty: more may wait, the loop calls again next turn
+        try:
+            for _ in range(64):
+                message = self._next_message()
+                if message is None:
+                    more = False
+                    break
+                frames, count = message
+                budget -= count
+                if len(frames) < 2:
+                    continue
+                if frames[1].bytes == protocol.HELLO:
+                    budget -= HELLO_FRAMES
+                try:
+                    key = frames[1].get("User-Id")
+                except zmq.ZMQError:
+                    key = ""
+                actions += receive(frames[0].bytes, key, [f.bytes for f in frames[1:]], time.monotonic())
+                if budget <= 0:
+                    break
+        finally:
+            # The turn's messages together: their events in one publish (one journal write), then the answers.
+            sent = self._carry_out(actions)
+        # A send after the last read may take the socket's signal of a message that came meanwhile: look again
+        # on the next turn (not at once: a flooding minion must not keep the loop from the other sockets).
+        return True if more or sent else None
 
     def _next_message(self) -> tuple[list[zmq.Frame], int] | None:
         """The next message's first ``MESSAGE_FRAMES`` frames (after the route) and its frame count; ``None``: none.
@@ -176,30 +217,47 @@ class MasterLink:
             self.loop.touched(self.link_socket)  # a send may take the socket's signal (eventbus.daemon.loop)
 
     def _carry_out(self, actions: list[ms.Action]) -> bool:
-        """Carry out the machine's actions, in order; whether any was a send on the link.
+        """Carry out the machine's actions; whether any was a send on the link.
 
-        ``_on_link`` itself never marks its socket touched: it reads until the
-        socket is empty or asks for another turn, and a touched socket that
-        always has more (a flooding minion) would keep the loop from ever
-        sleeping, serving the bus, the control socket or the timers.
+        Events for the bus are gathered and published together, in order,
+        before any message is sent: one journal write for a turn's relayed
+        batches, or a storm's ``salt/auth`` and start events, and an ack
+        leaves only once its events are on the bus.
+
+        ``_on_link`` asks for another turn when this sent anything (a send may
+        take the signal of a message that arrived after the last read), never
+        marks its socket touched: a touched socket that always has more (a
+        flooding minion) would keep the loop from ever sleeping, serving the
+        bus, the control socket or the timers.
         """
-        sent = False
+        frames: list[bytes] = []
+        sends: list[list[bytes]] = []
         for action in actions:
             kind = type(action)
             if kind is ms.PublishFrames:
-                self.bus.publish_frames(action.frames)  # type: ignore[union-attr]
+                frames += action.frames  # type: ignore[union-attr]
             elif kind is ms.Send:
-                self.link_socket.send_multipart([action.route, *action.frames])  # type: ignore[union-attr]
-                sent = True
+                sends.append([action.route, *action.frames])  # type: ignore[union-attr]
             elif kind is ms.Publish:
-                self.bus.publish(action.tag, action.data)  # type: ignore[union-attr]
+                try:
+                    raw_tag, raw_data = payload.pack_event(action.tag, action.data,  # type: ignore[union-attr]
+                                                           self.max_event_size)
+                except EventBusError as exc:
+                    self.complaints.refuse("own-event", f"could not fire {action.tag}: {exc}")  # type: ignore
+                    continue
+                frames.append(wire.publish_frame(raw_tag, raw_data))
             elif kind is ms.Refuse:
                 refusal: ms.Refuse = action  # type: ignore[assignment]
                 group = f"{refusal.kind} {refusal.who}" if refusal.who else refusal.kind
                 self.complaints.refuse(group, refusal.message)
             else:
                 log.log(action.level, "%s", action.message)  # type: ignore[union-attr]
-        return sent
+        if frames:
+            self.bus.publish_frames(frames)  # before the acks: an acked event is on the bus (and journaled)
+        send = self.link_socket.send_multipart
+        for message in sends:
+            send(message)
+        return bool(sends)
 
     # -- control verbs --------------------------------------------------------------
 
@@ -208,14 +266,33 @@ class MasterLink:
             raise ValueError(f"expected {{'op': {'|'.join(keys.OPS)}, 'id': <minion id>}}")
         if args["op"] == keys.OP_LIST:
             return self.keys.listing()
-        changed = []
+        changes = []
         try:
             for change in self.keys.change(args["op"], args.get("id")):
-                changed.append(change.minion_id)
-                self._run(self.machine.key_changed(change, time.monotonic()))
+                changes.append(change)
         except UnknownKeyError as exc:
             raise ValueError(str(exc)) from None
-        return changed
+        finally:
+            # The files have changed: the sessions follow, a bounded number each turn of the loop.
+            self._key_changes.extend(changes)
+            self._admit_some()
+        return [change.minion_id for change in changes]
+
+    def _admit_some(self) -> None:
+        """Act on up to ``KEY_CHANGES_PER_TURN`` key changes; the rest on the loop's next turns."""
+        pending = self._key_changes
+        now = time.monotonic()
+        actions: list[ms.Action] = []
+        for _ in range(min(len(pending), KEY_CHANGES_PER_TURN)):
+            actions += self.machine.key_changed(pending.popleft(), now)
+        self._run(actions)
+        if pending and not self._admitting:
+            self._admitting = True
+            self.loop.call_later(0, self._admit_next)
+
+    def _admit_next(self) -> None:
+        self._admitting = False
+        self._admit_some()
 
     def _fire_verb(self, args: Any) -> dict:
         if not isinstance(args, dict) or not isinstance(args.get("target"), str):
@@ -239,3 +316,27 @@ class MasterLink:
             self.loop.remove_reader(sock)
             sock.close(0)
         self.zap.close()
+
+
+def lower_thread_priority(name: str, niceness: int) -> bool:
+    """Make this process's thread called ``name`` (as ZeroMQ names its I/O threads) ``niceness`` levels nicer.
+
+    Linux only (threads in /proc/self/task); elsewhere, or when no thread has
+    that name, nothing changes: ``False``.
+    """
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as comm:
+                if comm.read().strip() != name:
+                    continue
+            tid = int(task)
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+            return True
+        except (OSError, ValueError) as exc:
+            log.debug("could not lower the priority of thread %s: %s", name, exc)
+            return False
+    return False

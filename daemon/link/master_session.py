@@ -40,7 +40,7 @@ from typing import Union
 from eventbus.daemon.link import protocol
 from eventbus.daemon.link.targetfires import FireJobs
 from eventbus.daemon.link.logentries import Note, Refuse
-from eventbus.daemon.link.presence import Presence
+from eventbus.daemon.link.presence import Presence, chunks as presence_chunks
 from eventbus.daemon.link.relaystream import RelayBudget, RelaySeqs, RelayStream
 from eventbus import keys
 from eventbus.errors import ProtocolError
@@ -78,9 +78,9 @@ class PublishFrames:
 Action = Union[Send, Publish, PublishFrames, Refuse, Note]
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
-    """One minion key's link state on the master."""
+    """One minion key's link state on the master (slotted: a master holds thousands)."""
 
     key: str
     minion_id: str
@@ -186,9 +186,6 @@ class MasterSessions:
             if budget is None:
                 budget = self.budgets[session.minion_id] = RelayBudget(rate, rate * RELAY_BURST_SECONDS, now)
             session.budget = budget
-            session.over_budget = Refuse("budget", f"refused batches from {session.name} over its relay budget of "
-                                                   f"{rate} events/s (relay_rate_limit): answered resend",
-                                         session.minion_id)
         self.presence.heard(session.minion_id, now)
         return [Send(session.route, protocol.welcome("accept", stream.last, self.heartbeat)),
                 Publish(f"salt/minion/{session.minion_id}/start", {
@@ -207,6 +204,10 @@ class MasterSessions:
         if budget is not None and not budget.take(len(message.frames), now):
             # Over budget: nothing read, published or stored; the minion resends from its spool later.
             self.throttled += 1
+            if session.over_budget is None:  # made once, when first needed: most minions never are
+                session.over_budget = Refuse("budget", f"refused batches from {session.name} over its relay budget "
+                                                       f"of {self.relay_rate_limit} events/s (relay_rate_limit): "
+                                                       "answered resend", session.minion_id)
             return [session.over_budget, Send(session.route, protocol.resend(session.stream.last))]  # type: ignore
         first, floor = message.value
         verdict = session.stream.batch(first, floor, message.frames, self.max_event_size)  # type: ignore[union-attr]
@@ -256,16 +257,31 @@ class MasterSessions:
                 for minion_id in self.presence.expire(now)]
 
     def presence_events(self) -> list[Action]:
-        """``salt/presence/present``, and ``salt/presence/change`` when the set changed since the last call."""
+        """``salt/presence/present``, and ``salt/presence/change`` when the set changed since the last call.
+
+        A set too big for one event under ``max_event_size`` goes in several,
+        each with ``part`` (from 1) and ``parts``; so does a change.
+        """
         present, new, lost = self.presence.report()
-        actions: list[Action] = [Publish("salt/presence/present", {"present": present})]
+        actions: list[Action] = [Publish("salt/presence/present", data)
+                                 for data in _in_parts({"present": present}, self.max_event_size)]
         if new or lost:
-            actions.append(Publish("salt/presence/change", {"new": new, "lost": lost}))
+            actions += [Publish("salt/presence/change", data)
+                        for data in _in_parts({"new": new, "lost": lost}, self.max_event_size)]
         return actions
 
     def status(self) -> dict:
         return {"sessions": len(self.sessions), "accepted": sum(s.accepted for s in self.sessions.values()),
                 "present": self.presence.present(), "relayed": self.relayed}
+
+
+def _in_parts(lists: dict[str, list[str]], max_event_size: int) -> list[dict]:
+    """The event data carrying ``lists`` of ids: one map when they fit, else parts numbered from 1."""
+    if len(presence_chunks([i for ids in lists.values() for i in ids], max_event_size)) == 1:
+        return [lists]
+    cut = [(name, part) for name, ids in lists.items() if ids for part in presence_chunks(ids, max_event_size)]
+    return [{**{name: [] for name in lists}, name: part, "part": number, "parts": len(cut)}
+            for number, (name, part) in enumerate(cut, 1)]
 
 
 def _named(session: Session | None, key: str) -> tuple[str, str]:

@@ -25,18 +25,25 @@ class RelaySeqs:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._prefix = os.path.join(directory, "")  # a str: no path object per batch
 
     def load(self, minion_id: str) -> int:
         """The newest seq accepted from ``minion_id``; 0 when none was."""
         try:
-            seq = int((self.directory / minion_id).read_bytes() or b"0")
-        except (FileNotFoundError, ValueError):
+            fd = os.open(self._prefix + minion_id, os.O_RDONLY)
+        except FileNotFoundError:
             return 0
+        try:
+            seq = int(os.read(fd, 64) or b"0")
+        except ValueError:
+            return 0
+        finally:
+            os.close(fd)
         return seq if 0 <= seq <= protocol.MAX_SEQ else 0
 
     def store(self, minion_id: str, seq: int) -> None:
         """Remember ``seq`` as the newest accepted from ``minion_id`` (once per batch, not per event)."""
-        fd = os.open(self.directory / minion_id, os.O_WRONLY | os.O_CREAT, 0o600)
+        fd = os.open(self._prefix + minion_id, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             os.pwrite(fd, b"%020d" % seq, 0)
         finally:
@@ -81,6 +88,8 @@ class Verdict(NamedTuple):
 
 class RelayStream:
     """An accepted minion's relay stream: de-duplication by seq, the relayed event's shape, ack or resend."""
+
+    __slots__ = ("minion_id", "seqs", "last", "floor", "framer")
 
     def __init__(self, minion_id: str, seqs: RelaySeqs) -> None:
         self.minion_id = minion_id

@@ -2,8 +2,9 @@
 
 One master of the list is live at a time, starting with the first. When the
 live master has been silent for 1.5 ``master_alive_interval`` (no answer to
-the pings, or no connection at all since it was chosen) the minion moves to
-the next one, round the list. With ``master_failback`` the earlier masters
+the pings, no connection at all since it was chosen, or a ``reject`` or
+``denied`` for this minion since then) the minion moves to the next one,
+round the list. With ``master_failback`` the earlier masters
 of the list are watched (linked, but not sent to) and the first of them to
 accept the minion again becomes live.
 

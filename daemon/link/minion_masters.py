@@ -97,9 +97,12 @@ class MinionMasters:
                                    lambda i: sessions[i].state is ms.LinkState.ACCEPT)
         if move is None:
             return []
-        out: list[Addressed] = [(None, Note(logging.WARNING, f"moving from the master at "
-                                                             f"{sessions[move.away_from].address.name} to the master "
-                                                             f"at {sessions[move.to].address.name}: {move.why}"))]
+        left = sessions[move.away_from]
+        why = move.why
+        if left.refused_since is not None and move.to != move.away_from and left.state is not ms.LinkState.ACCEPT:
+            why = f"it has answered {left.state.value!r} to this minion for {now - left.refused_since:.1f} s"
+        out: list[Addressed] = [(None, Note(logging.WARNING, f"moving from the master at {left.address.name} to "
+                                                             f"the master at {sessions[move.to].address.name}: {why}"))]
         wanted = self.linked()
         for index, session in enumerate(sessions):
             # The master moved away from is linked afresh if watched: only a new welcome brings it back.
@@ -110,7 +113,7 @@ class MinionMasters:
             session = sessions[index]
             session.relaying = index == self.live
             if index == move.to:
-                session.last_heard = now  # its silence counts from now
+                session.live_since = now  # its silence counts from now
             if not session.linked:
                 out += _to(index, session.start(now))
             elif session.relaying:

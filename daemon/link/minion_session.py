@@ -139,6 +139,7 @@ class MinionSession:
         self.master_key = master_key
         self.heartbeat = heartbeat or settings.heartbeat_interval
         self.relaying = True         # False: linked but not sent to (a failover minion's earlier master, watched)
+        self.packed = False          # the master's welcome offered batches in one frame (protocol ``batch``)
         self.state = LinkState.CONNECTING
         self.linked = False          # a Connect was issued: a link socket exists
         self.sent = spool.head       # newest seq handed to the link
@@ -147,7 +148,10 @@ class MinionSession:
         self.paused = False          # a ResumeAfter is pending: nothing is sent
         self.round = 0               # bumped at each rewind to the spool head
         self.in_flight: deque[tuple[int, int]] = deque()  # (last seq, round) of each batch sent, oldest first
-        self.last_heard = now
+        self.last_heard = now        # last sign of life, or the last (re)connect: the connection's own clock
+        self.last_answer = now       # last sign of life only: a rebuilt connection is no answer
+        self.live_since = now        # when the minion chose this master (failover silence counts from then)
+        self.refused_since: float | None = None  # since when it rejects or denies this minion (no use to relay to)
         self.last_progress = now
         self.key_checked = float("-inf")
         self.mismatch_checked = float("-inf")
@@ -195,7 +199,7 @@ class MinionSession:
 
     def handshake_succeeded(self, now: float) -> list[Action]:
         self.state = LinkState.HELLO
-        self.last_heard = now
+        self.last_heard = self.last_answer = now
         return [Note(logging.INFO, f"connected to the master at {self._where}"),
                 Send(protocol.hello(self.minion_id))]
 
@@ -218,7 +222,7 @@ class MinionSession:
 
     def receive(self, frames: list[bytes], now: float) -> list[Action]:
         """Handle one link message from the master."""
-        self.last_heard = now
+        self.last_heard = self.last_answer = now
         try:
             message = protocol.parse(frames)
         except ProtocolError as exc:
@@ -256,6 +260,11 @@ class MinionSession:
             actions.append(Note(level, f"the master at {self._where} answered {result.value!r} to this minion (id "
                                        f"{self.minion_id!r}, key {self.public_key.decode()})"))
         self.state = result
+        self.packed = body.get("packed") is True
+        if result in (LinkState.REJECT, LinkState.DENIED):
+            self.refused_since = self.refused_since or now
+        else:
+            self.refused_since = None
         if result is not LinkState.ACCEPT:
             return actions
         last = body.get("last")
@@ -342,7 +351,8 @@ class MinionSession:
         batch = spool.read(self.sent, BATCH_EVENTS, BATCH_BYTES)
         if not batch:
             return None
-        return Batch(batch[-1][0], protocol.events(batch[0][0], spool.head, [frame for _, frame in batch]))
+        message = protocol.packed_events if self.packed else protocol.events
+        return Batch(batch[-1][0], message(batch[0][0], spool.head, [frame for _, frame in batch]))
 
     def batch_sent(self, last: int) -> None:
         """The link took the batch ending at ``last``."""
@@ -356,8 +366,11 @@ class MinionSession:
         self._rewind()
 
     def silent_for(self, now: float) -> float:
-        """Seconds since this master was last heard from (or since the connection to it was started)."""
-        return now - self.last_heard
+        """Seconds since this master last answered (or since it was chosen): rebuilding the connection to a
+        master that does not answer does not restart this count, and a master that rejects or denies this
+        minion has not answered since it said so."""
+        answered = self.last_answer if self.refused_since is None else self.refused_since
+        return now - max(answered, self.live_since)
 
     def status(self) -> dict:
         """This master's line in the ``link`` control verb's answer."""

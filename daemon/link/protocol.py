@@ -5,12 +5,13 @@ Minion to master (on the master's CURVE ROUTER, ``ret_port``)::
 
     hello   {"id": <minion id>}                       who I say I am; the key says the rest
     events  u64 first_seq, u64 floor | frame ...      relayed events, seqs first_seq, first_seq+1, ...
+    batch   u64 first_seq, u64 floor | packed         the same in one frame: a msgpack array of the frames
     ping    (empty)                                   heartbeat
     fired   u64 fire_id                               a fire from the master is on my bus
 
 Master to minion::
 
-    welcome {"result": "accept"|"pend"|"reject"|"denied", "last": <seq>, "heartbeat": <s>}
+    welcome {"result": "accept"|"pend"|"reject"|"denied", "last": <seq>, "heartbeat": <s>, "packed": true}
     ack     u64 seq                                   every event up to seq is on the master bus
     resend  u64 seq                                   I have up to seq; send from seq + 1
     pong    (empty)                                   heartbeat answer
@@ -24,6 +25,12 @@ minion itself made (oldest events dropped when its spool was full). An
 events message carries at most ``MAX_BATCH_EVENTS`` events, all but its
 last under ``MAX_BATCH_BYTES`` in all, and its seqs end by ``MAX_SEQ``
 (they are u64 on the wire, acks included).
+
+A master whose welcome says ``packed`` takes ``batch`` messages, and a
+minion so welcomed sends its events that way: one frame costs the master
+one receive however many events it holds, so a batch it refuses unread (a
+minion over its relay budget) costs it next to nothing. A master that does
+not say it (an older one) gets ``events``.
 """
 from __future__ import annotations
 
@@ -42,6 +49,7 @@ valid_id = minionid.valid
 
 HELLO = b"hello"
 EVENTS = b"events"
+BATCH = b"batch"
 PING = b"ping"
 FIRED = b"fired"
 WELCOME = b"welcome"
@@ -63,6 +71,11 @@ MAX_SEQ = 2 ** 64 - 1
 # messages in turn, so this bounds how long one minion's batch (a flood's) delays another minion's.
 MAX_BATCH_EVENTS = 100
 MAX_BATCH_BYTES = 512 * 1024
+# A packed batch's array may say more events than a minion sends (the master refuses it as oversize), but
+# past this it is not even unpacked.
+PACKED_MAX_EVENTS = 2 * MAX_BATCH_EVENTS
+# Whether this master's welcome offers ``batch`` messages (its link socket takes a batch in one frame).
+OFFER_PACKED = True
 
 
 def oversize(events: Sequence[bytes]) -> bool:
@@ -87,11 +100,19 @@ def hello(minion_id: str) -> list[bytes]:
 
 
 def welcome(result: str, last: int, heartbeat: float) -> list[bytes]:
-    return [WELCOME, _packb({"result": result, "last": last, "heartbeat": heartbeat})]
+    body: dict[str, Any] = {"result": result, "last": last, "heartbeat": heartbeat}
+    if OFFER_PACKED:
+        body["packed"] = True
+    return [WELCOME, _packb(body)]
 
 
 def events(first_seq: int, floor: int, frames: list[bytes]) -> list[bytes]:
     return [EVENTS, BATCH_HEADER.pack(first_seq, floor), *frames]
+
+
+def packed_events(first_seq: int, floor: int, frames: list[bytes]) -> list[bytes]:
+    """The ``batch`` message: ``events`` in one frame, for a master that offered it."""
+    return [BATCH, BATCH_HEADER.pack(first_seq, floor), _packb(frames)]
 
 
 def ack(seq: int) -> list[bytes]:
@@ -133,6 +154,8 @@ def parse(frames: list[bytes]) -> Message:
         if first + len(frames) - 3 > MAX_SEQ:
             raise ProtocolError(f"events message runs past the last sequence number {MAX_SEQ}")
         return Message(kind, (first, floor), frames[2:])
+    if kind == BATCH:
+        return _batch(frames)
     if kind in (PING, PONG, WHO):
         return Message(kind)
     if len(frames) < 2:
@@ -156,6 +179,24 @@ def parse(frames: list[bytes]) -> Message:
             raise ProtocolError("welcome carries an unknown result")
         return Message(kind, body)
     raise ProtocolError(f"unknown message kind {kind[:20]!r}")
+
+
+def _batch(frames: list[bytes]) -> Message:
+    """A ``batch`` message read as the ``events`` message it packs."""
+    if len(frames) != 3 or len(frames[1]) != BATCH_HEADER.size:
+        raise ProtocolError("batch message must have a batch header and one packed frame")
+    first, floor = BATCH_HEADER.unpack(frames[1])
+    try:
+        packed = msgpack.unpackb(frames[2], max_array_len=PACKED_MAX_EVENTS, max_map_len=0, max_str_len=0,
+                                 max_ext_len=0)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise ProtocolError(f"batch message's events are not a msgpack array of at most {PACKED_MAX_EVENTS} "
+                            f"frames: {type(exc).__name__}") from None
+    if type(packed) is not list or not all(type(frame) is bytes for frame in packed):
+        raise ProtocolError("batch message's events are not an array of byte strings")
+    if first + len(packed) - 1 > MAX_SEQ:
+        raise ProtocolError(f"batch message runs past the last sequence number {MAX_SEQ}")
+    return Message(EVENTS, (first, floor), packed)
 
 
 class RelayFramer:

@@ -68,7 +68,7 @@ def test_an_accepted_hello_fires_auth_welcomes_with_the_last_seq_and_announces_t
     assert published(actions)[0][1] == {"result": True, "act": "accept", "id": "web1", "pub": key}
     assert published(actions)[1][1]["data"].startswith("Minion web1 started at ")
     assert [(msg.kind, msg.value) for msg in sent(actions)] == [
-        (protocol.WELCOME, {"result": "accept", "last": 0, "heartbeat": HEARTBEAT})]
+        (protocol.WELCOME, {"result": "accept", "last": 0, "heartbeat": HEARTBEAT, "packed": True})]
     assert m.status() == {"sessions": 1, "accepted": 1, "present": ["web1"], "relayed": 0}
 
 
@@ -85,7 +85,7 @@ def test_a_pending_minion_relays_nothing_until_an_operator_accepts_it(tmp_path):
     change, = m.store.change("accept", "web1")
     actions = m.key_changed(change, 1.0)
     assert [tag for tag, _ in published(actions)] == ["salt/key", "salt/auth", "salt/minion/web1/start"]
-    assert sent(actions)[0].value == {"result": "accept", "last": 0, "heartbeat": HEARTBEAT}
+    assert sent(actions)[0].value == {"result": "accept", "last": 0, "heartbeat": HEARTBEAT, "packed": True}
     assert relayed(batch(m, key, 1, [event("myco/a", n=1)])) == [1]
 
 

@@ -198,3 +198,32 @@ def test_hot_a_full_spool_names_the_masters_that_had_not_acknowledged_what_it_dr
         assert len(refused) == 1 and "dropped the 2 oldest events (not acknowledged by b:4506)" in refused[0].message
     finally:
         spool.close()
+
+
+def test_failover_a_hung_master_is_left_though_its_connection_was_rebuilt_meanwhile(tmp_path, spool):
+    """The session rebuilds a silent master's connection after 2 heartbeats + 0.5 s; that is no answer."""
+    m = masters(load(tmp_path, master="[a, b]", master_type="failover", master_alive_interval=4), spool)
+    m.start(0.0)
+    welcome(m, 0, 0.1)
+    assert m.sessions[0].heartbeat == 1.0
+    rebuilt = m.tick(2.7)  # silent since 0.1: over 2 heartbeats + 0.5, so the connection is rebuilt
+    assert addressed(rebuilt, ms.Connect) == [0]
+    assert m.check(6.0) == [], "5.9 s of silence: within 1.5 intervals"
+    assert addressed(m.check(6.2), ms.Connect) == [1], "6.1 s since the last answer, the rebuild at 2.7 s aside"
+
+
+def test_failover_a_master_that_rejects_the_minion_is_left_like_a_silent_one_but_a_pending_one_is_not(
+        tmp_path, spool):
+    m = masters(load(tmp_path, master="[a, b]", master_type="failover", master_alive_interval=2), spool)
+    m.start(0.0)
+    session = m.sessions[0]
+    session.handshake_succeeded(0.1)
+    session.receive(protocol.welcome("pend", 0, HEARTBEAT), 0.2)
+    for now in (1.0, 2.0, 3.0, 4.0):
+        session.receive(protocol.PONG_MESSAGE, now)
+        assert m.check(now) == [], "pending: the operator may accept it"
+    session.receive(protocol.welcome("reject", 0, HEARTBEAT), 4.1)
+    session.receive(protocol.PONG_MESSAGE, 6.5)
+    assert m.check(6.9) == [], "rejected 2.8 s ago: within 1.5 intervals"
+    moved = m.check(7.2)
+    assert addressed(moved, ms.Connect) == [1] and "answered 'reject' to this minion for 3.1 s" in moved[0][1].message

@@ -190,3 +190,16 @@ def test_garbage_from_the_master_is_ignored_but_counts_as_a_sign_of_life(setting
     assert kinds(actions) == [ms.Refuse] and s.last_heard == 5.0
     assert kinds(s.receive(protocol.ack(1), 5.1)) == [ms.Pump]
     assert kinds(s.receive(protocol.PING_MESSAGE, 5.2)) == [ms.Refuse], "a ping is the minion's to send"
+
+
+def test_batches_go_in_one_frame_only_to_a_master_that_offers_it(settings, spool):
+    s = accepted(settings, spool)
+    spool.append([event("myco/e", n=n) for n in range(3)])
+    batch = s.next_batch()
+    assert batch is not None and batch.frames[0] == protocol.BATCH and len(batch.frames) == 3
+    older = session(settings, spool)  # a master whose welcome does not say "packed"
+    older.start(0.0)
+    older.handshake_succeeded(0.1)
+    older.receive([protocol.WELCOME, msgpack.packb({"result": "accept", "last": 0, "heartbeat": HEARTBEAT})], 0.2)
+    batch = older.next_batch()
+    assert batch is not None and batch.frames[0] == protocol.EVENTS and len(batch.frames) == 2 + 3

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 PARTS = ("bench.bus", "bench.floor", "bench.journal", "bench.relay", "bench.rogue", "bench.api", "bench.metrics",
-         "bench.attack", "bench.forward", "bench.brokers", "bench.reactor", "bench.cloudevents")
+         "bench.attack", "bench.forward", "bench.brokers", "bench.reactor", "bench.cloudevents", "bench.failover",
+         "bench.fleet")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 
 

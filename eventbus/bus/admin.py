@@ -4,9 +4,10 @@ One client over the control protocol (``eventbus.bus.control``), speaking the
 verbs of ``eventbus.bus.wire``, so nothing else builds verb bytes or reads a
 daemon's error text: a refusal is a ``DaemonRefusedError`` with the
 daemon's ``reason``. Key operations go through the running master, which
-acts on them at once and fires ``salt/key``; with no master running they
-are done on the key directories themselves, by the same code the master
-runs (``eventbus.keys.KeyStore``)::
+acts on them at once and fires ``salt/key``; with no master running (none
+has its pid in the sock_dir's lock file) they are done on the key directories themselves,
+by the same code the master runs (``eventbus.keys.KeyStore``); a master
+that runs but does not answer in time is an error, never worked around::
 
     admin = Admin.for_master(config.load(config.MasterConfig, "conf/master"))
     admin.accept("web1")                       # ["web1"]
@@ -35,6 +36,27 @@ class FireJob:
 
     job: int
     targets: list[str]
+
+
+def _held(sock_dir: str | os.PathLike) -> bool:
+    """Whether the daemon that last held ``sock_dir`` is still alive (its pid, from the lock file, runs).
+
+    Read, never locked: a lock taken here, however briefly, could make a daemon starting at that moment
+    believe another one runs.
+    """
+    try:
+        owner = wire.endpoints(sock_dir).lock.read_text().strip()
+    except OSError:
+        return False
+    if not owner.isdigit():
+        return False
+    try:
+        os.kill(int(owner), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
 
 
 class Admin:
@@ -83,7 +105,8 @@ class Admin:
         try:
             return self._request(wire.VERB_KEY, request)
         except BusUnavailableError:
-            if self.pki_dir is None:
+            if self.pki_dir is None or _held(self.sock_dir):
+                # A master that runs but has not answered yet must not find its key files changed under it.
                 raise
         # No master is running to do it: change the key directories directly.
         store = keys.KeyStore(self.pki_dir)

@@ -52,3 +52,31 @@ def test_fires_on_minions_and_relay_refusals(site):
         relay.send(minion.sock_dir, "salt/auth", {"forged": True})
     assert refused.value.verb == "relay" and refused.value.reason == "tag 'salt/auth' is reserved for the master"
     assert relay.send(minion.sock_dir, "myco/ok", {"x": 1})["master"] == "accept"
+
+
+def test_a_running_master_slow_to_answer_never_finds_its_key_files_changed_under_it(site):
+    """The admin changes key files itself only when no master runs; a stopped (SIGSTOP) one is an error."""
+    import signal
+
+    from eventbus.errors import BusUnavailableError
+
+    master = site.master(auto_accept=False)
+    master.start()
+    minion = site.minion("m1")
+    minion.start()
+    wait_link(minion, "pend")
+    pending = master.settings.pki_dir / "minions_pre" / "m1"
+    assert pending.exists()
+    master.daemon.signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(BusUnavailableError, match="did not answer"):
+            Admin.for_master(master.settings, timeout=0.5).accept("m1")
+        assert pending.exists() and not (master.settings.pki_dir / "minions" / "m1").exists()
+    finally:
+        master.daemon.signal(signal.SIGCONT)
+    assert Admin.for_master(master.settings).accept("m1") == ["m1"]
+    wait_link(minion, "accept")
+    master.stop()
+    # No master at all: the files are changed directly.
+    assert Admin.for_master(master.settings).reject("m1") == ["m1"]
+    assert (master.settings.pki_dir / "minions_rejected" / "m1").exists()

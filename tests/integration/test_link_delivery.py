@@ -8,19 +8,9 @@ import msgpack
 
 from eventbus.daemon.link import protocol
 from eventbus import event
+from tests.fleetkit import collect
 from tests.helpers import run_cli, wait_for
 from tests.linkkit import RawMinion, RecordingProxy, link_state, master_link, relay, wait_link
-
-
-def collect(bus, tag: str, count: int, wait: float = 10.0) -> list[dict]:
-    """Up to ``count`` events under ``tag`` (full), stopping after ``wait`` s without one."""
-    got = []
-    while len(got) < count:
-        item = bus.get_event(wait=wait, tag=tag, full=True)
-        if item is None:
-            break
-        got.append(item)
-    return got
 
 
 def cli(node, *args: str):

@@ -43,7 +43,7 @@ def master_keys(publish_port: int, ret_port: int) -> dict[str, Any]:
         "event_match_type": "fnmatch", "auto_accept": True, "presence_events": True, "loop_interval": 0.3,
         "heartbeat_interval": 2.0, "subscriber_queue": 1000, "event_window": 40, "event_window_bytes": 300_000,
         "event_journal": True, "journal_max_bytes": 16 * MIB, "journal_max_age": 1.0, "journal_fsync": "always",
-        "reactor": REACTION, "relay_rate_limit": 1,
+        "reactor": REACTION, "relay_rate_limit": 1, "id": "keys-master",
     }
 
 
@@ -53,7 +53,7 @@ def minion_keys(publish_port: int, ret_port: int, master_pubkey: str) -> dict[st
         "log_level": "info", "id": "keys-minion", "master": OTHER_HOST, "master_pubkey": master_pubkey,
         "publish_port": publish_port, "ret_port": ret_port, "max_event_size": 100_000, "event_match_type": "regex",
         "heartbeat_interval": 0.25, "subscriber_queue": 2000, "event_window": 20, "event_window_bytes": 150_000,
-        "spool_max_events": 10,
+        "spool_max_events": 10, "master_type": "failover", "master_alive_interval": 0.6, "master_failback": True,
     }
 
 
@@ -265,6 +265,16 @@ def test_master_and_minion_with_every_key_set():
         finally:
             master.daemon.signal(signal.SIGCONT)
         seen_minion("heartbeat_interval")
+        status = run_cli("status", "-c", str(master.config_dir))
+        assert "master_id: keys-master" in status.stdout.splitlines(), status.stdout
+        seen_master("id")
+        assert link_state(minion)["master_type"] == "failover"
+        seen_minion("master_type")
+        # With one master there is none to fail over to or back from: both are read here, and act with a list of
+        # masters (tests/integration/test_several_masters_failover.py).
+        assert config.minion_config(minion.path)["master_alive_interval"] == 0.6
+        assert config.minion_config(minion.path)["master_failback"] is True
+        seen_minion("master_alive_interval", "master_failback")
         seen_master.done()
         seen_minion.done()
     except BaseException:

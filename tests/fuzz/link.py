@@ -38,7 +38,7 @@ ROGUE, HONEST = "m1", "m2"
 ROGUE_ROUTE, HONEST_ROUTE = b"\x00rogue", b"\x00honest"
 MESSAGES_PER_INPUT = 24
 
-LINK_WORDS = (protocol.HELLO, protocol.EVENTS, protocol.PING, protocol.FIRED, protocol.WELCOME, protocol.ACK,
+LINK_WORDS = (protocol.HELLO, protocol.EVENTS, protocol.BATCH, protocol.PING, protocol.FIRED, protocol.WELCOME, protocol.ACK,
               protocol.RESEND, protocol.PONG, protocol.WHO, protocol.FIRE, b"\x81\xa2id\xa2m1", b"\xa2m2",
               b"\xa6result\xa6accept", b"\xa4last", b"\xa9heartbeat", b"\xff\xff\xff\xff\xff\xff\xff\xff",
               b"\x00\x00\x00\x00\x00\x00\x00\x01", b"salt/minion/m1/", b"salt/minion/m2/", b"salt/auth",
@@ -153,6 +153,8 @@ def master_seeds() -> list[bytes]:
         [protocol.events(start, 0, [_frame("salt/auth", x=1), _frame(f"salt/minion/{HONEST}/x"), b"bad"])],
         [protocol.welcome("accept", 0, 1.0), protocol.ack(5), protocol.WHO_MESSAGE, [b"nope", b""]],
         [protocol.events(2 ** 63, 2 ** 63 - 1, batch)],
+        [protocol.hello(ROGUE), protocol.packed_events(start, 0, batch), protocol.packed_events(start + 3, 0, batch)],
+        [protocol.packed_events(start, start - 1, batch[:1] * 101), [protocol.BATCH, b"\x00" * 16, b"\x91\xc4"]],
     )]
 
 

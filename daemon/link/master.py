@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import time
 from typing import Any
 
@@ -54,8 +53,6 @@ MESSAGE_FRAMES = protocol.MAX_BATCH_EVENTS + 3
 RECEIVE_QUEUE = 256
 # The kernel caps it at net.core.somaxconn (4096 on current Linux).
 LISTEN_BACKLOG = 4096
-# How much lower than the daemon's own the link I/O thread's priority is (nice levels, Linux).
-LINK_THREAD_NICENESS = 10
 # Key changes (``eventbus key``) acted on per turn of the loop: each welcomes its minion and fires two or three
 # events, about 50 µs in all, so ``--accept-all`` of a 10,000-key fleet holds no turn longer than ~15 ms.
 KEY_CHANGES_PER_TURN = 256
@@ -98,10 +95,9 @@ class MasterLink:
         io_threads = context.get(zmq.IO_THREADS)
         if io_threads > 1:
             # Minions' connections (their CURVE handshakes and crypto) on the last I/O thread, so the bus's
-            # own connections, on the others, never wait behind a reconnect storm; and that thread yields the
-            # CPU to the loop and the bus: a storm of handshakes takes longer, the bus stays responsive.
+            # own connections, on the others, never wait behind a reconnect storm. Not at a lower priority:
+            # other busy processes on the host would then starve the minions' relays and heartbeats.
             self.link_socket.setsockopt(zmq.AFFINITY, 1 << (io_threads - 1))
-            self._nicer_link_thread(f"ZMQbg/IO/{io_threads - 1}", 20)
         # Dead connections go by TCP keepalive, not ZeroMQ heartbeats: libzmq 4.3 aborts the whole process
         # when a heartbeat falls due on a connection whose queue was full when its peer closed it (its
         # "!_io_error" assertion), which any peer could bring about. Minions' pings keep presence.
@@ -133,11 +129,6 @@ class MasterLink:
         bus.register_verb(wire.VERB_LINK, self._link_verb)
         log.info("link listening on %s:%d (CURVE), master key offered on port %d",
                  settings.interface, settings.ret_port, settings.publish_port)
-
-    def _nicer_link_thread(self, name: str, tries: int) -> None:
-        """Lower the link I/O thread's priority; a thread names itself once running, so look again a few times."""
-        if not lower_thread_priority(name, LINK_THREAD_NICENESS) and tries > 1:
-            self.loop.call_later(0.05, lambda: self._nicer_link_thread(name, tries - 1))
 
     def _listen(self, sock: zmq.Socket, key: str, port: int) -> None:
         address = f"tcp://{self.settings.interface}:{port}"
@@ -316,27 +307,3 @@ class MasterLink:
             self.loop.remove_reader(sock)
             sock.close(0)
         self.zap.close()
-
-
-def lower_thread_priority(name: str, niceness: int) -> bool:
-    """Make this process's thread called ``name`` (as ZeroMQ names its I/O threads) ``niceness`` levels nicer.
-
-    Linux only (threads in /proc/self/task); elsewhere, or when no thread has
-    that name, nothing changes: ``False``.
-    """
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return False
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/comm") as comm:
-                if comm.read().strip() != name:
-                    continue
-            tid = int(task)
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
-            return True
-        except (OSError, ValueError) as exc:
-            log.debug("could not lower the priority of thread %s: %s", name, exc)
-            return False
-    return False

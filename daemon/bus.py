@@ -190,10 +190,14 @@ class Bus:
         self.window.extend(batch)
         self._touch_publisher()
 
+    def own_frame(self, tag: str, data: dict) -> bytes:
+        """The frame of an event of the daemon's own (stamped, size-checked), to publish with others."""
+        raw_tag, raw_data = payload.pack_event(tag, data, self.max_event_size)
+        return wire.publish_frame(raw_tag, raw_data)
+
     def publish(self, tag: str, data: dict) -> int:
         """Fire an event of the daemon's own (stamped, size-checked); return its seq."""
-        raw_tag, raw_data = payload.pack_event(tag, data, self.max_event_size)
-        return self.publish_frames([wire.publish_frame(raw_tag, raw_data)])
+        return self.publish_frames([self.own_frame(tag, data)])
 
     def publish_frame(self, frame: bytes) -> int:
         """Put an already checked ``tag NUL data`` frame on the bus; return its seq."""

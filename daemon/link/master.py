@@ -231,12 +231,9 @@ class MasterLink:
                 sends.append([action.route, *action.frames])  # type: ignore[union-attr]
             elif kind is ms.Publish:
                 try:
-                    raw_tag, raw_data = payload.pack_event(action.tag, action.data,  # type: ignore[union-attr]
-                                                           self.max_event_size)
+                    frames.append(self.bus.own_frame(action.tag, action.data))  # type: ignore[union-attr]
                 except EventBusError as exc:
                     self.complaints.refuse("own-event", f"could not fire {action.tag}: {exc}")  # type: ignore
-                    continue
-                frames.append(wire.publish_frame(raw_tag, raw_data))
             elif kind is ms.Refuse:
                 refusal: ms.Refuse = action  # type: ignore[assignment]
                 group = f"{refusal.kind} {refusal.who}" if refusal.who else refusal.kind

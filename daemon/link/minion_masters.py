@@ -142,7 +142,8 @@ class MinionMasters:
         if dropped:
             behind = ""
             if self.hot and len(self.sessions) > 1:
-                late = [s.address.name for s in self.sessions if s.spool.acked < self.spool.head]
+                late = [s.address.name for s, cursor in zip(self.sessions, self.cursors.cursors)
+                        if cursor.acked < self.spool.head]
                 behind = f" (not acknowledged by {', '.join(late)})" if late else ""
             out.append((None, Refuse("spool", f"the relay spool is full (spool_max_events "
                                               f"{self.settings.spool_max_events}): dropped the {dropped} oldest "
@@ -164,8 +165,9 @@ class MinionMasters:
         return {"state": self.state(), "spooled": len(self.spool), "dropped": self.spool.dropped,
                 "head": self.spool.head, "next_seq": self.spool.next_seq,
                 "master_key": self.sessions[self.live].master_key, "master_type": self.settings.master_type,
-                "masters": [{**session.status(), "live": index in relaying, "linked": session.linked}
-                            for index, session in enumerate(self.sessions)]}
+                "masters": [{**session.status(), "acked": cursor.acked, "live": index in relaying,
+                             "linked": session.linked}
+                            for index, (session, cursor) in enumerate(zip(self.sessions, self.cursors.cursors))]}
 
 
 def _to(index: int, actions: list) -> list[Addressed]:

@@ -374,5 +374,5 @@ class MinionSession:
 
     def status(self) -> dict:
         """This master's line in the ``link`` control verb's answer."""
-        return {"master": self._where, "state": self.state.value, "acked": getattr(self.spool, "acked", self.spool.head),
+        return {"master": self._where, "state": self.state.value,
                 "pending": len(self.spool), "master_key": self.master_key}

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONF ?= conf
 
-.PHONY: run test bench install clean chromium docs fuzz
+.PHONY: run cluster test bench install clean chromium docs fuzz
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(VENV)/.installed
 
 run: install
 	$(PY) -m eventbus.cli.devrun $(CONF)
+
+# A 3-node NATS JetStream cluster on 127.0.0.1 (nats-server) for a local fleet; Ctrl-C stops it.
+cluster: install
+	$(PY) -m eventbus.cli.devcluster run/cluster/nats
 
 test: install chromium
 	$(PY) -m pytest -q tests

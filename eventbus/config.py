@@ -123,6 +123,11 @@ class _Reader:
 
         return rules.parse(value, self.source)
 
+    def _cluster(self, spec: dataclasses.Field, value: Any) -> Any:
+        from eventbus.cluster import settings
+
+        return settings.parse(value, self.source, self.root)
+
     def _eauth(self, spec: dataclasses.Field, value: Any) -> Mapping[str, AuthBackend]:
         return external_auth(self._mapping(spec, value), self.root, self.source)
 
@@ -296,6 +301,8 @@ def to_dict(config: CommonConfig) -> dict[str, Any]:
         value = getattr(config, spec.name)
         if spec.metadata.get("kind") == "reactor":
             value = [rule.raw for rule in value]
+        if spec.metadata.get("kind") == "cluster" and value is not None:
+            value = value.shown()
         if spec.name == "external_auth":
             value = {name: {"users_file": str(backend.users_file), **{u: list(g) for u, g in backend.perms.items()}}
                      for name, backend in value.items()}

@@ -187,7 +187,7 @@ TABLES: dict[str, Table] = {
     "journal": Table(("master",), _JOURNAL),
     "link": Table(("master", "minion"), _rows(
         "heartbeat_interval", "cachedir", "spool_max_events", "master_pubkey", "master_type", "master_alive_interval",
-        "master_failback", "relay_rate_limit", "reactor"), file_column=True),
+        "master_failback", "relay_rate_limit", "reactor", "cluster"), file_column=True),
     "api": Table(("api",), _rows(*_API)),
     # The keys' own pages.
     "journal-detail": Table(("master",), _rows(
@@ -196,7 +196,8 @@ TABLES: dict[str, Table] = {
         "heartbeat_interval", "cachedir", "spool_max_events", "master_pubkey", "relay_rate_limit"), file_column=True,
         detail=True),
     "fleet-detail": Table(("master", "minion"), _rows(
-        "id", "master", "master_type", "master_alive_interval", "master_failback", "master_pubkey"), file_column=True,
+        "id", "master", "master_type", "master_alive_interval", "master_failback", "master_pubkey", "cluster"),
+        file_column=True,
         detail=True),
     "api-detail": Table(("api",), _rows(*_API, Row(
         ("max_event_size", "event_match_type", "log_level", "log_file", "root_dir"), default="as everywhere",

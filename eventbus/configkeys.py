@@ -131,6 +131,21 @@ class MasterConfig(BusConfig):
     # The reactor (docs/reactor.md): parsed and checked here (eventbus.reactor.rules.Rule values).
     reactor: tuple = key((), "reactor", doc="tag globs to actions, checked at start "
                                             "([docs/reactor.md](docs/reactor.md)); state in `cachedir/reactor/`")
+    # The fleet-wide bus (docs/fleet.md, The fleet-wide bus): an eventbus.cluster.settings.ClusterSettings.
+    cluster: Any = key(
+        None, "cluster", shown="none",
+        doc="the fleet-wide bus: `{servers: [nats://...], stream: EVENTBUS, replicas: 1, subject_prefix: eventbus}` "
+            "plus `user`, `password`, `token`, `creds` ([docs/fleet.md](docs/fleet.md))",
+        detail="join this master's bus to the fleet's NATS JetStream stream: `servers` (a URL or a list, default "
+               "`nats://127.0.0.1:4222`), `stream` (`EVENTBUS`, made when missing), `replicas` (1), "
+               "`subject_prefix` (`eventbus`), and `user`/`password`, `token` or `creds` (a credentials file); "
+               "each secret also as `KEY_file` / `KEY_env`")
+
+    def cross_check(self) -> tuple[str, Any, str] | None:
+        if self.cluster is not None and not self.event_journal:
+            return "cluster", self.cluster.shown(), ("event_journal: true beside it (a master exports its events "
+                                                     "to the fleet from its journal)")
+        return None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ class also derives from it, so Salt-style ``except ValueError`` keeps working.
     ├── CursorError                 a reader's saved position cannot be read or saved (path)
     ├── OutboxError                 a forwarder's on-disk outbox cannot be used (path)
     ├── SinkError                   a forwarder's broker did not accept a batch (broker)
+    ├── ClusterError                the fleet's NATS JetStream cluster cannot be reached or refused (reason)
     ├── HttpConnectionError(ConnectionError)  an outbound HTTP POST got no answer (url)
     └── ApiError                    a REST request refused (status, reason)
         ├── AuthenticationError     missing, bad or expired credentials (401)
@@ -182,6 +183,10 @@ class HttpConnectionError(EventBusError, ConnectionError):
     def __init__(self, message: str, *, url: str) -> None:
         self.url = url
         super().__init__(message)
+
+
+class ClusterError(EventBusError):
+    """The fleet's NATS JetStream cluster did not answer or refused; the message is the one-line reason."""
 
 
 class ApiError(EventBusError):

@@ -43,6 +43,7 @@ class Figures:
     link: dict[str, Any] | None = None
     brokers: list[Broker] | None = None
     reactor: dict[str, Any] | None = None
+    cluster: dict[str, Any] | None = None
     down: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -65,6 +66,17 @@ def forward_sock_dir(master: MasterConfig) -> Path | None:
 def reactor_status_path(master: MasterConfig) -> Path:
     """The status file the master's reactor writes, in the directory of its cursor and ledger (``eventbus.daemon.reactor.service``)."""
     return master.cachedir / "reactor" / "status.json"
+
+
+def cluster_status_path(master: MasterConfig) -> Path:
+    """The status file the master's cluster process writes (``eventbus.daemon.cluster``): its state
+    (``up``/``down`` and ``error``), ``exported``, ``imported``, ``duplicates``, ``export_lag``."""
+    return master.cachedir / "cluster" / "status.json"
+
+
+def read_cluster(master: MasterConfig) -> dict[str, Any] | None:
+    """The cluster process's status if it is running, else ``None``."""
+    return read_status_file(cluster_status_path(master))
 
 
 def is_running(status: dict[str, Any] | None) -> bool:
@@ -130,4 +142,8 @@ def gather(master: MasterConfig, forward_dir: Path | None = None, *,
         figures.reactor = read_reactor(master)
         if figures.reactor is None:
             figures.down["reactor"] = "the reactor is not running"
+    if master.cluster is not None:
+        figures.cluster = read_cluster(master)
+        if figures.cluster is None:
+            figures.down["cluster"] = "the master's cluster process is not running"
     return figures

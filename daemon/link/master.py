@@ -27,6 +27,7 @@ from eventbus.daemon.bus import Bus
 from eventbus.refusallog import Complaints
 from eventbus.daemon.link.targetfires import FIRE_JOB_TTL
 from eventbus.daemon.loop import Loop
+from eventbus.daemon.cluster.origins import RELAY, OriginWriter
 from eventbus.daemon.link.relaystream import RelaySeqs
 from eventbus.daemon.link.zap import DOMAIN, ZapHandler
 from eventbus import keys
@@ -61,8 +62,10 @@ KEY_CHANGES_PER_TURN = 256
 class MasterLink:
     """Every minion's link to this master."""
 
-    def __init__(self, settings: MasterConfig, context: zmq.Context, loop: Loop, bus: Bus) -> None:
+    def __init__(self, settings: MasterConfig, context: zmq.Context, loop: Loop, bus: Bus,
+                 origins: OriginWriter | None = None) -> None:
         self.settings = settings
+        self.origins = origins  # with a cluster: each relayed event's fleet identity (daemon/cluster/origins.py)
         self.loop = loop
         self.bus = bus
         self.heartbeat = settings.heartbeat_interval
@@ -223,9 +226,15 @@ class MasterLink:
         """
         frames: list[bytes] = []
         sends: list[list[bytes]] = []
+        relayed: list[tuple[int, int, int, str]] | None = [] if self.origins is not None else None
         for action in actions:
             kind = type(action)
             if kind is ms.PublishFrames:
+                if relayed is not None:
+                    first = self.bus.seq + 1 + len(frames)
+                    who = action.minion_id  # type: ignore[union-attr]
+                    relayed += [(seq, RELAY, number, who)
+                                for seq, number in enumerate(action.numbers, first)]  # type: ignore[union-attr]
                 frames += action.frames  # type: ignore[union-attr]
             elif kind is ms.Send:
                 sends.append([action.route, *action.frames])  # type: ignore[union-attr]
@@ -240,6 +249,8 @@ class MasterLink:
                 self.complaints.refuse(group, refusal.message)
             else:
                 log.log(action.level, "%s", action.message)  # type: ignore[union-attr]
+        if relayed:
+            self.origins.note(relayed)  # type: ignore[union-attr]  # before the journal has them
         if frames:
             self.bus.publish_frames(frames)  # before the acks: an acked event is on the bus (and journaled)
         send = self.link_socket.send_multipart

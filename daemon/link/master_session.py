@@ -34,7 +34,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 from eventbus.daemon.link import protocol
@@ -70,9 +70,12 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class PublishFrames:
-    """Put relayed events, already framed and checked, on the master bus in this order."""
+    """Put relayed events, already framed and checked, on the master bus in this order (``numbers``: their
+    relay seqs from ``minion_id``, the fleet identity of each: eventbus.cluster.records)."""
 
     frames: list[bytes]
+    minion_id: str = ""
+    numbers: list[int] = field(default_factory=list)
 
 
 Action = Union[Send, Publish, PublishFrames, Refuse, Note]
@@ -119,6 +122,9 @@ class MasterSessions:
         self.budgets: dict[str, RelayBudget] = {}
         self.throttled = 0  # batches refused over a minion's relay budget
         self.fire_jobs = fire_jobs or FireJobs()
+        # The relay stream of each admitted minion id (the newest session's): an event of it imported from
+        # another master of the fleet moves it on (``take_imported``).
+        self.streams: dict[str, RelayStream] = {}
 
     # -- messages from minions ----------------------------------------------------------
 
@@ -180,6 +186,7 @@ class MasterSessions:
         session.accepted = True
         session.accepted_as = session.minion_id
         session.stream = stream = RelayStream(session.minion_id, self.seqs)
+        self.streams[session.minion_id] = stream
         if self.relay_rate_limit:
             rate = self.relay_rate_limit
             budget = self.budgets.get(session.minion_id)
@@ -214,9 +221,22 @@ class MasterSessions:
         actions: list[Action] = list(verdict.refused)
         if verdict.published:
             self.relayed += len(verdict.published)
-            actions.insert(0, PublishFrames(verdict.published))
+            actions.insert(0, PublishFrames(verdict.published, session.stream.minion_id,  # type: ignore[union-attr]
+                                              verdict.numbers))
         actions.append(Send(session.route, verdict.reply))
         return actions
+
+    def take_imported(self, minion_id: str, relay_seq: int) -> bool:
+        """Whether another master's copy of ``minion_id``'s event ``relay_seq`` is new here (then it counts as
+        relayed here: the minion's own copy, arriving later, is a duplicate); ``False`` when this master has it."""
+        stream = self.streams.get(minion_id)
+        last = stream.last if stream is not None else self.seqs.load(minion_id)
+        if relay_seq <= last:
+            return False
+        if stream is not None:
+            stream.last = relay_seq
+        self.seqs.store(minion_id, relay_seq)
+        return True
 
     # -- operators ----------------------------------------------------------------------
 

@@ -79,11 +79,13 @@ class RelayBudget:
 
 
 class Verdict(NamedTuple):
-    """What a batch comes to: master-bus frames to publish, refusals to log, the answer to send."""
+    """What a batch comes to: master-bus frames to publish (``numbers``: their relay seqs), refusals to log,
+    the answer to send."""
 
     published: list[bytes]
     refused: list[Refuse]
     reply: list[bytes]
+    numbers: list[int] = []
 
 
 class RelayStream:
@@ -120,7 +122,9 @@ class RelayStream:
         if first > max(last, floor) + 1:
             return Verdict([], refused, protocol.resend(last))
         published: list[bytes] = []
+        numbers: list[int] = []
         keep = published.append
+        number = numbers.append
         make = self.framer.frame
         seq = first - 1
         for frame in frames:
@@ -129,10 +133,11 @@ class RelayStream:
                 continue
             try:
                 keep(make(frame, max_event_size)[1])
+                number(seq)
             except InvalidEventError as exc:
                 refused.append(Refuse("tag" if exc.reason == "reserved" else "relay",
                                       f"refused an event from minion {self.minion_id!r}: {exc}", self.minion_id))
         if seq > last:
             self.last = seq
             self.seqs.store(self.minion_id, seq)
-        return Verdict(published, refused, protocol.ack(self.last))
+        return Verdict(published, refused, protocol.ack(self.last), numbers)

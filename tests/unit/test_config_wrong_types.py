@@ -34,6 +34,7 @@ WRONG: dict[str, tuple[Any, str]] = {
     "reactor": ("fire", "a list of"),
     "eauth": ("file", "a mapping"),
     "masters": ({"port": 1}, "a host, or a list of masters"),
+    "cluster": ("nats://127.0.0.1:4222", "a mapping"),
 }
 
 
@@ -70,6 +71,7 @@ BROKER_WRONG: dict[str, tuple[Any, str]] = {
     "tags": (5, "a list of tag globs"),
     "format": (5, "one of"),
     "outbox_max_events": ("many", "an integer from"),
+    "source": (5, "one of bus, fleet"),
 }
 
 

@@ -1,0 +1,281 @@
+"""The fleet-wide bus (SPEC 12): masters' buses joined on a real 3-node NATS JetStream cluster.
+
+Export (each event on the stream once, in each origin's order, also after an outage), import (each master's
+bus carries the other masters' events once, never written back), hot mode (one copy of a relayed event), a
+master cut off from the cluster, an unreachable cluster and a refused credential.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from bench.procs import wait_for
+from eventbus import event, systemstatus
+from tests.clusterkit import nats_cluster, stream_messages  # noqa: F401 - the fixture
+from tests.fleetkit import Fleet, journal_events, link_state
+from tests.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def fleet():
+    made = Fleet(heartbeat=0.5)
+    yield made
+    made.cleanup()
+
+
+def cluster_key(urls, stream="FLEET", **more):
+    return {"servers": list(urls), "stream": stream, "replicas": 3, "subject_prefix": "fleet", **more}
+
+
+def status(master) -> dict:
+    return systemstatus.read_cluster(master.settings) or {}
+
+
+def wait_down(master, timeout=60.0) -> dict:
+    """The data of the master's first ``eventbus/cluster/down`` event, once fired."""
+    return wait_for(lambda: next((data for tag, data in journal_events(master, "eventbus/cluster/down")), None),
+                    timeout, what=f"{master.keys['id']} fires eventbus/cluster/down")
+
+
+def wait_up(*masters, timeout=60.0):
+    for master in masters:
+        wait_for(lambda: status(master).get("state") == "up", timeout, what=f"{master.keys['id']} up in the cluster")
+
+
+def records(urls, stream="FLEET", tag=""):
+    """(stream seq, identity, origin, tag, data) of each stream message whose tag starts with ``tag``."""
+    out = []
+    for seq, headers, body in stream_messages(urls, stream):
+        record = json.loads(body)
+        if record["tag"].startswith(tag):
+            out.append((seq, headers["Nats-Msg-Id"], headers["Eventbus-Origin"], record["tag"], record["data"]))
+    return out
+
+
+def fire(master, tag, count, key="n", first=0):
+    with event.MasterEvent(opts=master.opts(), listen=False) as handle:
+        for n in range(first, first + count):
+            assert handle.fire_event({key: n}, tag)
+
+
+def numbers_on_bus(master, tag):
+    """Per origin (``_origin``, or ``local``), the ``n`` of each event ``tag`` in the master's journal, in order."""
+    out: dict[str, list[int]] = {}
+    for _, data in journal_events(master, tag):
+        inner = data["data"] if data.get("cmd") == "_minion_event" else data
+        out.setdefault(data.get("_origin", "local"), []).append(inner["n"])
+    return out
+
+
+def test_two_masters_events_are_on_the_stream_once_and_on_each_bus_once_in_order(nats_cluster, fleet):
+    urls = nats_cluster.urls
+    one = fleet.master(cluster=cluster_key(urls))
+    two = fleet.master(cluster=cluster_key(urls))
+    wait_up(one, two)
+    fire(one, "t/one", 60)
+    fire(two, "t/two", 60)
+    wait_for(lambda: len(records(urls, tag="t/")) >= 120, 60, what="120 events on the stream")
+    stored = records(urls, tag="t/")
+    assert len(stored) == 120
+    assert len({identity for _, identity, *_ in stored}) == 120
+    for master, tag in ((one, "t/one"), (two, "t/two")):
+        mine = [(origin, data["n"]) for _, _, origin, t, data in stored if t == tag]
+        assert mine == [(master.keys["id"], n) for n in range(60)]
+    # Each bus: its own events and the other's, once each, in order; nothing imported is exported again.
+    wait_for(lambda: numbers_on_bus(one, "t/two").get("master2") == list(range(60)), 60, what="master1 imports")
+    wait_for(lambda: numbers_on_bus(two, "t/one").get("master1") == list(range(60)), 60, what="master2 imports")
+    assert numbers_on_bus(one, "t/") == {"local": list(range(60)), "master2": list(range(60))}
+    assert numbers_on_bus(two, "t/") == {"local": list(range(60)), "master1": list(range(60))}
+    time.sleep(1.0)  # anything written back would show up now
+    assert len(records(urls, tag="t/")) == 120
+    assert status(one)["exported"] >= 60 and status(one)["imported"] >= 60
+
+
+def test_hot_mode_a_relayed_event_is_stored_once_and_on_each_bus_once(nats_cluster, fleet):
+    urls = nats_cluster.urls
+    one = fleet.master(cluster=cluster_key(urls))
+    two = fleet.master(cluster=cluster_key(urls))
+    wait_up(one, two)
+    minion = fleet.minion("hot1", [one, two])
+    for master in (one, two):
+        wait_for(lambda m=master: "hot1" in link_state(m)["present"], 30, what="hot1 present")
+    fire_minion(minion, "t/hot", 100)
+    wait_for(lambda: len(records(urls, tag="t/hot")) >= 100, 60, what="100 relayed events on the stream")
+    time.sleep(1.0)
+    stored = records(urls, tag="t/hot")
+    assert sorted(data["data"]["n"] for *_, data in stored) == list(range(100))
+    relay_seqs = sorted(int(identity.split(":")[1]) for _, identity, *_ in stored)
+    assert all(identity.startswith("hot1:") for _, identity, *_ in stored)
+    assert relay_seqs == list(range(relay_seqs[0], relay_seqs[0] + 100))  # one message per relay seq
+    for master in (one, two):
+        wait_for(lambda m=master: sorted(sum(numbers_on_bus(m, "t/hot").values(), [])) == list(range(100)),
+                 60, what="each relayed event on each bus")
+        merged = [n for _, data in journal_events(master, "t/hot") for n in [data["data"]["n"]]]
+        assert merged == list(range(100))  # own copies and imports together: once each, in the minion's order
+    assert status(one)["duplicates"] + status(two)["duplicates"] >= 100
+
+
+def fire_minion(minion, tag, count):
+    with event.MinionEvent(opts=minion.opts(), listen=False) as handle:
+        for n in range(count):
+            assert handle.fire_master({"n": n}, tag) is True
+
+
+def test_a_master_cut_off_catches_up_once_in_order_past_the_duplicate_window(tmp_path, fleet):
+    """Master two is cut off while both take a hot minion's events; past the stream's duplicate window it comes
+    back and writes what it took: the stream still holds each event once (the masters' own record)."""
+    import asyncio
+
+    import nats
+    from nats.js.api import StreamConfig
+
+    from eventbus.cli.natscluster import NatsCluster
+
+    # Clients learn no other node's URL: master two reaches the cluster only through the proxy.
+    nats_cluster = NatsCluster(tmp_path / "nats", advertise=False).__enter__()
+    urls = nats_cluster.urls
+
+    async def make_stream():
+        client = await nats.connect(urls)
+        try:
+            await client.jetstream().add_stream(StreamConfig(name="FLEET", subjects=["fleet.>"], num_replicas=3,
+                                                             duplicate_window=1.0))
+        finally:
+            await client.close()
+
+    asyncio.run(make_stream())
+    proxy = TcpProxy(int(urls[0].rsplit(":", 1)[1]))
+    try:
+        one = fleet.master(cluster=cluster_key(urls))
+        two = fleet.master(cluster=cluster_key([proxy.url]))
+        wait_up(one, two)
+        minion = fleet.minion("hot2", [one, two])
+        for master in (one, two):
+            wait_for(lambda m=master: "hot2" in link_state(m)["present"], 30, what="hot2 present")
+        proxy.cut()
+        wait_for(lambda: status(two).get("state") == "down", 60, what="master2 down")
+        fire_minion(minion, "t/cut", 40)
+        fire(two, "t/alone", 10)
+        wait_for(lambda: len(records(urls, tag="t/cut")) >= 40, 60, what="master1 wrote the relayed events")
+        time.sleep(2.5)  # past the 1 s duplicate window
+        assert sum(numbers_on_bus(two, "t/cut").values(), []) == list(range(40))
+        proxy.restore()
+        wait_for(lambda: len(records(urls, tag="t/alone")) >= 10, 90, what="master2's own events after the outage")
+        wait_for(lambda: status(two).get("export_lag") == 0, 60, what="master2 caught up")
+        stored = records(urls, tag="t/")
+        cut = sorted(int(identity.split(":")[1]) for _, identity, _, tag, _ in stored if tag == "t/cut")
+        assert cut == list(range(cut[0], cut[0] + 40))
+        assert [data["n"] for *_, tag, data in stored if tag == "t/alone"] == list(range(10))
+        assert status(two)["duplicates"] >= 40
+        downs = [data for tag, data in journal_events(two, "eventbus/cluster/") if tag.endswith("/down")]
+        ups = [tag for tag, _ in journal_events(two, "eventbus/cluster/up")]
+        assert downs and downs[0]["error"] and len(ups) >= 2
+    finally:
+        proxy.close()
+        nats_cluster.close()
+
+
+def test_an_unreachable_cluster_leaves_the_master_serving_and_catches_up_when_it_is_there(tmp_path, fleet):
+    from eventbus.cli.natscluster import NatsCluster
+
+    cluster = NatsCluster(tmp_path / "nats")  # configured, not started: nothing listens on its ports
+    try:
+        master = fleet.master(cluster=cluster_key(cluster.urls))
+        assert "refused" in wait_down(master)["error"]
+        assert status(master)["state"] == "down" and "refused" in status(master)["error"]
+        with event.MasterEvent(opts=master.opts(), listen=True) as bus:
+            fire(master, "t/local", 20)
+            got = [bus.get_event(wait=10, tag="t/local", full=True) for _ in range(20)]
+        assert [item["data"]["n"] for item in got if item] == list(range(20))  # the bus serves locally
+        downs = [data for tag, data in journal_events(master, "eventbus/cluster/down")]
+        assert len(downs) == 1 and "refused" in downs[0]["error"]
+        cluster.start()
+        cluster.wait_ready()
+        wait_up(master, timeout=90)
+        wait_for(lambda: len(records(cluster.urls, tag="t/local")) >= 20, 60, what="the outage's events exported")
+        stored = records(cluster.urls)
+        tags = [tag for *_, tag, _ in stored]
+        assert tags[0] == "eventbus/cluster/down"
+        assert [data["n"] for *_, tag, data in stored if tag == "t/local"] == list(range(20))
+        assert tags.index("eventbus/cluster/up") > max(i for i, t in enumerate(tags) if t == "t/local")
+    finally:
+        cluster.close()
+
+
+def test_a_refused_credential_is_down_with_the_reason_and_the_password_is_never_logged(tmp_path, fleet):
+    from eventbus.cli.natscluster import NatsCluster
+    from tests.fleetkit import log_of
+
+    with NatsCluster(tmp_path / "nats", user="fleet", password="right-password-123") as cluster:
+        master = fleet.master(cluster=cluster_key(cluster.urls, user="fleet", password="wrong-password-456"),
+                              log_level="info")
+        assert "authorization" in wait_down(master)["error"]
+        assert status(master)["state"] == "down" and "authorization" in status(master)["error"]
+        fire(master, "t/served", 1)
+        assert [tag for tag, _ in journal_events(master, "t/served")] == ["t/served"]
+        downs = [data for tag, data in journal_events(master, "eventbus/cluster/down")]
+        assert downs and "authorization" in downs[0]["error"]
+        master.stop()
+        assert "wrong-password-456" not in log_of(master)
+        assert "authorization" in log_of(master)
+
+
+class Firing:
+    """A thread firing ``t/steady`` ``{"n"}`` on a master at about ``rate`` events a second until stopped."""
+
+    def __init__(self, master, rate: float = 100.0) -> None:
+        import threading
+
+        self.master = master
+        self.every = 1.0 / rate
+        self.sent = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with event.MasterEvent(opts=self.master.opts(), listen=False) as handle:
+            next_at = time.monotonic()
+            while not self.stopping.is_set():
+                assert handle.fire_event({"n": self.sent}, "t/steady")
+                self.sent += 1
+                next_at += self.every
+                self.stopping.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self) -> int:
+        self.stopping.set()
+        self.thread.join(30)
+        return self.sent
+
+
+def test_stream_leader_killed_then_the_whole_cluster_away_for_30_s_every_event_once_in_order(nats_cluster, fleet):
+    urls = nats_cluster.urls
+    master = fleet.master(cluster=cluster_key(urls))
+    wait_up(master)
+    firing = Firing(master, 100)
+    try:
+        wait_for(lambda: len(records(urls, tag="t/steady")) >= 100, 60, what="a steady stream")
+        leader = nats_cluster.stream_leader("FLEET")
+        nats_cluster.kill(leader)
+        time.sleep(3.0)
+        nats_cluster.start_node(leader)
+        nats_cluster.wait_ready()
+        wait_for(lambda: status(master).get("export_lag", 1) == 0 and status(master).get("state") == "up", 90,
+                 what="export caught up after the leader's death")
+        nats_cluster.kill_all()
+        wait_down(master)
+        time.sleep(30.0)
+        assert status(master)["export_lag"] > 1000  # the master kept taking events meanwhile
+        nats_cluster.start()
+        nats_cluster.wait_ready()
+        time.sleep(2.0)
+    finally:
+        sent = firing.stop()
+    wait_for(lambda: status(master).get("export_lag", 1) == 0 and status(master).get("state") == "up", 120,
+             what="export caught up after the outage")
+    stored = [data["n"] for *_, tag, data in records(urls, tag="t/steady")]
+    assert stored == list(range(sent))

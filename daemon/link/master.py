@@ -74,7 +74,7 @@ class MasterLink:
         public, secret = keys.key_pair(settings.pki_dir, "master")
         self.public_key = public
         self.keys = keys.KeyStore(settings.pki_dir)
-        self.machine = ms.MasterSessions(self.keys, RelaySeqs(settings.cachedir / "relay"),
+        self.machine = ms.MasterSessions(self.keys, RelaySeqs(settings.cachedir / "relay", taken=origins is not None),
                                          heartbeat=self.heartbeat, auto_accept=settings.auto_accept,
                                          max_event_size=settings.max_event_size,
                                          relay_rate_limit=settings.relay_rate_limit)

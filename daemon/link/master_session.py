@@ -227,15 +227,18 @@ class MasterSessions:
         return actions
 
     def take_imported(self, minion_id: str, relay_seq: int) -> bool:
-        """Whether another master's copy of ``minion_id``'s event ``relay_seq`` is new here (then it counts as
-        relayed here: the minion's own copy, arriving later, is a duplicate); ``False`` when this master has it."""
-        stream = self.streams.get(minion_id)
-        last = stream.last if stream is not None else self.seqs.load(minion_id)
-        if relay_seq <= last:
+        """Whether another master's copy of ``minion_id``'s event ``relay_seq`` is new here; then it counts as
+        relayed here (the minion's own copy, arriving later, is a duplicate). ``False`` when this master has it."""
+        seqs = self.seqs
+        if relay_seq in seqs.taken(minion_id):
             return False
-        if stream is not None:
-            stream.last = relay_seq
-        self.seqs.store(minion_id, relay_seq)
+        seqs.take(minion_id, relay_seq, relay_seq)
+        stream = self.streams.get(minion_id)
+        last = stream.last if stream is not None else seqs.load(minion_id)
+        if relay_seq > last:
+            if stream is not None:
+                stream.last = relay_seq
+            seqs.store(minion_id, relay_seq)
         return True
 
     # -- operators ----------------------------------------------------------------------

@@ -14,18 +14,28 @@ import os
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+from eventbus.daemon.cluster.ranges import Ranges
 from eventbus.daemon.link import protocol
 from eventbus.daemon.link.logentries import Refuse
 from eventbus.errors import InvalidEventError
 
 
 class RelaySeqs:
-    """The newest relay seq accepted per minion: one small file per minion id under ``directory``."""
+    """The newest relay seq accepted per minion: one small file per minion id under ``directory``.
 
-    def __init__(self, directory: Path) -> None:
+    With ``taken`` (a master of a fleet-wide bus) it also keeps, per minion, every relay seq this master
+    has (``Ranges`` in ``directory/taken/<id>``): after a failover a minion's later events can be here
+    while earlier ones, taken by another master, still come in from the fleet stream.
+    """
+
+    def __init__(self, directory: Path, taken: bool = False) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._prefix = os.path.join(directory, "")  # a str: no path object per batch
+        self.tracking = taken
+        self._taken: dict[str, Ranges] = {}
+        if taken:
+            (directory / "taken").mkdir(exist_ok=True, mode=0o700)
 
     def load(self, minion_id: str) -> int:
         """The newest seq accepted from ``minion_id``; 0 when none was."""
@@ -40,6 +50,32 @@ class RelaySeqs:
         finally:
             os.close(fd)
         return seq if 0 <= seq <= protocol.MAX_SEQ else 0
+
+    def taken(self, minion_id: str) -> Ranges:
+        """The relay seqs of ``minion_id`` this master has (tracking only)."""
+        ranges = self._taken.get(minion_id)
+        if ranges is None:
+            try:
+                with open(self._prefix + "taken/" + minion_id, "rb") as kept:
+                    ranges = Ranges.unpack(kept.read())
+            except FileNotFoundError:
+                # Tracking starts now: every seq up to the newest accepted was had here.
+                last = self.load(minion_id)
+                ranges = Ranges([(0, last)] if last else [])
+            self._taken[minion_id] = ranges
+        return ranges
+
+    def take(self, minion_id: str, low: int, high: int) -> None:
+        """Note relay seqs ``low..high`` of ``minion_id`` as had here (tracking only; once per batch)."""
+        ranges = self.taken(minion_id)
+        if ranges.add(low, high):
+            raw = ranges.pack()
+            fd = os.open(self._prefix + "taken/" + minion_id, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.pwrite(fd, raw, 0)
+                os.ftruncate(fd, len(raw))
+            finally:
+                os.close(fd)
 
     def store(self, minion_id: str, seq: int) -> None:
         """Remember ``seq`` as the newest accepted from ``minion_id`` (once per batch, not per event)."""
@@ -140,4 +176,6 @@ class RelayStream:
         if seq > last:
             self.last = seq
             self.seqs.store(self.minion_id, seq)
+            if self.seqs.tracking:
+                self.seqs.take(self.minion_id, max(first, last + 1), seq)
         return Verdict(published, refused, protocol.ack(self.last), numbers)

@@ -279,3 +279,29 @@ def test_stream_leader_killed_then_the_whole_cluster_away_for_30_s_every_event_o
              what="export caught up after the outage")
     stored = [data["n"] for *_, tag, data in records(urls, tag="t/steady")]
     assert stored == list(range(sent))
+
+
+def test_failover_mid_stream_each_event_once_on_the_stream_and_on_both_buses(nats_cluster, fleet):
+    """A failover minion's live master is SIGKILLed mid-stream and comes back later: what it had taken but not
+    exported goes to the stream after the other master's, stored once, and reaches the other master's bus."""
+    urls = nats_cluster.urls
+    one = fleet.master(cluster=cluster_key(urls))
+    two = fleet.master(cluster=cluster_key(urls))
+    wait_up(one, two)
+    minion = fleet.minion("fo1", [one, two], master_type="failover", master_alive_interval=0.5)
+    wait_for(lambda: "fo1" in link_state(one)["present"], 30, what="fo1 on master1")
+    from tests.fleetkit import RelayStream
+
+    relay = RelayStream(minion, "t/fo", count=300, every=0.01).start()
+    wait_for(lambda: len(records(urls, tag="t/fo")) >= 60, 60, what="part of the stream exported")
+    one.daemon.kill()
+    relay.join(120)
+    wait_for(lambda: len(records(urls, tag="t/fo")) >= 300, 90, what="every event on the stream")
+    one.start()
+    wait_up(one, timeout=90)
+    wait_for(lambda: status(one).get("export_lag") == 0, 60, what="master1 exported what it had")
+    stored = records(urls, tag="t/fo")
+    assert sorted(data["data"]["n"] for *_, data in stored) == list(range(300))  # each once
+    for master in (one, two):
+        wait_for(lambda m=master: sorted(n for _, d in journal_events(m, "t/fo") for n in [d["data"]["n"]])
+                 == list(range(300)), 60, what=f"every event once on {master.keys['id']}'s bus")

@@ -22,7 +22,7 @@ __all__ = ["COMMON_KEYS", "METHODS", "REQUIRED", "Outgoing", "Sink", "SinkError"
 METHODS = ("from_endpoint_config", "publish", "is_ready", "close")
 """What the forwarder calls on a sink class and its instances; a class lacking one is refused at start."""
 # Keys of every broker block, whatever its type (``root_dir`` is added by the forwarder).
-COMMON_KEYS = ("name", "type", "tags", "format", "outbox_max_events")
+COMMON_KEYS = ("name", "type", "tags", "format", "outbox_max_events", "source")
 
 
 class Outgoing(NamedTuple):

@@ -2,7 +2,8 @@
 
 The main thread answers control requests (``ping``, ``stats``) on
 ``sock_dir/ctl.ipc`` and fires the health events the other threads report,
-so no bus handle is shared between threads.
+so no bus handle is shared between threads. A ``source: fleet`` broker has no outbox and no part in the
+reader: its drain reads the fleet stream through its shared consumer (``eventbus.daemon.forward.fleet``).
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import zmq
 import dataclasses
 import time
 
-from eventbus.daemon.forward import channelbrokers, registry
-from eventbus.daemon.forward.reader import BusReader, Lane
+from eventbus.daemon.forward import channelbrokers, fleet, registry
+from eventbus.daemon.forward.reader import BusReader, Lane, tag_matcher
 from eventbus.daemon.forward.worker import BrokerWorker, redact
 from eventbus.daemon.ownership import SockDirLock
 from eventbus import config, controlserver
@@ -30,6 +31,7 @@ from eventbus.errors import ConfigError, EventBusError, SinkError
 from eventbus.event import MasterEvent
 from eventbus.forwarding.config import BrokerConfig, ForwardConfig
 from eventbus.forwarding.outbox import Outbox
+from eventbus.cluster.consumer import FleetConsumer
 from eventbus.reload import Reloader
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,9 @@ class Forwarder:
         self.settings = settings
         self.reload = False
         self.master = config.load(config.MasterConfig, settings.master_config)
+        # A ``source: fleet`` broker needs the master's cluster: one line naming the key, before anything starts.
+        self.fleet = {b.name: fleet.cluster_of(self.master, b, str(settings.source or "forward"))
+                      for b in settings.brokers if b.source == "fleet"}
         # Every broker's class is found before anything starts (its keys were checked when the file was
         # read); a bad one stops us here.
         self.classes = {b.name: registry.sink_class(b.type, b.name) for b in settings.brokers}
@@ -102,6 +107,9 @@ class Forwarder:
         lanes = []
         head = None
         for broker in self.settings.brokers:
+            if broker.name in self.fleet:
+                self.workers.append(self._fleet_worker(broker))
+                continue
             outbox = Outbox(self.settings.state_dir / f"{broker.name}.outbox", broker.outbox_max_events)
             if outbox.intake is None:
                 if head is None:
@@ -119,6 +127,17 @@ class Forwarder:
             self.reader = BusReader(self.master, lanes, self.report)
             self.reader.start()
         return True
+
+    def _fleet_worker(self, broker: BrokerConfig) -> BrokerWorker:
+        """The drain of a ``source: fleet`` broker: the fleet stream through its shared consumer, no outbox file."""
+        consumer = FleetConsumer(self.fleet[broker.name], fleet.durable_name(broker),
+                                 client_name=f"{self.master.id}-forward-{broker.name}")
+        consumer.start()
+        log.info("broker %s reads the fleet stream %s (shared consumer %s)", broker.name,
+                 self.fleet[broker.name].stream, consumer.durable)
+        outbox = fleet.FleetOutbox(consumer, tag_matcher(broker.tags))
+        return BrokerWorker(broker, self.classes[broker.name], outbox, self.report,  # type: ignore[arg-type]
+                            self.sinks[broker.name])
 
     def stats(self, _args: Any = None) -> dict:
         reader = self.reader

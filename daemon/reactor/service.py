@@ -7,7 +7,8 @@ action is recorded in the ledger, then its result fired; the cursor (``acked``) 
 oldest event with an unfinished action, saved every ``SAVE_EVERY`` s after the ledger is synced (record
 before acknowledging). ``--after SEQ``: events up to SEQ are not reacted to (the cursor starts there
 unless it is past it). SIGHUP re-reads the rules between two events; SIGTERM lets running actions finish
-for ``SHUTDOWN_GRACE`` s. See docs/reactor.md, Where it runs and Never drop, never repeat.
+for ``SHUTDOWN_GRACE`` s. See docs/reactor.md, Where it runs and Never drop, never repeat. A master with
+``cluster`` runs ``eventbus.daemon.reactor.fleet.FleetReactor`` instead: the fleet stream, not its own bus.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class Reactor:
         directory = self.status_path.parent
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.cursor = Cursor(directory / "cursor")
-        self.ledger = Ledger(directory / "done")
+        self.ledger = self.open_ledger(directory)
         self.pools = {kind: ThreadPoolExecutor(size, thread_name_prefix=f"reactor-{kind}")
                       for kind, size in POOL_SIZES.items()}
         self.publisher = Publisher(settings)
@@ -77,6 +78,13 @@ class Reactor:
         self.running = True
         self.reload_wanted = False
         self.started = time.time()
+
+    def open_ledger(self, directory: Path) -> Any:
+        """The record of finished actions: the master's own file (``FleetReactor`` keeps it fleet-wide)."""
+        return Ledger(directory / "done")
+
+    def finished(self, seq: int) -> None:
+        """Every action ``seq`` started is finished and recorded (the cursor moves on its own here)."""
 
     # -- signals --------------------------------------------------------------------
 
@@ -272,6 +280,8 @@ class Reactor:
             else:
                 del self.outstanding[seq]
             self.lock.notify_all()
+        if not left:
+            self.finished(seq)
 
     def _fire_now(self, tag: str, data: dict) -> bool:
         handle = getattr(self._fire_handles, "handle", None)
@@ -335,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(0.0005)
     # The fd stays open, and locked, until this process exits.
     hold_lock(systemstatus.reactor_status_path(settings).with_name("lock"))
-    reactor = Reactor(settings, after)
+    if settings.cluster is not None:
+        from eventbus.daemon.reactor.fleet import FleetReactor
+
+        reactor: Reactor = FleetReactor(settings, after)
+    else:
+        reactor = Reactor(settings, after)
     reactor.install_signals()
     try:
         reactor.run()

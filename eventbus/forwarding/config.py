@@ -22,6 +22,8 @@ from eventbus.sink import COMMON_KEYS, check_keys
 NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 DEFAULT_OUTBOX_MAX = 1_000_000
 RASA_KEY = "event_broker"
+# Where a broker's events come from: the master bus, or the fleet stream of the master's ``cluster``.
+SOURCES = ("bus", "fleet")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class BrokerConfig:
     tags: tuple[str, ...] = ("*",)
     format: str = "salt"
     outbox_max_events: int = DEFAULT_OUTBOX_MAX
+    source: str = "bus"                                # bus: the master bus; fleet: the fleet stream
     options: dict = field(default_factory=dict)       # every key of the block, secrets resolved
     secrets: tuple[str, ...] = ()                      # values to hide from logs and events
 
@@ -100,6 +103,10 @@ def _broker(raw: Any, where: str, label: str, root: Path) -> BrokerConfig:
     if isinstance(bound, bool) or not isinstance(bound, int) or not 1 <= bound <= 1_000_000_000:
         raise ConfigError(f"{label}: {where}key 'outbox_max_events' has value {bound!r}; expected an "
                           f"integer from 1 to 1000000000", file=label, key="outbox_max_events", value=bound)
+    source = block.get("source", "bus")
+    if source not in SOURCES:
+        raise ConfigError(f"{label}: {where}key 'source' has value {source!r}; expected one of "
+                          + ", ".join(SOURCES), file=label, key="source", value=source)
     if type_keys is not None:
         try:
             check_keys(type_keys, block, f"{label}: broker {name!r} (type {kind})")
@@ -109,7 +116,7 @@ def _broker(raw: Any, where: str, label: str, root: Path) -> BrokerConfig:
     if password:
         secrets.append(password)
     block["root_dir"] = str(root)
-    return BrokerConfig(name, kind, tuple(tags), fmt, bound, block, tuple(secrets))
+    return BrokerConfig(name, kind, tuple(tags), fmt, bound, source, block, tuple(secrets))
 
 
 def _rasa_broker(raw: Any, label: str) -> Any:

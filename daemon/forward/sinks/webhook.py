@@ -32,6 +32,9 @@ class WebhookSink(Sink):
         self.format = fmt
         self.poster = httppost.Poster()
         self._posted = 0  # the last seq answered 2xx
+        # ``source: fleet``: seqs are not in bus order; the seqs of the batch being published answered 2xx.
+        self.ordered = True
+        self._posted_now: set[int] = set()
 
     @classmethod
     def from_endpoint_config(cls, cfg: dict) -> "WebhookSink":
@@ -44,8 +47,10 @@ class WebhookSink(Sink):
         timeout = options["timeout"]
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise SinkError(f"key 'timeout' has value {timeout!r}; expected seconds, a number above 0")
-        return cls(url, brokerkeys.text(options, "secret", secret=True), options["mode"], timeout,
+        sink = cls(url, brokerkeys.text(options, "secret", secret=True), options["mode"], timeout,
                    brokerkeys.integer(options, "retries", 3, low=0, high=100), options.get("format", "salt"))
+        sink.ordered = cfg.get("source", "bus") != "fleet"
+        return sink
 
     def request_for(self, event: Outgoing) -> tuple[dict[str, str], bytes]:
         """(headers, body) of the POST for one event."""
@@ -61,13 +66,17 @@ class WebhookSink(Sink):
 
     def publish(self, batch: list[Outgoing]) -> None:
         for event in batch:
-            if event.seq <= self._posted:
+            if event.seq <= self._posted if self.ordered else event.seq in self._posted_now:
                 continue
             headers, body = self.request_for(event)
             reason = self.poster.deliver(self.url, body, headers, self.timeout, self.retries)
             if reason is not None:
                 raise SinkError(reason)
-            self._posted = event.seq
+            if self.ordered:
+                self._posted = event.seq
+            else:
+                self._posted_now.add(event.seq)
+        self._posted_now.clear()
 
     def close(self) -> None:
         self.poster.close()

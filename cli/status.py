@@ -3,7 +3,8 @@
 Asks the running daemons of DIR: the master (``stats``, ``link``; none on a
 host whose DIR has only a ``minion`` file), the local minion (each of its
 masters, when it has several) and the forwarder when DIR configures them, the reactor when
-the master has rules, and the API when DIR has an ``api`` file (its own
+the master has rules, the master's cluster process when it has ``cluster`` (``cluster: up|down``,
+events exported, imported, duplicates dropped, export lag), and the API when DIR has an ``api`` file (its own
 figures: streams, requests, CloudEvents counts, from the status file it
 keeps; no token needed). A daemon that is not running is one
 ``NAME: not running (why)`` line; the exit status is then 1.
@@ -81,6 +82,23 @@ def _master_lines(master: Any) -> Iterator[tuple[str, Any]]:
             yield "reactor", f"running (pid {reactor['pid']}, {reactor['rules']} rules)"
             for key in ("in_flight", "done", "failed", "lost"):
                 yield f"reactor_{key}", reactor.get(key, 0)
+    if master.cluster is not None:
+        yield from _cluster_lines(snapshot.cluster, snapshot.down.get("cluster", ""))
+
+
+def _cluster_lines(status: dict | None, why_down: str) -> Iterator[tuple[str, Any]]:
+    """The master's part of the fleet-wide bus (SPEC 12), from its cluster process's status file."""
+    if status is None:
+        yield "cluster", f"not running ({why_down})"
+        return
+    state = status.get("state")
+    if state == "up":
+        yield "cluster", "up"
+    else:
+        error = status.get("error")
+        yield "cluster", f"down ({error})" if error else "down"
+    for key in ("exported", "imported", "duplicates", "export_lag"):
+        yield f"cluster_{key}", status.get(key, 0)
 
 
 def _minion_lines(minion: Any) -> Iterator[tuple[str, Any]]:

@@ -27,6 +27,7 @@ from eventbus.netapi.cloudevents.ingest import Ingest, Refusal
 from eventbus.netapi.cloudevents.reports import ErrorReporter
 from eventbus.netapi.auth import Backend, Principal, TokenSigner
 from eventbus.netapi.sse.feed import BusFeed
+from eventbus.netapi.sse.fleet import FleetFeed
 from eventbus.netapi.sse.events import EventStreams
 from eventbus.netapi.sse.hub import Hub
 from eventbus.netapi.login import LOGIN_BODY_LIMIT, Logins, Session
@@ -81,7 +82,7 @@ class Api:
     """The REST API's routes."""
 
     def __init__(self, settings: ApiConfig, backends: dict[str, Backend], signer: TokenSigner,
-                 hub: Hub, feed: BusFeed, pump: Pump | None = None,
+                 hub: Hub, feed: BusFeed | FleetFeed, pump: Pump | None = None,
                  on_stream: Callable[[], None] = lambda: None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.backends = backends

@@ -1,6 +1,6 @@
 """``GET /metrics``: a prometheus_client collector that asks the daemons for their figures at scrape time.
 
-The master, the forwarder and the reactor are asked through
+The master, the forwarder, the reactor and the master's cluster process are asked through
 ``eventbus.systemstatus`` when Prometheus scrapes, never per event; the API adds
 its own stream count and CloudEvents counters. A daemon that does not
 answer leaves its metrics out and sets ``eventbus_up{daemon=...}`` to 0.
@@ -92,7 +92,30 @@ def families(snapshot: systemstatus.Figures, sse_streams: int, ingest: dict) -> 
         yield _counter("eventbus_reactor_done_total", "Reactor actions done", snapshot.reactor.get("done", 0))
         yield _counter("eventbus_reactor_failed_total", "Reactor actions that failed", snapshot.reactor.get("failed", 0))
         yield _gauge("eventbus_reactor_in_flight", "Reactor actions running", snapshot.reactor.get("in_flight", 0))
+    if snapshot.cluster is not None or "cluster" in snapshot.down:
+        yield from cluster_families(snapshot.cluster)
     yield from api_families(sse_streams, ingest)
+
+
+def cluster_families(status: dict | None) -> Iterator[Metric]:
+    """The master's part of the fleet-wide bus, from its cluster process's status (``None``: not running)."""
+    up = status is not None and status.get("state") == "up"
+    yield _gauge("eventbus_cluster_up", "1 when the master's cluster process reaches the fleet's NATS cluster, else 0",
+                 1 if up else 0)
+    if status is None:
+        return
+    info = GaugeMetricFamily("eventbus_cluster_info", "The fleet stream, and why the cluster is down (empty when up)",
+                             labels=["stream", "error"])
+    info.add_metric([str(status.get("stream") or ""), "" if up else str(status.get("error") or "")], 1)
+    yield info
+    yield _counter("eventbus_cluster_exported_total", "Events of this master written to the fleet stream",
+                   status.get("exported", 0))
+    yield _counter("eventbus_cluster_imported_total", "Events of other masters put on this master's bus",
+                   status.get("imported", 0))
+    yield _counter("eventbus_cluster_duplicates_total",
+                   "Events not stored again because the fleet stream already had them", status.get("duplicates", 0))
+    yield _gauge("eventbus_cluster_export_lag", "Events of this master's journal not yet on the fleet stream",
+                 status.get("export_lag", 0))
 
 
 def api_families(sse_streams: int, ingest: dict) -> Iterator[Metric]:

@@ -1,4 +1,4 @@
-"""Run the REST API: CherryPy's server and engine, the bus feed, the stream pump, the pool keeper.
+"""Run the REST API: CherryPy's server and engine, the bus (or fleet) feed, the stream pump, the pool keeper.
 
 Each open request holds a cheroot worker thread, and an ``/events`` stream is a request that lasts: the
 ``PoolKeeper`` grows the pool as streams open, keeping ``RESERVE`` idle workers, up to ``stream_limit`` +
@@ -30,6 +30,7 @@ from eventbus.netapi import auth, errors, connloop, login
 from eventbus.netapi.apistatus import StatusFile
 from eventbus.netapi.app import Api, cors_hook
 from eventbus.netapi.sse.feed import BusFeed
+from eventbus.netapi.sse.fleet import FleetFeed
 from eventbus.netapi.sse.hub import Hub
 from eventbus.netapi.metrics import Metrics
 from eventbus.netapi.sse.pump import Pump
@@ -175,7 +176,12 @@ def build(settings: ApiConfig) -> tuple[Api, dict, dict]:
     signer = auth.TokenSigner.from_key_file(settings.root_dir / TOKEN_KEY)
     auth.prepare()
     hub = Hub(settings.stream_queue)
-    feed = BusFeed(cherrypy.engine, master, hub)
+    # With ``cluster``, /events streams the fleet's events from the stream, with stream seqs as ids (SPEC 12).
+    feed: BusFeed | FleetFeed
+    if master.cluster is not None:
+        feed = FleetFeed(cherrypy.engine, master, hub, settings.stream_queue)
+    else:
+        feed = BusFeed(cherrypy.engine, master, hub)
     keeper = PoolKeeper(cherrypy.engine, settings.stream_limit + RESERVE)
     pump = Pump(cherrypy.engine, hub)
     feed.subscribe()

@@ -2,7 +2,8 @@
 
 The route (``eventbus.netapi.app``) authenticates and sends the headers; ``serve`` writes ``retry:``, what a
 resuming client missed (``eventbus.bus.history``), then the live records, both through the stream's hub
-view. A plain-HTTP stream's socket goes to the pump; a TLS stream is written by its request thread; both
+view (in cluster mode the fleet feed's window or the fleet stream: ``eventbus.netapi.sse.fleet``). A
+plain-HTTP stream's socket goes to the pump; a TLS stream is written by its request thread; both
 keep their state in one ``StreamState``.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from eventbus.errors import BusUnavailableError, EventBusError
 from eventbus.netapi import auth
 from eventbus.netapi.auth import Principal
 from eventbus.netapi.sse.feed import BusFeed
+from eventbus.netapi.sse.fleet import FleetFeed
 from eventbus.netapi.sse.hub import Hub, Stream
 from eventbus.netapi.sse.pump import Pump, Pumped
 from eventbus.netapi.sse.stream import KEEPALIVE, RETRY, event_record
@@ -37,7 +39,7 @@ RESUME_CHUNK = 500
 class EventStreams:
     """Writes the open ``/events`` streams of one API process."""
 
-    def __init__(self, hub: Hub, feed: BusFeed, pump: Pump | None, complaints: Complaints) -> None:
+    def __init__(self, hub: Hub, feed: BusFeed | FleetFeed, pump: Pump | None, complaints: Complaints) -> None:
         self.hub = hub
         self.feed = feed
         self.pump = pump
@@ -47,13 +49,35 @@ class EventStreams:
               last_seen: int | None, peer: str, sock: socket.socket | None) -> Iterator[bytes]:
         """The stream's body; ``sock`` (plain HTTP) is handed to the pump after the first chunks."""
         hub = self.hub
+        fleet = self.feed if isinstance(self.feed, FleetFeed) else None
         stream, head, _epoch = hub.open(view_key, accepts, last_seen or 0)
         state = StreamState(stream, principal.expire, principal.user, peer)
         try:
             yield RETRY
             if last_seen is not None:
                 try:
-                    yield from self._resume(stream, last_seen, head)
+                    if fleet is not None:
+                        if not fleet.positioned.is_set():
+                            # The cluster has not answered the API yet: no head to resume up to. Wait, with
+                            # keepalives, then take the stream's place again at the head now known.
+                            yield from fleet.wait_position(state)
+                            if not fleet.positioned.is_set():
+                                return
+                            waited = stream
+                            stream, head, _epoch = hub.open(view_key, accepts, last_seen)
+                            state.stream = stream
+                            hub.release(waited)
+                        if last_seen > head:
+                            # No stream seq yet: an id of another scheme (a master without cluster). Live from
+                            # here, as for a new client, rather than skip the stream's next seqs up to it.
+                            waited = stream
+                            stream, head, _epoch = hub.open(view_key, accepts, head)
+                            state.stream = stream
+                            hub.release(waited)
+                            last_seen = head
+                        yield from fleet.resume(stream, state, last_seen, head)
+                    else:
+                        yield from self._resume(stream, last_seen, head)
                 except BusUnavailableError as exc:
                     # Sending live events now would skip what the client missed: end, it will retry.
                     if not hub.closed:

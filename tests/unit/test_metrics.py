@@ -54,3 +54,30 @@ def test_a_daemon_down_is_up_zero_and_its_metrics_are_left_out():
     assert samples[("eventbus_up", (("daemon", "forward"),))] == 0
     assert not any(name.startswith(("eventbus_events", "eventbus_forward")) for name, _ in samples)
     assert samples[("eventbus_sse_streams", ())] == 0
+
+
+def test_the_cluster_figures_become_their_metrics():
+    status = {"running": True, "state": "up", "error": None, "exported": 40, "imported": 25, "duplicates": 3,
+              "export_lag": 7, "stream": "EVENTBUS"}
+    samples = render(Figures(cluster=status))
+    assert samples[("eventbus_cluster_up", ())] == 1
+    assert samples[("eventbus_cluster_exported_total", ())] == 40
+    assert samples[("eventbus_cluster_imported_total", ())] == 25
+    assert samples[("eventbus_cluster_duplicates_total", ())] == 3
+    assert samples[("eventbus_cluster_export_lag", ())] == 7
+    assert samples[("eventbus_cluster_info", (("error", ""), ("stream", "EVENTBUS")))] == 1
+
+
+def test_a_cluster_down_or_not_running_is_cluster_up_zero():
+    down = render(Figures(cluster={"running": True, "state": "down", "error": "no server answered", "exported": 4,
+                                   "imported": 0, "duplicates": 0, "export_lag": 9, "stream": "EVENTBUS"}))
+    assert down[("eventbus_cluster_up", ())] == 0
+    assert down[("eventbus_cluster_info", (("error", "no server answered"), ("stream", "EVENTBUS")))] == 1
+    assert down[("eventbus_cluster_export_lag", ())] == 9
+    gone = render(Figures(down={"cluster": "the master's cluster process is not running"}))
+    assert gone[("eventbus_cluster_up", ())] == 0
+    assert not any(name.startswith("eventbus_cluster_") and name != "eventbus_cluster_up" for name, _ in gone)
+
+
+def test_no_cluster_metrics_without_cluster():
+    assert not any(name.startswith("eventbus_cluster") for name, _ in render(Figures()))

@@ -17,9 +17,10 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m eventbus.cli.devrun $(CONF)
 
-# A 3-node NATS JetStream cluster on 127.0.0.1 (nats-server) for a local fleet; Ctrl-C stops it.
+# A local fleet: a 3-node NATS JetStream cluster on 127.0.0.1 (nats-server) and two masters with their REST
+# APIs on it (conf/cluster/a and b); Ctrl-C stops everything.
 cluster: install
-	$(PY) -m eventbus.cli.devcluster run/cluster/nats
+	$(PY) -m eventbus.cli.devcluster run/cluster/nats --masters conf/cluster/a conf/cluster/b
 
 test: install chromium
 	$(PY) -m pytest -q tests

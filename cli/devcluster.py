@@ -1,11 +1,14 @@
-"""``make cluster``: a 3-node NATS JetStream cluster on loopback for a local fleet, in the foreground.
+"""``make cluster``: a local fleet in the foreground: a 3-node NATS JetStream cluster and two masters on it.
 
-``python -m eventbus.cli.devcluster [DIR] [--ports CLIENT,ROUTE,MONITOR]`` starts the nodes under
+``python -m eventbus.cli.devcluster [DIR] [--ports CLIENT,ROUTE,MONITOR] [--masters CONF...]`` starts the
+nodes under
 ``DIR`` (default ``run/cluster/nats``, which ``make clean`` removes) on fixed ports, so master
 configs can name them: node ``n<i>`` listens for clients on ``CLIENT + i - 1`` (default 14222-14224,
 beside a system nats-server on 4222), routes on ``ROUTE + i - 1`` and monitoring on ``MONITOR + i - 1``.
-Once JetStream is ready it prints the servers' URLs and the ``cluster`` key that points a master at
-them. Ctrl-C, SIGTERM and SIGHUP stop every node (through ``devrun.Children``'s signal handling)
+Once JetStream is ready it starts a master and its REST API from each config dir of ``--masters``
+(``make cluster``: ``conf/cluster/a`` and ``conf/cluster/b``, whose ``cluster`` keys name the default
+ports) and prints how to try the fleet; with no ``--masters`` it prints the ``cluster`` key that points a
+master at the nodes. Ctrl-C, SIGTERM and SIGHUP stop every node (through ``devrun.Children``'s signal handling)
 before it exits; the streams stay in ``DIR/<node>/jetstream`` for the next run.
 """
 from __future__ import annotations
@@ -15,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from eventbus.cli.devrun import Children, Stopped
+from eventbus import config
+from eventbus.cli.devrun import Children, Stopped, _api_login, _dev_user, _wait_bus
 from eventbus.cli.natscluster import NatsCluster, NodePorts
 from eventbus.errors import EventBusError
 
@@ -42,6 +46,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ports", type=_ports, default=DEFAULT_PORTS, metavar="CLIENT,ROUTE,MONITOR",
                         help="first node's ports; the others take the next ones "
                              f"(default {','.join(map(str, DEFAULT_PORTS))})")
+    parser.add_argument("--masters", nargs="*", type=Path, default=[], metavar="CONF",
+                        help="config dirs (a master file, and an api file) to start on the cluster")
     return parser.parse_args(argv)
 
 
@@ -66,6 +72,30 @@ Ctrl-C stops every node; the streams stay in {_shown(cluster.directory)}/<node>/
 """
 
 
+def fleet(children: Children, cluster: NatsCluster, dirs: list[Path]) -> str:
+    """Start a master (and its API, when the dir has one) from each config dir; how to try them."""
+    lines = []
+    for conf in dirs:
+        master = config.load(config.MasterConfig, conf / "master")
+        _wait_bus(children.start("master", conf), master.sock_dir, f"master {master.id}")
+        line = f"  master {master.id!r} ({_shown(conf)}): fire onto it: eventbus fire '{{\"n\": 1}}' myco/hello " \
+               f"--node master -c {_shown(conf)}"
+        if (conf / "api").exists():
+            api = config.load(config.ApiConfig, conf / "api")
+            user, password = _dev_user(api)
+            token = _api_login(children.start("api", conf), api, user, password)
+            line += f"\n    the fleet from its API:  curl -N 'http://{api.host}:{api.port}/events?token={token}'"
+        lines.append(line)
+    return f"""
+A local fleet is running: NATS JetStream cluster {cluster.name!r} ({', '.join(cluster.urls)}) and
+{len(dirs)} masters on it. An event fired on one master is on every master's bus (with _origin) and on
+every API's stream, with the same id everywhere:
+{chr(10).join(lines)}
+  each master's view:      .venv/bin/eventbus status -c {_shown(dirs[0])}
+Ctrl-C stops everything; state stays under run/cluster until `make clean`.
+"""
+
+
 def main(argv: list[str]) -> int:
     options = _parse(argv)
     client, route, monitor = options.ports
@@ -75,8 +105,10 @@ def main(argv: list[str]) -> int:
     try:
         cluster.start()
         cluster.wait_ready()
-        # The fleet's masters start here, as ``make run`` starts its daemons: children.start(...).
-        print(instructions(cluster), flush=True)
+        if options.masters:
+            print(fleet(children, cluster, options.masters), flush=True)
+        else:
+            print(instructions(cluster), flush=True)
         while all(proc.poll() is None for proc in children.procs):
             cluster.check()
             time.sleep(0.5)

@@ -180,7 +180,35 @@ class ClusterService:
             self.exporter.bus_seq, self.exporter.bus_epoch = int(answer["seq"]), int(answer["epoch"])
         await asyncio.to_thread(self.exporter.count_earlier)
 
+    async def _watch_parent(self) -> None:
+        """Stop when the master is gone (killed with SIGKILL: no one else would stop this process)."""
+        parent = os.getppid()
+        while True:
+            await asyncio.sleep(1.0)
+            if os.getppid() != parent:
+                log.error("cluster: the master (pid %d) is gone; stopping", parent)
+                self.stopping.set()
+                return
+
     async def run(self) -> None:
+        """Serve until ``stopping`` is set (SIGTERM, or the master gone), whatever the cluster is doing."""
+        work = asyncio.ensure_future(self._serve())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        watch = asyncio.ensure_future(self._watch_parent())
+        try:
+            await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.stopping.set()
+            for task in (work, stop, watch):
+                task.cancel()
+            await asyncio.gather(work, stop, watch, return_exceptions=True)
+            self.write_status()
+            self.importer.close()
+            self.pool.shutdown(wait=True)
+            if self.handle is not None:
+                self.handle.destroy()
+
+    async def _serve(self) -> None:
         await self._find_bus()
         tasks = [asyncio.ensure_future(self._keep_status()), asyncio.ensure_future(self._watch_bus())]
         client = None
@@ -202,31 +230,22 @@ class ClusterService:
                 self.health(None)
                 work = [asyncio.ensure_future(self.exporter.run(js, kv, self.health)),
                         asyncio.ensure_future(self.importer.run(js))]
-                stop = asyncio.ensure_future(self.stopping.wait())
-                done, _ = await asyncio.wait([*work, stop], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(work, return_when=asyncio.FIRST_COMPLETED)
                 for task in work:
                     task.cancel()
-                if stop in done:
-                    return
                 for task in done:
-                    if task.exception() is not None:
+                    if not task.cancelled() and task.exception() is not None:
                         log.error("cluster: %s; starting over", task.exception())
                 await client.close()
                 await asyncio.sleep(RETRY_CONNECT)
         finally:
-            self.stopping.set()
             for task in tasks:
                 task.cancel()
             if client is not None and not client.is_closed:
                 try:
-                    await asyncio.wait_for(client.drain(), 2.0)
+                    await asyncio.wait_for(client.close(), 2.0)
                 except Exception:  # noqa: BLE001 - closing on the way out: nothing left to save
                     pass
-            self.write_status()
-            self.importer.close()
-            self.pool.shutdown(wait=True)
-            if self.handle is not None:
-                self.handle.destroy()
 
 
 def main(argv: list[str] | None = None) -> int:

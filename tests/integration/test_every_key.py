@@ -25,13 +25,17 @@ import requests
 import zmq
 
 from bench.procs import link_state, wait_link
-from eventbus import config, configdoc, event, keys, masters
+from eventbus import config, configdoc, event, keys, masters, systemstatus
 from eventbus.bus import control, wire
 from tests.helpers import Daemon, Node, free_port, run_cli, short_tmpdir, wait_for, write_config
 
 MIB = 1 << 20
 OTHER_HOST = "127.0.0.2"  # loopback, but not the default 127.0.0.1: where a daemon listens shows it was read
 REACTION = [{"keys/react": [{"fire": {"tag": "keys/reacted", "data": {"by": "the reactor"}}}]}]
+# The machine's own NATS server (JetStream on 4222), a stream and subjects of this run's own.
+RUN = f"{os.getpid()}_{int(time.time())}"
+CLUSTER = {"servers": ["nats://127.0.0.1:4222"], "stream": f"KEYS_{RUN}", "replicas": 1,
+           "subject_prefix": f"keys_{RUN}"}
 
 
 def master_keys(publish_port: int, ret_port: int) -> dict[str, Any]:
@@ -43,7 +47,7 @@ def master_keys(publish_port: int, ret_port: int) -> dict[str, Any]:
         "event_match_type": "fnmatch", "auto_accept": True, "presence_events": True, "loop_interval": 0.3,
         "heartbeat_interval": 2.0, "subscriber_queue": 1000, "event_window": 40, "event_window_bytes": 300_000,
         "event_journal": True, "journal_max_bytes": 16 * MIB, "journal_max_age": 1.0, "journal_fsync": "always",
-        "reactor": REACTION, "relay_rate_limit": 1, "id": "keys-master",
+        "reactor": REACTION, "relay_rate_limit": 1, "id": "keys-master", "cluster": CLUSTER,
     }
 
 
@@ -88,6 +92,45 @@ def at_default(file: str, values: dict[str, Any]) -> list[str]:
     """The keys ``values`` gives their declared default."""
     defaults = {spec.name: spec.default for spec in dataclasses.fields(configdoc.FILES[file])}
     return sorted(key for key, value in values.items() if key in defaults and value == defaults[key])
+
+
+def stream_subjects(stream: str) -> list[str]:
+    """The subjects of a stream of the machine's NATS server (made by the master's cluster process)."""
+    import asyncio
+
+    import nats
+
+    async def ask() -> list[str]:
+        client = await nats.connect("nats://127.0.0.1:4222")
+        try:
+            js = client.jetstream()
+            for _ in range(100):
+                try:
+                    return list((await js.stream_info(stream)).config.subjects or [])
+                except nats.js.errors.NotFoundError:
+                    await asyncio.sleep(0.2)
+            return []
+        finally:
+            await client.close()
+    return asyncio.run(ask())
+
+
+def delete_stream(stream: str) -> None:
+    """Leave the machine's NATS server as it was."""
+    import asyncio
+
+    import nats
+
+    async def delete() -> None:
+        client = await nats.connect("nats://127.0.0.1:4222")
+        try:
+            await client.jetstream().delete_stream(stream)
+            await client.jetstream().delete_key_value(f"{stream}_ids")
+        except nats.js.errors.NotFoundError:
+            pass
+        finally:
+            await client.close()
+    asyncio.run(delete())
 
 
 def test_every_declared_key_has_a_value_here():
@@ -206,9 +249,11 @@ def test_master_and_minion_with_every_key_set():
             assert present is not None and "keys-minion" in present["present"], "every 0.3 s, not every 60"
             seen_master("presence_events", "loop_interval")
 
-            wait_for(lambda: logged(m_log, "following the master bus"), what="the reactor's lines in log_file")
+            # With ``cluster`` the reactor reacts to the fleet stream (the master's events go there first).
+            wait_for(lambda: logged(m_log, "reacting to the fleet's events"), timeout=30,
+                     what="the reactor's lines in log_file")
             bus.fire_event({}, "keys/react")
-            reacted = bus.get_event(wait=10, tag="keys/reacted")
+            reacted = bus.get_event(wait=30, tag="keys/reacted")
             assert reacted is not None and reacted["by"] == "the reactor"
             assert (m_home / "cache/reactor").exists()
             seen_master("reactor")
@@ -268,6 +313,10 @@ def test_master_and_minion_with_every_key_set():
         status = run_cli("status", "-c", str(master.config_dir))
         assert "master_id: keys-master" in status.stdout.splitlines(), status.stdout
         seen_master("id")
+        assert stream_subjects(CLUSTER["stream"]) == [f"{CLUSTER['subject_prefix']}.>"]
+        wait_for(lambda: (systemstatus.read_cluster(config.load(config.MasterConfig, master.path)) or {})
+                 .get("exported", 0) > 0, timeout=30, what="the master's events on its cluster stream")
+        seen_master("cluster")
         assert link_state(minion)["master_type"] == "failover"
         seen_minion("master_type")
         # With one master there is none to fail over to or back from: both are read here, and act with a list of
@@ -287,6 +336,7 @@ def test_master_and_minion_with_every_key_set():
         master.stop()
         minion.cleanup()
         master.cleanup()
+        delete_stream(CLUSTER["stream"])
 
 
 # -- the REST API --------------------------------------------------------------------------------------------

@@ -95,10 +95,13 @@ def test_two_masters_events_are_on_the_stream_once_and_on_each_bus_once_in_order
     assert status(one)["exported"] >= 60 and status(one)["imported"] >= 60
 
 
-def test_hot_mode_a_relayed_event_is_stored_once_and_on_each_bus_once(nats_cluster, fleet):
+REACT_ONCE = [{"t/hot": [{"fire": {"tag": "t/reacted", "data": {"n": "{{ data.data.n }}"}}}]}]
+
+
+def test_hot_mode_a_relayed_event_is_stored_once_on_each_bus_once_and_reacted_to_once(nats_cluster, fleet):
     urls = nats_cluster.urls
-    one = fleet.master(cluster=cluster_key(urls))
-    two = fleet.master(cluster=cluster_key(urls))
+    one = fleet.master(cluster=cluster_key(urls), reactor=REACT_ONCE)
+    two = fleet.master(cluster=cluster_key(urls), reactor=REACT_ONCE)
     wait_up(one, two)
     minion = fleet.minion("hot1", [one, two])
     for master in (one, two):
@@ -117,6 +120,11 @@ def test_hot_mode_a_relayed_event_is_stored_once_and_on_each_bus_once(nats_clust
         merged = [n for _, data in journal_events(master, "t/hot") for n in [data["data"]["n"]]]
         assert merged == list(range(100))  # own copies and imports together: once each, in the minion's order
     assert status(one)["duplicates"] + status(two)["duplicates"] >= 100
+    # One reaction per fleet event, on one master or the other: 100 on the stream, each n once.
+    wait_for(lambda: len(records(urls, tag="t/reacted")) >= 100, 90, what="the reactions on the stream")
+    time.sleep(2.0)
+    reacted = records(urls, tag="t/reacted")
+    assert sorted(int(data["n"]) for *_, data in reacted) == list(range(100))
 
 
 def fire_minion(minion, tag, count):
@@ -305,3 +313,43 @@ def test_failover_mid_stream_each_event_once_on_the_stream_and_on_both_buses(nat
     for master in (one, two):
         wait_for(lambda m=master: sorted(n for _, d in journal_events(m, "t/fo") for n in [d["data"]["n"]])
                  == list(range(300)), 60, what=f"every event once on {master.keys['id']}'s bus")
+
+
+def test_sse_ids_from_master_one_resume_on_master_two_after_master_one_dies(nats_cluster):
+    """Real masters exporting, an API on each: read master 1's API with ids, SIGKILL master 1 and its API, and
+    resume on master 2's API with the last id: the rest of the fleet's events, no gap, no duplicate."""
+    from tests.apinode import PASSWORDS, ApiEnv
+    from tests.integration.test_api_fleet import stream
+
+    urls = nats_cluster.urls
+    envs = [ApiEnv({"id": f"sse{n}", "cluster": cluster_key(urls), "heartbeat_interval": 0.5}) for n in (1, 2)]
+    try:
+        for env in envs:
+            env.add_user("alice", PASSWORDS["alice"])
+            env.start_master()
+            env.start_api()
+        for env in envs:
+            wait_up(env.master)
+        one, two = envs
+        with stream(one, one.login()) as reader:
+            fire(one.master, "t/sse/one", 20)
+            fire(two.master, "t/sse/two", 20)
+            got = [r for r in reader.records(30, within=60)]
+        fleet_ids = [r["id"] for r in got]
+        assert fleet_ids == sorted(fleet_ids) and len(set(fleet_ids)) == 30
+        one.api.kill()
+        one.master.daemon.kill()
+        fire(two.master, "t/sse/two", 10, first=20)  # while master 1 is dead
+        with stream(two, two.login(), last_id=got[-1]["id"]) as resumed:
+            rest = [r for r in resumed.records(20, within=60)]
+        every = [(r["tag"], r["data"]["data"]["n"]) for r in got + rest if r["tag"].startswith("t/sse/")]
+        ids = [r["id"] for r in got + rest]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)  # no duplicate, stream order
+        assert sorted(every) == sorted([("t/sse/one", n) for n in range(20)] + [("t/sse/two", n) for n in range(30)])
+        stored = [seq for seq, *_ in records(urls) if seq > got[0]["id"] - 1]
+        assert [r["id"] for r in got + rest] == [s for s in stored if s <= rest[-1]["id"]][:len(ids)]  # no gap
+    finally:
+        for env in envs:
+            env.stop_api()
+            env.master.stop()
+            env.cleanup()

@@ -44,8 +44,10 @@ def fleet():
     made.cleanup()
 
 
-def test_every_block_names_its_file_and_loads(tmp_path: Path) -> None:
+def test_every_block_names_its_file_and_loads(tmp_path: Path, monkeypatch) -> None:
     from eventbus import config
+
+    monkeypatch.setenv("NATS_PASSWORD", "the-fleet-password")  # the cluster blocks' password_env
 
     assert len(BLOCKS) >= 5
     for block in BLOCKS:
@@ -139,7 +141,7 @@ def as_run(text: str, replace: dict[str, str]) -> str:
 
 
 def test_a_master_as_written_shows_its_id(fleet) -> None:
-    keys = block_config("master", "id: ")
+    keys = block_config("master", "interface: ")
     master = fleet.master(**keys)
     shown = run_cli("status", "-c", str(master.config_dir))
     assert shown.returncode == 0, shown.stderr
@@ -147,3 +149,35 @@ def test_a_master_as_written_shows_its_id(fleet) -> None:
     with event.get_event("master", opts=master.opts()) as bus:
         fleet.minion("web1", [master])
         assert collect(bus, "salt/minion/web1/start", 1, wait=20), "no minion linked to the documented master"
+
+
+def test_the_cluster_blocks_as_written_join_two_masters(tmp_path: Path, monkeypatch) -> None:
+    """The fleet-wide bus's two master blocks, on a real 3-node cluster that wants their user and password:
+    an event fired on master1 is on master2's bus with ``_origin``."""
+    from eventbus import systemstatus
+    from eventbus.cli.natscluster import NatsCluster
+    from tests.fleetkit import journal_events
+
+    monkeypatch.setenv("NATS_PASSWORD", "the-fleet-password")
+    made = Fleet()
+    with NatsCluster(tmp_path / "nats", user="eventbus", password="the-fleet-password") as cluster:
+        try:
+            masters = []
+            for name in ("master1", "master2"):
+                found = [b for b in BLOCKS if b.text.startswith(f"# /etc/eventbus/master on {name}")
+                         and "cluster:" in b.text]
+                assert len(found) == 1, f"docs/fleet.md has {len(found)} cluster blocks for {name}"
+                keys = yaml.safe_load(found[0].text)
+                assert keys["cluster"]["servers"] == ["nats://nats1:4222", "nats://nats2:4222", "nats://nats3:4222"]
+                keys["cluster"]["servers"] = cluster.urls  # the documented hosts, here on loopback
+                masters.append(made.master(**keys))
+            for master in masters:
+                wait_for(lambda m=master: (systemstatus.read_cluster(m.settings) or {}).get("state") == "up", 60,
+                         what=f"{master.keys['id']} up")
+            with event.MasterEvent(opts=masters[0].opts(), listen=False) as handle:
+                assert handle.fire_event({"n": 1}, "myco/hello")
+            wait_for(lambda: [d for _, d in journal_events(masters[1], "myco/hello")], 60,
+                     what="master1's event on master2's bus")
+            assert [d["_origin"] for _, d in journal_events(masters[1], "myco/hello")] == ["master1"]
+        finally:
+            made.cleanup()

@@ -15,6 +15,7 @@ stream's duplicate window (a catch-up after an outage), which are then not sent 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from eventbus.journal.reader import JournalReader
 log = logging.getLogger(__name__)
 
 BATCH = 512
+DEPTH = 4  # batches in flight
 BATCH_BYTES = 4 << 20
 ACK_TIMEOUT = 5.0
 RETRY_FIRST, RETRY_MAX = 0.2, 2.0
@@ -55,7 +57,20 @@ def ids_key(who: str) -> str:
     return "w." + who.encode().hex()
 
 
-@dataclass
+async def _acked(futures: list[Any]) -> None:
+    """Wait until every ack future of a batch is done, ``ACK_TIMEOUT`` at most. Acks come in order on one
+    connection: the last one is waited for first, then whatever is still open."""
+    pending = [f for f in futures if isinstance(f, asyncio.Future)]
+    if not pending:
+        return
+    deadline = time.monotonic() + ACK_TIMEOUT
+    await asyncio.wait(pending[-1:], timeout=ACK_TIMEOUT)
+    left = [f for f in pending if not f.done()]
+    if left:
+        await asyncio.wait(left, timeout=max(0.0, deadline - time.monotonic()))
+
+
+@dataclass(slots=True)
 class Item:
     """One event to write: its local seq, message and identity."""
 
@@ -66,6 +81,17 @@ class Item:
     who: str
     number: int
     old: bool
+
+
+@dataclass
+class Sent:
+    """A batch in flight: its items, the seq the position moves to, each item's ack future (or error), and
+    how many of its events belong to the master's earlier runs (``lag``)."""
+
+    items: list[Item]
+    through: int
+    futures: list[Any]
+    earlier: int
 
 
 @dataclass
@@ -98,20 +124,23 @@ class Exporter:
         self.bus_epoch = 0
         self.earlier = 0      # events of earlier runs of the master after ``at``, counted once at start
         self.read_earlier = 0
+        self.read_at = self.at  # the position the next batch is read after (ahead of ``at`` while in flight)
+        self.problem: BaseException | None = None
+        self.subjects: dict[str, str] = {}
         self.check_after = jetstream.DUPLICATE_WINDOW / 2  # set from the stream's own window (``service``)
         self._lost_said = False
 
     # -- reading ------------------------------------------------------------------------
 
-    def next_batch(self) -> tuple[list[Item], int]:
-        """The next events to write and the seq the position moves to once they are written."""
-        read = self.reader.read(self.at, BATCH, BATCH_BYTES)
+    def next_batch(self, after: int) -> tuple[list[Item], int]:
+        """The events after seq ``after`` to write next, and the seq the position moves to once they are."""
+        read = self.reader.read(after, BATCH, BATCH_BYTES)
         if read.lost and not self._lost_said:
             self._lost_said = True
             log.error("cluster: %d events left the journal (its bounds) before they were exported; they are "
                       "not on the fleet stream", read.lost)
         if not read.events:
-            return [], self.at
+            return [], after
         through = read.events[-1][0]
         self.read_earlier = sum(1 for seq, _ in read.events if seq <= self.bus_epoch)
         found = self.origins.lookup(through)
@@ -139,7 +168,12 @@ class Exporter:
                 identity = records.own_identity(who, seq)
             if check_old is None:  # the batch's first event says whether it is a catch-up
                 check_old = (datetime.now(timezone.utc) - event_time(data)).total_seconds() > self.check_after
-            items.append(Item(seq, records.subject_for(self.settings.subject_prefix, tag),
+            subject = self.subjects.get(tag)
+            if subject is None:
+                if len(self.subjects) > 10_000:
+                    self.subjects.clear()
+                subject = self.subjects[tag] = records.subject_for(self.settings.subject_prefix, tag)
+            items.append(Item(seq, subject,
                               records.body(seq, tag, data), records.headers(identity, self.master_id),
                               who, number, bool(check_old)))
         return items, through
@@ -168,10 +202,24 @@ class Exporter:
     # -- writing ------------------------------------------------------------------------
 
     async def run(self, js: Any, kv: Any, health: Callable[[str | None], None]) -> None:
-        """Write forever; ``health(None)`` after a write the cluster took, ``health(reason)`` while it takes none."""
+        """Write forever; ``health(None)`` after a write the cluster took, ``health(reason)`` while it takes none.
+
+        Up to ``DEPTH`` batches are in flight on the connection (in order); the position moves past a batch
+        once it and every batch before it are acknowledged. A batch with an event not acknowledged is
+        written again from that event, with every later batch, before anything new is read.
+        """
+        inflight: collections.deque[Sent] = collections.deque()
+        self.read_at = self.at
         while True:
-            items, through = self.next_batch()
-            if through == self.at:
+            while len(inflight) < DEPTH:
+                items, through = self.next_batch(self.read_at)
+                if through == self.read_at:
+                    break
+                if items and items[0].old:
+                    items = await self._not_yet_written(kv, items)
+                inflight.append(Sent(items, through, await self._send(js, items), self.read_earlier))
+                self.read_at = through
+            if not inflight:
                 await self._flush_ranges(kv)
                 self.wake.clear()
                 try:
@@ -179,71 +227,113 @@ class Exporter:
                 except asyncio.TimeoutError:
                     pass
                 continue
-            if items and items[0].old:
-                items = await self._not_yet_written(kv, items)
-            await self._write(js, items, health)
-            self.earlier = max(0, self.earlier - self.read_earlier)
-            self.at = through
-            self.position.store(through)
-            self.origins.forget_before(through)
+            sent = inflight.popleft()
+            await _acked(sent.futures)
+            left = self._settle(sent.items, sent.futures)
+            if left:
+                # Everything from the first event not acknowledged, in order: this batch's rest and the later
+                # batches (their acknowledged events come back as duplicates, stored once).
+                for later in inflight:
+                    for future in later.futures:
+                        if isinstance(future, asyncio.Future) and not future.done():
+                            future.cancel()
+                    left += later.items
+                last = inflight[-1] if inflight else sent
+                earlier = sent.earlier + sum(batch.earlier for batch in inflight)
+                inflight.clear()
+                await self._write(js, left, health)
+                self._moved(last.through, earlier)
+                self.read_at = self.at
+            else:
+                health(None)
+                self._moved(sent.through, sent.earlier)
             if time.monotonic() - self.flushed_at > RANGES_EVERY:
                 await self._flush_ranges(kv)
 
+    def _moved(self, through: int, earlier: int) -> None:
+        """Every event up to ``through`` is on the stream: the position moves there."""
+        self.earlier = max(0, self.earlier - earlier)
+        self.at = through
+        self.position.store(through)
+        self.origins.forget_before(through)
+
+    async def _send(self, js: Any, items: list[Item]) -> list[Any]:
+        """Publish ``items`` pipelined: per item its ack's future, ``None`` (too big to send) or the error."""
+        futures: list[Any] = []
+        for item in items:
+            try:
+                futures.append(await js.publish_async(item.subject, item.body, headers=item.headers))
+            except nats.errors.MaxPayloadError:
+                futures.append(None)
+            except (nats.errors.Error, OSError) as exc:
+                futures.append(exc)
+        return futures
+
+    def _settle(self, items: list[Item], futures: list[Any]) -> list[Item]:
+        """Count what was acknowledged, in order; the items from the first one that was not (cancelling the
+        rest of their futures), or ``[]``."""
+        for done, (item, future) in enumerate(zip(items, futures)):
+            if future is None:
+                self.counters.refused += 1
+                log.error("cluster: event %d (%s) is bigger than the cluster's max_payload; not exported",
+                          item.seq, item.subject)
+                continue
+            if not isinstance(future, asyncio.Future) or not future.done() or future.exception() is not None:
+                self.problem = future if isinstance(future, BaseException) else (
+                    future.exception() if isinstance(future, asyncio.Future) and future.done()
+                    else asyncio.TimeoutError())
+                for rest in futures[done:]:
+                    if isinstance(rest, asyncio.Future) and not rest.done():
+                        rest.cancel()
+                self._note_written([it for it, f in zip(items[:done], futures) if f is not None])
+                return items[done:]
+            if future.result().duplicate:
+                self.counters.duplicates += 1
+            else:
+                self.counters.exported += 1
+        self._note_written(items)
+        return []
+
+    def _note_written(self, items: list[Item]) -> None:
+        """Add the identities of ``items`` (all acknowledged) to the ranges to save, a run at a time."""
+        written = self.written
+        who, low, high = None, 0, -2
+        for item in items:
+            if item.who == who and item.number == high + 1:
+                high += 1
+                continue
+            if who is not None:
+                ranges = written.get(who)
+                if ranges is None:
+                    ranges = written[who] = Ranges()
+                ranges.add(low, high)
+            who, low, high = item.who, item.number, item.number
+        if who is not None:
+            ranges = written.get(who)
+            if ranges is None:
+                ranges = written[who] = Ranges()
+            ranges.add(low, high)
+
     async def _write(self, js: Any, items: list[Item], health: Callable[[str | None], None]) -> None:
+        """Write ``items`` in order, again and again from the first one not acknowledged, until all are."""
         pause = RETRY_FIRST
         failing_since: float | None = None
         while items:
-            futures = []
-            for item in items:
-                try:
-                    futures.append(await js.publish_async(item.subject, item.body, headers=item.headers))
-                except nats.errors.MaxPayloadError:
-                    futures.append(None)
-                except (nats.errors.Error, OSError) as exc:
-                    futures.append(exc)
-            pending = [f for f in futures if isinstance(f, asyncio.Future)]
-            if pending:
-                await asyncio.wait(pending, timeout=ACK_TIMEOUT)
-            done = 0
-            problem: BaseException | None = None
-            for item, future in zip(items, futures):
-                if future is None:
-                    self.counters.refused += 1
-                    log.error("cluster: event %d (%s) is bigger than the cluster's max_payload; not exported",
-                              item.seq, item.subject)
-                    done += 1
-                    continue
-                if not isinstance(future, asyncio.Future):
-                    problem = future
-                    break
-                if not future.done():
-                    problem = asyncio.TimeoutError()
-                    break
-                if future.exception() is not None:
-                    problem = future.exception()
-                    break
-                ack = future.result()
-                if ack.duplicate:
-                    self.counters.duplicates += 1
-                else:
-                    self.counters.exported += 1
-                self.written.setdefault(item.who, Ranges()).add(item.number)
-                done += 1
-            for future in futures[done:]:
-                if isinstance(future, asyncio.Future) and not future.done():
-                    future.cancel()
-            items = items[done:]
-            if not items:
+            futures = await self._send(js, items)
+            await _acked(futures)
+            left = self._settle(items, futures)
+            if not left:
                 health(None)
                 return
-            if done:
+            if len(left) < len(items):
                 health(None)
                 pause, failing_since = RETRY_FIRST, None
+                items = left
                 continue
             now = time.monotonic()
             failing_since = failing_since or now
             if now - failing_since >= 2 * RETRY_MAX:
-                health(jetstream.reason(problem or asyncio.TimeoutError(), self.settings))
+                health(jetstream.reason(self.problem or asyncio.TimeoutError(), self.settings))
             await asyncio.sleep(pause)
             pause = min(RETRY_MAX, pause * 2)
 

@@ -126,14 +126,13 @@ class ClusterService:
         context = zmq.asyncio.Context.instance()
         sub = context.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVHWM, 100_000)
+        # Only the newest frame matters (its seq and epoch): a burst is one wake-up, not one per event.
+        sub.setsockopt(zmq.CONFLATE, 1)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(wire.endpoints(self.settings.sock_dir).pub)
         try:
             while True:
                 frame = await sub.recv()
-                while await sub.poll(0):
-                    frame = await sub.recv()
                 if len(frame) >= wire.HEADER_SIZE:
                     seq, epoch = wire.HEADER.unpack_from(frame)
                     if seq:  # not a sync answer

@@ -26,6 +26,11 @@ DUPLICATE_WINDOW = 120.0
 Callback = Callable[..., Awaitable[None]]
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether the server refused the credentials (nats-py raises its plain ``Error`` for it, too)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower()
+
+
 def reason(exc: BaseException, settings: ClusterSettings | None = None) -> str:
     """One line saying why the cluster did not answer or refused, secrets hidden."""
     if isinstance(exc, nats.errors.NoServersError):
@@ -59,7 +64,7 @@ async def connect(settings: ClusterSettings, *, name: str, error_cb: Callback | 
 
     async def on_error(exc: BaseException) -> None:
         # A refused credential is what a person must hear about, not the reset that follows it.
-        if not (last and isinstance(last[0], nats.errors.AuthorizationError)):
+        if not (last and _refused(last[0])):
             last[:] = [exc]
         if error_cb is not None:
             await error_cb(exc)

@@ -17,7 +17,7 @@ from typing import Callable, Hashable
 from eventbus.netapi.auth import EventFilter
 from eventbus.netapi.sse.stream import Record
 
-FLUSH_MIN = 0.02
+FLUSH_MIN = 0.005
 FLUSH_MAX = 0.1
 FLUSH_PER_STREAM = 0.00004
 

@@ -230,6 +230,8 @@ STEPS = [
          notes={".venv/bin/eventbus journal": "fields"}),
     # docs/link.md
     Step("docs/fleet.md", "# /etc/eventbus/", check=fleet_config_loads),
+    Step("docs/fleet.md", ".venv/bin/eventbus fire '{\"n\": 1}' myco/hello --node master -c conf/cluster/a",
+         skip="needs make cluster, not make run: tests/e2e/test_make_cluster.py runs it as written"),
     Step("docs/link.md", "make run",
          skip_commands={"make run": "the tour's fixture"},
          notes={".venv/bin/eventbus key --list": "fields", ".venv/bin/eventbus key --accept": "tags"}),
@@ -340,4 +342,5 @@ def test_what_the_tour_does_not_run_is_the_short_known_list() -> None:
     """Only a whole-suite or half-hour command, and a config for a program not on this machine, go unrun."""
     reasons = {(b.doc, step_for(b).starts.split()[:2][-1]): step_for(b).skip for b in NOT_RUN}
     assert sorted(reasons) == [("README.md", "run"), ("README.md", "test"), ("docs/bench.md", "bench"),
-                               ("docs/fuzz.md", "fuzz"), ("docs/metrics.md", "prometheus.yml")], reasons
+                               ("docs/fleet.md", "fire"), ("docs/fuzz.md", "fuzz"),
+                               ("docs/metrics.md", "prometheus.yml")], reasons

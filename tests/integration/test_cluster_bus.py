@@ -195,6 +195,10 @@ def test_an_unreachable_cluster_leaves_the_master_serving_and_catches_up_when_it
         master = fleet.master(cluster=cluster_key(cluster.urls))
         assert "refused" in wait_down(master)["error"]
         assert status(master)["state"] == "down" and "refused" in status(master)["error"]
+        from tests.helpers import run_cli
+
+        shown = run_cli("status", "-c", str(master.config_dir)).stdout.splitlines()
+        assert any(line.startswith("cluster: down (") and "refused" in line for line in shown), shown
         with event.MasterEvent(opts=master.opts(), listen=True) as bus:
             fire(master, "t/local", 20)
             got = [bus.get_event(wait=10, tag="t/local", full=True) for _ in range(20)]

@@ -22,8 +22,10 @@ run: install
 cluster: install
 	$(PY) -m eventbus.cli.devcluster run/cluster/nats --masters conf/cluster/a conf/cluster/b
 
+# Two workers, each test file on one of them (its module fixtures, e.g. the README tour's make run, stay
+# whole): most tests wait on daemons, brokers and clusters, not on the CPU.
 test: install chromium
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # The REST API's browser test drives headless Chromium; install it on a fresh (Debian) machine,
 # without the recommended packages (printer configuration, desktop pieces) a headless test never uses.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from eventbus import config
@@ -109,10 +108,7 @@ def main(argv: list[str]) -> int:
             print(fleet(children, cluster, options.masters), flush=True)
         else:
             print(instructions(cluster), flush=True)
-        while all(proc.poll() is None for proc in children.procs):
-            cluster.check()
-            time.sleep(0.5)
-        return 1
+        return children.watch(cluster.check)
     except Stopped:
         return 0
     except EventBusError as exc:

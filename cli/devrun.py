@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from eventbus import config
 from eventbus.bus import control
@@ -58,6 +59,13 @@ class Children:
         if self._pending is not None:
             raise Stopped(signal.Signals(self._pending).name)
         return self.procs[-1]
+
+    def watch(self, check: Callable[[], None] = lambda: None) -> int:
+        """Until a daemon exits (or a stop signal), ``check`` every half second; 1: one exited on its own."""
+        while all(proc.poll() is None for proc in self.procs):
+            check()
+            time.sleep(0.5)
+        return 1
 
     def stop(self) -> None:
         """SIGTERM each live daemon, newest first; wait for all (kill one that hangs)."""
@@ -177,9 +185,7 @@ In another terminal:
   every daemon's figures:  {cli} status -c {conf}
 {forward_text}{api_text}Ctrl-C stops everything.
 """, flush=True)
-        while all(p.poll() is None for p in children.procs):
-            time.sleep(0.5)
-        return 1
+        return children.watch()
     except Stopped:
         return 0
     except EventBusError as exc:

@@ -1,6 +1,7 @@
 """A helper process of a daemon: started with it, restarted when it dies, stopped (SIGTERM, then SIGKILL) with it.
 
-The master's cluster process runs this way (``eventbus.daemon.cluster.component``). The check runs from the
+The master's reactor (``eventbus.daemon.reactor.child``, which adds SIGHUP hand-over and a stop on purpose)
+and its cluster process (``eventbus.daemon.cluster.component``) run this way. The check runs from the
 daemon's loop once a second; a child that exits is logged once with its code and restarted a second later.
 """
 from __future__ import annotations
@@ -29,10 +30,15 @@ class Supervised:
         self.closing = False
         loop.call_every(CHECK_EVERY, self.check)
 
-    def start(self, how: str = "started") -> subprocess.Popen:
+    def spawn(self) -> subprocess.Popen:
+        """Start ``argv`` as the child."""
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
-        log.info("%s %s (pid %d)", self.what, how, self.proc.pid)
         return self.proc
+
+    def start(self, how: str = "started") -> subprocess.Popen | None:
+        proc = self.spawn()
+        log.info("%s %s (pid %d)", self.what, how, proc.pid)
+        return proc
 
     def live(self) -> subprocess.Popen | None:
         """The process while it runs."""

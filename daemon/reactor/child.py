@@ -10,37 +10,29 @@ import logging
 import signal
 import subprocess
 import sys
-import time
 
 import zmq
 
 from eventbus.daemon.bus import Bus
+from eventbus.daemon.childproc import Supervised
 from eventbus.daemon.loop import Loop
 from eventbus.config import MasterConfig
 
 log = logging.getLogger(__name__)
 
-STOP_TIMEOUT = 10.0
-CHECK_EVERY = 1.0
-RESTART_DELAY = 1.0
-
-
-class ReactorChild:
+class ReactorChild(Supervised):
     """The reactor process of a master with rules (none while the master has no rules)."""
 
     RELOADS = ("reactor",)
 
     def __init__(self, settings: MasterConfig, context: zmq.Context, loop: Loop, bus: Bus) -> None:
+        super().__init__("reactor", [], loop)
         self.settings = settings
         self.bus = bus
         self.rules = len(settings.reactor)
-        self.proc: subprocess.Popen | None = None
         # A reactor started by a reload reacts to events after this seq only, not to the master's past.
         self.after: int | None = None
         self.stopping = False  # terminated on purpose: its rules were removed
-        self.closing = False
-        self.restart_at = 0.0
-        loop.call_every(CHECK_EVERY, self._check)
         if self.rules:
             self._start("started")
 
@@ -50,28 +42,27 @@ class ReactorChild:
             log.error("reactor: the master was started without a config file; its rules cannot be read "
                       "by the reactor process")
             return None
-        argv = [sys.executable, "-m", "eventbus.daemon.reactor", str(self.settings.source)]
+        self.argv = [sys.executable, "-m", "eventbus.daemon.reactor", str(self.settings.source)]
         if self.after is not None:
-            argv += ["--after", str(self.after)]
+            self.argv += ["--after", str(self.after)]
         # Born with SIGHUP blocked (the mask survives exec): one sent before the reactor has its handler
         # waits for it instead of killing it (``Reactor.install_signals`` unblocks it).
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            proc = self.spawn()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if how:
-            log.info("reactor %s (pid %d, %d rules)", how, self.proc.pid, self.rules)
-        return self.proc
+            log.info("reactor %s (pid %d, %d rules)", how, proc.pid, self.rules)
+        return proc
 
-    def _live(self) -> subprocess.Popen | None:
-        """The reactor process while it runs."""
-        return self.proc if self.proc is not None and self.proc.poll() is None else None
+    def start(self, how: str = "started") -> subprocess.Popen | None:
+        return self._start(how)
 
     def reload(self, fresh: MasterConfig) -> str:
         """Apply the re-read rules of ``fresh``; what was done, for the master's SIGHUP line."""
         had, self.rules = self.rules, len(fresh.reactor)
-        live = self._live()
+        live = self.live()
         if not self.rules:
             if live is None:
                 self.proc, self.restart_at = None, 0.0
@@ -93,7 +84,7 @@ class ReactorChild:
             return "reactor not started (no config file)"
         return f"reactor started (pid {started.pid}, {self.rules} rules)"
 
-    def _check(self) -> None:
+    def check(self) -> None:
         proc = self.proc
         if self.closing or proc is None or proc.poll() is None:
             return
@@ -105,24 +96,4 @@ class ReactorChild:
             else:
                 self.proc = None
             return
-        now = time.monotonic()
-        if not self.restart_at:
-            log.error("reactor (pid %d) exited with %s; restarting it in %g s", proc.pid, proc.returncode,
-                      RESTART_DELAY)
-            self.restart_at = now + RESTART_DELAY
-        elif now >= self.restart_at:
-            self.restart_at = 0.0
-            self._start("restarted")
-
-    def close(self) -> None:
-        self.closing = True
-        live = self._live()
-        if live is None:
-            return
-        live.terminate()
-        try:
-            live.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            log.error("reactor (pid %d) did not stop within %g s; killing it", live.pid, STOP_TIMEOUT)
-            live.kill()
-            live.wait()
+        super().check()

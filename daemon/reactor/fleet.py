@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -164,27 +163,22 @@ class FleetReactor(Reactor):
         self.consumer.start()
         log.warning("reactor: %d rules, reacting to the fleet's events of stream %s (shared consumer %s)",
                     len(self.rules), self.settings.cluster.stream, DURABLE)
-        saver = threading.Thread(target=self._keep_saving, name="reactor-saver", daemon=True)
-        saver.start()
+        self.serve()
+
+    def read_one(self) -> bool:
+        """The next fleet event from the shared consumer, reacted to; ``False`` when stopping while the cluster
+        is away (the event goes back to the fleet)."""
+        event = self.consumer.get(READ_WAIT)
+        if event is None:
+            return True
         try:
-            while self.running:
-                if self.reload_wanted:
-                    self.reload()
-                if self.in_flight >= MAX_IN_FLIGHT:
-                    with self.lock:
-                        self.lock.wait(READ_WAIT)
-                    continue
-                event = self.consumer.get(READ_WAIT)
-                if event is None:
-                    continue
-                try:
-                    self.react(event.stream_seq, event.tag, event.data)
-                except ClusterError:
-                    break  # stopping while the cluster is away: the event goes back to the fleet
-        finally:
-            self.running = False
-            saver.join(10)
-            self.shutdown()
+            self.react(event.stream_seq, event.tag, event.data)
+        except ClusterError:
+            return False
+        return True
+
+    def close_source(self) -> None:
+        """The consumer is closed by ``shutdown`` (what it holds goes back to the fleet)."""
 
     def react(self, seq: int, tag: str, data: Any) -> None:
         """Hand every action of every rule matching ``tag`` not finished by any master to its pool; ack an

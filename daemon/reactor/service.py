@@ -78,6 +78,7 @@ class Reactor:
         self.running = True
         self.reload_wanted = False
         self.started = time.time()
+        self.handle: MasterEvent | None = None
 
     def open_ledger(self, directory: Path) -> Any:
         """The record of finished actions: the master's own file (``FleetReactor`` keeps it fleet-wide)."""
@@ -158,9 +159,13 @@ class Reactor:
     def run(self) -> None:
         since = self.start_seq()
         self.last_read = since
-        handle = MasterEvent(self.settings.sock_dir, opts=self.settings)
-        handle.start_following(since)
+        self.handle = MasterEvent(self.settings.sock_dir, opts=self.settings)
+        self.handle.start_following(since)
         log.warning("reactor: %d rules, following the master bus after seq %d", len(self.rules), since)
+        self.serve()
+
+    def serve(self) -> None:
+        """Read and dispatch until stopped (``read_one`` says when the source is done), then shut down."""
         saver = threading.Thread(target=self._keep_saving, name="reactor-saver", daemon=True)
         saver.start()
         try:
@@ -171,26 +176,36 @@ class Reactor:
                     with self.lock:
                         self.lock.wait(READ_WAIT)
                     continue
-                event = handle.get_event_record(wait=READ_WAIT, auto_reconnect=True, following=True,
-                                                match=self._wanted)
-                if event is None:
-                    # Events no rule matches were read (never unpacked): the cursor may pass them.
-                    seen = handle.inbox.last_seq
-                    if seen > self.last_read and not handle.inbox.filling:
-                        self.last_read = seen
-                    continue
-                if event.seq is None:
-                    lost = int((event.data or {}).get("lost", 0))
-                    self.lost += lost
-                    log.error("reactor: %d events are gone from the master's journal; their reactions "
-                              "cannot run", lost)
-                    continue
-                self.dispatch(event.seq, event.tag, event.data)
+                if not self.read_one():
+                    break
         finally:
-            handle.destroy()
+            self.close_source()
             self.running = False
             saver.join(10)
             self.shutdown()
+
+    def read_one(self) -> bool:
+        """Read the next event from the master bus and dispatch it; ``False`` to stop reading."""
+        handle = self.handle
+        event = handle.get_event_record(wait=READ_WAIT, auto_reconnect=True, following=True, match=self._wanted)
+        if event is None:
+            # Events no rule matches were read (never unpacked): the cursor may pass them.
+            seen = handle.inbox.last_seq
+            if seen > self.last_read and not handle.inbox.filling:
+                self.last_read = seen
+            return True
+        if event.seq is None:
+            lost = int((event.data or {}).get("lost", 0))
+            self.lost += lost
+            log.error("reactor: %d events are gone from the master's journal; their reactions cannot run", lost)
+            return True
+        self.dispatch(event.seq, event.tag, event.data)
+        return True
+
+    def close_source(self) -> None:
+        if self.handle is not None:
+            self.handle.destroy()
+            self.handle = None
 
     def _keep_saving(self) -> None:
         """Sync the ledger, save the cursor and write the status, off the reading thread (fsyncs can stall)."""

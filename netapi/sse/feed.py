@@ -28,20 +28,64 @@ BATCH = 512
 IDLE_WAIT = 0.5
 
 
-class BusFeed(plugins.SimplePlugin):
-    """Subscribe to the master bus for the whole process and feed the hub."""
+class FeedPlugin(plugins.SimplePlugin):
+    """A source of events for the hub, opened at engine start and read by one thread of its own; engine stop
+    ends every stream, stops the thread and closes the source. Subclasses open and close the source."""
+
+    what = "feed"
 
     def __init__(self, bus: wspbus.Bus, master: MasterConfig, hub: Hub) -> None:
         super().__init__(bus)
         self.master = master
         self.hub = hub
-        self.context: zmq.Context | None = None
-        self.handle: event.BusHandle | None = None
         self._thread: threading.Thread | None = None
         self._running = False
 
+    def open(self) -> str:
+        """Open the source; what it is, for the engine's log line."""
+        raise NotImplementedError
+
+    def close_source(self) -> None:
+        """Close what ``open`` opened."""
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
     def start(self) -> None:
-        """Engine start: connect to the master bus and start the feed thread."""
+        """Engine start: open the source, start the feed thread."""
+        where = self.open()
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name=self.what.lower().replace(" ", "-"), daemon=True)
+        self._thread.start()
+        self.bus.log(f"{self.what} started on {where}")
+
+    start.priority = 70  # type: ignore[attr-defined]  # before the HTTP server (75) takes requests
+
+    def stop(self) -> None:
+        """Engine stop: end every stream, stop the feed thread, close the source."""
+        self.hub.close()
+        self._running = False
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        self.close_source()
+        self.bus.log(f"{self.what} stopped")
+
+    stop.priority = 10  # type: ignore[attr-defined]  # before the HTTP server waits for streams
+
+
+class BusFeed(FeedPlugin):
+    """Subscribe to the master bus for the whole process and feed the hub."""
+
+    what = "Bus feed"
+
+    def __init__(self, bus: wspbus.Bus, master: MasterConfig, hub: Hub) -> None:
+        super().__init__(bus, master, hub)
+        self.context: zmq.Context | None = None
+        self.handle: event.BusHandle | None = None
+
+    def open(self) -> str:
+        """Connect to the master bus, from the head it is at."""
         self.handle = event.MasterEvent(self.master.sock_dir, opts=self.master, listen=True)
         self.context = self.handle.context
         if not self.handle.connected:
@@ -55,26 +99,12 @@ class BusFeed(plugins.SimplePlugin):
                 self.handle.start_following(where["seq"])
         except EventBusError as exc:
             log.debug("no position from the master yet: %s", exc)
-        self._running = True
-        self._thread = threading.Thread(target=self._run, name="bus-feed", daemon=True)
-        self._thread.start()
-        self.bus.log("Bus feed started on the master bus at %s" % self.master.sock_dir)
+        return f"the master bus at {self.master.sock_dir}"
 
-    start.priority = 70  # type: ignore[attr-defined]  # before the HTTP server (75) takes requests
-
-    def stop(self) -> None:
-        """Engine stop: end every stream, stop the feed thread, close the handle."""
-        self.hub.close()
-        self._running = False
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+    def close_source(self) -> None:
         if self.handle is not None:
             self.handle.destroy()
             self.handle = None
-        self.bus.log("Bus feed stopped")
-
-    stop.priority = 10  # type: ignore[attr-defined]  # before the HTTP server waits for streams
 
     def _run(self) -> None:
         handle, hub = self.handle, self.hub

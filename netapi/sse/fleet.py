@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Iterator
 
-from cherrypy.process import plugins, wspbus
+from cherrypy.process import wspbus
 
 from eventbus.bus.inbox import GAP_TAG
 from eventbus.cluster.follow import FleetReader, Gap, Position
@@ -24,14 +24,13 @@ from eventbus.cluster.records import FleetEvent
 from eventbus.cluster.settings import ClusterSettings
 from eventbus.config import MasterConfig
 from eventbus.errors import BusUnavailableError
+from eventbus.netapi.sse.feed import BATCH, IDLE_WAIT, FeedPlugin
 from eventbus.netapi.sse.hub import Hub, Stream
 from eventbus.netapi.sse.stream import KEEPALIVE, Record, event_record
 from eventbus.netapi.sse.streamstate import StreamState
 
 log = logging.getLogger(__name__)
 
-BATCH = 512
-IDLE_WAIT = 0.5
 RESUME_CHUNK = 500
 # Longest a resuming stream waits on one read before it checks expiry, keepalives and the engine.
 STREAM_TICK = 1.0
@@ -84,48 +83,32 @@ class FleetWindow:
             return found
 
 
-class FleetFeed(plugins.SimplePlugin):
+class FleetFeed(FeedPlugin):
     """Follow the fleet stream for the whole process and feed the hub (the cluster-mode ``BusFeed``)."""
 
+    what = "Fleet feed"
+
     def __init__(self, bus: wspbus.Bus, master: MasterConfig, hub: Hub, window: int) -> None:
-        super().__init__(bus)
+        super().__init__(bus, master, hub)
         assert master.cluster is not None
-        self.master = master
         self.settings: ClusterSettings = master.cluster
-        self.hub = hub
         self.window = FleetWindow(window)
         self.positioned = threading.Event()
         self.reader: FleetReader | None = None
-        self._thread: threading.Thread | None = None
-        self._running = False
 
     @property
     def name(self) -> str:
         return f"eventbus-api {self.master.id}"
 
-    def start(self) -> None:
-        """Engine start: start following the fleet stream (its end at first contact) and the feed thread."""
+    def open(self) -> str:
+        """Follow the fleet stream (its end at first contact)."""
         self.reader = FleetReader(self.settings, None, name=self.name, buffer=4 * BATCH).start()
-        self._running = True
-        self._thread = threading.Thread(target=self._run, name="fleet-feed", daemon=True)
-        self._thread.start()
-        self.bus.log("Fleet feed started on stream %s" % self.settings.stream)
+        return f"stream {self.settings.stream}"
 
-    start.priority = 70  # type: ignore[attr-defined]  # before the HTTP server (75) takes requests
-
-    def stop(self) -> None:
-        """Engine stop: end every stream, stop the feed thread, close the reader."""
-        self.hub.close()
-        self._running = False
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+    def close_source(self) -> None:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
-        self.bus.log("Fleet feed stopped")
-
-    stop.priority = 10  # type: ignore[attr-defined]  # before the HTTP server waits for streams
 
     def _run(self) -> None:
         reader, hub, window = self.reader, self.hub, self.window

@@ -128,7 +128,16 @@ def fleet_config_loads(tour: Tour, block: Block) -> None:
     path = tour.root / "fleet-check" / str(block.line) / node
     path.parent.mkdir(parents=True)
     path.write_text(block.text)
-    config.load(config.MasterConfig if node == "master" else config.MinionConfig, path)
+    # The fleet-wide bus's blocks read their NATS password from the master service's environment.
+    had = os.environ.get("NATS_PASSWORD")
+    os.environ["NATS_PASSWORD"] = "the-fleet-password"
+    try:
+        config.load(config.MasterConfig if node == "master" else config.MinionConfig, path)
+    finally:
+        if had is None:
+            del os.environ["NATS_PASSWORD"]
+        else:
+            os.environ["NATS_PASSWORD"] = had
 
 
 def a_second_minion(minion_id: str) -> Callable[[Tour], None]:

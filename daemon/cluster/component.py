@@ -12,6 +12,7 @@ minion's own copy, when it arrives, is a duplicate.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -66,7 +67,7 @@ class ClusterLink:
             log.error("cluster: the master was started without a config file; its cluster process cannot read it")
             return
         self.child = Supervised("cluster process", [sys.executable, "-m", "eventbus.daemon.cluster",
-                                                    str(settings.source)], loop)
+                                                    str(settings.source), "--master", str(os.getpid())], loop)
         self.child.start()
 
     def _import(self, args: Any) -> dict:

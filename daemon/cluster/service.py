@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -42,6 +43,7 @@ DOWN_TAG = "eventbus/cluster/down"
 UP_TAG = "eventbus/cluster/up"
 STATUS_EVERY = 1.0
 RETRY_CONNECT = 2.0
+STOP_GRACE = 5.0  # seconds the process may take to stop once told; then it exits all the same
 
 
 class ClusterService:
@@ -179,28 +181,17 @@ class ClusterService:
             self.exporter.bus_seq, self.exporter.bus_epoch = int(answer["seq"]), int(answer["epoch"])
         await asyncio.to_thread(self.exporter.count_earlier)
 
-    async def _watch_parent(self) -> None:
-        """Stop when the master is gone (killed with SIGKILL: no one else would stop this process)."""
-        parent = os.getppid()
-        while True:
-            await asyncio.sleep(1.0)
-            if os.getppid() != parent:
-                log.error("cluster: the master (pid %d) is gone; stopping", parent)
-                self.stopping.set()
-                return
-
     async def run(self) -> None:
         """Serve until ``stopping`` is set (SIGTERM, or the master gone), whatever the cluster is doing."""
         work = asyncio.ensure_future(self._serve())
         stop = asyncio.ensure_future(self.stopping.wait())
-        watch = asyncio.ensure_future(self._watch_parent())
         try:
             await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.stopping.set()
-            for task in (work, stop, watch):
+            for task in (work, stop):
                 task.cancel()
-            await asyncio.gather(work, stop, watch, return_exceptions=True)
+            await asyncio.wait([work, stop], timeout=STOP_GRACE)
             self.write_status()
             self.importer.close()
             self.pool.shutdown(wait=True)
@@ -248,11 +239,14 @@ class ClusterService:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m eventbus.daemon.cluster MASTER_CONFIG``: run until SIGTERM."""
+    """``python -m eventbus.daemon.cluster MASTER_CONFIG [--master PID]``: run until SIGTERM or the master's end."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        sys.stderr.write("usage: python -m eventbus.daemon.cluster MASTER_CONFIG\n")
+    if not (len(argv) == 1 or (len(argv) == 3 and argv[1] == "--master" and argv[2].isdigit())):
+        sys.stderr.write("usage: python -m eventbus.daemon.cluster MASTER_CONFIG [--master PID]\n")
         return 2
+    # The master that started it: this process stops when it is no longer its parent (even if it died
+    # before this line ran).
+    parent = int(argv[2]) if len(argv) == 3 else os.getppid()
     try:
         settings = config.load(config.MasterConfig, argv[0])
     except EventBusError as exc:
@@ -266,9 +260,32 @@ def main(argv: list[str] | None = None) -> int:
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
+
+        def stop(why: str) -> None:
+            if not service.stopping.is_set():
+                log.info("cluster: stopping (%s)", why)
+                service.stopping.set()
+                # Whatever nats-py is in the middle of, the process is gone soon after.
+                timer = threading.Timer(2 * STOP_GRACE, os._exit, (0,))
+                timer.daemon = True
+                timer.start()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, service.stopping.set)
+            loop.add_signal_handler(signum, stop, signal.Signals(signum).name)
+
+        def watch_parent() -> None:
+            # A thread, not a task: it must work even if the loop is stuck somewhere.
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            log.error("cluster: the master (pid %d) is gone; stopping", parent)
+            loop.call_soon_threadsafe(stop, "the master is gone")
+            time.sleep(2 * STOP_GRACE)
+            os._exit(0)
+
+        threading.Thread(target=watch_parent, name="cluster-parent", daemon=True).start()
         await service.run()
 
     asyncio.run(serve())
-    return 0
+    # Threads still in a call to the master or the cluster must not hold the exit: all is saved by now.
+    logging.shutdown()
+    os._exit(0)

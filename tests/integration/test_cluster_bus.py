@@ -357,3 +357,51 @@ def test_sse_ids_from_master_one_resume_on_master_two_after_master_one_dies(nats
             env.stop_api()
             env.master.stop()
             env.cleanup()
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["cluster up", "cluster unreachable"])
+def test_a_master_killed_leaves_no_cluster_process_behind(reachable, tmp_path, fleet):
+    import os
+    import signal
+
+    from eventbus.cli.natscluster import NatsCluster
+
+    cluster = NatsCluster(tmp_path / "nats", nodes=1)
+    try:
+        if reachable:
+            cluster.start()
+            cluster.wait_ready()
+        master = fleet.master(cluster=cluster_key(cluster.urls, replicas=1))
+        if reachable:
+            wait_up(master)
+        else:
+            wait_down(master)
+        child = status(master)["pid"]
+        os.kill(master.daemon.proc.pid, signal.SIGKILL)
+
+        def gone() -> bool:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return True
+            return False
+        wait_for(gone, 30, what="the cluster process to stop after its master's SIGKILL")
+    finally:
+        cluster.close()
+
+
+def test_a_cluster_process_whose_master_died_before_it_started_stops(tmp_path, fleet):
+    """The master's pid comes on the command line: a master killed before its child even ran leaves none."""
+    import subprocess
+    import sys
+
+    master = fleet.master(start=False, cluster=cluster_key(["nats://127.0.0.1:9"]))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    child = subprocess.Popen([sys.executable, "-m", "eventbus.daemon.cluster", str(master.path), "--master",
+                              str(gone.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert child.wait(30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()

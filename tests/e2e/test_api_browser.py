@@ -85,18 +85,23 @@ def chromium():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def log_in_ui(browser, env, tag: str = "") -> None:
+    """Open ``/ui`` in the browser and log in as alice (with a tag filter when given)."""
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=env.url("/ui"))
+    wait_for(lambda: browser.evaluate("document.readyState") == "complete"
+             and browser.evaluate("typeof window.eb") == "object", timeout=30, what="the /ui page")
+    browser.evaluate(f"""
+        document.getElementById('username').value = 'alice';
+        document.getElementById('password').value = 'alice-secret-pw';
+        document.getElementById('tag').value = {tag!r};
+        document.getElementById('login').requestSubmit();
+    """)
+
+
 def test_browser_eventsource_misses_nothing_across_an_api_restart(chromium):
     with running_api() as env:
-        chromium.call("Page.enable")
-        chromium.call("Page.navigate", url=env.url("/ui"))
-        wait_for(lambda: chromium.evaluate("document.readyState") == "complete"
-                 and chromium.evaluate("typeof window.eb") == "object", timeout=20, what="the /ui page")
-        chromium.evaluate("""
-            document.getElementById('username').value = 'alice';
-            document.getElementById('password').value = 'alice-secret-pw';
-            document.getElementById('tag').value = 'ui/*';
-            document.getElementById('login').requestSubmit();
-        """)
+        log_in_ui(chromium, env, "ui/*")
         wait_for(lambda: chromium.evaluate("window.eb.state") == "open", timeout=20, what="the stream to open")
 
         total = 90

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 
 from eventbus import event
-from tests.e2e.test_api_browser import chromium  # noqa: F401  (the fixture)
+from tests.e2e.test_api_browser import chromium, log_in_ui  # noqa: F401  (the fixture)
 from tests.e2e.test_metrics import linked_api  # noqa: F401  (the fixture)
 from tests.helpers import wait_for
 
@@ -12,15 +12,7 @@ from tests.helpers import wait_for
 def test_dashboard_shows_rates_tags_minions_and_forwarders(chromium, linked_api, tmp_path):  # noqa: F811
     env, minion, forward = linked_api
     chromium.call("Emulation.setDeviceMetricsOverride", width=1280, height=1000, deviceScaleFactor=1, mobile=False)
-    chromium.call("Page.enable")
-    chromium.call("Page.navigate", url=env.url("/ui"))
-    wait_for(lambda: chromium.evaluate("document.readyState") == "complete"
-             and chromium.evaluate("typeof window.eb") == "object", timeout=20, what="the /ui page")
-    chromium.evaluate("""
-        document.getElementById('username').value = 'alice';
-        document.getElementById('password').value = 'alice-secret-pw';
-        document.getElementById('login').requestSubmit();
-    """)
+    log_in_ui(chromium, env)
     wait_for(lambda: chromium.evaluate("window.eb.state") == "open", timeout=20, what="the stream to open")
     wait_for(lambda: chromium.evaluate("window.eb.dash.metrics !== null"), timeout=20, what="a first scrape")
 

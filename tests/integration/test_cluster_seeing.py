@@ -12,7 +12,7 @@ import pytest
 from eventbus import systemstatus
 from eventbus.cloudevents import jsonfile
 from tests.apinode import PASSWORDS, ApiEnv
-from tests.e2e.test_api_browser import chromium  # noqa: F401  (the fixture)
+from tests.e2e.test_api_browser import chromium, log_in_ui  # noqa: F401  (the fixture)
 from tests.e2e.test_metrics import scrape
 from tests.helpers import free_port, run_cli, wait_for
 
@@ -93,15 +93,7 @@ def test_metrics_show_the_cluster(clustered: ApiEnv) -> None:
 
 
 def _login_ui(browser: Any, env: ApiEnv) -> None:
-    browser.call("Page.enable")
-    browser.call("Page.navigate", url=env.url("/ui"))
-    wait_for(lambda: browser.evaluate("document.readyState") == "complete"
-             and browser.evaluate("typeof window.eb") == "object", timeout=30, what="the /ui page")
-    browser.evaluate("""
-        document.getElementById('username').value = 'alice';
-        document.getElementById('password').value = 'alice-secret-pw';
-        document.getElementById('login').requestSubmit();
-    """)
+    log_in_ui(browser, env)
     wait_for(lambda: browser.evaluate("window.eb.dash.metrics !== null"), timeout=30, what="a first scrape")
 
 

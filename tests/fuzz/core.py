@@ -22,7 +22,8 @@ from typing import Callable, ContextManager, Iterator
 from eventbus.errors import EventBusError
 
 # The modules holding targets, one per group.
-GROUPS = ("tests.fuzz.bus", "tests.fuzz.link", "tests.fuzz.api", "tests.fuzz.stores", "tests.fuzz.configs")
+GROUPS = ("tests.fuzz.bus", "tests.fuzz.link", "tests.fuzz.api", "tests.fuzz.stores", "tests.fuzz.configs",
+          "tests.fuzz.fleet")
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parent / "corpus"
 # Where campaigns keep their growing corpora, crash artifacts and sandboxes (gitignored).

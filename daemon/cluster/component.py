@@ -72,7 +72,8 @@ class ClusterLink:
 
     def _import(self, args: Any) -> dict:
         """``{"through": S, "events": [[stream seq, relayed minion id or "", relay seq, origin, frame]]}``:
-        publish the events after the last stream seq taken, then take ``through`` as the last."""
+        publish the events after the last stream seq taken, then take ``through`` as the last (``"join":
+        true``: the first one of a master new to the fleet, kept even when it is 0)."""
         if not isinstance(args, dict) or not isinstance(args.get("through"), int) \
                 or not isinstance(args.get("events", []), list) or len(args.get("events", [])) > MAX_IMPORT_EVENTS:
             raise ValueError("expected {through: stream seq, events: [[stream seq, minion, relay seq, origin, "
@@ -107,9 +108,10 @@ class ClusterLink:
         if frames:
             self.bus.publish_frames(frames)
         through = max(last, args["through"])
-        if through != self.imported.value:
-            self.imported.store(through)
-        return {"through": self.imported.value, "published": len(frames), "duplicates": skipped}
+        if through != self.imported.value or (args.get("join") and not self.imported.exists()):
+            self.imported.store(through)  # ``join``: the first position, which may be 0 (an empty stream)
+        return {"through": self.imported.value, "joined": self.imported.exists(), "published": len(frames),
+                "duplicates": skipped}
 
     def close(self) -> None:
         if self.child is not None:

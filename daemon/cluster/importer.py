@@ -46,12 +46,14 @@ class Importer:
         self.through = 0
         self.said: set[str] = set()
 
-    async def _hand(self, events: list[list], through: int) -> dict:
+    async def _hand(self, events: list[list], through: int, join: bool = False) -> dict:
         loop = asyncio.get_running_loop()
+        args: dict = {"through": through, "events": events}
+        if join:
+            args["join"] = True
         while True:
             try:
-                return await loop.run_in_executor(self.pool, self.client.request, VERB_CLUSTER_IMPORT,
-                                                  {"through": through, "events": events}, 10.0)
+                return await loop.run_in_executor(self.pool, self.client.request, VERB_CLUSTER_IMPORT, args, 10.0)
             except EventBusError as exc:
                 self._once("master", f"cluster: the master did not take imported events ({exc}); retrying")
                 await asyncio.sleep(0.5)
@@ -65,9 +67,9 @@ class Importer:
         """The stream seq after which to read: the master's, or the stream's end for a new member."""
         answer = await self._hand([], 0)
         self.through = int(answer["through"])
-        if self.through == 0:
+        if not answer.get("joined"):
             info = await js.stream_info(self.settings.stream)
-            answer = await self._hand([], max(1, info.state.last_seq))
+            answer = await self._hand([], info.state.last_seq, join=True)
             self.through = int(answer["through"])
         return self.through
 

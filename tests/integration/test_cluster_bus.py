@@ -405,3 +405,31 @@ def test_a_cluster_process_whose_master_died_before_it_started_stops(tmp_path, f
     finally:
         if child.poll() is None:
             child.kill()
+
+
+def test_the_import_verb_joins_at_an_empty_streams_end_and_takes_each_stream_seq_once(fleet):
+    """What the cluster process hands the master (verb ``cluster_import``): a master new to the fleet joins at
+    the stream's end, also when that is 0 (an empty stream: its first message is then imported), and a
+    stream seq it took is never published twice, nor its own events, and a relayed event it has is skipped."""
+    import msgpack
+
+    from eventbus.bus import control
+
+    master = fleet.master(cluster=cluster_key(["nats://127.0.0.1:9"]))  # its cluster process never connects
+    wait_down(master)
+
+    def hand(**args):
+        return control.request(master.sock_dir, b"cluster_import", {"events": [], **args}, 5.0)
+
+    def frame(n, origin="mX", **more):
+        return b"t/imp\x00" + msgpack.packb({"n": n, "_origin": origin, **more})
+
+    assert hand(through=0)["joined"] is False
+    assert hand(through=0, join=True) == {"through": 0, "joined": True, "published": 0, "duplicates": 0}
+    assert hand(through=1, events=[[1, "", 0, "mX", frame(1)]])["published"] == 1
+    assert hand(through=2, events=[[1, "", 0, "mX", frame(1)], [2, "", 0, "mX", frame(2)]])["published"] == 1
+    relayed = {"id": "web9", "cmd": "_minion_event"}
+    assert hand(through=3, events=[[3, "web9", 5, "mX", frame(3, **relayed)]])["published"] == 1
+    assert hand(through=4, events=[[4, "web9", 5, "mY", frame(3, "mY", **relayed)]])["duplicates"] == 1
+    assert [d["n"] for _, d in journal_events(master, "t/imp")] == [1, 2, 3]
+    assert all(d["_origin"] == "mX" for _, d in journal_events(master, "t/imp"))

@@ -63,13 +63,13 @@ class NatsCluster:
 
     ``ports`` fixes each node's ``NodePorts`` (``make cluster`` does, so configs can name them);
     by default free ones are picked. ``user`` and ``password`` put an ``authorization`` block in
-    every node's config (clients only: routes are not affected); ``advertise=False`` keeps clients on the
+    every node's config (clients only: routes are not affected), or ``token`` a token one; ``advertise=False`` keeps clients on the
     URLs they were given (a test proxy in front of a node stays in the path). As a context manager it starts
     the nodes not running, waits until JetStream is ready and kills every node on exit.
     """
 
     def __init__(self, directory: str | Path, nodes: int = 3, name: str = "eventbus", *,
-                 user: str | None = None, password: str | None = None,
+                 user: str | None = None, password: str | None = None, token: str | None = None,
                  ports: Sequence[NodePorts] | None = None, advertise: bool = True) -> None:
         if nodes < 1:
             raise EventBusError(f"a NATS cluster needs at least one node, not {nodes}")
@@ -84,6 +84,7 @@ class NatsCluster:
         self.name = name
         self.user = user
         self.password = password
+        self.token = token
         self.advertise = advertise  # False: clients learn no other node's URL, they stay on the ones they name
         self.ports: list[NodePorts] = list(ports)
         self.names: list[str] = [f"n{i + 1}" for i in range(nodes)]
@@ -145,7 +146,9 @@ class NatsCluster:
             f"  store_dir: {_quoted(str(self.node_dir(index)))}",  # nats-server adds /jetstream
             "}",
         ]
-        if self.user is not None:
+        if self.token is not None:
+            lines += ["authorization {", f"  token: {_quoted(self.token)}", "}"]
+        elif self.user is not None:
             lines += ["authorization {", f"  user: {_quoted(self.user)}",
                       f"  password: {_quoted(self.password or '')}", "}"]
         self.node_dir(index).mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,7 @@ async def connect(settings: ClusterSettings, *, name: str, error_cb: Callback | 
     try:
         # With reconnects forever nats-py's first connect also tries the servers forever: bound it here.
         await asyncio.wait_for(client.connect(**options), timeout * max(1, len(settings.servers)) + 1)
-    except (asyncio.TimeoutError, nats.errors.Error, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - nats-py also raises plain errors (a creds file it cannot use)
         cause = last[0] if last else exc
         await _close_quietly(client)
         raise ClusterError(reason(cause, settings)) from None

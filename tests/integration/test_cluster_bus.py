@@ -46,10 +46,10 @@ def wait_up(*masters, timeout=60.0):
         wait_for(lambda: status(master).get("state") == "up", timeout, what=f"{master.keys['id']} up in the cluster")
 
 
-def records(urls, stream="FLEET", tag=""):
+def records(urls, stream="FLEET", tag="", **auth):
     """(stream seq, identity, origin, tag, data) of each stream message whose tag starts with ``tag``."""
     out = []
-    for seq, headers, body in stream_messages(urls, stream):
+    for seq, headers, body in stream_messages(urls, stream, **auth):
         record = json.loads(body)
         if record["tag"].startswith(tag):
             out.append((seq, headers["Nats-Msg-Id"], headers["Eventbus-Origin"], record["tag"], record["data"]))
@@ -433,3 +433,17 @@ def test_the_import_verb_joins_at_an_empty_streams_end_and_takes_each_stream_seq
     assert hand(through=4, events=[[4, "web9", 5, "mY", frame(3, "mY", **relayed)]])["duplicates"] == 1
     assert [d["n"] for _, d in journal_events(master, "t/imp")] == [1, 2, 3]
     assert all(d["_origin"] == "mX" for _, d in journal_events(master, "t/imp"))
+
+
+def test_a_token_from_the_environment_joins_the_master_and_a_wrong_one_is_refused(tmp_path, fleet, monkeypatch):
+    from eventbus.cli.natscluster import NatsCluster
+
+    monkeypatch.setenv("FLEET_TOKEN", "the-right-token-42")
+    with NatsCluster(tmp_path / "nats", nodes=1, token="the-right-token-42") as cluster:
+        good = fleet.master(cluster=cluster_key(cluster.urls, replicas=1, token_env="FLEET_TOKEN"))
+        bad = fleet.master(cluster=cluster_key(cluster.urls, replicas=1, token="a-wrong-token-17"))
+        wait_up(good)
+        assert "authorization" in wait_down(bad)["error"]
+        fire(good, "t/token", 3)
+        wait_for(lambda: len(records(cluster.urls, tag="t/token", token="the-right-token-42")) == 3, 30,
+                 what="the events on the stream")

@@ -7,6 +7,7 @@ daemon's loop once a second; a child that exits is logged once with its code and
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 
@@ -14,6 +15,8 @@ from eventbus.daemon.loop import Loop
 
 log = logging.getLogger(__name__)
 
+# The environment variable a child finds its daemon's pid in: it stops when that is no longer its parent.
+MASTER_PID_ENV = "EVENTBUS_MASTER_PID"
 CHECK_EVERY = 1.0
 RESTART_DELAY = 1.0
 STOP_TIMEOUT = 10.0
@@ -32,7 +35,8 @@ class Supervised:
 
     def spawn(self) -> subprocess.Popen:
         """Start ``argv`` as the child."""
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+        env = {**os.environ, MASTER_PID_ENV: str(os.getpid())}
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, env=env)
         return self.proc
 
     def start(self, how: str = "started") -> subprocess.Popen | None:

@@ -1,4 +1,4 @@
-"""``python -m eventbus.daemon.cluster MASTER_CONFIG [--master PID]``: the cluster process the master starts."""
+"""``python -m eventbus.daemon.cluster MASTER_CONFIG``: the cluster process the master starts."""
 import sys
 
 from eventbus.daemon.cluster.service import main

@@ -12,7 +12,6 @@ minion's own copy, when it arrives, is a duplicate.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -67,7 +66,7 @@ class ClusterLink:
             log.error("cluster: the master was started without a config file; its cluster process cannot read it")
             return
         self.child = Supervised("cluster process", [sys.executable, "-m", "eventbus.daemon.cluster",
-                                                    str(settings.source), "--master", str(os.getpid())], loop)
+                                                    str(settings.source)], loop)
         self.child.start()
 
     def _import(self, args: Any) -> dict:

@@ -26,6 +26,7 @@ import zmq
 import zmq.asyncio
 from nats.js.api import KeyValueConfig, StorageType
 
+from eventbus.daemon.childproc import MASTER_PID_ENV
 from eventbus.daemon.cluster.component import exported_path, origins_dir
 from eventbus.daemon.cluster.exporter import Counters, Exporter, ids_bucket
 from eventbus.daemon.cluster.seqfile import SeqFile
@@ -239,14 +240,14 @@ class ClusterService:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m eventbus.daemon.cluster MASTER_CONFIG [--master PID]``: run until SIGTERM or the master's end."""
+    """``python -m eventbus.daemon.cluster MASTER_CONFIG``: run until SIGTERM or its master's end."""
     argv = sys.argv[1:] if argv is None else argv
-    if not (len(argv) == 1 or (len(argv) == 3 and argv[1] == "--master" and argv[2].isdigit())):
-        sys.stderr.write("usage: python -m eventbus.daemon.cluster MASTER_CONFIG [--master PID]\n")
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m eventbus.daemon.cluster MASTER_CONFIG\n")
         return 2
-    # The master that started it: this process stops when it is no longer its parent (even if it died
-    # before this line ran).
-    parent = int(argv[2]) if len(argv) == 3 else os.getppid()
+    # The master that started it (``daemon/childproc.py`` says which): this process stops when that is no
+    # longer its parent, also if it died before this line ran.
+    parent = int(os.environ.get(MASTER_PID_ENV, "") or os.getppid())
     try:
         settings = config.load(config.MasterConfig, argv[0])
     except EventBusError as exc:

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from eventbus.daemon.childproc import MASTER_PID_ENV
 from eventbus.daemon.reactor import actions
 from eventbus.daemon.reactor.ledger import Ledger
 from eventbus.daemon.reactor.results import Publisher
@@ -210,7 +211,8 @@ class Reactor:
     def _keep_saving(self) -> None:
         """Sync the ledger, save the cursor and write the status, off the reading thread (fsyncs can stall)."""
         next_status = 0.0
-        parent = os.getppid()
+        # The master that started it (``daemon/childproc.py`` says which), also if it died before this ran.
+        parent = int(os.environ.get(MASTER_PID_ENV, "") or os.getppid())
         while self.running:
             if os.getppid() != parent:
                 # The master died without stopping us (kill -9): stop, so its next run's reactor is the only one.

@@ -391,15 +391,18 @@ def test_a_master_killed_leaves_no_cluster_process_behind(reachable, tmp_path, f
 
 
 def test_a_cluster_process_whose_master_died_before_it_started_stops(tmp_path, fleet):
-    """The master's pid comes on the command line: a master killed before its child even ran leaves none."""
+    """The master hands its pid to its children (``EVENTBUS_MASTER_PID``): a master killed before its child
+    even ran leaves none."""
+    import os
     import subprocess
     import sys
 
     master = fleet.master(start=False, cluster=cluster_key(["nats://127.0.0.1:9"]))
     gone = subprocess.Popen(["true"])
     gone.wait()
-    child = subprocess.Popen([sys.executable, "-m", "eventbus.daemon.cluster", str(master.path), "--master",
-                              str(gone.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen([sys.executable, "-m", "eventbus.daemon.cluster", str(master.path)],
+                             env={**os.environ, "EVENTBUS_MASTER_PID": str(gone.pid)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert child.wait(30) == 0
     finally:
@@ -447,3 +450,22 @@ def test_a_token_from_the_environment_joins_the_master_and_a_wrong_one_is_refuse
         fire(good, "t/token", 3)
         wait_for(lambda: len(records(cluster.urls, tag="t/token", token="the-right-token-42")) == 3, 30,
                  what="the events on the stream")
+
+
+def test_a_reactor_whose_master_died_before_it_started_stops(tmp_path, fleet):
+    """The same for the reactor child: it stops when the master that started it is gone."""
+    import os
+    import subprocess
+    import sys
+
+    master = fleet.master(start=False, reactor=REACT_ONCE)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    child = subprocess.Popen([sys.executable, "-m", "eventbus.daemon.reactor", str(master.path)],
+                             env={**os.environ, "EVENTBUS_MASTER_PID": str(gone.pid)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert child.wait(60) is not None
+    finally:
+        if child.poll() is None:
+            child.kill()

@@ -390,26 +390,6 @@ def test_a_master_killed_leaves_no_cluster_process_behind(reachable, tmp_path, f
         cluster.close()
 
 
-def test_a_cluster_process_whose_master_died_before_it_started_stops(tmp_path, fleet):
-    """The master hands its pid to its children (``EVENTBUS_MASTER_PID``): a master killed before its child
-    even ran leaves none."""
-    import os
-    import subprocess
-    import sys
-
-    master = fleet.master(start=False, cluster=cluster_key(["nats://127.0.0.1:9"]))
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    child = subprocess.Popen([sys.executable, "-m", "eventbus.daemon.cluster", str(master.path)],
-                             env={**os.environ, "EVENTBUS_MASTER_PID": str(gone.pid)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert child.wait(30) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-
-
 def test_the_import_verb_joins_at_an_empty_streams_end_and_takes_each_stream_seq_once(fleet):
     """What the cluster process hands the master (verb ``cluster_import``): a master new to the fleet joins at
     the stream's end, also when that is 0 (an empty stream: its first message is then imported), and a
@@ -452,20 +432,25 @@ def test_a_token_from_the_environment_joins_the_master_and_a_wrong_one_is_refuse
                  what="the events on the stream")
 
 
-def test_a_reactor_whose_master_died_before_it_started_stops(tmp_path, fleet):
-    """The same for the reactor child: it stops when the master that started it is gone."""
+@pytest.mark.parametrize("child, keys", [("eventbus.daemon.cluster", {"cluster": cluster_key(["nats://127.0.0.1:9"])}),
+                                         ("eventbus.daemon.reactor", {"reactor": REACT_ONCE})],
+                         ids=["cluster process", "reactor"])
+def test_a_child_whose_master_died_before_it_started_stops(child, keys, fleet):
+    """The master hands its pid to its children (``EVENTBUS_MASTER_PID``): a master killed before its child
+    even ran leaves none behind."""
     import os
     import subprocess
     import sys
 
-    master = fleet.master(start=False, reactor=REACT_ONCE)
+    master = fleet.master(start=False, **keys)
     gone = subprocess.Popen(["true"])
     gone.wait()
-    child = subprocess.Popen([sys.executable, "-m", "eventbus.daemon.reactor", str(master.path)],
-                             env={**os.environ, "EVENTBUS_MASTER_PID": str(gone.pid)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", child, str(master.path)],
+                            env={**os.environ, "EVENTBUS_MASTER_PID": str(gone.pid)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert child.wait(60) is not None
+        proc.wait(60)
     finally:
-        if child.poll() is None:
-            child.kill()
+        if proc.poll() is None:
+            proc.kill()
+            raise AssertionError(f"{child} still runs a minute after its master was gone")

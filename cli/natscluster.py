@@ -305,7 +305,7 @@ class NatsCluster:
                 return index, f"the meta leader {leader} does not see it current"
         return None
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 120.0) -> None:
         """Return once every running node agrees on a JetStream meta leader that sees them all current.
 
         Then a stream with as many replicas as running nodes can be added. Raises ``EventBusError``

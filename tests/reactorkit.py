@@ -82,7 +82,11 @@ class Results:
             self._drain()
             found = self.results()
             return found if len(found) >= count else None
-        return wait_for(enough, timeout, what=f"{count} reactor results")
+        try:
+            return wait_for(enough, timeout, what=f"{count} reactor results")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {len(self.results())} came: "
+                                 f"{sorted(r['seq'] for r in self.results())}") from None
 
     def settle(self, node: Node, timeout: float = 20.0) -> None:
         """Wait until the reactor has handled every event seen so far (and what they caused), then collect."""

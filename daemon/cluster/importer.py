@@ -3,13 +3,15 @@
 One ordered consumer reads the stream from the stream seq after the last one this master took (the
 master keeps it: ``daemon/cluster/component.py``, verb ``cluster_import``), skips what this master wrote
 itself, and hands batches to the master, which publishes them with ``_origin`` in their data. A master
-that joins the fleet for the first time starts at the stream's end: the fleet's past is on the stream, not
+that joins the fleet for the first time starts with the first message stored since it started (a cluster
+process slow to connect misses nothing fired meanwhile); the fleet's older past is on the stream, not
 copied onto its bus.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from datetime import datetime, timezone
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 BATCH = 512
 GATHER = 0.002       # seconds a batch waits for more messages once it has one
 IDLE = 1.0
+JOIN_WAIT = 2.0      # seconds to wait for the first message since a new member's start
 RELAY_CMD = "_minion_event"
 
 
@@ -44,6 +47,7 @@ class Importer:
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cluster-import")
         self.client = control.Client(zmq.Context.instance(), sock_dir)
         self.through = 0
+        self.joined_at = 0.0  # unix time a master new to the fleet imports from (its start; set by the service)
         self.said: set[str] = set()
 
     async def _hand(self, events: list[list], through: int, join: bool = False) -> dict:
@@ -64,14 +68,33 @@ class Importer:
             log.error("%s", message)
 
     async def start_at(self, js: Any) -> int:
-        """The stream seq after which to read: the master's, or the stream's end for a new member."""
+        """The stream seq after which to read: the master's, or, for a master new to the fleet, the seq before
+        the first message stored since ``joined_at`` (its start)."""
         answer = await self._hand([], 0)
         self.through = int(answer["through"])
         if not answer.get("joined"):
-            info = await js.stream_info(self.settings.stream)
-            answer = await self._hand([], info.state.last_seq, join=True)
+            answer = await self._hand([], await self._seq_before(js, self.joined_at), join=True)
             self.through = int(answer["through"])
         return self.through
+
+    async def _seq_before(self, js: Any, since: float) -> int:
+        """The stream seq before the first message stored at or after unix time ``since`` (the last seq when
+        there is none)."""
+        last = (await js.stream_info(self.settings.stream)).state.last_seq
+        sub = await js.subscribe(self.settings.subject_prefix + ".>", stream=self.settings.stream,
+                                 ordered_consumer=True,
+                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
+                                                       opt_start_time=datetime.fromtimestamp(since, timezone.utc)))
+        try:
+            first = await sub.next_msg(timeout=JOIN_WAIT)
+            return max(0, first.metadata.sequence.stream - 1)
+        except nats.errors.TimeoutError:
+            return last
+        finally:
+            try:
+                await sub.unsubscribe()
+            except (nats.errors.Error, OSError):
+                pass
 
     def _event(self, msg: Any) -> list | None:
         seq = msg.metadata.sequence.stream

@@ -181,6 +181,8 @@ class ClusterService:
         if not self.exporter.bus_seq:
             self.exporter.bus_seq, self.exporter.bus_epoch = int(answer["seq"]), int(answer["epoch"])
         await asyncio.to_thread(self.exporter.count_earlier)
+        # A master new to the fleet imports what the fleet stored since this run of it started.
+        self.importer.joined_at = self.exporter.bus_epoch / 1e6
 
     async def run(self) -> None:
         """Serve until ``stopping`` is set (SIGTERM, or the master gone), whatever the cluster is doing."""

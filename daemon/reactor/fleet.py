@@ -160,7 +160,12 @@ class FleetReactor(Reactor):
         write_atomic(self.status_path, status)
 
     def run(self) -> None:
-        self.consumer.start()
+        # The first reactor of the fleet makes the consumer from its master's start, as a single master's first
+        # reactor starts at the start of its master's run.
+        self.consumer.start_time = self.start_seq() / 1e6
+        if not self.consumer.start():
+            log.warning("reactor: the fleet consumer %s is not there yet (the cluster does not answer); reacting "
+                        "once it is", DURABLE)
         log.warning("reactor: %d rules, reacting to the fleet's events of stream %s (shared consumer %s)",
                     len(self.rules), self.settings.cluster.stream, DURABLE)
         self.serve()

@@ -17,6 +17,7 @@ JetStream's ``max_ack_pending`` across all processes, and ``bound`` messages hel
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 import hashlib
 import logging
 import queue
@@ -68,13 +69,17 @@ class FleetConsumer:
     """One process's share of the durable pull consumer ``durable`` on the fleet stream of ``settings``."""
 
     def __init__(self, settings: ClusterSettings, durable: str, *, client_name: str, bound: int = BOUND,
-                 max_ack_pending: int = MAX_ACK_PENDING, ack_wait: float = ACK_WAIT) -> None:
+                 max_ack_pending: int = MAX_ACK_PENDING, ack_wait: float = ACK_WAIT,
+                 start_time: float | None = None) -> None:
         self.settings = settings
         self.durable = durable
         self.client_name = client_name
         self.bound = bound
         self.max_ack_pending = max_ack_pending
         self.ack_wait = ack_wait
+        # A consumer made for the first time starts with the messages stored from then (unix time), else at the
+        # stream's end.
+        self.start_time = start_time
         self.state = "down"
         self.error: str | None = "not connected yet"
         self.skipped = 0          # messages no master wrote, acked and not handed out
@@ -91,14 +96,17 @@ class FleetConsumer:
         self._client: Any = None
         self._js: Any = None
         self._ready = threading.Event()
+        self._made = threading.Event()  # the consumer exists (found or made) once
         self._thread = threading.Thread(target=self._run, name=f"fleet-{durable}", daemon=True)
 
     # -- the caller's side (any thread) ------------------------------------------------
 
-    def start(self) -> None:
-        """Start the thread; it connects (and keeps trying) on its own."""
+    def start(self, wait: float = 10.0) -> bool:
+        """Start the thread; it connects (and keeps trying) on its own. Whether the consumer exists within
+        ``wait`` s (what is stored from then on is handed out; a cluster away is not waited for longer)."""
         self._thread.start()
         self._ready.wait(5)
+        return self._made.wait(wait)
 
     def get(self, timeout: float) -> records.FleetEvent | None:
         """The next fleet event for this process, or ``None`` after ``timeout`` s."""
@@ -264,6 +272,10 @@ class FleetConsumer:
                                         opt_start_seq=self.floor + 1, **self._common())
                 log.warning("fleet consumer %s was gone: made again from stream seq %d", self.durable,
                             self.floor + 1)
+            elif self.start_time is not None:
+                config = ConsumerConfig(durable_name=self.durable, deliver_policy=DeliverPolicy.BY_START_TIME,
+                                        opt_start_time=datetime.fromtimestamp(self.start_time, timezone.utc),
+                                        **self._common())
             else:
                 config = ConsumerConfig(durable_name=self.durable, deliver_policy=DeliverPolicy.NEW,
                                         **self._common())
@@ -273,6 +285,7 @@ class FleetConsumer:
                 info = await js.consumer_info(stream, self.durable)  # made by another process meanwhile
         if info.ack_floor is not None and info.ack_floor.stream_seq:
             self.floor = max(self.floor, info.ack_floor.stream_seq)
+        self._made.set()
 
     def _common(self) -> dict[str, Any]:
         return dict(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_ack_pending=self.max_ack_pending,

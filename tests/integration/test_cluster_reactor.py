@@ -110,8 +110,13 @@ def test_each_fleet_event_triggers_its_rule_once_across_two_masters(nats_cluster
                              for node in masters), 30, what="both reactors to be idle")
         assert sorted(lines(out)) == sorted(expected), "each fleet event reacted to exactly once across both masters"
         # The results name the stream seqs, each once; each bus carries the fleet's (its own and imported).
-        for res in results:
-            reported = res.wait_results(40, 30)
+        for res, node in zip(results, masters):
+            try:
+                reported = res.wait_results(40, 30)
+            except AssertionError as exc:
+                from eventbus import systemstatus
+                raise AssertionError(f"{exc}\ncluster status of each master: "
+                                     f"{[systemstatus.read_cluster(m.settings) for m in masters]}") from None
             assert sorted(r["seq"] for r in reported) == seqs[:40] and all(r["ok"] for r in reported)
     finally:
         for res in results:

@@ -11,13 +11,10 @@ a part past ``PART_BYTES``; the exporter deletes the parts it has passed (``Orig
 """
 from __future__ import annotations
 
-import logging
 import os
 import struct
 from pathlib import Path
 from typing import Iterable
-
-log = logging.getLogger(__name__)
 
 RELAY = 1
 IMPORT = 2

@@ -11,6 +11,15 @@ from tests.helpers import Node, short_tmpdir
 from tests.linkkit import Site
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so a fixture's teardown can tell whether its test failed
+    (``tests.helpers.failed``)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     import shutil

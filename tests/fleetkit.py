@@ -55,9 +55,12 @@ class Fleet:
             node.start()
         return node
 
-    def cleanup(self, keep: bool = False) -> None:
-        """Stop every node, minions first; remove their dirs unless ``keep``."""
+    def cleanup(self, keep: bool = False, show_logs: bool = False) -> None:
+        """Stop every node, minions first; remove their dirs unless ``keep``. With ``show_logs`` (a failed
+        test), print the end of each node's log first, for the test's report."""
         for node in [*reversed(self.minions), *reversed(self.masters)]:
+            if show_logs:
+                print(f"--- log of {node.keys.get('id', node.name)} (its end) ---\n{log_of(node)[-6000:]}")
             if node.daemon is not None and node.daemon.alive():
                 node.stop()
             node.cleanup(keep)

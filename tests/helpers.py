@@ -9,7 +9,7 @@ import subprocess
 
 from bench.procs import EVENTBUS, Daemon, Node, free_port, short_tmpdir, wait_for, write_config
 
-__all__ = ["EVENTBUS", "Daemon", "Node", "env_without", "free_port", "run_cli", "short_tmpdir", "wait_for",
+__all__ = ["EVENTBUS", "Daemon", "Node", "env_without", "failed", "free_port", "run_cli", "short_tmpdir", "wait_for",
            "write_config"]
 
 
@@ -25,3 +25,9 @@ def env_without(*names: str) -> dict:
     for name in names:
         env.pop(name, None)
     return env
+
+
+def failed(request) -> bool:
+    """Whether the test using a fixture failed, in its setup or its call (from ``request`` in the fixture's
+    teardown; the reports are kept by ``tests/conftest.py``)."""
+    return any(getattr(getattr(request.node, f"report_{when}", None), "failed", False) for when in ("setup", "call"))

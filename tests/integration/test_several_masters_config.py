@@ -5,14 +5,14 @@ import pytest
 
 from bench.procs import write_config
 from tests.fleetkit import Fleet, masters_of, name_of, unanswered_item, wait_live
-from tests.helpers import run_cli, short_tmpdir, wait_for
+from tests.helpers import failed, run_cli, short_tmpdir, wait_for
 
 
 @pytest.fixture
-def fleet():
+def fleet(request):
     made = Fleet()
     yield made
-    made.cleanup()
+    made.cleanup(show_logs=failed(request))
 
 
 @pytest.mark.parametrize("keys, words", [

@@ -18,7 +18,7 @@ import yaml
 
 from eventbus import event
 from tests.fleetkit import Fleet, RelayStream, collect, log_of, masters_of, name_of, numbers, wait_live
-from tests.helpers import free_port, run_cli, wait_for, write_config
+from tests.helpers import failed, free_port, run_cli, wait_for, write_config
 from tests.readme_tour import doc_blocks
 
 HEADER = re.compile(r"^# /etc/eventbus/(master|minion) on (\S+)$")
@@ -38,10 +38,10 @@ def written_masters(keys: dict) -> list:
 
 
 @pytest.fixture
-def fleet():
+def fleet(request):
     made = Fleet()
     yield made
-    made.cleanup()
+    made.cleanup(show_logs=failed(request))
 
 
 def test_every_block_names_its_file_and_loads(tmp_path: Path, monkeypatch) -> None:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import pytest
 
 from tests.fleetkit import Fleet, RelayStream, log_of, masters_of, name_of, numbers, unanswered_item, wait_live
-from tests.helpers import wait_for
+from tests.helpers import failed, wait_for
 
 ALIVE = 1.0  # master_alive_interval: the minion moves on after 1.5 s of silence (a loaded machine stalls)
 
 
 @pytest.fixture
-def fleet():
+def fleet(request):
     made = Fleet()
     yield made
-    made.cleanup()
+    made.cleanup(show_logs=failed(request))
 
 
 def failover_minion(fleet: Fleet, minion_id: str, masters: list, **keys):

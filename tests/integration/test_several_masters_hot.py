@@ -14,14 +14,14 @@ import pytest
 from eventbus import event
 from tests.fleetkit import (Fleet, RelayStream, collect, journal_events, link_state, log_of, masters_of, name_of,
                             numbers)
-from tests.helpers import run_cli, wait_for
+from tests.helpers import failed, run_cli, wait_for
 
 
 @pytest.fixture
-def fleet():
+def fleet(request):
     made = Fleet(master_keys={"presence_events": True, "loop_interval": 0.3})
     yield made
-    made.cleanup()
+    made.cleanup(show_logs=failed(request))
 
 
 def pending(minion) -> list[int]:

@@ -24,6 +24,7 @@ from eventbus.daemon.cluster.origins import IMPORT, OriginWriter
 from eventbus.daemon.cluster.seqfile import SeqFile
 from eventbus.daemon.loop import Loop
 from eventbus.bus import payload
+from eventbus.cluster import records
 from eventbus.config import MasterConfig
 from eventbus.errors import EventBusError
 
@@ -73,7 +74,7 @@ class ClusterLink:
         """``{"through": S, "events": [[stream seq, relayed minion id or "", relay seq, origin, frame]]}``:
         publish the events after the last stream seq taken, then take ``through`` as the last (``"join":
         true``: the first one of a master new to the fleet, kept even when it is 0)."""
-        if not isinstance(args, dict) or not isinstance(args.get("through"), int) \
+        if not isinstance(args, dict) or not _stream_seq(args.get("through")) \
                 or not isinstance(args.get("events", []), list) or len(args.get("events", [])) > MAX_IMPORT_EVENTS:
             raise ValueError("expected {through: stream seq, events: [[stream seq, minion, relay seq, origin, "
                              "frame], ...]}")
@@ -83,11 +84,14 @@ class ClusterLink:
         skipped = 0
         first = self.bus.seq + 1
         for item in args.get("events", []):
-            if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], int)
+            if not (isinstance(item, list) and len(item) == 5 and _stream_seq(item[0])
                     and isinstance(item[1], str) and isinstance(item[2], int) and isinstance(item[3], str)
                     and isinstance(item[4], bytes)):
                 raise ValueError("an imported event is [stream seq, minion, relay seq, origin, frame]")
             stream_seq, minion, relay_seq, origin, frame = item
+            if minion and not records.is_relay(minion, relay_seq):
+                # A minion id names a file of the master's (its relay seqs): never a path, never past u64.
+                raise ValueError(f"an imported event names no minion's relay seq: {minion[:80]!r}:{relay_seq}")
             if stream_seq <= last:
                 continue
             last = stream_seq
@@ -116,6 +120,10 @@ class ClusterLink:
         if self.child is not None:
             self.child.close()
         self.origins.close()
+
+
+def _stream_seq(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= records.MAX_RELAY_SEQ
 
 
 def components(settings: MasterConfig) -> tuple[Callable[..., Any], Callable[..., Any]]:

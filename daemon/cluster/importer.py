@@ -34,7 +34,6 @@ BATCH = 512
 GATHER = 0.002       # seconds a batch waits for more messages once it has one
 IDLE = 1.0
 JOIN_WAIT = 2.0      # seconds to wait for the first message since a new member's start
-RELAY_CMD = "_minion_event"
 
 
 class Importer:
@@ -106,14 +105,9 @@ class Importer:
             return None
         if event.origin == self.master_id:
             return None
-        minion, relay_seq = "", 0
-        data = event.data
-        if data.get("cmd") == RELAY_CMD and isinstance(data.get("id"), str):
-            split = records.split_identity(event.identity)
-            if split is not None and split[0] == data["id"]:
-                minion, relay_seq = split
+        minion, relay_seq = records.relayed(event.identity, event.data) or ("", 0)
         try:
-            frame = event.tag.encode() + b"\x00" + msgpack.packb(data)
+            frame = event.tag.encode() + b"\x00" + msgpack.packb(event.data)
         except (TypeError, ValueError, UnicodeEncodeError) as exc:
             self._once("pack", f"cluster: skipped stream message {seq}: {exc}")
             return None

@@ -14,12 +14,14 @@ from typing import Any, Mapping
 
 import orjson
 
+from eventbus import minionid
 from eventbus.errors import MalformedFrameError
-from eventbus.forwarding.formats import salt_record
+from eventbus.forwarding.formats import RELAY_CMD, salt_record
 
 HEADER_ID = "Nats-Msg-Id"
 HEADER_ORIGIN = "Eventbus-Origin"
 ORIGIN_KEY = "_origin"
+MAX_RELAY_SEQ = 2 ** 64 - 1   # a link's seqs are u64
 # Characters a subject token may not hold: separators of the protocol and NATS' wildcards.
 _BAD = str.maketrans({c: "_" for c in " \t\r\n\x00*>"})
 
@@ -46,6 +48,27 @@ def split_identity(identity: str) -> tuple[str, int] | None:
     if not sep or not who or not number.isdigit() or len(number) > 20:
         return None
     return who, int(number)
+
+
+def relayed(identity: str, data: Mapping[str, Any]) -> tuple[str, int] | None:
+    """``(minion id, relay seq)`` of an event a minion relayed, from its fleet identity and its data; ``None``
+    for any other event, and for one whose identity is no minion's (an id that cannot name a minion, a seq a
+    link cannot carry, or an identity naming another minion than its data): it is then no relayed copy.
+
+    The master keeps a file per minion named by this id and numbers by this seq (``daemon/link``), so what
+    a stream message claims is checked here by the minion id rule and the link's seq bounds.
+    """
+    if data.get("cmd") != RELAY_CMD:
+        return None
+    split = split_identity(identity)
+    if split is None or split[0] != data.get("id") or not is_relay(*split):
+        return None
+    return split
+
+
+def is_relay(minion_id: str, relay_seq: int) -> bool:
+    """Whether ``minion_id`` can name a minion and ``relay_seq`` is a seq its link can carry."""
+    return minionid.valid(minion_id) and type(relay_seq) is int and 0 < relay_seq <= MAX_RELAY_SEQ
 
 
 def body(seq: int, tag: str, data: dict) -> bytes:

@@ -15,16 +15,17 @@ from bench.procs import wait_for
 from eventbus import event, systemstatus
 from tests.clusterkit import nats_cluster, stream_messages  # noqa: F401 - the fixture
 from tests.fleetkit import Fleet, journal_events, link_state
+from tests.helpers import failed
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-def fleet():
+def fleet(request):
     made = Fleet(heartbeat=0.5)
     yield made
-    made.cleanup()
+    made.cleanup(show_logs=failed(request))
 
 
 def cluster_key(urls, stream="FLEET", **more):
@@ -456,3 +457,72 @@ def test_a_child_whose_master_died_before_it_started_stops(child, keys, fleet):
         if proc.poll() is None:
             proc.kill()
             raise AssertionError(f"{child} still runs a minute after its master was gone")
+
+
+def publish_forged(urls, messages):
+    """Publish ``(subject, record, identity, origin)`` to the FLEET stream as anyone with write access can."""
+    import asyncio
+
+    import nats
+
+    async def run():
+        client = await nats.connect(list(urls))
+        try:
+            js = client.jetstream()
+            for subject, record, identity, origin in messages:
+                await js.publish(subject, json.dumps(record).encode(),
+                                 headers={"Nats-Msg-Id": identity, "Eventbus-Origin": origin})
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_forged_relayed_identity_on_the_stream_writes_no_file_outside_and_stops_no_master(nats_cluster, fleet,
+                                                                                          tmp_path):
+    """Fuzz finding F20 (fleet_record through the master's import): a stream message claiming to be a relayed
+    copy names the minion whose relay seqs the master keeps in a file. A minion id that is a path wrote that
+    file outside the master's directory, and a relay seq past u64 ended the master (OverflowError)."""
+    urls = nats_cluster.urls
+    master = fleet.master(cluster=cluster_key(urls))
+    wait_up(master)
+    escaped = tmp_path / "escaped-relay-seqs"
+    climb = "../" * 40 + str(escaped).lstrip("/")
+    relayed = {"cmd": "_minion_event", "tag": "t/forged", "data": {}}
+    publish_forged(urls, [
+        ("fleet.t.forged", {"seq": 1, "tag": "t/forged", "data": {**relayed, "id": climb}}, f"{climb}:5", "m9"),
+        ("fleet.t.forged", {"seq": 2, "tag": "t/forged", "data": {**relayed, "id": "web1"}},
+         "web1:99999999999999999999", "m9"),
+        ("fleet.t.honest", {"seq": 3, "tag": "t/honest", "data": {"n": 1}}, "m8:3", "m8"),
+    ])
+    wait_for(lambda: journal_events(master, "t/honest"), 60, what="the event after the forged ones imported")
+    assert master.daemon.alive()
+    assert not escaped.exists()
+    # They are fleet events like any (their writer may publish events), but no minion's relayed copies.
+    assert [data["_origin"] for _, data in journal_events(master, "t/forged")] == ["m9", "m9"]
+    fire(master, "t/after", 1)
+    wait_for(lambda: records(urls, tag="t/after"), 30, what="the master still exporting")
+
+
+def test_the_import_verb_refuses_a_relay_naming_no_minion(fleet, tmp_path):
+    """The same through ``ctl.ipc``'s ``cluster_import`` verb (what the cluster process hands the master)."""
+    from eventbus.bus import control
+    from eventbus.bus.payload import pack_frame
+    from eventbus.errors import DaemonRefusedError
+    from tests.helpers import free_port
+
+    master = fleet.master(cluster=cluster_key([f"nats://127.0.0.1:{free_port()}"]))
+    escaped = tmp_path / "escaped"
+    frame = pack_frame("t/forged", {"cmd": "_minion_event", "id": "x", "_origin": "m9"}, 1 << 20)
+    for minion, relay_seq in (("../" * 40 + str(escaped).lstrip("/"), 5), ("web1", 0), ("web1", -1),
+                              ("a b", 1)):
+        with pytest.raises(DaemonRefusedError, match="names no minion"):
+            control.request(master.settings.sock_dir, b"cluster_import",
+                            {"through": 1, "events": [[1, minion, relay_seq, "m9", frame]]})
+    for through in (-1, True, "1"):
+        with pytest.raises(DaemonRefusedError, match="expected"):
+            control.request(master.settings.sock_dir, b"cluster_import", {"through": through, "events": []})
+    assert not escaped.exists()
+    answer = control.request(master.settings.sock_dir, b"cluster_import",
+                             {"through": 1, "events": [[1, "web1", 7, "m9", frame]]})
+    assert answer["published"] == 1 and master.daemon.alive()

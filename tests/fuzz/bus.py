@@ -7,13 +7,15 @@ by every consumer without an error: the listeners' inbox
 the master's framing of it when a minion relays it.
 
 ``control``: control requests (any frames) sent over a real DEALER to the
-``ctl.ipc`` ROUTER of a real master bus (with its link's verbs) and a real
+``ctl.ipc`` ROUTER of a real master bus (with its link's verbs and, as a
+master of a fleet-wide bus, the cluster link's ``cluster_import``) and a real
 minion bus (with its relay verb), answered by the daemon's own
 ``Bus._on_control``. Whatever escapes it would end the daemon; a
 well-formed request must get a well-formed answer.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Iterator
 
@@ -22,7 +24,7 @@ import zmq
 
 from bench.procs import Node
 from eventbus.daemon.bus import Bus
-from eventbus.daemon.link.master import MasterLink
+from eventbus.daemon.cluster import component as cluster
 from eventbus.daemon.link.minion import MinionLink
 from eventbus.daemon.loop import Loop
 from eventbus.daemon.link.protocol import RelayFramer
@@ -94,7 +96,8 @@ CONTROL_WORDS = (wire.VERB_PING, wire.VERB_STATS, wire.VERB_REPLAY, wire.VERB_BA
                  wire.VERB_KEY, wire.VERB_FIRE_MINIONS, wire.VERB_FIRE_STATUS, wire.VERB_RELAY, b"\x81\xa5after",
                  b"\x82\xa2op\xa6accept", b"\xa2id", b"\xa6target", b"\xa3tag", b"\xa4data", b"\xa3job",
                  b"\xa5limit", b"\xcf\xff\xff\xff\xff\xff\xff\xff\xff", b"\xd3\x80\x00\x00\x00\x00\x00\x00\x00",
-                 core.MESSAGE_MARK, core.FRAME_MARK, b"accept_all", b"delete", b"reject", b"list")
+                 core.MESSAGE_MARK, core.FRAME_MARK, b"accept_all", b"delete", b"reject", b"list",
+                 cluster.VERB_CLUSTER_IMPORT, b"\xa7through", b"\xa6events", b"\xa4join", b"\xa3../")
 
 
 class ControlDoors:
@@ -102,19 +105,24 @@ class ControlDoors:
 
     def __init__(self, box: core.Sandbox) -> None:
         self.context = zmq.Context()
+        # A master of a fleet-wide bus (nothing listens at its cluster's address; its cluster process is not
+        # started, ``source`` unset): its ``cluster_import`` verb is a door of ``ctl.ipc`` too.
         master = Node(box.inside / "m", "master", sock_dir="s", event_window=200, event_window_bytes=1 << 20,
-                      journal_max_bytes=1 << 20, max_event_size=MAX_EVENT_SIZE, log_level="critical")
+                      journal_max_bytes=1 << 20, max_event_size=MAX_EVENT_SIZE, log_level="critical",
+                      cluster={"servers": ["nats://127.0.0.1:9"]})
         minion = Node(box.inside / "n", "minion", id=MINION_ID, sock_dir="s", master="127.0.0.1",
                       publish_port=master.keys["publish_port"], ret_port=master.keys["ret_port"],
                       spool_max_events=200, max_event_size=MAX_EVENT_SIZE, log_level="critical")
         self.buses: dict[str, Bus] = {}
         self.parts: list = []
         self.dealers: dict[str, zmq.Socket] = {}
-        for name, node, component in (("master", master, MasterLink), ("minion", minion, MinionLink)):
-            settings = node.settings
+        master_settings = dataclasses.replace(master.settings, source=None)
+        for name, settings, components in (("master", master_settings, cluster.components(master_settings)),
+                                           ("minion", minion.settings, (MinionLink,))):
             settings.sock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             bus = Bus(settings, self.context, Loop())
-            self.parts.append(component(settings, self.context, bus.loop, bus))
+            for component in components:
+                self.parts.append(component(settings, self.context, bus.loop, bus))
             self.buses[name] = bus
             dealer = self.context.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
@@ -123,19 +131,22 @@ class ControlDoors:
         self.link = self.parts[0]
         self.asked = 0
 
-    def ask(self, frames: list[bytes]) -> None:
-        """Send one request to the bus its verb belongs to; check the answer a well-formed one gets."""
+    def ask(self, frames: list[bytes]) -> tuple[bool, object] | None:
+        """Send one request to the bus its verb belongs to; check the answer a well-formed one gets, and
+        return the last bus's ``(ok, result)`` (``None``: a malformed request, not answered)."""
         request = frames[1:] if frames and frames[0] == b"" else frames
         verb = request[0] if request else b""
         names = ("minion",) if verb == wire.VERB_RELAY else ("master", "minion") if verb == wire.VERB_LINK \
             else ("master",)
+        answer = None
         for name in names:
-            self._ask(name, frames, len(request) == 2)
+            answer = self._ask(name, frames, len(request) == 2)
         self.asked += 1
         if self.asked % 1000 == 0:
             self.link.machine.fire_jobs.expire(time.monotonic() + 3600)  # the daemon's timer does this
+        return answer
 
-    def _ask(self, name: str, frames: list[bytes], answered: bool) -> None:
+    def _ask(self, name: str, frames: list[bytes], answered: bool) -> tuple[bool, object] | None:
         bus, dealer = self.buses[name], self.dealers[name]
         dealer.send_multipart(frames)
         if not bus.control_socket.poll(REPLY_WAIT_MS):
@@ -144,7 +155,7 @@ class ControlDoors:
         if not answered:
             if dealer.poll(0):
                 raise core.Finding(f"the {name} bus answered a malformed request: {dealer.recv_multipart()!r:.200}")
-            return
+            return None
         if not dealer.poll(REPLY_WAIT_MS):
             raise core.Finding(f"the {name} bus did not answer the request {frames!r:.200}")
         reply = dealer.recv_multipart()
@@ -155,6 +166,7 @@ class ControlDoors:
         ok, result = wire.parse_reply(reply)
         if not ok and not isinstance(result, str):
             raise core.Finding(f"the {name} bus refused with a non-text reason: {result!r:.200}")
+        return ok, result
 
     def close(self) -> None:
         for dealer in self.dealers.values():
@@ -167,7 +179,7 @@ class ControlDoors:
 
 
 @core.target("control", "eventbus.daemon.bus control verbs on ctl.ipc (ping, stats, replay, barrier, link, key, "
-                        "fire_minions, fire_status, relay) over a real DEALER, master and minion",
+                        "fire_minions, fire_status, cluster_import, relay) over a real DEALER, master and minion",
              max_len=8192, per_input=5.0, words=CONTROL_WORDS, seeds=lambda: control_seeds())
 def control() -> Iterator[core.OneInput]:
     box = core.Sandbox(core.sandbox_root("control"))
@@ -192,7 +204,14 @@ def control_seeds() -> list[bytes]:
                 (wire.VERB_FIRE_MINIONS, {"tag": "t/x", "data": {"a": 1}, "target": "*"}),
                 (wire.VERB_FIRE_STATUS, {"job": 1}), (wire.VERB_RELAY, {"tag": f"salt/minion/{MINION_ID}/x",
                                                                        "data": {"n": 1}}),
-                (wire.VERB_RELAY, {"tag": "app/event", "data": {"k": [1, 2]}}), (b"nope", None)]
+                (wire.VERB_RELAY, {"tag": "app/event", "data": {"k": [1, 2]}}), (b"nope", None),
+                (cluster.VERB_CLUSTER_IMPORT, {"through": 3, "join": True, "events": [
+                    [2, "", 0, "m2", payload.pack_frame("t/x", {"_origin": "m2"}, MAX_EVENT_SIZE)],
+                    [3, "web1", 9, "m2", payload.pack_frame("t/r", {"cmd": "_minion_event", "id": "web1",
+                                                                    "_origin": "m2"}, MAX_EVENT_SIZE)]]}),
+                (cluster.VERB_CLUSTER_IMPORT, {"through": 4, "events": [
+                    [4, "../" * 8 + "x", 1, "m2", payload.pack_frame("t/r", {}, MAX_EVENT_SIZE)]]}),
+                (cluster.VERB_CLUSTER_IMPORT, {"through": 2 ** 64 - 1})]
     seeds = [core.join([wire.request(verb, args)]) for verb, args in requests]
     seeds.append(core.join([[b"", *wire.request(wire.VERB_PING)], [wire.VERB_PING], [b"a", b"b", b"c"]]))
     seeds.append(core.join([wire.request(verb, args) for verb, args in requests[:6]]))

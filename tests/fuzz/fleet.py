@@ -2,12 +2,13 @@
 
 - ``fleet_record``: one stream message (its body and headers), as anyone with write access to the fleet's
   NATS subjects can publish it, through the importer (``eventbus.cluster.records.decode`` and
-  ``daemon/cluster/importer.py``'s framing) and the master's import check (``payload.check_published``).
-  An input is messages: the first frame of the first is the body, every other frame a ``name: value``
-  header. Allowed: the message refused (a documented error, or skipped). Not allowed: any other
-  exception, an event framed without ``_origin`` equal to the ``Eventbus-Origin`` header, a relayed
-  identity taken for another minion, or a frame the master's check would refuse with anything but a
-  documented error.
+  ``daemon/cluster/importer.py``'s framing), then handed to a real clustered master bus through its
+  ``cluster_import`` verb on ``ctl.ipc`` (``daemon/cluster/component.py``: the import check, the relay
+  seqs of the minion it names, the origin index, the journal). An input is messages: the first frame of
+  the first is the body, every other frame a ``name: value`` header. Allowed: the message refused (a
+  documented error, or skipped). Not allowed: any other exception, an event framed without ``_origin``
+  equal to the ``Eventbus-Origin`` header, a relayed identity taken for another minion, the master
+  refusing what its own importer handed it, a file written outside the master's directories.
 - ``fleet_state``: a clustered master's side files read back after a corrupt disk: the origin index
   (``daemon/cluster/origins.py``: parts named ``<seq>.ids``) and an identity-ranges value as the key-value
   bucket holds it (``daemon/cluster/ranges.py``). An input is ``[name, contents]`` files, the last message's
@@ -22,20 +23,23 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator
 
-from eventbus.bus import payload
+from eventbus.bus import payload, wire
 from eventbus.cluster import records
 from eventbus.cluster.settings import ClusterSettings
 from eventbus.daemon.cluster import origins
+from eventbus.daemon.cluster.component import VERB_CLUSTER_IMPORT
 from eventbus.daemon.cluster.exporter import Counters
 from eventbus.daemon.cluster.importer import Importer
 from eventbus.daemon.cluster.ranges import Ranges
 from eventbus.errors import InvalidEventError
 from tests.fuzz import core
+from tests.fuzz.bus import ControlDoors
 
 MAX_EVENT = 1 << 20
+CLIMB = "../" * 8 + "x"  # from in/m/var/cache/eventbus/master/relay/taken/ to in/.. (the sandbox sees it)
 
 
-def _message(data: bytes) -> SimpleNamespace:
+def _message(data: bytes, stream_seq: int) -> SimpleNamespace:
     first, *rest = core.messages(data)
     frames = first + [frame for message in rest for frame in message]
     headers = {}
@@ -43,17 +47,21 @@ def _message(data: bytes) -> SimpleNamespace:
         name, _, value = frame.decode("utf-8", "replace").partition(": ")
         headers[name] = value
     return SimpleNamespace(data=frames[0], headers=headers or None,
-                           metadata=SimpleNamespace(sequence=SimpleNamespace(stream=7)))
+                           metadata=SimpleNamespace(sequence=SimpleNamespace(stream=stream_seq)))
 
 
-def check_record(importer: Importer, data: bytes) -> None:
-    message = _message(data)
+def check_record(importer: Importer, doors: ControlDoors, data: bytes) -> None:
+    doors.stream_seq += 1
+    message = _message(data, doors.stream_seq)
     made = core.only_documented(lambda: importer._event(message), "the importer's framing")
     if made is None or isinstance(made, Exception):
         return
     seq, minion, relay_seq, origin, frame = made
     if origin != message.headers.get(records.HEADER_ORIGIN) or origin == importer.master_id:
         raise core.Finding(f"imported with origin {origin!r}, header {message.headers!r}")
+    answer = doors.ask(wire.request(VERB_CLUSTER_IMPORT, {"through": seq, "events": [made]}))
+    if answer is None or not answer[0]:
+        raise core.Finding(f"the master refused what its importer handed it: {answer!r:.300}")
     try:
         payload.check_published(frame, MAX_EVENT)
     except InvalidEventError:
@@ -66,6 +74,8 @@ def check_record(importer: Importer, data: bytes) -> None:
     if minion and (data_map.get("id") != minion or records.split_identity(
             message.headers.get(records.HEADER_ID, "")) != (minion, relay_seq)):
         raise core.Finding(f"relayed identity {minion}:{relay_seq} for an event of {data_map.get('id')!r}")
+    if minion and relay_seq not in doors.link.machine.seqs.taken(minion):
+        raise core.Finding(f"relayed identity {minion}:{relay_seq} imported but not taken as that minion's")
 
 
 def record_seeds() -> list[bytes]:
@@ -75,7 +85,11 @@ def record_seeds() -> list[bytes]:
             ("m1:1796000000000001", "m1", "salt/job/1/ret", {"ok": True, "_stamp": "2026-12-06T09:00:00.000001"}),
             ("web1:17", "m2", "myco/deploy/done", {"id": "web1", "tag": "myco/deploy/done", "data": {"app": "x"},
                                                    "cmd": "_minion_event", "_stamp": "2026-12-06T09:00:00.000002"}),
-            ("m1:5", "m1", "a b/*/>", {"n": [1, 2, {"x": None}]})):
+            ("m1:5", "m1", "a b/*/>", {"n": [1, 2, {"x": None}]}),
+            # What tests/integration/test_cluster_bus.py forges (F20): a path for a minion id (climbing from the
+            # master's relay-seq directory to beside the sandbox's ``in``), a seq past u64.
+            (f"{CLIMB}:5", "m9", "t/forged", {"id": CLIMB, "cmd": "_minion_event", "data": {}}),
+            ("web1:99999999999999999999", "m9", "t/forged", {"id": "web1", "cmd": "_minion_event", "data": {}})):
         headers = records.headers(identity, origin)
         seeds.append(core.join([[records.body(5, tag, data), *(f"{k}: {v}".encode() for k, v in headers.items())]]))
     return seeds
@@ -89,9 +103,12 @@ def record_seeds() -> list[bytes]:
 def fleet_record() -> Iterator[core.OneInput]:
     with core.guarded("fleet_record") as (box, watcher):
         importer = Importer(ClusterSettings(), "self", box.inside, Counters())
+        doors = ControlDoors(box)
+        doors.stream_seq = 0
         try:
-            yield core.checked(lambda data: check_record(importer, data), watcher, box)
+            yield core.checked(lambda data: check_record(importer, doors, data), watcher, box)
         finally:
+            doors.close()
             importer.close()
 
 

@@ -480,7 +480,7 @@ def publish_forged(urls, messages):
 
 def test_a_forged_relayed_identity_on_the_stream_writes_no_file_outside_and_stops_no_master(nats_cluster, fleet,
                                                                                           tmp_path):
-    """Fuzz finding F20 (fleet_record through the master's import): a stream message claiming to be a relayed
+    """Fuzz findings F20 and F21 (fleet_record through the master's import): a stream message claiming to be a relayed
     copy names the minion whose relay seqs the master keeps in a file. A minion id that is a path wrote that
     file outside the master's directory, and a relay seq past u64 ended the master (OverflowError)."""
     urls = nats_cluster.urls

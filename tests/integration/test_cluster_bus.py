@@ -480,9 +480,10 @@ def publish_forged(urls, messages):
 
 def test_a_forged_relayed_identity_on_the_stream_writes_no_file_outside_and_stops_no_master(nats_cluster, fleet,
                                                                                           tmp_path):
-    """Fuzz findings F20 and F21 (fleet_record through the master's import): a stream message claiming to be a relayed
-    copy names the minion whose relay seqs the master keeps in a file. A minion id that is a path wrote that
-    file outside the master's directory, and a relay seq past u64 ended the master (OverflowError)."""
+    """Fuzz findings F20 and F21 (fleet_record through the master's import): a stream message claiming to be a
+    relayed copy names the minion whose relay seqs the master keeps in a file. A relay seq past u64 stalled
+    every import (the cluster process could not hand it to the master and started over on it, forever); a
+    minion id that is a path had the master write that file outside its directory."""
     urls = nats_cluster.urls
     master = fleet.master(cluster=cluster_key(urls))
     wait_up(master)

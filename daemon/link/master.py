@@ -38,10 +38,11 @@ from eventbus.errors import EventBusError, UnknownKeyError
 log = logging.getLogger(__name__)
 
 FRAME_SLACK = 4096
-# Frames (about events) taken from the link per turn of the loop: about two full batches, a few ms, so
-# a minion flooding the link never holds up the bus, the control socket or the timers for long. Minions
-# take turns at the ROUTER (it reads its connections round-robin), so one that floods delays the others
-# by about one of its batches.
+# Frames or events (whichever a message has more of: a ``batch`` message carries its events in one frame)
+# taken from the link per turn of the loop: about two full batches, a few ms, so a minion flooding the link
+# never holds up the bus, the control socket, the timers or the other minions for long. Minions take turns
+# at the ROUTER (it reads its connections round-robin), so one that floods delays the others by about one
+# of its batches.
 TURN_FRAMES = 2 * protocol.MAX_BATCH_EVENTS
 # What a hello costs of that budget: it reads key and seq files and fires two events (about 100 µs, some twenty
 # relayed events' worth), so a reconnect storm's hellos take at most ~2 ms of each turn and the bus, the control
@@ -163,8 +164,8 @@ class MasterLink:
                     more = False
                     break
                 frames, count = message
-                budget -= count
                 if len(frames) < 2:
+                    budget -= count
                     continue
                 if frames[1].bytes == protocol.HELLO:
                     budget -= HELLO_FRAMES
@@ -172,7 +173,10 @@ class MasterLink:
                     key = frames[1].get("User-Id")
                 except zmq.ZMQError:
                     key = ""
-                actions += receive(frames[0].bytes, key, [f.bytes for f in frames[1:]], time.monotonic())
+                done = receive(frames[0].bytes, key, [f.bytes for f in frames[1:]], time.monotonic())
+                published = sum(len(a.frames) for a in done if type(a) is ms.PublishFrames)  # type: ignore
+                budget -= max(count, published)
+                actions += done
                 if budget <= 0:
                     break
         finally:

@@ -359,3 +359,50 @@ def test_a_rogue_hanging_up_on_a_full_queue_does_not_end_the_master():
         assert master.daemon.alive() and "Assertion failed" not in master.daemon.log, master.daemon.log[-2000:]
     finally:
         site.cleanup()
+
+
+def journal_turns(master) -> list[int]:
+    """How many events each append to the master's journal held, in order: a turn's events go in one write
+    (``daemon/link/master.py``), every record of it with that write's time."""
+    from eventbus.journal import format as journalformat
+
+    sizes: list[int] = []
+    last_time = None
+    for segment in sorted(master.settings.journal_dir.glob("*" + journalformat.SEGMENT_SUFFIX)):
+        data = segment.read_bytes()
+        at = journalformat.SEGMENT_HEADER_SIZE
+        while at + journalformat.RECORD_HEAD_SIZE <= len(data):
+            _seq, when, size = journalformat.RECORD_HEAD.unpack_from(data, at)
+            if size == 0 and when == 0:
+                break
+            if when == last_time:
+                sizes[-1] += 1
+            else:
+                sizes.append(1)
+                last_time = when
+            at += journalformat.RECORD_OVERHEAD + size
+    return sizes
+
+
+def test_a_turn_of_the_master_takes_about_two_batches_however_a_minion_frames_them(site):
+    """A ``batch`` message carries a hundred events in one frame. The master's turn is bounded by events,
+    not frames: a minion that queues many such messages holds a turn (the bus, the other minions) for about
+    two batches, not for the 64 messages a turn may read (6,400 events, tens of ms)."""
+    from eventbus.daemon.link.master import TURN_FRAMES
+
+    master = site.master(auto_accept=True, relay_rate_limit=0)
+    master.start()
+    rogue = Rogue(master, "rogue")
+    try:
+        assert rogue.hello().value["result"] == "accept"
+        batches, size = 40, protocol.MAX_BATCH_EVENTS
+        for number in range(batches):
+            first = 1 + number * size
+            rogue.send(protocol.packed_events(first, first - 1, [
+                event_frame("salt/minion/rogue/t", {"n": n}) for n in range(first, first + size)]))
+        wait_for(lambda: master_link(master)["relayed"] >= batches * size, 30, what="every batch relayed")
+    finally:
+        rogue.close()
+    turns = journal_turns(master)
+    assert sum(turns) >= batches * size
+    assert max(turns) <= TURN_FRAMES + protocol.MAX_BATCH_EVENTS, turns

@@ -310,8 +310,9 @@ class _Traffic:
             while self.firing.is_set():
                 for minion_id, handle in handles:
                     n = self.fired[minion_id]
-                    assert handle.fire_master({"n": n, "t": time.monotonic(), "phase": self.phase},
-                                              f"honest/{minion_id}")
+                    # ``t`` for the listener's clock, ``w`` (wall clock) for the master journal's time.
+                    assert handle.fire_master({"n": n, "t": time.monotonic(), "w": time.time(),
+                                               "phase": self.phase}, f"honest/{minion_id}")
                     self.fired[minion_id] = n + 1
                 due += self.interval
                 time.sleep(max(0.0, due - time.monotonic()))

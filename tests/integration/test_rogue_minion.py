@@ -364,23 +364,16 @@ def test_a_rogue_hanging_up_on_a_full_queue_does_not_end_the_master():
 def journal_turns(master) -> list[int]:
     """How many events each append to the master's journal held, in order: a turn's events go in one write
     (``daemon/link/master.py``), every record of it with that write's time."""
-    from eventbus.journal import format as journalformat
+    from bench import journaltimes
 
     sizes: list[int] = []
     last_time = None
-    for segment in sorted(master.settings.journal_dir.glob("*" + journalformat.SEGMENT_SUFFIX)):
-        data = segment.read_bytes()
-        at = journalformat.SEGMENT_HEADER_SIZE
-        while at + journalformat.RECORD_HEAD_SIZE <= len(data):
-            _seq, when, size = journalformat.RECORD_HEAD.unpack_from(data, at)
-            if size == 0 and when == 0:
-                break
-            if when == last_time:
-                sizes[-1] += 1
-            else:
-                sizes.append(1)
-                last_time = when
-            at += journalformat.RECORD_OVERHEAD + size
+    for _seq, written, _frame in journaltimes.records(master.settings.journal_dir):
+        if written == last_time:
+            sizes[-1] += 1
+        else:
+            sizes.append(1)
+            last_time = written
     return sizes
 
 

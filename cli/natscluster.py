@@ -272,8 +272,10 @@ class NatsCluster:
             raise EventBusError(f"NATS node {self.names[index]} exited with code {proc.returncode}; "
                                 f"the end of {self.log_path(index)}:\n{self.log_tail(index)}")
 
-    def _not_ready(self, live: list[int]) -> tuple[int, str] | None:
-        """Why JetStream is not ready yet on the live nodes (node, reason), or None when it is."""
+    def _not_ready(self, live: list[int], quorum: bool = False) -> tuple[int, str] | None:
+        """Why JetStream is not ready yet on the live nodes (node, reason), or None when it is (with
+        ``quorum``: once a majority of the nodes is current)."""
+        need = len(self.names) // 2 + 1 if quorum else len(self.names)
         leaders = set()
         for index in live:
             try:
@@ -285,7 +287,7 @@ class NatsCluster:
             meta = answer.get("meta_cluster") or {}
             if not meta.get("leader"):
                 return index, "it sees no JetStream meta leader"
-            if (meta.get("cluster_size") or 0) < len(self.names):
+            if (meta.get("cluster_size") or 0) < need:
                 return index, f"its JetStream knows {meta.get('cluster_size') or 0} of {len(self.names)} nodes"
             leaders.add(meta["leader"])
         if len(leaders) > 1:
@@ -297,19 +299,27 @@ class NatsCluster:
         if leader_index not in live:
             return leader_index, "it is named meta leader but is not running"
         replicas = {r["name"]: r for r in (self.jsz(leader_index).get("meta_cluster") or {}).get("replicas") or []}
+        current, lagging = 1, None
         for index in live:
             if index == leader_index:
                 continue
             replica = replicas.get(self.names[index])
             if replica is None or not replica.get("current") or replica.get("offline"):
-                return index, f"the meta leader {leader} does not see it current"
+                lagging = lagging if lagging is not None else index
+            else:
+                current += 1
+        if lagging is not None and (not quorum or current < need):
+            return lagging, f"the meta leader {leader} does not see it current"
         return None
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 120.0, quorum: bool = False) -> None:
         """Return once every running node agrees on a JetStream meta leader that sees them all current.
 
-        Then a stream with as many replicas as running nodes can be added. Raises ``EventBusError``
-        naming the node and showing the end of its log when a node exits or ``timeout`` passes.
+        Then a stream with as many replicas as running nodes can be added. With ``quorum``, once the
+        leader sees a majority of the nodes current: enough for the streams a cluster restarted with, while
+        a node that was away catches up (under load, nats-server can take minutes to count it in again).
+        Raises ``EventBusError`` naming the node and showing the end of its log when a node exits or
+        ``timeout`` passes.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -318,7 +328,7 @@ class NatsCluster:
             if not live:
                 raise EventBusError("no NATS node of the cluster is running")
             try:
-                waiting = self._not_ready(live)
+                waiting = self._not_ready(live, quorum)
             except (OSError, ValueError) as exc:
                 waiting = live[0], f"the meta leader's monitor port does not answer ({exc})"
             if waiting is None:

@@ -200,7 +200,7 @@ def stop_cluster(cluster: NatsCluster) -> None:
 def start_cluster(fleet: Fleet) -> None:
     """Start every node again and wait until the fleet's stream has a leader."""
     fleet.cluster.start()
-    fleet.cluster.wait_ready(timeout=90)
+    fleet.cluster.wait_ready(timeout=90, quorum=True)
     fleet.cluster.stream_leader(fleet.stream, timeout=90)
 
 

@@ -284,7 +284,7 @@ def test_stream_leader_killed_then_the_whole_cluster_away_for_30_s_every_event_o
         time.sleep(30.0)
         assert status(master)["export_lag"] > 1000  # the master kept taking events meanwhile
         nats_cluster.start()
-        nats_cluster.wait_ready()
+        nats_cluster.wait_ready(quorum=True)
         time.sleep(2.0)
     finally:
         sent = firing.stop()

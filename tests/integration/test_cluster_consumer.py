@@ -108,7 +108,7 @@ def test_the_consumer_skips_junk_and_reads_on_through_a_leader_change_and_a_clus
         nats_cluster.kill_all()
         wait_for(lambda: consumer.state == "down" and consumer.error, 60, what="the consumer to see the cluster go")
         nats_cluster.start()
-        nats_cluster.wait_ready()
+        nats_cluster.wait_ready(quorum=True)
         # A cluster killed at once may not have kept the last acks: those events may come again.
         third = publish(settings, range(100, 120))
         take(consumer, third, range(100, 120))

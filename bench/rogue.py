@@ -60,15 +60,22 @@ class Phase:
         self.start = time.monotonic()
         self.wall = time.time()
         self.cpu_start = meter.cpu()
+        self.main_start = self._main_cpu()
         self.end = self.start
         self.cpu = 0.0
+        self.main_cpu = 0.0  # of ``cpu``, the master's main thread (its loop); the rest are libzmq's threads
         self.rss: list[int] = []
         self.relayed = 0
         self.refused = 0
 
+    def _main_cpu(self) -> float:
+        thread = next((t for t in self.meter.process.threads() if t.id == self.meter.pid), None)
+        return thread.user_time + thread.system_time if thread is not None else 0.0
+
     def finish(self, relayed: int, refused: int) -> None:
         self.end = time.monotonic()
         self.cpu = (self.meter.cpu() - self.cpu_start) / (self.end - self.start)
+        self.main_cpu = (self._main_cpu() - self.main_start) / (self.end - self.start)
         self.relayed, self.refused = relayed, refused
 
 
@@ -307,6 +314,9 @@ def report(result: dict, minions: int, rate: float, seconds: float) -> tuple[str
         ("master CPU (% of a core; calibrated phase: " + f"{calibrated.cpu * 100:.0f})",
          f"{before.cpu * 100:.0f}", f"{during.cpu * 100:.0f}",
          f"×{during.cpu / before.cpu:.1f}" if before.cpu else "", "", ""),
+        ("of it, the master's main thread / libzmq's threads (% of a core)",
+         f"{before.main_cpu * 100:.0f} / {(before.cpu - before.main_cpu) * 100:.0f}",
+         f"{during.main_cpu * 100:.0f} / {(during.cpu - during.main_cpu) * 100:.0f}", "", "", ""),
         ("master RSS, highest of the 1 s samples (MB)", f"{max(before.rss) / MB:.1f}", f"{max(during.rss) / MB:.1f}",
          "", "", ""),
         ("master still running", "", "yes" if result["alive"] else "no", "", "yes",

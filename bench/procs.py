@@ -11,7 +11,6 @@ from __future__ import annotations
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,10 +31,11 @@ def short_tmpdir(prefix: str = "eb") -> Path:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 nothing listens on now, which nothing else takes meanwhile
+    (``eventbus.cli.natscluster.free_ports``: below the ephemeral range, a band per test worker)."""
+    from eventbus.cli.natscluster import free_ports
+
+    return free_ports(1)[0]
 
 
 def raise_fd_limit() -> None:

@@ -1,0 +1,44 @@
+"""Ports for test daemons and local clusters: below the ephemeral range, a band per xdist worker, never twice."""
+from __future__ import annotations
+
+import socket
+
+from eventbus.cli import natscluster
+
+
+def ephemeral_low() -> int:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        return int(ports.read().split()[0])
+
+
+def test_ports_are_distinct_bindable_and_below_the_ephemeral_range():
+    ports = natscluster.free_ports(50)
+    assert len(set(ports)) == 50
+    assert all(natscluster.PICK_FLOOR <= port < ephemeral_low() for port in ports)
+    for port in ports[:5]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_a_port_something_listens_on_is_never_handed_out(monkeypatch):
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", natscluster.PICK_FLOOR + 7))
+    listening.listen()
+    try:
+        monkeypatch.setattr(natscluster, "_pick_band", lambda: (natscluster.PICK_FLOOR, natscluster.PICK_FLOOR + 12))
+        natscluster._HANDED.clear()
+        assert natscluster.PICK_FLOOR + 7 not in natscluster.free_ports(3)
+    finally:
+        listening.close()
+        natscluster._HANDED.clear()
+
+
+def test_each_xdist_worker_picks_from_a_band_of_its_own(monkeypatch):
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    bands = []
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        bands.append(natscluster._pick_band())
+    (low0, high0), (low1, high1) = bands
+    assert low0 == natscluster.PICK_FLOOR and high0 <= low1 and high1 <= ephemeral_low()
+    assert high0 - low0 >= 1000 and high1 - low1 >= 1000

@@ -32,8 +32,8 @@ def short_tmpdir(prefix: str = "eb") -> Path:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nothing listens on now, which nothing else takes meanwhile
-    (``eventbus.cli.natscluster.free_ports``: below the ephemeral range, a band per test worker)."""
-    from eventbus.cli.natscluster import free_ports
+    (``eventbus.cli.freeports``: below the ephemeral range, a band per test worker)."""
+    from eventbus.cli.freeports import free_ports
 
     return free_ports(1)[0]
 

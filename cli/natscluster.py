@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Sequence
 
+from eventbus.cli.freeports import free_ports
 from eventbus.errors import EventBusError
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -35,70 +36,6 @@ class NodePorts(NamedTuple):
     client: int
     route: int
     monitor: int
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on now.
-
-    They are picked below the kernel's ephemeral range (``net.ipv4.ip_local_port_range``), where no
-    outgoing connection and no bind to port 0 can take one between its pick and its use, and, in a
-    pytest-xdist worker, from a band of that worker's own; a port is not handed out twice by one process
-    while it has ports left. Where the ephemeral range leaves no room below it, the kernel picks.
-    """
-    import random
-    import socket
-
-    low, high = _pick_band()
-    sockets: list[socket.socket] = []
-    try:
-        if high - low < 4 * count:
-            for _ in range(count):
-                sock = socket.socket()
-                sock.bind((HOST, 0))
-                sockets.append(sock)
-            return [sock.getsockname()[1] for sock in sockets]
-        if len(_HANDED) > (high - low) // 2:
-            _HANDED.clear()
-        picked: list[int] = []
-        pick = random.SystemRandom().randrange
-        while len(picked) < count:
-            port = pick(low, high)
-            if port in _HANDED:
-                continue
-            _HANDED.add(port)
-            sock = socket.socket()
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                sock.close()
-                continue
-            sockets.append(sock)
-            picked.append(port)
-        return picked
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-_HANDED: set[int] = set()
-PICK_FLOOR = 10000
-
-
-def _pick_band() -> tuple[int, int]:
-    """The ports ``free_ports`` picks from: below the ephemeral range, this xdist worker's share of it."""
-    import os
-
-    try:
-        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    low, high = PICK_FLOOR, max(PICK_FLOOR, ephemeral_low)
-    worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
-    if worker.startswith("gw") and worker[2:].isdigit() and workers.isdigit() and int(workers) > 0:
-        share = (high - low) // int(workers)
-        low += int(worker[2:]) % int(workers) * share
-        high = low + share
-    return low, high
 
 
 def _quoted(text: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import socket
 
-from eventbus.cli import natscluster
+from eventbus.cli import freeports
 
 
 def ephemeral_low() -> int:
@@ -12,9 +12,9 @@ def ephemeral_low() -> int:
 
 
 def test_ports_are_distinct_bindable_and_below_the_ephemeral_range():
-    ports = natscluster.free_ports(50)
+    ports = freeports.free_ports(50)
     assert len(set(ports)) == 50
-    assert all(natscluster.PICK_FLOOR <= port < ephemeral_low() for port in ports)
+    assert all(freeports.PICK_FLOOR <= port < ephemeral_low() for port in ports)
     for port in ports[:5]:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
@@ -22,15 +22,15 @@ def test_ports_are_distinct_bindable_and_below_the_ephemeral_range():
 
 def test_a_port_something_listens_on_is_never_handed_out(monkeypatch):
     listening = socket.socket()
-    listening.bind(("127.0.0.1", natscluster.PICK_FLOOR + 7))
+    listening.bind(("127.0.0.1", freeports.PICK_FLOOR + 7))
     listening.listen()
     try:
-        monkeypatch.setattr(natscluster, "_pick_band", lambda: (natscluster.PICK_FLOOR, natscluster.PICK_FLOOR + 12))
-        natscluster._HANDED.clear()
-        assert natscluster.PICK_FLOOR + 7 not in natscluster.free_ports(3)
+        monkeypatch.setattr(freeports, "_pick_band", lambda: (freeports.PICK_FLOOR, freeports.PICK_FLOOR + 12))
+        freeports._HANDED.clear()
+        assert freeports.PICK_FLOOR + 7 not in freeports.free_ports(3)
     finally:
         listening.close()
-        natscluster._HANDED.clear()
+        freeports._HANDED.clear()
 
 
 def test_each_xdist_worker_picks_from_a_band_of_its_own(monkeypatch):
@@ -38,7 +38,7 @@ def test_each_xdist_worker_picks_from_a_band_of_its_own(monkeypatch):
     bands = []
     for worker in ("gw0", "gw1"):
         monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
-        bands.append(natscluster._pick_band())
+        bands.append(freeports._pick_band())
     (low0, high0), (low1, high1) = bands
-    assert low0 == natscluster.PICK_FLOOR and high0 <= low1 and high1 <= ephemeral_low()
+    assert low0 == freeports.PICK_FLOOR and high0 <= low1 and high1 <= ephemeral_low()
     assert high0 - low0 >= 1000 and high1 - low1 >= 1000

@@ -1,0 +1,68 @@
+"""Free TCP ports on loopback for local daemons and clusters that nothing else takes between pick and use.
+
+Ports are picked below the kernel's ephemeral range (``net.ipv4.ip_local_port_range``), where no outgoing
+connection and no bind to port 0 can take one, and, in a pytest-xdist worker, from a band of that worker's
+own (``make cluster`` fixes its ports; tests and benchmarks pick).
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+
+HOST = "127.0.0.1"
+PICK_FLOOR = 10000
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+_HANDED: set[int] = set()  # ports this process has handed out (or found taken) since the last clear
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on now, from ``_pick_band``; one
+    process hands a port out once while it has others left. Where the ephemeral range leaves no room below
+    it, the kernel picks."""
+    low, high = _pick_band()
+    sockets: list[socket.socket] = []
+    try:
+        if high - low < 4 * count:
+            for _ in range(count):
+                sock = socket.socket()
+                sock.bind((HOST, 0))
+                sockets.append(sock)
+            return [sock.getsockname()[1] for sock in sockets]
+        if len(_HANDED) > (high - low) // 2:
+            _HANDED.clear()
+        picked: list[int] = []
+        pick = random.SystemRandom().randrange
+        while len(picked) < count:
+            port = pick(low, high)
+            if port in _HANDED:
+                continue
+            _HANDED.add(port)
+            sock = socket.socket()
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+            picked.append(port)
+        return picked
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _pick_band() -> tuple[int, int]:
+    """The ports ``free_ports`` picks from: below the ephemeral range, this xdist worker's share of it."""
+    try:
+        ephemeral_low = int(Path(EPHEMERAL_RANGE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low, high = PICK_FLOOR, max(PICK_FLOOR, ephemeral_low)
+    worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and workers.isdigit() and int(workers) > 0:
+        share = (high - low) // int(workers)
+        low += int(worker[2:]) % int(workers) * share
+        high = low + share
+    return low, high

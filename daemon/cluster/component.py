@@ -123,7 +123,7 @@ class ClusterLink:
 
 
 def _stream_seq(value: Any) -> bool:
-    return type(value) is int and 0 <= value <= records.MAX_RELAY_SEQ
+    return type(value) is int and 0 <= value <= records.MAX_SEQ
 
 
 def components(settings: MasterConfig) -> tuple[Callable[..., Any], Callable[..., Any]]:

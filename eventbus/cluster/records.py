@@ -21,7 +21,7 @@ from eventbus.forwarding.formats import RELAY_CMD, salt_record
 HEADER_ID = "Nats-Msg-Id"
 HEADER_ORIGIN = "Eventbus-Origin"
 ORIGIN_KEY = "_origin"
-MAX_RELAY_SEQ = 2 ** 64 - 1   # a link's seqs are u64
+MAX_SEQ = 2 ** 64 - 1   # a link's relay seqs and a stream's seqs are u64
 # Characters a subject token may not hold: separators of the protocol and NATS' wildcards.
 _BAD = str.maketrans({c: "_" for c in " \t\r\n\x00*>"})
 
@@ -68,7 +68,7 @@ def relayed(identity: str, data: Mapping[str, Any]) -> tuple[str, int] | None:
 
 def is_relay(minion_id: str, relay_seq: int) -> bool:
     """Whether ``minion_id`` can name a minion and ``relay_seq`` is a seq its link can carry."""
-    return minionid.valid(minion_id) and type(relay_seq) is int and 0 < relay_seq <= MAX_RELAY_SEQ
+    return minionid.valid(minion_id) and type(relay_seq) is int and 0 < relay_seq <= MAX_SEQ
 
 
 def body(seq: int, tag: str, data: dict) -> bytes:

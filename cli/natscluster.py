@@ -48,9 +48,10 @@ class NatsCluster:
 
     ``ports`` fixes each node's ``NodePorts`` (``make cluster`` does, so configs can name them);
     by default free ones are picked. ``user`` and ``password`` put an ``authorization`` block in
-    every node's config (clients only: routes are not affected), or ``token`` a token one; ``advertise=False`` keeps clients on the
-    URLs they were given (a test proxy in front of a node stays in the path). As a context manager it starts
-    the nodes not running, waits until JetStream is ready and kills every node on exit.
+    every node's config (clients only: routes are not affected), or ``token`` a token one;
+    ``advertise=False`` keeps clients on the URLs they were given (a test proxy in front of a node stays in
+    the path). As a context manager it starts the nodes not running, waits until JetStream is ready and
+    kills every node on exit.
     """
 
     def __init__(self, directory: str | Path, nodes: int = 3, name: str = "eventbus", *,

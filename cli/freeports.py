@@ -53,6 +53,34 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def free_runs(count: int, length: int) -> list[int]:
+    """The first ports of ``count`` runs of ``length`` consecutive TCP ports on 127.0.0.1 that nothing
+    listens on now and no run shares, from ``_pick_band`` (a local cluster whose nodes take the next ports)."""
+    low, high = _pick_band()
+    if high - low < 4 * count * length:
+        raise OSError(f"no room below the ephemeral range for {count} runs of {length} ports")
+    firsts: list[int] = []
+    pick = random.SystemRandom().randrange
+    while len(firsts) < count:
+        first = pick(low, high - length)
+        run = range(first, first + length)
+        if any(port in _HANDED for port in run):
+            continue
+        _HANDED.update(run)
+        if all(_bindable(port) for port in run):
+            firsts.append(first)
+    return firsts
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def _pick_band() -> tuple[int, int]:
     """The ports ``free_ports`` picks from: below the ephemeral range, this xdist worker's share of it."""
     try:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import nats.js.errors
 import pytest
 from nats.js.api import PubAck
 
+from eventbus.cli.freeports import free_runs
 from eventbus.cli.natscluster import NatsCluster
 from eventbus.errors import EventBusError
 from tests.clusterkit import nats_cluster, stream_messages  # noqa: F401 - fixture
@@ -189,21 +189,8 @@ def test_a_node_that_cannot_start_is_named_with_its_log(tmp_path: Path):
     assert "n2" in message and "address already in use" in message, message
 
 
-def free_run(length: int) -> int:
-    """The first of ``length`` consecutive TCP ports on 127.0.0.1 that nothing listens on now."""
-    while True:
-        first = random.randrange(20000, 60000)
-        try:
-            for port in range(first, first + length):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-
-
 def test_make_cluster_runs_a_cluster_until_sigterm(tmp_path: Path):
-    ports = [free_run(3) for _ in range(3)]
+    ports = free_runs(3, 3)
     runner = subprocess.Popen([sys.executable, "-m", "eventbus.cli.devcluster", str(tmp_path / "nats"),
                                "--ports", ",".join(map(str, ports))], stdout=subprocess.PIPE, text=True)
     try:

@@ -42,3 +42,13 @@ def test_each_xdist_worker_picks_from_a_band_of_its_own(monkeypatch):
     (low0, high0), (low1, high1) = bands
     assert low0 == freeports.PICK_FLOOR and high0 <= low1 and high1 <= ephemeral_low()
     assert high0 - low0 >= 1000 and high1 - low1 >= 1000
+
+
+def test_runs_of_consecutive_ports_are_bindable_disjoint_and_below_the_ephemeral_range():
+    firsts = freeports.free_runs(3, 3)
+    ports = [first + i for first in firsts for i in range(3)]
+    assert len(set(ports)) == 9
+    assert all(freeports.PICK_FLOOR <= port < ephemeral_low() for port in ports)
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

@@ -13,7 +13,7 @@ Figures, 100 B events, the systems taking turns trial by trial:
 
 - CPU per event at a fixed 500 and 2,000 events/s (1→1), the daemon's main
   thread and its other threads (libzmq's I/O thread, the journal's sync
-  thread) apart, from ``/proc``;
+  thread) apart, in nanoseconds from ``/proc/PID/task/TID/schedstat``;
 - the zero-loss rate, 1→1 and 2→4 (two publishers, four subscribers),
   searched as ``bench.bus`` does.
 """
@@ -29,7 +29,7 @@ import psutil
 
 from bench.bus import zero_loss_rates
 from bench.clients import Crew
-from bench.measure import load_note
+from bench.measure import load_note, thread_seconds
 from bench.systems import running_bus, running_reference
 
 KINDS = ("reference", "floor", "bus")
@@ -58,10 +58,6 @@ class ThreadCpu:
         return self.main + self.others
 
 
-def _thread_seconds(process: psutil.Process) -> dict[int, float]:
-    return {thread.id: thread.user_time + thread.system_time for thread in process.threads()}
-
-
 def quiet_cpu(crews: dict[str, Crew], processes: dict[str, psutil.Process], rate: int,
               seconds: float) -> dict[str, ThreadCpu]:
     """CPU per event of each daemon while 100 B events come at a fixed ``rate``, in alternating segments."""
@@ -71,9 +67,9 @@ def quiet_cpu(crews: dict[str, Crew], processes: dict[str, psutil.Process], rate
     for segment in range(SEGMENTS):
         for kind in crews if segment % 2 else reversed(list(crews)):
             process = processes[kind]
-            before = _thread_seconds(process)
+            before = thread_seconds(process.pid)
             sent[kind] += crews[kind].trial(100, rate, seconds / SEGMENTS).sent
-            for tid, used in _thread_seconds(process).items():
+            for tid, used in thread_seconds(process.pid).items():
                 spent = used - before.get(tid, 0.0)
                 if tid == process.pid:
                     main[kind] += spent

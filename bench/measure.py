@@ -118,3 +118,13 @@ def load_note() -> str:
     """The machine's load, to print beside the figures (the numbers are only as quiet as the host)."""
     one, five, _ = os.getloadavg()
     return f"{os.cpu_count()} CPUs, load average {one:.2f} (1 min) {five:.2f} (5 min)"
+
+
+def thread_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid``: from ``/proc/PID/task/TID/schedstat`` (nanoseconds), else
+    from psutil (clock ticks, 10 ms)."""
+    tasks = Path(f"/proc/{pid}/task")
+    try:
+        return {int(task.name): int((task / "schedstat").read_text().split()[0]) / 1e9 for task in tasks.iterdir()}
+    except (OSError, ValueError, IndexError):
+        return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}

@@ -34,12 +34,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import psutil
 
 from bench.bus import latencies_at
 from bench.clients import Crew, Target
 from bench.codetree import eventbus_command, tree_env
-from bench.measure import ProcessMeter, load_note, median, wait_until
+from bench.measure import ProcessMeter, load_note, median, thread_seconds, wait_until
 from bench.procs import Daemon, free_port, short_tmpdir
 from bench.systems import running_bus, running_reference
 
@@ -151,25 +150,15 @@ def traced_run(crew: Crew, role: str, pid: int, events: int, rate: float, root: 
     return _counts(out)
 
 
-def _thread_seconds(pid: int) -> dict[int, float]:
-    """CPU seconds of each thread of ``pid``: from ``/proc/PID/task/TID/schedstat`` (nanoseconds), else
-    from psutil (clock ticks, 10 ms)."""
-    tasks = Path(f"/proc/{pid}/task")
-    try:
-        return {int(task.name): int((task / "schedstat").read_text().split()[0]) / 1e9 for task in tasks.iterdir()}
-    except (OSError, ValueError, IndexError):
-        return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
-
-
 def cpu_run(crew: Crew, pids: dict[str, int], events: int, rate: float) -> dict[str, float]:
     """CPU seconds of each process (``daemon-main``, ``daemon-other``) while ``events`` pass at ``rate``."""
-    before = {role: _thread_seconds(pid) for role, pid in pids.items()}
+    before = {role: thread_seconds(pid) for role, pid in pids.items()}
     result = crew.trial(SIZE, rate, events / rate, count=events)
     if result.sent != events:
         raise RuntimeError(f"a CPU run sent {result.sent} events, not {events}")
     used = dict.fromkeys(CPU_ROLES, 0.0)
     for role, pid in pids.items():
-        for tid, seconds in _thread_seconds(pid).items():
+        for tid, seconds in thread_seconds(pid).items():
             spent = seconds - before[role].get(tid, 0.0)
             if role == "daemon":
                 used["daemon-main" if tid == pid else "daemon-other"] += spent

@@ -1,13 +1,15 @@
 """The benchmark's arithmetic: percentiles, pacing, event sizes, loss accounting and the table."""
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import msgpack
 
 from bench import report
 from bench.clients import TAG, TrialResult, event_data
-from bench.measure import Pacer, median, percentile
+from bench.measure import Pacer, median, percentile, thread_seconds
 
 
 def test_percentiles_are_nearest_rank():
@@ -112,3 +114,30 @@ def test_a_subscriber_that_caught_up_long_after_the_publishers_stopped_did_not_s
     assert search.next_rate < 100_000
     search.record(ended_at(0.01), cpu=0.3)  # kept pace
     assert search.best is not None and search.rate == 100_000
+
+
+def test_thread_cpu_is_per_thread_and_finer_than_a_clock_tick():
+    def spin(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+    spun, done = threading.Event(), threading.Event()
+
+    def worker_main() -> None:
+        spin(0.0123)
+        spun.set()
+        done.wait(30)
+    worker = threading.Thread(target=worker_main)
+    before = thread_seconds(os.getpid())
+    worker.start()
+    try:
+        assert spun.wait(30)
+        spin(0.0031)
+        after = thread_seconds(os.getpid())
+    finally:
+        done.set()
+        worker.join()
+    main = after[os.getpid()] - before[os.getpid()]
+    assert 0.0031 <= main < 0.0123  # the main thread's own spin, not the worker's
+    assert 0.0123 <= after[worker.native_id] < 0.5
+    assert round(main * 100) != main * 100  # not whole 10 ms clock ticks

@@ -136,7 +136,7 @@ class _Reader:
             return platform.node()
         reason = minionid.problem(value)
         if reason is not None:
-            raise self.fail(spec.name, value, f"a minion id ({minionid.RULE}): {reason}")
+            raise self.fail(spec.name, value, f"an id ({minionid.RULE}): {reason}")
         return value
 
     def _path(self, spec: dataclasses.Field, value: Any) -> Path | None:

@@ -227,7 +227,7 @@ def test_minion_with_an_id_the_link_would_refuse_does_not_start(short_tmp, minio
     assert daemon.proc.wait(15) != 0
     lines = daemon.log.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "key 'id'" in lines[0], lines
-    assert "a minion id" in lines[0]
+    assert "an id (1 to" in lines[0]
 
 
 def test_a_bad_user_name_is_one_error_line_not_a_traceback(short_tmp):

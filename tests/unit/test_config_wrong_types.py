@@ -30,7 +30,7 @@ WRONG: dict[str, tuple[Any, str]] = {
     "path": (5, "a file system path"),
     "root": (5, "a directory path"),
     "confpath": (5, "the path of a config file"),
-    "id": (["a"], "a minion id"),
+    "id": (["a"], "an id (1 to"),
     "reactor": ("fire", "a list of"),
     "eauth": ("file", "a mapping"),
     "masters": ({"port": 1}, "a host, or a list of masters"),

@@ -50,13 +50,14 @@ class NatsCluster:
     by default free ones are picked. ``user`` and ``password`` put an ``authorization`` block in
     every node's config (clients only: routes are not affected), or ``token`` a token one;
     ``advertise=False`` keeps clients on the URLs they were given (a test proxy in front of a node stays in
-    the path). As a context manager it starts the nodes not running, waits until JetStream is ready and
-    kills every node on exit.
+    the path). ``extra`` lines go at the end of every node's config (an operator-mode block, say). As a
+    context manager it starts the nodes not running, waits until JetStream is ready and kills every node on exit.
     """
 
     def __init__(self, directory: str | Path, nodes: int = 3, name: str = "eventbus", *,
                  user: str | None = None, password: str | None = None, token: str | None = None,
-                 ports: Sequence[NodePorts] | None = None, advertise: bool = True) -> None:
+                 ports: Sequence[NodePorts] | None = None, advertise: bool = True,
+                 extra: Sequence[str] = ()) -> None:
         if nodes < 1:
             raise EventBusError(f"a NATS cluster needs at least one node, not {nodes}")
         if (user is None) != (password is None):
@@ -72,6 +73,7 @@ class NatsCluster:
         self.password = password
         self.token = token
         self.advertise = advertise  # False: clients learn no other node's URL, they stay on the ones they name
+        self.extra = list(extra)
         self.ports: list[NodePorts] = list(ports)
         self.names: list[str] = [f"n{i + 1}" for i in range(nodes)]
         self._procs: list[subprocess.Popen | None] = [None] * nodes
@@ -137,6 +139,7 @@ class NatsCluster:
         elif self.user is not None:
             lines += ["authorization {", f"  user: {_quoted(self.user)}",
                       f"  password: {_quoted(self.password or '')}", "}"]
+        lines += self.extra
         self.node_dir(index).mkdir(parents=True, exist_ok=True)
         path = self.config_path(index)
         path.write_text("\n".join(lines) + "\n")

@@ -28,13 +28,14 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 
 
 def stream_messages(urls: Sequence[str], stream: str, *, user: str | None = None, password: str | None = None,
-                    token: str | None = None, timeout: float = 30.0) -> list[StoredMessage]:
+                    token: str | None = None, creds: str | None = None,
+                    timeout: float = 30.0) -> list[StoredMessage]:
     """Every message ``stream`` holds now, in stream order: ``(stream seq, headers dict, body bytes)``."""
-    return asyncio.run(_stream_messages(list(urls), stream, user, password, token, timeout))
+    return asyncio.run(_stream_messages(list(urls), stream, user, password, token, creds, timeout))
 
 
 async def _stream_messages(urls: list[str], stream: str, user: str | None, password: str | None,
-                           token: str | None, timeout: float) -> list[StoredMessage]:
+                           token: str | None, creds: str | None, timeout: float) -> list[StoredMessage]:
     import nats
     import nats.js.errors
 
@@ -59,8 +60,8 @@ async def _stream_messages(urls: list[str], stream: str, user: str | None, passw
             return None
         return seq, dict(message.headers or {}), message.data or b""
 
-    client = await nats.connect(urls, user=user, password=password, token=token, connect_timeout=5,
-                                max_reconnect_attempts=-1)
+    client = await nats.connect(urls, user=user, password=password, token=token, user_credentials=creds,
+                                connect_timeout=5, max_reconnect_attempts=-1)
     try:
         # Each message by its sequence from the stream leader: no consumer to place on a node.
         js = client.jetstream(timeout=5)

@@ -14,7 +14,7 @@ import pytest
 from bench.procs import wait_for
 from eventbus import event, systemstatus
 from tests.clusterkit import nats_cluster, stream_messages  # noqa: F401 - the fixture
-from tests.fleetkit import Fleet, journal_events, link_state
+from tests.fleetkit import Fleet, journal_events, link_state, log_of
 from tests.helpers import failed
 from tests.tcpproxy import TcpProxy
 
@@ -221,7 +221,6 @@ def test_an_unreachable_cluster_leaves_the_master_serving_and_catches_up_when_it
 
 def test_a_refused_credential_is_down_with_the_reason_and_the_password_is_never_logged(tmp_path, fleet):
     from eventbus.cli.natscluster import NatsCluster
-    from tests.fleetkit import log_of
 
     with NatsCluster(tmp_path / "nats", user="fleet", password="right-password-123") as cluster:
         master = fleet.master(cluster=cluster_key(cluster.urls, user="fleet", password="wrong-password-456"),
@@ -433,6 +432,28 @@ def test_a_token_from_the_environment_joins_the_master_and_a_wrong_one_is_refuse
         fire(good, "t/token", 3)
         wait_for(lambda: len(records(cluster.urls, tag="t/token", token="the-right-token-42")) == 3, 30,
                  what="the events on the stream")
+
+
+def test_a_creds_file_joins_the_master_in_operator_mode_and_a_user_of_an_unknown_account_is_refused(tmp_path, fleet):
+    """``creds``, as NATS deployments in operator mode hand credentials out: a user JWT and its nkey seed."""
+    import nkeys
+
+    from eventbus.cli.natscluster import NatsCluster
+    from tests.natsoperator import Operator, new_key
+
+    operator = Operator()
+    member, stranger = tmp_path / "member.creds", tmp_path / "stranger.creds"
+    seeds = [operator.user_creds(member), operator.user_creds(stranger, signer=new_key(nkeys.PREFIX_BYTE_ACCOUNT))]
+    with NatsCluster(tmp_path / "nats", nodes=1, extra=operator.config_lines()) as cluster:
+        good = fleet.master(cluster=cluster_key(cluster.urls, replicas=1, creds=str(member)))
+        bad = fleet.master(cluster=cluster_key(cluster.urls, replicas=1, creds=str(stranger)))
+        wait_up(good)
+        assert "authorization" in wait_down(bad)["error"].lower()
+        fire(good, "t/creds", 3)
+        wait_for(lambda: [r[4]["n"] for r in records(cluster.urls, tag="t/creds", creds=str(member))] == [0, 1, 2],
+                 30, what="the events on the stream, read with the member's creds")
+    for master in good, bad:
+        assert not any(seed in log_of(master) for seed in seeds)
 
 
 @pytest.mark.parametrize("child, keys", [("eventbus.daemon.cluster", {"cluster": cluster_key(["nats://127.0.0.1:9"])}),

@@ -23,10 +23,14 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/slow":
             server.release.wait(30)
         answer = b'{"got": %d}' % len(body)
-        self.send_response(500 if self.path == "/fail" else 200)
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+        try:
+            self.send_response(500 if self.path == "/fail" else 200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+        except ConnectionError:  # a client that gave up on /slow has closed: nothing to answer
+            self.close_connection = True
+            return
         # ``/drop`` says nothing of closing, then closes: the client finds out on its next request.
         self.close_connection = self.path == "/drop"
 

@@ -34,7 +34,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator, Sequence
 
-
 from bench.bus import latencies_at
 from bench.clients import Crew, Target
 from bench.codetree import eventbus_command, tree_env

@@ -62,6 +62,8 @@ def free_runs(count: int, length: int) -> list[int]:
     firsts: list[int] = []
     pick = random.SystemRandom().randrange
     while len(firsts) < count:
+        if len(_HANDED) > (high - low) // 2:
+            _HANDED.clear()
         first = pick(low, high - length)
         run = range(first, first + length)
         if any(port in _HANDED for port in run):

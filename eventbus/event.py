@@ -133,7 +133,8 @@ class BusHandle:
         if self.sub is None:
             self.connect_pub(timeout=0)
         inbox = self.inbox
-        step, receive, recv, look = inbox.step, inbox.receive, self.sub.recv, self._sub_ready  # type: ignore
+        step, receive = inbox.step, inbox.receive
+        recv, look = self.sub.recv, self._sub_ready  # type: ignore[union-attr]
         waited = False
         while True:
             todo = step(want, following)

@@ -36,7 +36,7 @@ from typing import Sequence
 
 from bench import journaltimes
 from bench.linkclient import Rogue
-from bench.measure import MB, ProcessMeter, load_note, percentile
+from bench.measure import MB, ProcessMeter, load_note, percentile, thread_seconds
 from bench.procs import Node, Site, link_state, wait_link
 from bench.roguetraffic import Flood, HonestTraffic, Misbehaving
 from eventbus.bus import payload, wire
@@ -69,8 +69,7 @@ class Phase:
         self.refused = 0
 
     def _main_cpu(self) -> float:
-        thread = next((t for t in self.meter.process.threads() if t.id == self.meter.pid), None)
-        return thread.user_time + thread.system_time if thread is not None else 0.0
+        return thread_seconds(self.meter.pid).get(self.meter.pid, 0.0)
 
     def finish(self, relayed: int, refused: int) -> None:
         self.end = time.monotonic()

@@ -22,32 +22,15 @@ def free_ports(count: int) -> list[int]:
     process hands a port out once while it has others left. Where the ephemeral range leaves no room below
     it, the kernel picks."""
     low, high = _pick_band()
+    if high - low >= 4 * count:
+        return free_runs(count, 1)
     sockets: list[socket.socket] = []
     try:
-        if high - low < 4 * count:
-            for _ in range(count):
-                sock = socket.socket()
-                sock.bind((HOST, 0))
-                sockets.append(sock)
-            return [sock.getsockname()[1] for sock in sockets]
-        if len(_HANDED) > (high - low) // 2:
-            _HANDED.clear()
-        picked: list[int] = []
-        pick = random.SystemRandom().randrange
-        while len(picked) < count:
-            port = pick(low, high)
-            if port in _HANDED:
-                continue
-            _HANDED.add(port)
+        for _ in range(count):
             sock = socket.socket()
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                sock.close()
-                continue
             sockets.append(sock)
-            picked.append(port)
-        return picked
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
     finally:
         for sock in sockets:
             sock.close()
@@ -64,11 +47,11 @@ def free_runs(count: int, length: int) -> list[int]:
     while len(firsts) < count:
         if len(_HANDED) > (high - low) // 2:
             _HANDED.clear()
-        first = pick(low, high - length)
+        first = pick(low, high - length + 1)
         run = range(first, first + length)
         if any(port in _HANDED for port in run):
             continue
-        _HANDED.update(run)
+        _HANDED.update(run)  # taken ones too: not tried again until the next clear
         if all(_bindable(port) for port in run):
             firsts.append(first)
     return firsts

@@ -37,8 +37,8 @@ def signed_jwt(issuer: nkeys.KeyPair, subject: str, name: str, nats: dict[str, A
     """A NATS JWT (``ed25519-nkey``) of ``subject``'s claims, signed by ``issuer``."""
     claims: dict[str, Any] = {"jti": "", "iat": int(time.time()), "iss": public(issuer), "name": name,
                               "sub": subject, "nats": {**nats, "version": 2}}
-    claims["jti"] = base64.b32encode(hashlib.new("sha512_256", json.dumps(claims).encode()).digest()).decode()
-    claims["jti"] = claims["jti"].rstrip("=")
+    digest = hashlib.new("sha512_256", json.dumps(claims).encode()).digest()
+    claims["jti"] = base64.b32encode(digest).decode().rstrip("=")
     signing_input = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode()) + "." + \
         _b64(json.dumps(claims).encode())
     return signing_input + "." + _b64(issuer.sign(signing_input.encode()))

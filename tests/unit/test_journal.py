@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,39 @@ def test_synced_modes_write_the_same_journal(tmp_path, mode):
     writer.close()
     assert not any(t.name == "journal-fsync" for t in __import__("threading").enumerate())
     assert read_all(JournalReader(tmp_path)) == (written, 0)
+
+
+def _times_run(thread) -> int:
+    """How many times the kernel has run ``thread`` (the third field of its schedstat)."""
+    return int(Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text().split()[2])
+
+
+def _synced(writer: Journal, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if not writer._dirty:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_the_batch_sync_thread_sleeps_while_nothing_is_written_and_syncs_each_write(tmp_path):
+    writer = journal(tmp_path, fsync="batch")
+    thread = writer._sync_thread
+    assert thread is not None and thread.name == "journal-fsync"
+    try:
+        writer.append(batch(EPOCH + 1, 3))
+        assert _synced(writer, time.monotonic() + 10)  # synced 0.1 s after the write, on any loaded host
+        time.sleep(0.2)  # the thread back asleep
+        before = _times_run(thread)
+        time.sleep(1.0)
+        # Asleep on an untimed wait: it has not run at all (it used to wake ten times a second).
+        assert _times_run(thread) == before
+        writer.append(batch(EPOCH + 4, 1))  # a write wakes it again, and is synced
+        assert _synced(writer, time.monotonic() + 10)
+        assert _times_run(thread) > before
+    finally:
+        writer.close()
+    assert not thread.is_alive()
 
 
 # -- a real full disk -------------------------------------------------------------------

@@ -28,7 +28,7 @@ from eventbus import config
 from eventbus.bus import control, payload, wire
 from eventbus.errors import EventBusError, InvalidArgumentError, InvalidEventError
 from eventbus.bus.inbox import ASK, READ, Event, Inbox
-from eventbus.bus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open_publisher
+from eventbus.bus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open_publisher, poll_ms
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class AsyncBusHandle:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            await self.sub.poll(int(remaining * 1000) + 1, zmq.POLLIN)
+            await self.sub.poll(poll_ms(remaining), zmq.POLLIN)
         self.sub.setsockopt(zmq.UNSUBSCRIBE, self._sync_token)
         return True
 
@@ -108,7 +108,7 @@ class AsyncBusHandle:
                 if wait is None:
                     return None
                 if wait:
-                    await sub.poll(int(wait * 1000) + 1, zmq.POLLIN)  # type: ignore[union-attr]
+                    await sub.poll(poll_ms(wait), zmq.POLLIN)  # type: ignore[union-attr]
             elif todo is ASK:
                 try:
                     reply = await asyncio.get_running_loop().run_in_executor(

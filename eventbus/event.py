@@ -26,7 +26,7 @@ from eventbus.bus import control, payload, relay, wire
 from eventbus.errors import BusDisconnectedError, EventBusError, InvalidArgumentError, InvalidEventError
 from eventbus.bus.inbox import ASK, NEED_FILL, READ, Event, Inbox
 from eventbus.bus.match import Matcher
-from eventbus.bus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open_publisher, send_bytes
+from eventbus.bus.sockets import CONNECT_TIMEOUT, hand_over, open_listener, open_publisher, poll_ms, send_bytes
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class BusHandle:
         """Block until the listener may have data, noting (dis)connections on the way."""
         monitor = self._monitor
         assert monitor is not None
-        ready = _zmq_poll(self._watched, max(int(timeout * 1000), 0))
+        ready = _zmq_poll(self._watched, poll_ms(timeout))
         if ready and ready[-1][0] is monitor:  # zmq_poll keeps the order of _watched
             while monitor.poll(0):
                 event = recv_monitor_message(monitor)["event"]

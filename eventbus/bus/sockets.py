@@ -6,6 +6,7 @@ protocols of ``eventbus.bus.wire``; the hand-over serves the bus and the minion'
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -29,6 +30,15 @@ ASK_TIMEOUT = 1.0
 # for plain bytes it only adds a call per event.
 send_bytes = zmq.backend.Socket.send
 _NOBLOCK = int(zmq.NOBLOCK)
+
+
+def poll_ms(seconds: float) -> int:
+    """A wait of ``seconds`` as a poll's timeout: whole milliseconds, rounded up (never negative).
+
+    Rounded down, a wait's last fraction of a millisecond became a zero timeout, and a reader waiting for
+    its deadline polled again and again until it passed: about 0.5 ms of busy CPU at the end of every wait.
+    """
+    return max(math.ceil(seconds * 1000), 0)
 
 
 def open_listener(context: zmq.Context, endpoints: wire.Endpoints) -> tuple[zmq.Socket, bytes]:

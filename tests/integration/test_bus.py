@@ -264,6 +264,20 @@ def test_wait_times_out_with_none_and_no_block_returns_at_once(master):
         assert wait_for(lambda: bus.get_event(no_block=True, tag="now/"), what="the event")["x"] == 1
 
 
+def test_waiting_with_short_timeouts_sleeps_instead_of_spinning(master):
+    """A listener asking again and again with a timeout under a millisecond (or ending any wait on a fraction
+    of one) sleeps in the poll: it used to poll with a zero timeout until the deadline, a core's worth of CPU."""
+    with event.get_event("master", opts=master.opts()) as bus:
+        bus.fire_event({"x": 1}, "now/there")  # a handle that has had an event also asks the bus's head when quiet
+        assert bus.get_event(wait=10, tag="now/")["x"] == 1
+        started, cpu = time.monotonic(), time.thread_time()
+        for _ in range(300):
+            assert bus.get_event(wait=0.0009, tag="never/") is None
+        wall, used = time.monotonic() - started, time.thread_time() - cpu
+        assert wall >= 0.25  # each call waited its timeout
+        assert used < 0.5 * wall, f"{used:.3f} s of CPU in {wall:.3f} s of waiting"
+
+
 def test_full_is_salts_tag_and_data_shape(master):
     with event.MasterEvent(master.sock_dir) as bus:
         bus.fire_event({"a": 1}, "shape/test")

@@ -276,3 +276,9 @@ def test_a_reader_not_following_counts_a_page_the_daemon_did_not_give_as_lost_an
     assert inbox.answer(BusUnavailableError("no answer"), 0.0) == 0.0
     assert inbox.step(want).seq == EPOCH + 5 and inbox.step(want) == READ
     assert inbox.lost == 3
+
+
+def test_a_wait_becomes_a_poll_timeout_rounded_up_so_its_last_fraction_never_spins():
+    from eventbus.bus.sockets import poll_ms
+    # Rounded down, 0.4 ms left before the deadline was a zero timeout, polled again and again until it passed.
+    assert [poll_ms(s) for s in (0.0004, 0.0009, 0.001, 0.0999, 0.2, 0.0, -0.003)] == [1, 1, 1, 100, 200, 0, 0]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +26,6 @@ from eventbus.cluster.settings import ClusterSettings
 from eventbus.config import MasterConfig
 from eventbus.daemon.reactor.ledger import Entry
 from eventbus.daemon.reactor.service import MAX_IN_FLIGHT, READ_WAIT, Reactor
-from eventbus.cloudevents.jsonfile import write_atomic
 from eventbus.errors import ClusterError
 from eventbus.reactor import rules
 
@@ -152,12 +150,8 @@ class FleetReactor(Reactor):
     def save(self) -> None:
         """No cursor of its own: acking each event is the fleet's position."""
 
-    def write_status(self) -> None:
-        status = {"pid": os.getpid(), "rules": len(self.rules), "in_flight": self.in_flight, "done": self.done,
-                  "failed": self.failed, "lost": self.lost, "cursor": None, "read": self.last_read,
-                  "started": self.started, "updated": time.time(), "running": self.running,
-                  "fleet": self.consumer.status()}
-        write_atomic(self.status_path, status)
+    def status(self) -> dict:
+        return {**super().status(), "cursor": None, "fleet": self.consumer.status()}
 
     def run(self) -> None:
         # The first reactor of the fleet makes the consumer from its master's start, as a single master's first

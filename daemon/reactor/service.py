@@ -43,6 +43,7 @@ POOL_SIZES = {"fire": 2, "target": 8, "run": 128, "post": 16}
 MAX_IN_FLIGHT = 10_000
 SAVE_EVERY = 0.2
 STATUS_EVERY = 0.5
+STATUS_UNCHANGED_EVERY = 10.0
 SHUTDOWN_GRACE = 5.0
 READ_WAIT = 0.1
 
@@ -78,6 +79,8 @@ class Reactor:
         self.lost = 0
         self.running = True
         self.reload_wanted = False
+        self._written_status: dict | None = None
+        self._status_due = 0.0
         self.started = time.time()
         self.handle: MasterEvent | None = None
 
@@ -149,11 +152,21 @@ class Reactor:
             self.cursor.save(acked)
             self.ledger.compact(acked)
 
+    def status(self) -> dict:
+        """The figures of ``status.json`` but its ``updated`` time."""
+        return {"pid": os.getpid(), "rules": len(self.rules), "in_flight": self.in_flight, "done": self.done,
+                "failed": self.failed, "lost": self.lost, "cursor": self.acked(), "read": self.last_read,
+                "started": self.started, "running": self.running}
+
     def write_status(self) -> None:
-        status = {"pid": os.getpid(), "rules": len(self.rules), "in_flight": self.in_flight, "done": self.done,
-                  "failed": self.failed, "lost": self.lost, "cursor": self.acked(), "read": self.last_read,
-                  "started": self.started, "updated": time.time(), "running": self.running}
-        write_atomic(self.status_path, status)
+        """Write ``status.json`` when a figure changed, and every ``STATUS_UNCHANGED_EVERY`` s when none did (an
+        idle reactor does not rewrite the same file twice a second)."""
+        status = self.status()
+        now = time.monotonic()
+        if status == self._written_status and now < self._status_due:
+            return
+        write_atomic(self.status_path, {**status, "updated": time.time()})
+        self._written_status, self._status_due = status, now + STATUS_UNCHANGED_EVERY
 
     # -- the read loop --------------------------------------------------------------
 

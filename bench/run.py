@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-PARTS = ("bench.bus", "bench.floor", "bench.journal", "bench.relay", "bench.rogue", "bench.api", "bench.metrics",
-         "bench.attack", "bench.forward", "bench.brokers", "bench.reactor", "bench.cloudevents", "bench.failover",
-         "bench.fleet", "bench.cluster")
+PARTS = ("bench.bus", "bench.floor", "bench.idle", "bench.journal", "bench.relay", "bench.rogue", "bench.api",
+         "bench.metrics", "bench.attack", "bench.forward", "bench.brokers", "bench.reactor", "bench.cloudevents",
+         "bench.failover", "bench.fleet", "bench.cluster")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 
 

@@ -77,8 +77,8 @@ def _usage(pid: int) -> tuple[float, int]:
     return seconds, runs
 
 
-def measure(settle: float, seconds: float) -> tuple[list[str], dict[str, tuple[float, float]]]:
-    """The table's rows and each process's (CPU ms per second, wake-ups per second)."""
+def measure(settle: float, seconds: float) -> list[str]:
+    """The table's rows: each process's CPU ms per second and wake-ups per second, and the installation's."""
     root = short_tmpdir("ebi")
     config_dir = _sample_config(root)
     installation = Daemon([sys.executable, "-m", "eventbus.cli.devrun", str(config_dir)], root / "devrun.log",
@@ -114,7 +114,7 @@ def measure(settle: float, seconds: float) -> tuple[list[str], dict[str, tuple[f
     total_wakeups = sum(figures[name][1] for name in PARTS)
     rows.append(f"| **the installation, all five** | **{total_cpu:.2f}** | **{total_cpu / 10:.3f}%** | "
                 f"**{total_wakeups:.1f}** | ×{total_cpu / floor_cpu:.1f} |")
-    return rows, figures
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> str:
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds measured (30)")
     args = parser.parse_args(argv)
     load_before = load_note()
-    rows, _ = measure(args.settle, args.seconds)
+    rows = measure(args.settle, args.seconds)
     lines = [f"## An idle installation ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
              f"`python -m bench.idle`)", "",
              "| process | CPU, ms per second | of one core | threads woken per second | ÷ the Python floor |",

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import yaml
 
-from bench.measure import load_note, wait_until
+from bench.measure import load_note, thread_schedstat, wait_until
 from bench.procs import Daemon, free_port, short_tmpdir
 from bench.systems import running_reference
 
@@ -66,15 +66,8 @@ def _daemons(pid: int) -> dict[str, int]:
 
 def _usage(pid: int) -> tuple[float, int]:
     """CPU seconds and times run of all of ``pid``'s threads so far."""
-    seconds, runs = 0.0, 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "schedstat").read_text().split()
-        except OSError:
-            continue  # a thread that ended meanwhile
-        seconds += int(fields[0]) / 1e9
-        runs += int(fields[2])
-    return seconds, runs
+    threads = thread_schedstat(pid).values()
+    return sum(seconds for seconds, _ in threads), sum(runs for _, runs in threads)
 
 
 def measure(settle: float, seconds: float) -> list[str]:

@@ -120,11 +120,23 @@ def load_note() -> str:
     return f"{os.cpu_count()} CPUs, load average {one:.2f} (1 min) {five:.2f} (5 min)"
 
 
+def thread_schedstat(pid: int) -> dict[int, tuple[float, int]]:
+    """(CPU seconds, times run) of each thread of ``pid``, from ``/proc/PID/task/TID/schedstat``
+    (nanoseconds); a thread that ended meanwhile is left out. ``OSError`` when the process has none."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue
+        found[int(task.name)] = (int(fields[0]) / 1e9, int(fields[2]))
+    return found
+
+
 def thread_seconds(pid: int) -> dict[int, float]:
-    """CPU seconds of each thread of ``pid``: from ``/proc/PID/task/TID/schedstat`` (nanoseconds), else
-    from psutil (clock ticks, 10 ms)."""
-    tasks = Path(f"/proc/{pid}/task")
+    """CPU seconds of each thread of ``pid``: from ``thread_schedstat`` (nanoseconds), else from psutil
+    (clock ticks, 10 ms)."""
     try:
-        return {int(task.name): int((task / "schedstat").read_text().split()[0]) / 1e9 for task in tasks.iterdir()}
+        return {tid: seconds for tid, (seconds, _) in thread_schedstat(pid).items()}
     except (OSError, ValueError, IndexError):
         return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
